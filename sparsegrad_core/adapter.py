@@ -1,0 +1,188 @@
+"""Adapter directories: save the trained sparse deltas, load them onto a base model, export merged.
+
+Layout (PEFT spirit)::
+
+    adapter_config.json           method, config, targets, kinds, fingerprint, task metadata
+    adapter_model.safetensors     per target: "<name>.sg_indices" (int32, flat row-major into the
+                                  rotated (out, in) weight) and "<name>.sg_delta" (float32);
+                                  densely trained tensors (task head, biases...) under their own names
+    sparsegrad_bases.safetensors  "<kind>.u_out", "<kind>.u_in" once per projection kind
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from .config import SparseGradConfig
+from .hosvd import KindBasis, SparseGradBasis
+from .model import apply_sparsegrad, sparsegrad_layers, weight_fingerprint
+from .targets import linear_shape
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+BASES_FILE = "sparsegrad_bases.safetensors"
+FORMAT_VERSION = 1
+
+
+class AdapterMismatchError(ValueError):
+    """The adapter was trained on a different base model than the one it is loaded onto."""
+
+
+def combined_fingerprint(per_layer: dict[str, str]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(per_layer):
+        h.update(f"{name}={per_layer[name]};".encode())
+    return h.hexdigest()[:32]
+
+
+def _dense_trained_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Trainable tensors outside the sparse path (task head, biases, LayerNorms, paper-setting blocks)."""
+    out = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad and not name.endswith("sg_anchor"):
+            out[name] = p.detach().contiguous().cpu()
+    return out
+
+
+def save_adapter(model: nn.Module, path: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
+    """Write the adapter directory for a model trained with SparseGrad; returns the path."""
+    path = Path(path)
+    layers = dict(sparsegrad_layers(model))
+    if not layers:
+        raise ValueError("model has no SparseGradLinear layers; call apply_sparsegrad first")
+    path.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    bases: dict[str, torch.Tensor] = {}
+    kinds: dict[str, dict[str, int]] = {}
+    fingerprints: dict[str, str] = {}
+    for name, layer in layers.items():
+        tensors[f"{name}.sg_indices"] = layer.sg_indices.to(torch.int32).cpu().contiguous()
+        tensors[f"{name}.sg_delta"] = layer.sg_delta.float().cpu().contiguous()
+        fingerprints[name] = getattr(layer, "base_fingerprint", "")
+        if layer.kind not in kinds:
+            bases[f"{layer.kind}.u_out"] = layer.u_out.cpu().contiguous()
+            bases[f"{layer.kind}.u_in"] = layer.u_in.cpu().contiguous()
+            kinds[layer.kind] = {"out_features": layer.out_features, "in_features": layer.in_features}
+    dense = _dense_trained_tensors(model)
+    clash = set(dense) & set(tensors)
+    if clash:
+        raise ValueError(f"tensor names clash: {sorted(clash)}")
+    tensors.update(dense)
+    first = next(iter(layers.values()))
+    cfg_meta = getattr(model, "_sparsegrad_config", None)
+    config: dict[str, Any] = {
+        "format": "sparsegrad",
+        "format_version": FORMAT_VERSION,
+        "method": "sparsegrad",
+        "selection": first.selection,
+        "sparsegrad_config": cfg_meta.to_dict() if isinstance(cfg_meta, SparseGradConfig) else None,
+        "target_modules": {name: {"kind": layer.kind, "k": layer.k, "base_layer_type": layer.base_layer_type}
+                           for name, layer in layers.items()},
+        "kinds": kinds,
+        "base_fingerprint": combined_fingerprint(fingerprints),
+        "layer_fingerprints": fingerprints,
+        "dense_modules": sorted(dense),
+        "base_model": getattr(getattr(model, "config", None), "_name_or_path", None),
+        "model_type": getattr(getattr(model, "config", None), "model_type", None),
+        "num_labels": getattr(getattr(model, "config", None), "num_labels", None),
+        "id2label": {str(k): v for k, v in (getattr(getattr(model, "config", None), "id2label", None) or {}).items()},
+        "metadata": metadata or {},
+    }
+    tmp_w, tmp_b = path / (ADAPTER_WEIGHTS + ".tmp"), path / (BASES_FILE + ".tmp")
+    save_file(tensors, str(tmp_w), metadata={"format": "pt"})
+    save_file(bases, str(tmp_b), metadata={"format": "pt"})
+    tmp_w.replace(path / ADAPTER_WEIGHTS)
+    tmp_b.replace(path / BASES_FILE)
+    (path / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
+    return path
+
+
+def read_adapter_config(path: str | Path) -> dict[str, Any]:
+    cfg_path = Path(path) / ADAPTER_CONFIG
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"{cfg_path} not found: not a SparseGrad adapter directory")
+    config: dict[str, Any] = json.loads(cfg_path.read_text())
+    if config.get("format") != "sparsegrad":
+        raise ValueError(f"{cfg_path}: not a SparseGrad adapter (format={config.get('format')!r})")
+    return config
+
+
+def load_adapter(base_model: nn.Module, path: str | Path, *, check_fingerprint: bool = True) -> nn.Module:
+    """Apply a saved adapter to ``base_model`` (in place) and return it.
+
+    The base must be the model the adapter was trained from: its target weights are fingerprinted
+    and compared, and a mismatch raises :class:`AdapterMismatchError`. The returned model computes
+    the same outputs as the trained one and can keep training.
+    """
+    path = Path(path)
+    config = read_adapter_config(path)
+    tensors = load_file(str(path / ADAPTER_WEIGHTS))
+    bases = load_file(str(path / BASES_FILE))
+    targets_meta: dict[str, dict[str, Any]] = config["target_modules"]
+    names = list(targets_meta)
+    try:
+        modules = {n: base_model.get_submodule(n) for n in names}
+    except AttributeError as exc:
+        raise AdapterMismatchError(f"base model lacks a target module of this adapter: {exc}") from exc
+    if check_fingerprint:
+        fps = {}
+        for n, m in modules.items():
+            w = m.weight.detach().T if isinstance(m, Conv1D) else m.weight.detach()
+            fps[n] = weight_fingerprint(w)
+        got = combined_fingerprint(fps)
+        if got != config["base_fingerprint"]:
+            bad = [n for n in names if fps[n] != config["layer_fingerprints"].get(n)]
+            raise AdapterMismatchError(
+                f"adapter {path} was trained on a different base model (fingerprint "
+                f"{config['base_fingerprint']} != {got}; {len(bad)} of {len(names)} target weights differ, "
+                f"first: {bad[:3]}). Load the base model it was trained from ({config.get('base_model')!r})."
+            )
+    kinds = {
+        kind: KindBasis(
+            u_out=bases[f"{kind}.u_out"], u_in=bases[f"{kind}.u_in"],
+            eig_out=torch.empty(0), eig_in=torch.empty(0),
+        )
+        for kind in config["kinds"]
+    }
+    supports = {}
+    if config["selection"] == "fixed":
+        supports = {n: tensors[f"{n}.sg_indices"].long() for n in names}
+    basis = SparseGradBasis(kinds=kinds, layers={n: targets_meta[n]["kind"] for n in names}, supports=supports)
+    cfg_dict = config.get("sparsegrad_config") or {}
+    cfg = SparseGradConfig.from_dict(cfg_dict) if cfg_dict else SparseGradConfig(selection=config["selection"])
+    for n, m in modules.items():
+        out_f, in_f = linear_shape(m)
+        if cfg.k_for(out_f, in_f) != targets_meta[n]["k"]:
+            cfg = SparseGradConfig(**{**cfg.to_dict(), "adam_betas": cfg.adam_betas,
+                                     "density": targets_meta[n]["k"] / (out_f * in_f)})
+            break
+    apply_sparsegrad(base_model, basis, cfg)
+    with torch.no_grad():
+        for n, layer in sparsegrad_layers(base_model):
+            layer.sg_indices = tensors[f"{n}.sg_indices"].long().to(layer.weight.device)
+            layer.sg_delta = tensors[f"{n}.sg_delta"].float().to(layer.weight.device)
+            layer.weight.add_(layer.delta_weight().to(layer.weight.dtype))
+        dense_names = config.get("dense_modules", [])
+        params = dict(base_model.named_parameters())
+        missing = [n for n in dense_names if n not in params]
+        if missing:
+            raise AdapterMismatchError(f"base model lacks trained tensors of this adapter: {missing[:5]}")
+        for n in dense_names:
+            src = tensors[n]
+            if params[n].shape != src.shape:
+                raise AdapterMismatchError(
+                    f"tensor {n}: adapter has shape {tuple(src.shape)}, base model {tuple(params[n].shape)} "
+                    "(e.g. a classification head with a different number of labels)"
+                )
+            params[n].copy_(src)
+    base_model._sparsegrad_config = cfg  # type: ignore[assignment]
+    return base_model
+

@@ -1,0 +1,78 @@
+"""SparseGradConfig: every knob of the method, validated where it is set."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Selection = Literal["dynamic", "fixed"]
+
+
+@dataclass
+class SparseGradConfig:
+    """Configuration of a SparseGrad run.
+
+    The defaults are the paper's method: ~1% of the rotated gradient entries of every MLP
+    projection are chosen afresh at every step (``selection="dynamic"``).
+    """
+
+    density: float = 0.01
+    """Share of the entries of each target weight updated per step: ``k = round(density * out * in)``."""
+
+    calibration_steps: int = 10
+    """Backward passes (never optimizer steps) whose gradients define the HOSVD bases."""
+
+    selection: Selection = "dynamic"
+    """``"dynamic"``: top-k of |G̃| at every step (the paper's method).
+    ``"fixed"``: a variant — the support is the top-k of the calibration-time rotated gradient
+    energy of each layer and never changes; only G̃ at those entries is computed (faster, LoRA-like
+    cost), but it is a different method: check its quality on your task before relying on it."""
+
+    target_modules: list[str] | None = None
+    """Module-name suffixes (``"intermediate.dense"``) or regexes (prefix ``re:``) of the linears to
+    reparametrize. ``None`` auto-detects the MLP projections of BERT/RoBERTa, LLaMA-family and GPT-2."""
+
+    layer_stride: int = 1
+    """Reparametrize only blocks whose index is a multiple of this (the paper used 3 on LLaMA)."""
+
+    projections: list[str] | None = None
+    """Restrict auto-detection to these projection names (e.g. ``["up_proj", "down_proj"]``)."""
+
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Free-form metadata copied into the adapter config (e.g. the job id)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < float(self.density) <= 1.0:
+            raise ValueError(f"density must be in (0, 1], got {self.density!r}")
+        if int(self.calibration_steps) < 1:
+            raise ValueError(f"calibration_steps must be >= 1, got {self.calibration_steps!r}")
+        if self.selection not in ("dynamic", "fixed"):
+            raise ValueError(f"selection must be 'dynamic' or 'fixed', got {self.selection!r}")
+        if int(self.layer_stride) < 1:
+            raise ValueError(f"layer_stride must be >= 1, got {self.layer_stride!r}")
+        if self.target_modules is not None and not self.target_modules:
+            raise ValueError("target_modules must be None (auto-detect) or a non-empty list")
+        b1, b2 = self.adam_betas
+        if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+            raise ValueError(f"adam_betas must be in [0, 1), got {self.adam_betas!r}")
+        self.adam_betas = (float(b1), float(b2))
+        self.density = float(self.density)
+
+    def k_for(self, out_features: int, in_features: int) -> int:
+        """Entries kept per step for an ``out × in`` weight (at least one)."""
+        return max(1, min(out_features * in_features, round(self.density * out_features * in_features)))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["adam_betas"] = list(self.adam_betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SparseGradConfig:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        if "adam_betas" in known:
+            known["adam_betas"] = tuple(known["adam_betas"])
+        return cls(**known)

@@ -1,0 +1,222 @@
+"""Calibration: streaming HOSVD of the MLP weight gradients, one pair of bases per projection kind.
+
+For gradients ``G_s ∈ R^{out×in}`` of all layers of one kind over all calibration steps, the
+HOSVD mode factors of the stacked tensor ``[N, out, in]`` are the eigenvectors (by descending
+eigenvalue) of ``C_out = Σ G Gᵀ`` (out×out) and ``C_in = Σ Gᵀ G`` (in×in). We accumulate those
+two Gram matrices in float64 as gradients arrive and eigendecompose once, so memory per kind is
+``out² + in²`` numbers whatever the number of steps and blocks; nothing is stacked.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from .config import SparseGradConfig
+from .targets import find_target_modules, linear_shape, projection_kind
+
+
+@dataclass
+class KindBasis:
+    """Orthogonal bases of one projection kind: ``W̃ = u_outᵀ W u_in``."""
+
+    u_out: torch.Tensor  # (out, out), columns = eigenvectors of C_out by descending eigenvalue
+    u_in: torch.Tensor  # (in, in), columns = eigenvectors of C_in by descending eigenvalue
+    eig_out: torch.Tensor  # (out,) float64, descending
+    eig_in: torch.Tensor  # (in,) float64, descending
+    num_gradients: int = 0
+
+
+@dataclass
+class SparseGradBasis:
+    """Result of :func:`calibrate`: bases per kind, the target layers, and (fixed selection) supports."""
+
+    kinds: dict[str, KindBasis]
+    layers: dict[str, str]  # module name -> kind
+    supports: dict[str, torch.Tensor] = field(default_factory=dict)  # module name -> sorted flat int64 indices
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def spectra(self) -> dict[str, dict[str, list[float]]]:
+        """Eigenvalue spectra per kind (for reports and the dashboard)."""
+        return {
+            k: {"out": b.eig_out.tolist(), "in": b.eig_in.tolist()} for k, b in self.kinds.items()
+        }
+
+
+class GramAccumulator:
+    """Accumulates ``Σ G Gᵀ`` and ``Σ Gᵀ G`` for one kind, in float64."""
+
+    def __init__(self, out_features: int, in_features: int, device: torch.device) -> None:
+        self.c_out = torch.zeros(out_features, out_features, dtype=torch.float64, device=device)
+        self.c_in = torch.zeros(in_features, in_features, dtype=torch.float64, device=device)
+        self.count = 0
+
+    def add(self, grad: torch.Tensor) -> None:
+        """``grad``: (out, in) in nn.Linear convention."""
+        g = grad.detach().to(torch.float32)
+        self.c_out += (g @ g.T).to(torch.float64)
+        self.c_in += (g.T @ g).to(torch.float64)
+        self.count += 1
+
+    def finish(self) -> KindBasis:
+        eig_out, u_out = _sorted_eigh(self.c_out)
+        eig_in, u_in = _sorted_eigh(self.c_in)
+        return KindBasis(
+            u_out=u_out.to(torch.float32).contiguous(),
+            u_in=u_in.to(torch.float32).contiguous(),
+            eig_out=eig_out,
+            eig_in=eig_in,
+            num_gradients=self.count,
+        )
+
+
+def _sorted_eigh(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenpairs of a symmetric PSD matrix, descending, with a deterministic sign per vector."""
+    evals, evecs = torch.linalg.eigh(c)
+    evals, evecs = evals.flip(0), evecs.flip(1)
+    # Sign convention: the largest-magnitude component of each eigenvector is positive.
+    idx = evecs.abs().argmax(dim=0)
+    signs = torch.sign(evecs[idx, torch.arange(evecs.shape[1], device=evecs.device)])
+    signs[signs == 0] = 1
+    return evals.clamp_min(0), evecs * signs
+
+
+def linear_grad(module: nn.Module) -> torch.Tensor | None:
+    """The weight gradient of a target in nn.Linear (out, in) convention."""
+    g = module.weight.grad
+    if g is None:
+        return None
+    return g.T if isinstance(module, Conv1D) else g
+
+
+ProgressFn = Callable[[int, int, float], None]
+
+
+def calibrate(
+    model: nn.Module,
+    batches: Iterable[Mapping[str, Any]],
+    cfg: SparseGradConfig,
+    *,
+    progress: ProgressFn | None = None,
+    loss_fn: Callable[[nn.Module, Mapping[str, Any]], torch.Tensor] | None = None,
+) -> SparseGradBasis:
+    """Run ``cfg.calibration_steps`` backward passes and return the HOSVD bases per projection kind.
+
+    The model is never stepped: every parameter is bit-identical afterwards, ``requires_grad``
+    flags, existing ``.grad`` tensors and train/eval mode are restored. Each batch's own gradient is
+    used (no running sums). ``progress(step, total, loss)`` is called after each pass.
+    """
+    targets = find_target_modules(
+        model, cfg.target_modules, layer_stride=cfg.layer_stride, projections=cfg.projections
+    )
+    layers = {name: projection_kind(name) for name in targets}
+    fixed = cfg.selection == "fixed"
+    steps = int(cfg.calibration_steps)
+
+    saved_flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    saved_grads = {n: p.grad for n, p in model.named_parameters()}
+    was_training = model.training
+    accs: dict[str, GramAccumulator] = {}
+    device = next(model.parameters()).device
+    for name, module in targets.items():
+        kind = layers[name]
+        if kind not in accs:
+            out_f, in_f = linear_shape(module)
+            accs[kind] = GramAccumulator(out_f, in_f, device)
+
+    kept: list[Mapping[str, Any]] = []
+    t0 = time.perf_counter()
+    losses: list[float] = []
+
+    def backward_pass(batch: Mapping[str, Any], on_grad: Callable[[str, torch.Tensor], None]) -> float:
+        hooks = []
+        for name, module in targets.items():
+            def hook(p: torch.Tensor, name: str = name, module: nn.Module = module) -> None:
+                g = linear_grad(module)
+                if g is not None:
+                    on_grad(name, g)
+                p.grad = None  # never accumulate across steps; never keep more than one at a time
+            hooks.append(module.weight.register_post_accumulate_grad_hook(hook))
+        try:
+            loss = loss_fn(model, batch) if loss_fn is not None else model(**batch).loss
+            loss.backward()
+        finally:
+            for h in hooks:
+                h.remove()
+        return float(loss.detach())
+
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)
+            p.grad = None
+        for module in targets.values():
+            module.weight.requires_grad_(True)
+        model.train()
+        it = iter(batches)
+        for step in range(steps):
+            try:
+                batch = next(it)
+            except StopIteration:
+                if step == 0:
+                    raise ValueError("calibrate() got no batches") from None
+                break
+            if fixed:
+                kept.append(batch)
+            losses.append(backward_pass(batch, lambda n, g: accs[layers[n]].add(g)))
+            if progress is not None:
+                progress(step + 1, steps, losses[-1])
+        kinds = {kind: acc.finish() for kind, acc in accs.items()}
+        supports: dict[str, torch.Tensor] = {}
+        if fixed:
+            supports = _fixed_supports(targets, layers, kinds, kept, cfg, backward_pass)
+    finally:
+        for n, p in model.named_parameters():
+            p.requires_grad_(saved_flags[n])
+            p.grad = saved_grads[n]
+        model.train(was_training)
+
+    stats = {
+        "steps": len(losses),
+        "losses": losses,
+        "seconds": time.perf_counter() - t0,
+        "num_layers": len(layers),
+    }
+    return SparseGradBasis(kinds=kinds, layers=layers, supports=supports, stats=stats)
+
+
+def _fixed_supports(
+    targets: dict[str, nn.Module],
+    layers: dict[str, str],
+    kinds: dict[str, KindBasis],
+    batches: list[Mapping[str, Any]],
+    cfg: SparseGradConfig,
+    backward_pass: Callable[[Mapping[str, Any], Callable[[str, torch.Tensor], None]], float],
+) -> dict[str, torch.Tensor]:
+    """Fixed-selection variant: per layer, the top-k entries of the calibration energy Σ G̃²
+    (a second pass over the same calibration batches, once the bases are known)."""
+    energy: dict[str, torch.Tensor] = {}
+
+    def add(name: str, g: torch.Tensor) -> None:
+        b = kinds[layers[name]]
+        rot = b.u_out.T @ g.to(torch.float32) @ b.u_in
+        e = rot.square()
+        if name in energy:
+            energy[name] += e
+        else:
+            energy[name] = e
+
+    for batch in batches:
+        backward_pass(batch, add)
+    supports = {}
+    for name, module in targets.items():
+        out_f, in_f = linear_shape(module)
+        k = cfg.k_for(out_f, in_f)
+        idx = torch.topk(energy[name].flatten(), k, sorted=False).indices
+        supports[name] = torch.sort(idx).values
+    return supports

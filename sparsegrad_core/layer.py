@@ -1,0 +1,247 @@
+"""SparseGradLinear: an MLP linear trained through a sparse set of entries of its rotated weight.
+
+Conventions (``nn.Linear``: ``y = x Wᵀ + b``, ``W ∈ R^{out×in}``):
+
+* rotated weight ``W̃ = u_outᵀ W u_in``; rotated gradient ``G̃ = u_outᵀ G u_in`` with ``G = gᵀ x``;
+* the dense weight is kept in the **original** basis, so forward and ``∂L/∂x`` cost exactly what a
+  frozen ``nn.Linear`` costs and are equal to it to float32 rounding; the bias is an ordinary
+  parameter whose gradient is the dense layer's;
+* per step, exactly ``k`` entries of ``G̃`` are selected (dynamic top-k of ``|G̃|``, or a fixed
+  support); the optimizer updates their values ``ΔW̃`` and pushes the update back to ``W`` as the
+  low-rank correction ``W += u_out[:, R] · S · u_in[:, C]ᵀ`` over the touched rows ``R`` / cols ``C``.
+
+Token rows whose output gradient is exactly zero (padding, non-pooled positions of a classifier's
+last block) are dropped before any gradient product (the sparse-by-dense backward).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class _SparseGradFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        anchor: torch.Tensor,
+        layer: SparseGradLinear,
+    ) -> torch.Tensor:
+        ctx.layer = layer
+        ctx.save_for_backward(x)
+        return F.linear(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        layer: SparseGradLinear = ctx.layer
+        grad_x = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad_out @ layer.weight.to(grad_out.dtype)  # (..., in), the dense layer's ∂L/∂x
+        g2 = grad_out.reshape(-1, layer.out_features)
+        if ctx.needs_input_grad[2]:
+            grad_b = g2.sum(0).to(layer.bias.dtype)  # type: ignore[union-attr]
+        if ctx.needs_input_grad[3]:
+            layer.record_gradient(g2, x.reshape(-1, layer.in_features))
+        return grad_x, None, grad_b, None, None
+
+
+class SparseGradLinear(nn.Module):
+    """Drop-in replacement of an MLP ``nn.Linear`` (or GPT-2 ``Conv1D``) trained by SparseGrad.
+
+    Attributes: ``weight`` (out, in) the current dense weight in the original basis (a buffer, never
+    a dense gradient), ``bias`` (a parameter with the caller's trainability), ``u_out`` (out, out) and
+    ``u_in`` (in, in) orthogonal bases shared by all layers of one kind, ``sg_indices``/``sg_delta``
+    the trained sparse delta ``ΔW̃`` (flat row-major indices into (out, in), sorted, and values).
+    """
+
+    weight: torch.Tensor
+    u_out: torch.Tensor
+    u_in: torch.Tensor
+    sg_indices: torch.Tensor
+    sg_delta: torch.Tensor
+
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        bias: nn.Parameter | None,
+        u_out: torch.Tensor,
+        u_in: torch.Tensor,
+        k: int,
+        *,
+        selection: Literal["dynamic", "fixed"] = "dynamic",
+        support: torch.Tensor | None = None,
+        kind: str = "",
+        base_layer_type: Literal["linear", "conv1d"] = "linear",
+    ) -> None:
+        super().__init__()
+        out_f, in_f = weight.shape
+        if u_out.shape != (out_f, out_f) or u_in.shape != (in_f, in_f):
+            raise ValueError(
+                f"basis shapes {tuple(u_out.shape)}/{tuple(u_in.shape)} do not match weight {tuple(weight.shape)}"
+            )
+        self.out_features, self.in_features = int(out_f), int(in_f)
+        self.k = int(k)
+        self.selection = selection
+        self.kind = kind
+        self.base_layer_type = base_layer_type
+        self.register_buffer("weight", weight.detach())
+        self.bias = bias
+        self.register_buffer("u_out", u_out, persistent=False)
+        self.register_buffer("u_in", u_in, persistent=False)
+        # Gradients flow into the sparse path only while this scalar requires grad.
+        self.sg_anchor = nn.Parameter(torch.zeros((), device=weight.device))
+        self.register_buffer("sg_indices", torch.empty(0, dtype=torch.long, device=weight.device), persistent=False)
+        self.register_buffer("sg_delta", torch.empty(0, dtype=torch.float32, device=weight.device), persistent=False)
+        # Per-step state (not part of the trained result).
+        self.accumulating = False  # set for all but the last micro-batch of an accumulated step
+        self.track_original_share = False
+        self.selected: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._acc: torch.Tensor | None = None
+        self.last_energy: dict[str, torch.Tensor] = {}
+        self._support: dict[str, torch.Tensor] | None = None
+        if selection == "fixed":
+            if support is None or support.numel() != self.k:
+                raise ValueError("selection='fixed' needs a support of exactly k flat indices")
+            self._set_support(support.to(weight.device))
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and self.sg_anchor.requires_grad:
+            return _SparseGradFunction.apply(x, self.weight, self.bias, self.sg_anchor, self)  # type: ignore[no-any-return]
+        return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"k={self.k}, selection={self.selection}, kind={self.kind!r}"
+        )
+
+    def merged_weight(self) -> torch.Tensor:
+        """The current dense weight in the original basis, (out, in)."""
+        return self.weight.detach()
+
+    def delta_weight(self) -> torch.Tensor:
+        """``u_out ΔW̃ u_inᵀ``: the trained change in the original basis, dense (out, in)."""
+        d = torch.zeros(self.out_features * self.in_features, dtype=torch.float32, device=self.weight.device)
+        d[self.sg_indices] = self.sg_delta
+        d2 = d.view(self.out_features, self.in_features)
+        return self.u_out @ d2 @ self.u_in.T
+
+    # ------------------------------------------------------------------ backward side
+    def record_gradient(self, g: torch.Tensor, x: torch.Tensor) -> None:
+        """Called from backward with ``g`` (T, out) and ``x`` (T, in): select this step's entries."""
+        nonzero = g.ne(0).any(dim=1)
+        if not bool(nonzero.all()):
+            rows = nonzero.nonzero().squeeze(1)
+            g, x = g.index_select(0, rows), x.index_select(0, rows)
+        g, x = g.float(), x.float()
+        if self.selection == "fixed":
+            vals = self._rotated_at_support(g, x)
+            if self._acc is not None:
+                vals = vals + self._acc
+                self._acc = None
+            if self.accumulating:
+                self._acc = vals
+                return
+            assert self._support is not None
+            self.selected = (self._support["idx"], vals)
+            return
+        rot = self._rotated_full(g, x)
+        if self._acc is not None:
+            rot = rot.add_(self._acc)
+            self._acc = None
+        if self.accumulating:
+            self._acc = rot
+            return
+        self._select_topk(rot, g, x)
+
+    def _rotated_full(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``G̃ = u_outᵀ (gᵀx) u_in`` by the cheaper association for this many rows."""
+        t, out_f, in_f = g.shape[0], self.out_features, self.in_features
+        cost_dense = t * out_f * in_f + out_f * in_f * (out_f + in_f)
+        cost_factored = t * (out_f * out_f + in_f * in_f + out_f * in_f)
+        if cost_dense <= cost_factored:
+            grad = g.T @ x  # (out, in)
+            if self.track_original_share:
+                self._record_original_share(grad)
+            if out_f >= in_f:
+                return self.u_out.T @ (grad @ self.u_in)
+            return (self.u_out.T @ grad) @ self.u_in
+        if self.track_original_share:
+            self._record_original_share(g.T @ x)
+        return (g @ self.u_out).T @ (x @ self.u_in)  # (out, in)
+
+    def _record_original_share(self, grad: torch.Tensor) -> None:
+        flat = grad.flatten()
+        kept = torch.topk(flat.abs(), self.k, sorted=False).values
+        self.last_energy["original_kept"] = kept.square().sum()
+
+    def _select_topk(self, rot: torch.Tensor, g: torch.Tensor, x: torch.Tensor) -> None:
+        flat = rot.flatten()
+        idx = torch.topk(flat.abs(), self.k, sorted=False).indices
+        vals = flat.index_select(0, idx)
+        self.selected = (idx, vals)
+        self.last_energy["kept"] = vals.square().sum()
+        self.last_energy["total"] = flat.square().sum()
+
+    def _set_support(self, support: torch.Tensor) -> None:
+        idx = torch.sort(support.long()).values
+        rows, cols = idx // self.in_features, idx % self.in_features
+        r_uniq, r_inv = torch.unique(rows, return_inverse=True)
+        c_uniq, c_inv = torch.unique(cols, return_inverse=True)
+        self._support = {
+            "idx": idx,
+            "r_inv": r_inv,
+            "c_inv": c_inv,
+            "rows": r_uniq,
+            "cols": c_uniq,
+            # Only the basis columns the support touches (out×|R| and in×|C|).
+            "u_out_r": self.u_out.index_select(1, r_uniq).contiguous(),
+            "u_in_c": self.u_in.index_select(1, c_uniq).contiguous(),
+        }
+
+    def _rotated_at_support(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``G̃`` at the fixed support only: ``(g u_out[:, R])ᵀ (x u_in[:, C])`` gathered to k values."""
+        s = self._support
+        assert s is not None
+        t = g.shape[0]
+        nr, nc = s["rows"].numel(), s["cols"].numel()
+        cost_factored = t * (self.out_features * nr + self.in_features * nc + nr * nc)
+        cost_dense = t * self.out_features * self.in_features + nr * self.out_features * self.in_features + nr * self.in_features * nc
+        if cost_factored <= cost_dense:
+            block = (g @ s["u_out_r"]).T @ (x @ s["u_in_c"])  # (|R|, |C|)
+        else:
+            block = (s["u_out_r"].T @ (g.T @ x)) @ s["u_in_c"]
+        return block[s["r_inv"], s["c_inv"]]
+
+    # ------------------------------------------------------------------ optimizer side
+    @torch.no_grad()
+    def add_rotated_delta(self, idx: torch.Tensor, values: torch.Tensor) -> None:
+        """``W += u_out[:, R] · S · u_in[:, C]ᵀ`` where ``S`` holds ``values`` at flat ``idx`` of W̃."""
+        if self._support is not None and idx is self._support["idx"]:
+            s = self._support
+            rows, cols, r_inv, c_inv = s["rows"], s["cols"], s["r_inv"], s["c_inv"]
+            a, b = s["u_out_r"], s["u_in_c"]
+        else:
+            rows, r_inv = torch.unique(idx // self.in_features, return_inverse=True)
+            cols, c_inv = torch.unique(idx % self.in_features, return_inverse=True)
+            a, b = self.u_out.index_select(1, rows), self.u_in.index_select(1, cols)
+        nr, nc = rows.numel(), cols.numel()
+        s_mat = torch.zeros(nr, nc, dtype=self.weight.dtype, device=self.weight.device)
+        s_mat.index_put_((r_inv, c_inv), values.to(self.weight.dtype), accumulate=True)
+        out_f, in_f = self.out_features, self.in_features
+        if out_f * nr * nc + out_f * nc * in_f <= nr * nc * in_f + out_f * nr * in_f:
+            self.weight.addmm_(a @ s_mat, b.T)
+        else:
+            self.weight.addmm_(a, s_mat @ b.T)
+
+    def clear_step_state(self) -> None:
+        self.selected = None
+        self._acc = None

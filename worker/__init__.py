@@ -1,0 +1,1 @@
+"""Celery workers that run SparseGrad fine-tuning jobs (built in a later stage)."""
