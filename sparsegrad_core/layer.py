@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .selection import select_rotated_topk
+
 
 class _SparseGradFunction(torch.autograd.Function):
     @staticmethod
@@ -153,43 +155,28 @@ class SparseGradLinear(nn.Module):
             assert self._support is not None
             self.selected = (self._support["idx"], vals)
             return
-        rot = self._rotated_full(g, x)
-        if self._acc is not None:
-            rot = rot.add_(self._acc)
-            self._acc = None
-        if self.accumulating:
-            self._acc = rot
-            return
-        self._select_topk(rot, g, x)
+        if self.accumulating or self._acc is not None:
+            grad = g.T @ x  # (out, in), original basis: accumulate before rotating (exact top-k of the sum)
+            if self._acc is not None:
+                grad = grad.add_(self._acc)
+                self._acc = None
+            if self.accumulating:
+                self._acc = grad
+                return
+            self._select(grad=grad)
+        else:
+            self._select(g=g, x=x)
 
-    def _rotated_full(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``G̃ = u_outᵀ (gᵀx) u_in`` by the cheaper association for this many rows."""
-        t, out_f, in_f = g.shape[0], self.out_features, self.in_features
-        cost_dense = t * out_f * in_f + out_f * in_f * (out_f + in_f)
-        cost_factored = t * (out_f * out_f + in_f * in_f + out_f * in_f)
-        if cost_dense <= cost_factored:
-            grad = g.T @ x  # (out, in)
-            if self.track_original_share:
-                self._record_original_share(grad)
-            if out_f >= in_f:
-                return self.u_out.T @ (grad @ self.u_in)
-            return (self.u_out.T @ grad) @ self.u_in
-        if self.track_original_share:
-            self._record_original_share(g.T @ x)
-        return (g @ self.u_out).T @ (x @ self.u_in)  # (out, in)
-
-    def _record_original_share(self, grad: torch.Tensor) -> None:
-        flat = grad.flatten()
-        kept = torch.topk(flat.abs(), self.k, sorted=False).values
-        self.last_energy["original_kept"] = kept.square().sum()
-
-    def _select_topk(self, rot: torch.Tensor, g: torch.Tensor, x: torch.Tensor) -> None:
-        flat = rot.flatten()
-        idx = torch.topk(flat.abs(), self.k, sorted=False).indices
-        vals = flat.index_select(0, idx)
+    def _select(self, grad: torch.Tensor | None = None, g: torch.Tensor | None = None,
+                x: torch.Tensor | None = None) -> None:
+        idx, vals, total = select_rotated_topk(self.u_out, self.u_in, self.k, grad=grad, g=g, x=x)
         self.selected = (idx, vals)
         self.last_energy["kept"] = vals.square().sum()
-        self.last_energy["total"] = flat.square().sum()
+        self.last_energy["total"] = total
+        if self.track_original_share:
+            dense = grad if grad is not None else g.T @ x  # type: ignore[union-attr]
+            kept = torch.topk(dense.flatten().abs(), self.k, sorted=False).values
+            self.last_energy["original_kept"] = kept.square().sum()
 
     def _set_support(self, support: torch.Tensor) -> None:
         idx = torch.sort(support.long()).values

@@ -52,7 +52,7 @@ def find_target_modules(
     """
     found: dict[str, nn.Module] = {}
     if target_modules is None:
-        for family, pattern in _FAMILIES.items():
+        for pattern in _FAMILIES.values():
             for name, module in model.named_modules():
                 m = pattern.search(name)
                 if m is None or not is_linear_like(module):

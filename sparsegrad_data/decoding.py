@@ -28,7 +28,10 @@ def decode_lines(data: bytes, source: str, *, max_bytes: int | None = None) -> l
         raise fail(source, f"file is {len(data):,} bytes, over the limit of {max_bytes:,} bytes")
     for bom, encoding in _FOREIGN_BOMS:
         if data.startswith(bom):
-            raise fail(source, f"file is {encoding} (it starts with a {encoding} byte order mark); re-save it as UTF-8")
+            raise fail(
+                source,
+                f"file is {encoding} (it starts with a {encoding} byte order mark); re-save it as UTF-8",
+            )
     offset = 0
     if data.startswith(UTF8_BOM):
         data = data[len(UTF8_BOM) :]
@@ -70,10 +73,18 @@ def _check_bytes(raw_lines: list[bytes], offset: int, log: IssueLog) -> None:
     start = offset
     for number, raw in enumerate(raw_lines, start=1):
         if len(raw) > MAX_LINE_BYTES:
-            log.add(number, None, f"line is {len(raw):,} bytes long, over the limit of {MAX_LINE_BYTES:,} bytes per line")
+            log.add(
+                number,
+                None,
+                f"line is {len(raw):,} bytes long, over the limit of {MAX_LINE_BYTES:,} bytes per line",
+            )
         nul = raw.find(b"\x00")
         if nul >= 0:
-            log.add(number, None, f"NUL byte at byte offset {start + nul} of the file; the file looks binary or corrupted")
+            log.add(
+                number,
+                None,
+                f"NUL byte at byte offset {start + nul} of the file; the file looks binary or corrupted",
+            )
         start += len(raw) + 1
 
 

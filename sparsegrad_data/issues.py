@@ -102,7 +102,10 @@ class IssueLog:
         if skipped:
             issues.append(
                 DatasetIssue(
-                    self.source, None, None, f"{skipped} more problems were not listed (only the first {self.cap} are shown)"
+                    self.source,
+                    None,
+                    None,
+                    f"{skipped} more problems were not listed (only the first {self.cap} are shown)",
                 )
             )
         return DatasetError(issues, total=self.count)

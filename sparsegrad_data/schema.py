@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class TaskType(str, Enum):
+class TaskType(StrEnum):
     """What the model learns from the labels."""
 
     CLASSIFICATION = "classification"
@@ -14,7 +14,7 @@ class TaskType(str, Enum):
     CAUSAL_LM = "causal_lm"
 
 
-class DatasetFormat(str, Enum):
+class DatasetFormat(StrEnum):
     """How the records are written in the file."""
 
     JSONL = "jsonl"
