@@ -67,16 +67,27 @@ class SparseEntryAdam(torch.optim.Optimizer):
     def _positions(layer: SparseGradLinear, state: dict[str, Any], idx: torch.Tensor) -> torch.Tensor:
         """Positions of ``idx`` in the layer's sorted index set, growing it (and the moments) if needed."""
         old = layer.sg_indices
-        if old.numel():
-            pos = torch.searchsorted(old, idx).clamp_(max=old.numel() - 1)
-            if bool((old.index_select(0, pos) == idx).all()):
+        n_old = old.numel()
+        if n_old:
+            pos = torch.searchsorted(old, idx).clamp_(max=n_old - 1)
+            present = old.index_select(0, pos) == idx
+            if bool(present.all()):
                 return pos
-        union = torch.unique(torch.cat([old, idx]))  # sorted
-        where_old = torch.searchsorted(union, old)
+            fresh = torch.sort(idx[~present]).values
+        else:
+            fresh = torch.sort(idx).values
+        # Merge two sorted index sets in O(n + k log n): each element's new position is its old
+        # position plus the number of elements of the other set that precede it.
+        new_pos_old = torch.arange(n_old, device=old.device) + torch.searchsorted(fresh, old)
+        new_pos_fresh = torch.arange(fresh.numel(), device=old.device) + torch.searchsorted(old, fresh)
+        total = n_old + fresh.numel()
+        union = torch.empty(total, dtype=old.dtype, device=old.device)
+        union[new_pos_old] = old
+        union[new_pos_fresh] = fresh
         for key, holder in (("delta", None), ("exp_avg", state), ("exp_avg_sq", state)):
             src = layer.sg_delta if holder is None else holder[key]
-            grown = torch.zeros(union.numel(), dtype=src.dtype, device=src.device)
-            grown.index_copy_(0, where_old, src)
+            grown = torch.zeros(total, dtype=src.dtype, device=src.device)
+            grown[new_pos_old] = src
             if holder is None:
                 layer.sg_delta = grown
             else:
