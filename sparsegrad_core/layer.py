@@ -112,6 +112,10 @@ class SparseGradLinear(nn.Module):
             if support is None or support.numel() != self.k:
                 raise ValueError("selection='fixed' needs a support of exactly k flat indices")
             self._set_support(support.to(weight.device))
+            # The support is the trained index set from the start (so an untrained adapter saves it).
+            assert self._support is not None
+            self.sg_indices = self._support["idx"].clone()
+            self.sg_delta = torch.zeros(self.k, dtype=torch.float32, device=weight.device)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -47,9 +47,10 @@ class SparseEntryAdam(torch.optim.Optimizer):
                 layer.selected = None
                 state = self.state[anchor]
                 if not state:
+                    n = layer.sg_indices.numel()  # the layer may already hold a trained delta
                     state["step"] = 0
-                    state["exp_avg"] = torch.zeros(0, device=grad.device)
-                    state["exp_avg_sq"] = torch.zeros(0, device=grad.device)
+                    state["exp_avg"] = torch.zeros(n, device=grad.device)
+                    state["exp_avg_sq"] = torch.zeros(n, device=grad.device)
                 pos = self._positions(layer, state, idx)
                 state["step"] += 1
                 t = state["step"]

@@ -1,0 +1,222 @@
+"""Fixtures for the sparsegrad_core tests: tiny random transformer models built locally (no hub
+downloads), batches, random orthogonal bases and small numeric helpers.
+
+Every helper is a fixture that returns a callable, so test modules need no imports from here.
+All tiny models are built with dropout 0 so that two forward/backward passes of the same batch give
+the same gradients (the naive references in the tests depend on that).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+)
+
+VOCAB = 100
+SEQ = 12
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_single_thread():
+    """Seed, and run on one intra-op thread (restored after each test; results do not depend on it).
+
+    Measured on the 2-core CI-like machine while other work ran on it: with 2 OpenMP threads a tiny
+    LayerNorm took ~10 ms instead of 5 us, a MiniLM forward+backward 2-3.7 s instead of 0.5 s and a
+    1536x1536 eigh 20 s instead of 0.9 s; one thread is never much slower and keeps the suite fast."""
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def vocab() -> int:
+    return VOCAB
+
+
+@pytest.fixture
+def make_bert() -> Callable[..., nn.Module]:
+    def make(
+        seed: int = 0, num_labels: int = 2, hidden: int = 32, layers: int = 2, intermediate: int = 64
+    ) -> nn.Module:
+        torch.manual_seed(seed)
+        cfg = BertConfig(
+            vocab_size=VOCAB,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            intermediate_size=intermediate,
+            max_position_embeddings=64,
+            num_labels=num_labels,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+        )
+        return BertForSequenceClassification(cfg).eval()
+
+    return make
+
+
+@pytest.fixture
+def make_roberta() -> Callable[..., nn.Module]:
+    def make(seed: int = 0, num_labels: int = 2) -> nn.Module:
+        torch.manual_seed(seed)
+        cfg = RobertaConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=72,
+            num_labels=num_labels,
+            pad_token_id=1,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+        )
+        return RobertaForSequenceClassification(cfg).eval()
+
+    return make
+
+
+@pytest.fixture
+def make_llama() -> Callable[..., nn.Module]:
+    def make(seed: int = 0, layers: int = 2) -> nn.Module:
+        torch.manual_seed(seed)
+        cfg = LlamaConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=48,
+            max_position_embeddings=64,
+            bos_token_id=1,
+            eos_token_id=2,
+            pad_token_id=0,
+        )
+        return LlamaForCausalLM(cfg).eval()
+
+    return make
+
+
+@pytest.fixture
+def make_gpt2() -> Callable[..., nn.Module]:
+    def make(seed: int = 0) -> nn.Module:
+        torch.manual_seed(seed)
+        cfg = GPT2Config(
+            vocab_size=VOCAB,
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_positions=64,
+            n_inner=None,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            bos_token_id=1,
+            eos_token_id=2,
+        )
+        return GPT2LMHeadModel(cfg).eval()
+
+    return make
+
+
+@pytest.fixture
+def make_cls_batch() -> Callable[..., dict[str, torch.Tensor]]:
+    """A sequence-classification batch; rows get trailing padding (attention_mask 0, token 0)."""
+
+    def make(
+        seed: int, batch: int = 4, seq: int = SEQ, num_labels: int = 2, pad: bool = True
+    ) -> dict[str, torch.Tensor]:
+        gen = torch.Generator().manual_seed(seed)
+        ids = torch.randint(3, VOCAB, (batch, seq), generator=gen)
+        mask = torch.ones(batch, seq, dtype=torch.long)
+        if pad:
+            lengths = torch.randint(seq // 2, seq + 1, (batch,), generator=gen)
+            lengths[0] = seq
+            for i, n in enumerate(lengths.tolist()):
+                mask[i, n:] = 0
+                ids[i, n:] = 0
+        labels = torch.randint(0, num_labels, (batch,), generator=gen)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    return make
+
+
+@pytest.fixture
+def make_lm_batch() -> Callable[..., dict[str, torch.Tensor]]:
+    """A causal-LM batch (labels = input ids), no padding."""
+
+    def make(seed: int, batch: int = 3, seq: int = SEQ) -> dict[str, torch.Tensor]:
+        gen = torch.Generator().manual_seed(seed)
+        ids = torch.randint(3, VOCAB, (batch, seq), generator=gen)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+
+    return make
+
+
+@pytest.fixture
+def orthogonal() -> Callable[[int, int], torch.Tensor]:
+    """A random orthogonal (n, n) float32 matrix from the QR of a Gaussian matrix."""
+
+    def make(n: int, seed: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        q, r = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+        q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
+        return q.to(torch.float32).contiguous()
+
+    return make
+
+
+@pytest.fixture
+def rel_err() -> Callable[[torch.Tensor, torch.Tensor], float]:
+    """``‖a − b‖ / ‖b‖`` in float64."""
+
+    def err(a: torch.Tensor, b: torch.Tensor) -> float:
+        a64, b64 = a.detach().double(), b.detach().double()
+        den = float(b64.norm())
+        return float((a64 - b64).norm()) / (den if den > 0 else 1.0)
+
+    return err
+
+
+@pytest.fixture
+def scatter_dense() -> Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor]:
+    """Dense (out, in) float64 matrix holding ``values`` at flat row-major ``indices``."""
+
+    def make(indices: torch.Tensor, values: torch.Tensor, out_f: int, in_f: int) -> torch.Tensor:
+        d = torch.zeros(out_f * in_f, dtype=torch.float64)
+        d[indices.long()] = values.double()
+        return d.view(out_f, in_f)
+
+    return make
+
+
+@pytest.fixture
+def sum_ce_loss() -> Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]:
+    """Summed (not averaged) cross-entropy of a sequence classifier, so micro-batch losses add up."""
+
+    def loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return F.cross_entropy(logits.float(), batch["labels"], reduction="sum")
+
+    return loss
+
+
+@pytest.fixture
+def clone_model() -> Callable[[nn.Module], nn.Module]:
+    return copy.deepcopy

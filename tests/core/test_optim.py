@@ -1,0 +1,340 @@
+"""Training: the sparse Adam on rotated entries, the low-rank push-back, trainability, accumulation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sparsegrad_core import (
+    CombinedOptimizer,
+    SparseEntryAdam,
+    SparseGradConfig,
+    accumulating_gradients,
+    apply_sparsegrad,
+    build_optimizer,
+    calibrate,
+    clip_grad_norm,
+    count_trainable,
+    sparsegrad_layers,
+)
+
+LR = 1e-2
+BETAS = (0.9, 0.999)
+EPS = 1e-8
+
+
+def _sparse_adam(opt: CombinedOptimizer) -> SparseEntryAdam:
+    found = [o for o in opt.optimizers if isinstance(o, SparseEntryAdam)]
+    assert len(found) == 1
+    return found[0]
+
+
+@pytest.fixture
+def sg_bert(make_bert, make_cls_batch):
+    """A calibrated tiny BERT with SparseGrad applied; only the classifier is trained densely."""
+
+    def make(selection: str = "dynamic", density: float = 0.02, freeze: bool = True):
+        model = make_bert(seed=0)
+        batches = [make_cls_batch(seed=s) for s in range(3)]
+        cfg = SparseGradConfig(calibration_steps=3, density=density, selection=selection)
+        basis = calibrate(model, batches, cfg)
+        if freeze:
+            model.requires_grad_(False)
+            model.classifier.requires_grad_(True)
+        w0 = {name: model.get_submodule(name).weight.detach().clone() for name in basis.layers}
+        apply_sparsegrad(model, basis, cfg)
+        return model.train(), w0, cfg
+
+    return make
+
+
+def test_merged_weight_is_base_plus_rotated_sparse_delta_and_adam_reference(
+    sg_bert, make_cls_batch, scatter_dense, rel_err
+):
+    model, w0, _ = sg_bert()
+    layers = dict(sparsegrad_layers(model))
+    opt = build_optimizer(model, lr=LR, betas=BETAS, eps=EPS)
+    sparse = _sparse_adam(opt)
+    # reference lazy Adam over dense (out*in) float64 moments, one step counter per layer
+    ref = {
+        n: {
+            "m": torch.zeros(la.out_features * la.in_features, dtype=torch.float64),
+            "v": torch.zeros(la.out_features * la.in_features, dtype=torch.float64),
+            "d": torch.zeros(la.out_features * la.in_features, dtype=torch.float64),
+            "t": 0,
+        }
+        for n, la in layers.items()
+    }
+    steps = 4
+    for step in range(steps):
+        model(**make_cls_batch(seed=100 + step)).loss.backward()
+        grads = {}
+        for n, la in layers.items():
+            assert la.selected is not None
+            idx, g = la.selected
+            grads[n] = (idx.clone(), g.detach().double().clone())
+        opt.step()
+        opt.zero_grad()
+        for n, (idx, g) in grads.items():
+            r = ref[n]
+            r["t"] += 1
+            b1, b2 = BETAS
+            r["m"][idx] = b1 * r["m"][idx] + (1 - b1) * g
+            r["v"][idx] = b2 * r["v"][idx] + (1 - b2) * g * g
+            bc1, bc2 = 1 - b1 ** r["t"], 1 - b2 ** r["t"]
+            r["d"][idx] += -LR / bc1 * r["m"][idx] / ((r["v"][idx] / bc2).sqrt() + EPS)
+            if step == 0:
+                # Adam's first step is -lr·sign(g) wherever |g| ≫ eps
+                la = layers[n]
+                strong = g.abs() > 1e-4 * float(g.abs().max())
+                pos = torch.searchsorted(la.sg_indices, idx)
+                torch.testing.assert_close(
+                    la.sg_delta[pos][strong].double(), -LR * torch.sign(g[strong]), rtol=0, atol=LR * 1e-3
+                )
+
+    for n, la in layers.items():
+        out_f, in_f = la.out_features, la.in_features
+        assert la.k == max(1, round(0.02 * out_f * in_f))
+        # moments exist only for touched entries
+        state = sparse.state[la.sg_anchor]
+        n_touched = la.sg_indices.numel()
+        assert state["exp_avg"].numel() == state["exp_avg_sq"].numel() == la.sg_delta.numel() == n_touched
+        assert la.k <= n_touched <= steps * la.k < out_f * in_f
+        assert torch.equal(la.sg_indices, torch.unique(la.sg_indices))  # sorted, distinct
+        assert int(state["step"]) == steps
+        touched_ref = torch.nonzero(ref[n]["d"]).squeeze(1)
+        assert set(touched_ref.tolist()) <= set(la.sg_indices.tolist())
+        # ΔW̃ equals the reference lazy Adam
+        d = scatter_dense(la.sg_indices, la.sg_delta, out_f, in_f)
+        assert rel_err(d, ref[n]["d"].view(out_f, in_f)) <= 1e-5
+        # W = W0 + u_out D u_inᵀ
+        delta = la.u_out.double() @ d @ la.u_in.double().T
+        expected = w0[n].double() + delta
+        assert rel_err(la.merged_weight(), expected) <= 1e-5
+        assert rel_err(la.merged_weight().double() - w0[n].double(), delta) <= 1e-4
+        assert rel_err(la.delta_weight(), delta) <= 1e-5
+        moments_bytes = sum(state[k].numel() for k in ("exp_avg", "exp_avg_sq"))
+        assert moments_bytes < 2 * out_f * in_f  # SparseAdam would hold exactly 2·out·in
+
+
+def test_non_target_trainability_is_respected(make_bert, make_cls_batch):
+    model = make_bert(seed=0)
+    batches = [make_cls_batch(seed=s) for s in range(2)]
+    cfg = SparseGradConfig(calibration_steps=2, density=0.02)
+    basis = calibrate(model, batches, cfg)
+    model.requires_grad_(False)
+    model.classifier.requires_grad_(True)
+    layer0 = model.bert.encoder.layer[0]
+    trainable_ln = layer0.attention.output.LayerNorm
+    trainable_ln.requires_grad_(True)
+    frozen_bias = layer0.intermediate.dense.bias
+    trainable_bias = layer0.output.dense.bias
+    trainable_bias.requires_grad_(True)
+    apply_sparsegrad(model, basis, cfg)
+    assert layer0.output.dense.bias is trainable_bias and trainable_bias.requires_grad
+    assert layer0.intermediate.dense.bias is frozen_bias and not frozen_bias.requires_grad
+
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    trained = {
+        n: p.detach().clone()
+        for n, p in model.named_parameters()
+        if p.requires_grad and not n.endswith("sg_anchor")
+    }
+    assert "bert.encoder.layer.0.output.LayerNorm.weight" in frozen
+    assert "bert.encoder.layer.0.attention.output.LayerNorm.weight" in trained
+    assert "bert.encoder.layer.0.output.dense.bias" in trained
+    assert "bert.embeddings.word_embeddings.weight" in frozen
+
+    model.train()
+    opt = build_optimizer(model, lr=LR)
+    for s in range(3):
+        model(**make_cls_batch(seed=50 + s)).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    params = dict(model.named_parameters())
+    for n, before in frozen.items():
+        assert torch.equal(params[n], before), f"frozen {n} changed"
+    for n, before in trained.items():
+        assert not torch.equal(params[n], before), f"trainable {n} did not change"
+    for _, layer in sparsegrad_layers(model):
+        assert layer.sg_indices.numel() > 0
+
+    expected = (
+        sum(p.numel() for p in model.classifier.parameters())
+        + trainable_ln.weight.numel()
+        + trainable_ln.bias.numel()
+        + trainable_bias.numel()
+        + sum(la.k for _, la in sparsegrad_layers(model))
+    )
+    assert count_trainable(model) == expected
+
+
+@pytest.mark.parametrize("selection", ["dynamic", "fixed"])
+def test_gradient_accumulation_is_exact(selection, sg_bert, make_cls_batch, sum_ce_loss):
+    model, _, _ = sg_bert(selection=selection)
+    layers = dict(sparsegrad_layers(model))
+    a, b = make_cls_batch(seed=200), make_cls_batch(seed=201)
+    both = {k: torch.cat([a[k], b[k]]) for k in a}
+
+    with accumulating_gradients(model):
+        sum_ce_loss(model, a).backward()
+        for la in layers.values():
+            assert la.selected is None, "selected inside an accumulation block"
+            assert la.accumulating
+    sum_ce_loss(model, b).backward()
+    assert not any(la.accumulating for la in layers.values())
+    accumulated = {n: la.selected for n, la in layers.items()}
+    head_grad = model.classifier.weight.grad.clone()
+    opt = build_optimizer(model, lr=LR)
+    opt.zero_grad()
+    assert all(la.selected is None for la in layers.values())
+
+    sum_ce_loss(model, both).backward()
+    for n, la in layers.items():
+        idx_acc, val_acc = accumulated[n]
+        idx, val = la.selected
+        assert idx.numel() == la.k
+        oa, o = torch.argsort(idx_acc), torch.argsort(idx)
+        assert torch.equal(idx_acc[oa], idx[o]), f"{n}: accumulated top-k differs from the full batch"
+        scale = float(val.abs().max())
+        torch.testing.assert_close(val_acc[oa], val[o], rtol=0, atol=1e-5 * scale)
+    torch.testing.assert_close(model.classifier.weight.grad, head_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_accumulation_differs_from_last_micro_batch_only(sg_bert, make_cls_batch, sum_ce_loss):
+    """Guard against a no-op accumulation: the last micro-batch alone selects something else."""
+    model, _, _ = sg_bert()
+    layers = dict(sparsegrad_layers(model))
+    a, b = make_cls_batch(seed=300), make_cls_batch(seed=301)
+    with accumulating_gradients(model):
+        sum_ce_loss(model, a).backward()
+    sum_ce_loss(model, b).backward()
+    acc = {n: la.selected for n, la in layers.items()}
+    for la in layers.values():
+        la.clear_step_state()
+    sum_ce_loss(model, b).backward()
+    differs = [
+        not torch.equal(acc[n][0].sort().values, la.selected[0].sort().values) for n, la in layers.items()
+    ]
+    assert any(differs)
+
+
+def test_clip_grad_norm_includes_sparse_selection(sg_bert, make_cls_batch):
+    model, _, _ = sg_bert()
+    model(**make_cls_batch(seed=7)).loss.backward()
+    layers = [la for _, la in sparsegrad_layers(model)]
+    dense_sq = sum(float(p.grad.double().square().sum()) for p in model.parameters() if p.grad is not None)
+    sparse_sq = sum(float(la.selected[1].double().square().sum()) for la in layers)
+    total = clip_grad_norm(model, max_norm=1e9)
+    assert total == pytest.approx(math.sqrt(dense_sq + sparse_sq), rel=1e-5)
+    target = total / 4
+    clip_grad_norm(model, max_norm=target)
+    after = math.sqrt(
+        sum(float(p.grad.double().square().sum()) for p in model.parameters() if p.grad is not None)
+        + sum(float(la.selected[1].double().square().sum()) for la in layers)
+    )
+    assert after == pytest.approx(target, rel=1e-4)
+
+
+def test_lr_scale_and_state_dict(sg_bert, make_cls_batch):
+    model, _, _ = sg_bert()
+    opt = build_optimizer(model, lr=LR, sparse_lr=2 * LR)
+    lrs = sorted(g["lr"] for g in opt.param_groups)
+    assert lrs[-1] == pytest.approx(2 * LR) and lrs[0] == pytest.approx(LR)
+    opt.set_lr_scale(0.5)
+    assert sorted(g["lr"] for g in opt.param_groups) == pytest.approx([x / 2 for x in lrs])
+    model(**make_cls_batch(seed=1)).loss.backward()
+    opt.step()
+    sd = opt.state_dict()
+    assert len(sd["optimizers"]) == 2
+
+
+def test_plain_model_gets_plain_adamw(make_bert):
+    model = make_bert()
+    opt = build_optimizer(model, lr=LR)
+    assert len(opt.optimizers) == 1 and isinstance(opt.optimizers[0], torch.optim.AdamW)
+    model.requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable"):
+        build_optimizer(model, lr=LR)
+
+
+def test_new_optimizer_on_already_trained_layers(sg_bert, make_cls_batch, scatter_dense, rel_err):
+    """A second optimizer (resume, new LR phase, or after load_adapter) on layers that already hold a
+    trained sparse delta must step: its moments start at zero for the already-touched entries, and the
+    delta keeps accumulating on top of the existing one."""
+    model, w0, _ = sg_bert()
+    opt = build_optimizer(model, lr=LR)
+    for s in range(2):
+        model(**make_cls_batch(seed=400 + s)).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    before = {
+        n: scatter_dense(la.sg_indices, la.sg_delta, la.out_features, la.in_features)
+        for n, la in sparsegrad_layers(model)
+    }
+    opt2 = build_optimizer(model, lr=LR)
+    model(**make_cls_batch(seed=402)).loss.backward()
+    selected = {
+        n: (la.selected[0].clone(), la.selected[1].double().clone()) for n, la in sparsegrad_layers(model)
+    }
+    opt2.step()
+    opt2.zero_grad()
+    sparse = _sparse_adam(opt2)
+    for n, la in sparsegrad_layers(model):
+        idx, g = selected[n]
+        expected = before[n].flatten().clone()
+        expected[idx] += -LR * g / (g.abs() + EPS)  # a fresh Adam's first step
+        d = scatter_dense(la.sg_indices, la.sg_delta, la.out_features, la.in_features)
+        assert rel_err(d.flatten(), expected) <= 1e-5
+        state = sparse.state[la.sg_anchor]
+        assert state["exp_avg"].numel() == la.sg_indices.numel()
+        delta = la.u_out.double() @ d @ la.u_in.double().T
+        assert rel_err(la.merged_weight(), w0[n].double() + delta) <= 1e-5
+
+
+def test_sparse_adam_matches_dense_lazy_adam_over_many_overlapping_steps(orthogonal, scatter_dense, rel_err):
+    """Index sets that overlap, repeat, grow and shrink across 25 steps: the sparse Adam (sorted index set
+    merged step by step, moments aligned with it) equals a dense-moment lazy Adam reference."""
+    from sparsegrad_core import SparseGradLinear
+
+    out_f, in_f, k = 24, 40, 30
+    w0 = torch.randn(out_f, in_f)
+    layer = SparseGradLinear(w0.clone(), None, orthogonal(out_f, 1), orthogonal(in_f, 2), k)
+    opt = SparseEntryAdam([layer], lr=LR, betas=BETAS, eps=EPS)
+    n = out_f * in_f
+    m = torch.zeros(n, dtype=torch.float64)
+    v = torch.zeros(n, dtype=torch.float64)
+    d = torch.zeros(n, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    pool = torch.randperm(n, generator=gen)[:90]  # a small pool, so sets overlap often
+    touched: set[int] = set()
+    for t in range(1, 26):
+        idx = pool[torch.randperm(90, generator=gen)[:k]]
+        if t % 5 == 0:
+            idx = torch.randperm(n, generator=gen)[:k]  # occasionally entirely new entries
+        g = torch.randn(k, generator=gen)
+        layer.selected = (idx, g)
+        opt.step()
+        assert layer.selected is None
+        b1, b2 = BETAS
+        g64 = g.double()
+        m[idx] = b1 * m[idx] + (1 - b1) * g64
+        v[idx] = b2 * v[idx] + (1 - b2) * g64 * g64
+        d[idx] += -LR / (1 - b1**t) * m[idx] / ((v[idx] / (1 - b2**t)).sqrt() + EPS)
+        touched |= set(idx.tolist())
+        assert set(layer.sg_indices.tolist()) == touched  # exactly the entries ever selected
+        assert torch.equal(layer.sg_indices, torch.unique(layer.sg_indices))
+        state = opt.state[layer.sg_anchor]
+        torch.testing.assert_close(
+            scatter_dense(layer.sg_indices, state["exp_avg"], 1, n)[0], m, rtol=1e-5, atol=1e-7
+        )
+        torch.testing.assert_close(
+            scatter_dense(layer.sg_indices, state["exp_avg_sq"], 1, n)[0], v, rtol=1e-5, atol=1e-9
+        )
+    assert rel_err(scatter_dense(layer.sg_indices, layer.sg_delta, 1, n)[0], d) <= 1e-5
+    expected = w0.double() + layer.u_out.double() @ d.view(out_f, in_f) @ layer.u_in.double().T
+    assert rel_err(layer.merged_weight(), expected) <= 1e-5
+    opt.step()  # nothing selected: a no-op
+    assert rel_err(layer.merged_weight(), expected) <= 1e-5
