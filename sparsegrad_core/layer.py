@@ -193,10 +193,20 @@ class SparseGradLinear(nn.Module):
             "c_inv": c_inv,
             "rows": r_uniq,
             "cols": c_uniq,
-            # Only the basis columns the support touches (out×|R| and in×|C|).
-            "u_out_r": self.u_out.index_select(1, r_uniq).contiguous(),
-            "u_in_c": self.u_in.index_select(1, c_uniq).contiguous(),
         }
+
+    def _support_bases(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The basis columns the support touches, ``u_out[:, R]`` (out, |R|) and ``u_in[:, C]`` (in, |C|).
+
+        Gathered per step rather than stored: a support usually touches most rows of the small side,
+        so per-layer copies would cost nearly a full basis per layer instead of one per kind.
+        """
+        s = self._support
+        assert s is not None
+        rows, cols = s["rows"], s["cols"]
+        u_out_r = self.u_out if rows.numel() == self.out_features else self.u_out.index_select(1, rows)
+        u_in_c = self.u_in if cols.numel() == self.in_features else self.u_in.index_select(1, cols)
+        return u_out_r, u_in_c
 
     def _rotated_at_support(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``G̃`` at the fixed support only: ``(g u_out[:, R])ᵀ (x u_in[:, C])`` gathered to k values."""
@@ -206,10 +216,11 @@ class SparseGradLinear(nn.Module):
         nr, nc = s["rows"].numel(), s["cols"].numel()
         cost_factored = t * (self.out_features * nr + self.in_features * nc + nr * nc)
         cost_dense = t * self.out_features * self.in_features + nr * self.out_features * self.in_features + nr * self.in_features * nc
+        u_out_r, u_in_c = self._support_bases()
         if cost_factored <= cost_dense:
-            block = (g @ s["u_out_r"]).T @ (x @ s["u_in_c"])  # (|R|, |C|)
+            block = (g @ u_out_r).T @ (x @ u_in_c)  # (|R|, |C|)
         else:
-            block = (s["u_out_r"].T @ (g.T @ x)) @ s["u_in_c"]
+            block = (u_out_r.T @ (g.T @ x)) @ u_in_c
         return block[s["r_inv"], s["c_inv"]]
 
     # ------------------------------------------------------------------ optimizer side
@@ -219,7 +230,7 @@ class SparseGradLinear(nn.Module):
         if self._support is not None and idx is self._support["idx"]:
             s = self._support
             rows, cols, r_inv, c_inv = s["rows"], s["cols"], s["r_inv"], s["c_inv"]
-            a, b = s["u_out_r"], s["u_in_c"]
+            a, b = self._support_bases()
         else:
             rows, r_inv = torch.unique(idx // self.in_features, return_inverse=True)
             cols, c_inv = torch.unique(idx % self.in_features, return_inverse=True)
