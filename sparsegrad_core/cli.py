@@ -1,0 +1,321 @@
+"""The ``sparsegrad`` command line: ``train`` a model on a dataset file, ``merge`` an adapter, run the ``demo``.
+
+Everything runs offline: models come from local folders or the bundled aliases (``minilm-l6``,
+``smollm2-135m``), data from local JSONL/CSV/TSV files. Data errors print every problem found with
+its line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+from rich.console import Console
+
+from sparsegrad_data import (
+    ColumnMapping,
+    Dataset,
+    DatasetError,
+    TaskType,
+    glue_mapping,
+    load_dataset,
+    sample_path,
+)
+
+from .config import SparseGradConfig
+from .methods import MethodSpec
+from .tasks import load_base_model, tokenize_dataset
+from .training import (
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    TrainingCancelled,
+    merge_exported,
+    prepare_for_training,
+    read_training_info,
+)
+from .training.console import RichProgress, metrics_table
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True,
+    help="Fine-tune transformer models with SparseGrad (or LoRA, MeProp, full fine-tuning), offline.",
+)
+console = Console()
+err_console = Console(stderr=True)
+
+DEMO_MAX_STEPS = 200
+"""1.6 epochs of the 4,000-sentence sample at batch 32: ~105 s on 2 quiet CPU cores, dev accuracy 0.47 → 0.83."""
+
+
+class Method(StrEnum):
+    sparsegrad = "sparsegrad"
+    lora = "lora"
+    meprop = "meprop"
+    full = "full"
+
+
+class Setting(StrEnum):
+    paper = "paper"
+    peft = "peft"
+
+
+class Selection(StrEnum):
+    dynamic = "dynamic"
+    fixed = "fixed"
+
+
+class Scheduler(StrEnum):
+    constant = "constant"
+    linear = "linear"
+    cosine = "cosine"
+
+
+class StopOnInterrupt(TrainerCallback):
+    """The first Ctrl-C asks the trainer to checkpoint and stop (resumable); a second one aborts."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> StopOnInterrupt:
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        err_console.print("stopping after this step (a checkpoint will be written); Ctrl-C again to abort")
+
+    def should_stop(self) -> bool:
+        return self.requested
+
+
+@dataclass
+class DataFiles:
+    train: Dataset
+    eval: Dataset | None
+
+
+def _quiet_transformers() -> None:
+    """Load reports and weight-loading bars are noise on the terminal of a training run."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _column(value: str | None) -> str | int | None:
+    """A column name, or a 0-based index when the value is all digits."""
+    if value is None:
+        return None
+    return int(value) if value.isdigit() else value
+
+
+def _read_data(
+    train: Path, eval_file: Path | None, task: str | None, glue: str | None,
+    text: str | None, text_pair: str | None, label: str | None, messages: str | None, no_header: bool,
+) -> DataFiles:
+    mapping: ColumnMapping | None = None
+    task_type = TaskType(task) if task else None
+    if glue:
+        glue_task, mapping = glue_mapping(glue)
+        task_type = task_type or glue_task
+    if any(v is not None for v in (text, text_pair, label, messages)) or no_header:
+        base = mapping or ColumnMapping()
+        text_col, pair_col, label_col = _column(text), _column(text_pair), _column(label)
+        mapping = ColumnMapping(
+            text=base.text if text_col is None else text_col,
+            text_pair=base.text_pair if pair_col is None else pair_col,
+            label=base.label if label_col is None else label_col,
+            messages=messages or base.messages,
+            has_header=base.has_header and not no_header,
+        )
+    train_ds = load_dataset(train, task_type, mapping)
+    eval_ds = None
+    if eval_file is not None:
+        eval_ds = load_dataset(eval_file, train_ds.task, mapping, label_names=train_ds.label_names)
+    return DataFiles(train_ds, eval_ds)
+
+
+def _build_config(spec_kwargs: dict[str, Any], args_kwargs: dict[str, Any]) -> tuple[MethodSpec, TrainingArguments]:
+    """The method spec and training arguments; invalid values exit with code 2 and the field's name."""
+    try:
+        sg = SparseGradConfig(density=spec_kwargs.pop("density"), calibration_steps=spec_kwargs.pop("calibration_steps"),
+                              selection=spec_kwargs.pop("selection"))
+        return MethodSpec(sparsegrad=sg, **spec_kwargs), TrainingArguments(**args_kwargs)
+    except ValueError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from exc
+
+
+def _run_training(
+    *, model_name: str, data: DataFiles, spec: MethodSpec, args: TrainingArguments,
+    resume: Path | None, gguf_file: str | None = None,
+) -> dict[str, Any]:
+    """Load, prepare (calibrate), train, print before/after metrics; returns eval_summary."""
+    _quiet_transformers()
+    t0 = time.perf_counter()
+    torch.manual_seed(args.seed)  # the task head's initialization
+    model, tokenizer = load_base_model(
+        model_name, data.train.task, num_labels=data.train.num_labels, label_names=data.train.label_names,
+        gguf_file=gguf_file,
+    )
+    console.print(f"loaded [bold]{model_name}[/] for {data.train.task.value} "
+                  f"({len(data.train)} train / {0 if data.eval is None else len(data.eval)} eval examples) "
+                  f"in {time.perf_counter() - t0:.1f}s")
+    train_data = tokenize_dataset(data.train, tokenizer, args.max_seq_length)
+    eval_data = None if data.eval is None else tokenize_dataset(data.eval, tokenizer, args.max_seq_length)
+    with RichProgress(console) as progress, StopOnInterrupt() as interrupt:
+        try:
+            prepared = prepare_for_training(
+                model, spec, train_data, batch_size=args.batch_size, seed=args.seed,
+                output_dir=args.output_dir, resume_from=resume, callbacks=[progress, interrupt],
+            )
+        except TrainingCancelled as exc:
+            err_console.print(str(exc))
+            raise typer.Exit(130) from exc
+        console.print(f"method {spec.type} ({spec.setting} setting): {prepared.trainable_params:,} trainable parameters")
+        trainer = Trainer(prepared, train_data, eval_data, tokenizer, args, [progress, interrupt],
+                          run_info={"model": model_name})
+        result = trainer.train(resume_from=resume)
+    if result.stopped:
+        err_console.print(f"stopped at step {result.global_step}; checkpoint {result.checkpoint}; "
+                          f"continue with --resume {args.output_dir}")
+        raise typer.Exit(130)
+    if result.before_eval or result.final_eval:
+        console.print(metrics_table(result.before_eval, result.final_eval))
+    console.print(f"{result.global_step} steps in {result.train_time_s:.1f}s of training, "
+                  f"{time.perf_counter() - t0:.1f}s in all; wrote {args.output_dir}")
+    return result.summary
+
+
+@app.command()
+def train(
+    model: Annotated[str, typer.Option(help="Bundled alias (minilm-l6, smollm2-135m) or a local model folder.")],
+    train_file: Annotated[Path, typer.Option("--train", exists=True, dir_okay=False, help="Training data (JSONL/CSV/TSV).")],
+    output: Annotated[Path, typer.Option(help="Run folder: adapter/ or model/, metrics.jsonl, eval_summary.json, checkpoints/.")],
+    eval_file: Annotated[Path | None, typer.Option("--eval", exists=True, dir_okay=False, help="Evaluation data.")] = None,
+    task: Annotated[str | None, typer.Option(help="classification | regression | causal_lm (default: inferred).")] = None,
+    glue: Annotated[str | None, typer.Option(help="Use the column mapping of a GLUE task: sst2, cola, mrpc, stsb...")] = None,
+    text_column: Annotated[str | None, typer.Option(help="Text column (name, or 0-based index).")] = None,
+    text_pair_column: Annotated[str | None, typer.Option(help="Second-sentence column for pair tasks.")] = None,
+    label_column: Annotated[str | None, typer.Option(help="Label column.")] = None,
+    messages_column: Annotated[str | None, typer.Option(help="Chat messages key (causal_lm JSONL).")] = None,
+    no_header: Annotated[bool, typer.Option(help="CSV/TSV without a header row (columns are indices).")] = False,
+    method: Annotated[Method, typer.Option(help="How the MLP projections train.")] = Method.sparsegrad,
+    setting: Annotated[Setting, typer.Option(help="paper: all non-MLP parameters train densely; peft: only the head.")] = Setting.paper,
+    density: Annotated[float, typer.Option(help="SparseGrad/MeProp share of entries updated per step.")] = 0.01,
+    calibration_steps: Annotated[int, typer.Option(help="SparseGrad calibration backward passes.")] = 10,
+    selection: Annotated[Selection, typer.Option(help="SparseGrad: dynamic top-k per step, or a fixed support.")] = Selection.dynamic,
+    lora_rank: Annotated[int | None, typer.Option(help="LoRA rank (default: equal trainable parameters to SparseGrad).")] = None,
+    epochs: Annotated[int, typer.Option(help="Epochs (unless --max-steps).")] = 3,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (overrides --epochs).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows per micro-batch.")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-4,
+    sparse_lr: Annotated[float | None, typer.Option(help="Learning rate of SparseGrad entries (default: --lr).")] = None,
+    max_seq_length: Annotated[int, typer.Option(help="Tokens per row after truncation.")] = 128,
+    scheduler: Annotated[Scheduler, typer.Option(help="Learning-rate schedule after warmup.")] = Scheduler.constant,
+    warmup_ratio: Annotated[float, typer.Option(help="Warmup share of the steps.")] = 0.0,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
+    eval_every: Annotated[int | None, typer.Option(help="Evaluate every N steps (default: before and after).")] = None,
+    early_stopping_patience: Annotated[int | None, typer.Option(help="Stop after N evaluations without improvement.")] = None,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
+    max_grad_norm: Annotated[float | None, typer.Option(help="Clip the gradient norm.")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="Write a resumable checkpoint every N steps.")] = None,
+    group_by_length: Annotated[bool, typer.Option(help="Batch rows of similar length (less padding).")] = True,
+    original_share_every: Annotated[int | None, typer.Option(
+        help="SparseGrad: every N steps also log the top-k energy share in the original basis.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of initialization, data order and dropout.")] = 42,
+    resume: Annotated[Path | None, typer.Option(help="Resume from a checkpoint or a run folder.")] = None,
+    gguf_file: Annotated[str | None, typer.Option(help="GGUF file inside the --model folder.")] = None,
+) -> None:
+    """Fine-tune a model on a dataset file and write the adapter, metrics.jsonl and eval_summary.json."""
+    try:
+        data = _read_data(train_file, eval_file, task, glue, text_column, text_pair_column, label_column,
+                          messages_column, no_header)
+    except DatasetError as exc:
+        err_console.print(str(exc), markup=False, highlight=False)
+        raise typer.Exit(2) from exc
+    except ValueError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from exc
+    spec, args = _build_config(
+        {"type": method.value, "setting": setting.value, "lora_rank": lora_rank, "density": density,
+                     "calibration_steps": calibration_steps, "selection": selection.value},
+        args_kwargs={
+            "learning_rate": lr, "sparse_learning_rate": sparse_lr, "batch_size": batch_size, "n_epochs": epochs,
+            "max_steps": max_steps, "gradient_accumulation_steps": grad_accum, "lr_scheduler": scheduler.value,
+            "warmup_ratio": warmup_ratio, "weight_decay": weight_decay, "max_grad_norm": max_grad_norm,
+            "eval_every": eval_every, "early_stopping_patience": early_stopping_patience, "seed": seed,
+            "checkpoint_every": checkpoint_every, "output_dir": output, "max_seq_length": max_seq_length,
+            "group_by_length": group_by_length, "log_every": 1, "original_share_every": original_share_every,
+        },
+    )
+    _run_training(model_name=model, data=data, spec=spec, args=args, resume=resume, gguf_file=gguf_file)
+
+
+@app.command()
+def merge(
+    model: Annotated[str, typer.Option(help="The base model the adapter was trained from (alias or folder).")],
+    adapter: Annotated[Path, typer.Option(exists=True, file_okay=False, help="An adapter folder written by train.")],
+    output: Annotated[Path, typer.Option(help="Where to write the merged model (save_pretrained + tokenizer).")],
+    gguf_file: Annotated[str | None, typer.Option(help="GGUF file inside the --model folder.")] = None,
+) -> None:
+    """Merge an adapter into its base model: a plain folder that AutoModel*.from_pretrained loads."""
+    _quiet_transformers()
+    info = read_training_info(adapter)
+    if not info.get("task"):
+        err_console.print(f"{adapter}: no training_info.json with the task; was it written by `sparsegrad train`?")
+        raise typer.Exit(2)
+    base, tokenizer = load_base_model(model, info["task"], num_labels=info.get("num_labels"),
+                                      label_names=info.get("label_names"), gguf_file=gguf_file)
+    try:
+        merged = merge_exported(base, adapter)
+    except (FileNotFoundError, ValueError) as exc:  # includes AdapterMismatchError
+        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from exc
+    output.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(output)  # type: ignore[operator]
+    tokenizer.save_pretrained(output)
+    console.print(f"merged {adapter} into {model}: wrote {output}")
+
+
+@app.command()
+def demo(
+    output: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/demo"),
+    max_steps: Annotated[int, typer.Option(help="Optimizer steps (batch 32).")] = DEMO_MAX_STEPS,
+    sparse_lr: Annotated[float | None, typer.Option(help="Learning rate of the SparseGrad entries.")] = None,
+) -> None:
+    """Fine-tune the real MiniLM-L6 on the bundled SST-2 sample with SparseGrad (1% density), offline."""
+    console.print("[bold]SparseGrad demo[/]: all-MiniLM-L6-v2, SST-2 sample (4,000 train / 872 dev), "
+                  "density 1%, paper setting")
+    task, mapping = glue_mapping("sst2")
+    train_ds = load_dataset(sample_path("sst2_train"), task, mapping)
+    dev_ds = load_dataset(sample_path("sst2_dev"), task, mapping, label_names=train_ds.label_names)
+    spec, args = _build_config(
+        {"type": "sparsegrad", "setting": "paper", "density": 0.01, "calibration_steps": 10, "selection": "dynamic"},
+        {"learning_rate": 1e-4, "sparse_learning_rate": sparse_lr, "batch_size": 32, "max_steps": max_steps,
+         "max_seq_length": 64, "group_by_length": True, "seed": 42, "output_dir": output, "log_every": 1},
+    )
+    summary = _run_training(model_name="minilm-l6", data=DataFiles(train_ds, dev_ds), spec=spec, args=args, resume=None)
+    before, after = summary.get("before") or {}, summary.get("after") or {}
+    console.print(f"dev accuracy: {before.get('eval_accuracy', float('nan')):.3f} before → "
+                  f"[bold]{after.get('eval_accuracy', float('nan')):.3f}[/] after")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

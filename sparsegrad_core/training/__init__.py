@@ -1,0 +1,48 @@
+"""Training loop for every method: prepare from data, train with callbacks, checkpoint/resume, export.
+
+>>> prepared = prepare_for_training(model, MethodSpec("sparsegrad"), train_data, batch_size=32)
+>>> result = Trainer(prepared, train_ds, eval_ds, tokenizer, TrainingArguments(output_dir="runs/x")).train()
+"""
+
+from .arguments import TrainingArguments
+from .callbacks import CallbackList, Phase, TrainerCallback
+from .checkpoint import (
+    TrainerState,
+    find_checkpoint,
+    load_basis,
+    load_checkpoint,
+    save_basis,
+    save_checkpoint,
+)
+from .evaluation import classification_metrics, evaluate, regression_metrics
+from .export import export_trained, merge_exported, read_training_info
+from .preparation import TrainingCancelled, calibration_batches, prepare_for_training
+from .schedule import lr_scale
+from .trainer import SUMMARY_FILE, Trainer, TrainResult, seed_everything
+
+__all__ = [
+    "SUMMARY_FILE",
+    "CallbackList",
+    "Phase",
+    "TrainResult",
+    "Trainer",
+    "TrainerCallback",
+    "TrainerState",
+    "TrainingArguments",
+    "TrainingCancelled",
+    "calibration_batches",
+    "classification_metrics",
+    "evaluate",
+    "export_trained",
+    "find_checkpoint",
+    "load_basis",
+    "load_checkpoint",
+    "lr_scale",
+    "merge_exported",
+    "prepare_for_training",
+    "read_training_info",
+    "regression_metrics",
+    "save_basis",
+    "save_checkpoint",
+    "seed_everything",
+]

@@ -1,0 +1,250 @@
+"""Resumable checkpoints, written atomically, that let a resumed run reproduce an uninterrupted one.
+
+Layout under ``<output_dir>/checkpoints/``::
+
+    basis/                     written once after calibration (bases are fixed from then on)
+        bases.safetensors      "<kind>.u_out|u_in|eig_out|eig_in", "support.<layer>" (fixed selection)
+        basis.json             layer → kind, calibration stats
+    step-00000040/             one per checkpoint (the newest ``keep_checkpoints`` are kept)
+        model_state.safetensors  every trainable tensor + per SparseGradLinear ``weight`` (the exact
+                                 float32 dense weight), ``sg_indices``, ``sg_delta``
+        optimizer.pt             CombinedOptimizer.state_dict() (AdamW + sparse moments)
+        rng_state.pt             Python, NumPy, torch (and CUDA) generator states
+        trainer_state.json       step, data position (epoch, step in epoch), best metric, patience
+    best/                      the same, for the best evaluation (``keep_best``)
+
+A checkpoint is first written to a hidden sibling folder and then renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..hosvd import KindBasis, SparseGradBasis
+from ..model import sparsegrad_layers
+from ..optim import CombinedOptimizer
+
+CHECKPOINTS_DIR = "checkpoints"
+BASIS_DIR = "basis"
+BEST_DIR = "best"
+STATE_FILE = "trainer_state.json"
+MODEL_FILE = "model_state.safetensors"
+OPTIMIZER_FILE = "optimizer.pt"
+RNG_FILE = "rng_state.pt"
+_SG_BUFFERS = ("weight", "sg_indices", "sg_delta")
+
+
+@dataclass
+class TrainerState:
+    """Where a run is: everything besides tensors that a resumed run needs."""
+
+    global_step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    """Optimizer steps already taken in ``epoch`` (the data position)."""
+    best_metric: float | None = None
+    best_step: int | None = None
+    best_eval: dict[str, float] | None = None
+    evals_without_improvement: int = 0
+    before_eval: dict[str, float] | None = None
+    last_eval: dict[str, float] | None = None
+    last_eval_step: int | None = None
+    train_time_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainerState:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+# ---------------------------------------------------------------------------------------------- tensors
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every tensor training changes: trainable parameters and the SparseGrad layer state."""
+    out = {n: p.detach().cpu().clone() for n, p in model.named_parameters()
+           if p.requires_grad and not n.endswith("sg_anchor")}
+    for name, layer in sparsegrad_layers(model):
+        for buf in _SG_BUFFERS:
+            out[f"{name}.{buf}"] = getattr(layer, buf).detach().cpu().clone()
+    return out
+
+
+@torch.no_grad()
+def restore_trainable_state(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Inverse of :func:`trainable_state` on a model prepared the same way (names must match)."""
+    params = dict(model.named_parameters())
+    layers = dict(sparsegrad_layers(model))
+    expected = set(trainable_state_names(model))
+    if set(tensors) != expected:
+        missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+        raise ValueError(
+            f"checkpoint does not match the prepared model: missing {missing[:3]} ({len(missing)}), "
+            f"unexpected {unexpected[:3]} ({len(unexpected)}); prepare the model with the same method and setting"
+        )
+    for name, t in tensors.items():
+        if name in params:
+            params[name].copy_(t)
+            continue
+        layer_name, buf = name.rsplit(".", 1)
+        layer = layers[layer_name]
+        if buf == "weight":
+            layer.weight.copy_(t)
+        else:
+            setattr(layer, buf, t.to(layer.weight.device))
+
+
+def trainable_state_names(model: nn.Module) -> list[str]:
+    names = [n for n, p in model.named_parameters() if p.requires_grad and not n.endswith("sg_anchor")]
+    names += [f"{name}.{buf}" for name, _ in sparsegrad_layers(model) for buf in _SG_BUFFERS]
+    return names
+
+
+# ---------------------------------------------------------------------------------------------- basis
+def save_basis(basis: SparseGradBasis, directory: Path) -> Path:
+    """Write the calibrated bases once (atomically)."""
+    tensors: dict[str, torch.Tensor] = {}
+    for kind, kb in basis.kinds.items():
+        for attr in ("u_out", "u_in", "eig_out", "eig_in"):
+            tensors[f"{kind}.{attr}"] = getattr(kb, attr).detach().cpu().contiguous()
+    for layer, support in basis.supports.items():
+        tensors[f"support.{layer}"] = support.detach().cpu().contiguous()
+    meta = {
+        "layers": basis.layers,
+        "stats": basis.stats,
+        "num_gradients": {k: kb.num_gradients for k, kb in basis.kinds.items()},
+    }
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp / "bases.safetensors"))
+        (tmp / "basis.json").write_text(json.dumps(meta, indent=2))
+
+    return _write_atomically(directory, write)
+
+
+def load_basis(directory: Path) -> SparseGradBasis:
+    tensors = load_file(str(directory / "bases.safetensors"))
+    meta = json.loads((directory / "basis.json").read_text())
+    kinds = {
+        kind: KindBasis(
+            u_out=tensors[f"{kind}.u_out"], u_in=tensors[f"{kind}.u_in"],
+            eig_out=tensors[f"{kind}.eig_out"], eig_in=tensors[f"{kind}.eig_in"], num_gradients=int(n),
+        )
+        for kind, n in meta["num_gradients"].items()
+    }
+    supports = {k[len("support."):]: v for k, v in tensors.items() if k.startswith("support.")}
+    return SparseGradBasis(kinds=kinds, layers=meta["layers"], supports=supports, stats=meta.get("stats", {}))
+
+
+# ---------------------------------------------------------------------------------------------- rng
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch (and CUDA) generator states, as types ``torch.load(weights_only=True)`` reads."""
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"name": str(name), "keys": [int(k) for k in keys], "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["name"], np.asarray(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def save_checkpoint(
+    directory: Path, model: nn.Module, optimizer: CombinedOptimizer, state: TrainerState
+) -> Path:
+    """Write a complete resumable checkpoint at ``directory`` (replacing one that is there)."""
+    tensors = {k: v.contiguous() for k, v in trainable_state(model).items()}
+    optim_state = optimizer.state_dict()
+    rng = rng_state()
+    payload = asdict(state)
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp / MODEL_FILE))
+        torch.save(optim_state, tmp / OPTIMIZER_FILE)
+        torch.save(rng, tmp / RNG_FILE)
+        (tmp / STATE_FILE).write_text(json.dumps(payload, indent=2, allow_nan=True))
+
+    return _write_atomically(directory, write)
+
+
+def load_checkpoint(
+    directory: Path, model: nn.Module, optimizer: CombinedOptimizer | None = None, *, restore_rng: bool = True
+) -> TrainerState:
+    """Restore the model's trained tensors (and optimizer, RNG) from ``directory``; return its state."""
+    restore_trainable_state(model, load_file(str(directory / MODEL_FILE)))
+    if optimizer is not None:
+        optimizer.load_state_dict(torch.load(directory / OPTIMIZER_FILE, weights_only=True))
+    if restore_rng:
+        restore_rng_state(torch.load(directory / RNG_FILE, weights_only=True))
+    return TrainerState.from_dict(json.loads((directory / STATE_FILE).read_text()))
+
+
+def step_dir_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def find_checkpoint(path: str | Path) -> Path:
+    """The checkpoint at ``path``: a checkpoint folder, a ``checkpoints`` folder or a run's output folder
+    (then the newest ``step-*`` checkpoint)."""
+    path = Path(path)
+    if (path / STATE_FILE).is_file():
+        return path
+    for root in (path / CHECKPOINTS_DIR, path):
+        steps = sorted(p for p in root.glob("step-*") if (p / STATE_FILE).is_file())
+        if steps:
+            return steps[-1]
+    raise FileNotFoundError(f"no checkpoint found at {path} (expected {STATE_FILE} or {CHECKPOINTS_DIR}/step-*)")
+
+
+def basis_dir_for(checkpoint: Path) -> Path:
+    """The bases a checkpoint was trained with (stored once, next to the step folders)."""
+    return checkpoint.parent / BASIS_DIR
+
+
+def prune_checkpoints(checkpoints_dir: Path, keep: int) -> None:
+    steps = sorted(p for p in checkpoints_dir.glob("step-*") if p.is_dir())
+    for old in steps[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_atomically(directory: Path, write: Any) -> Path:
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.parent / f".tmp-{directory.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        write(tmp)
+        trash = None
+        if directory.exists():
+            trash = directory.parent / f".old-{directory.name}-{os.getpid()}"
+            shutil.rmtree(trash, ignore_errors=True)
+            directory.rename(trash)
+        tmp.rename(directory)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory

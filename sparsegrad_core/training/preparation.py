@@ -1,0 +1,97 @@
+"""Build the PreparedModel for a training run from the training data, calibrating SparseGrad on it.
+
+``prepare_model`` needs calibration batches for SparseGrad; :func:`prepare_for_training` takes them
+from the training data itself (the first ``calibration_steps`` micro-batches of a dedicated seeded
+shuffle, independent of the training order), reports progress through the callbacks, and stores
+the bases once under ``<output_dir>/checkpoints/basis``. Resuming loads those bases instead of
+calibrating again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..methods import MethodSpec, PreparedModel, prepare_model
+from ..model import apply_sparsegrad, count_trainable
+from ..tasks import CALIBRATION_STREAM, BatchOrder, TokenizedDataset
+from .callbacks import CallbackList, TrainerCallback
+from .checkpoint import BASIS_DIR, CHECKPOINTS_DIR, basis_dir_for, find_checkpoint, load_basis, save_basis
+
+
+class TrainingCancelled(RuntimeError):
+    """``should_stop`` returned True during calibration; the model's weights are unchanged."""
+
+
+def calibration_batches(
+    data: TokenizedDataset, steps: int, batch_size: int, seed: int, device: torch.device
+) -> Iterator[dict[str, torch.Tensor]]:
+    """``steps`` collated micro-batches from a shuffle of their own (cycling epochs if the data is short)."""
+    order = BatchOrder(len(data), batch_size, seed, stream=CALIBRATION_STREAM)
+    produced, epoch = 0, 0
+    while produced < steps:
+        for indices in order.micro_batches(epoch):
+            if produced == steps:
+                return
+            yield {k: v.to(device) for k, v in data.collate(indices).items()}
+            produced += 1
+        epoch += 1
+
+
+def prepare_for_training(
+    model: nn.Module,
+    spec: MethodSpec,
+    train_data: TokenizedDataset,
+    *,
+    batch_size: int,
+    seed: int = 42,
+    output_dir: str | Path | None = None,
+    resume_from: str | Path | None = None,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> PreparedModel:
+    """Set trainability and install ``spec``'s method on ``model`` (in place) for training on ``train_data``.
+
+    SparseGrad is calibrated on ``spec.sparsegrad.calibration_steps`` micro-batches of ``batch_size``
+    rows (never stepping the model), unless ``resume_from`` names a checkpoint whose run stored its
+    bases, which are then reused exactly. With ``output_dir`` the new bases are saved there once.
+    Raises :class:`TrainingCancelled` if a callback asks to stop during calibration.
+    """
+    cb = CallbackList(callbacks)
+    if spec.type != "sparsegrad":
+        return prepare_model(model, spec)
+    if resume_from is not None:
+        basis_dir = basis_dir_for(find_checkpoint(resume_from))
+        if not (basis_dir / "basis.json").is_file():
+            raise FileNotFoundError(f"resuming SparseGrad needs the calibrated bases at {basis_dir}")
+        basis = load_basis(basis_dir)
+        # Same trainability as SparseGrad (target weights frozen, the rest per setting), no calibration.
+        frozen = prepare_model(model, replace(spec, type="frozen_mlp"))
+        apply_sparsegrad(model, basis, spec.sparsegrad)
+        cb.on_calibration_done(basis.spectra())
+        return PreparedModel(
+            model=model, spec=spec, targets=frozen.targets, trainable_params=count_trainable(model),
+            basis=basis, info={"calibration": basis.stats, "basis_loaded_from": str(basis_dir)},
+        )
+
+    device = next(model.parameters()).device
+    cb.on_phase("calibrating")
+
+    def progress(step: int, total: int, loss: float) -> None:
+        cb.on_calibration_step(step, total, loss)
+        if cb.should_stop():
+            raise TrainingCancelled(f"stopped during calibration after {step} of {total} passes")
+
+    batches: Iterable[dict[str, Any]] = calibration_batches(
+        train_data, spec.sparsegrad.calibration_steps, batch_size, seed, device
+    )
+    prepared = prepare_model(model, spec, batches, progress=progress)
+    assert prepared.basis is not None
+    if output_dir is not None:
+        prepared.info["basis_dir"] = str(save_basis(prepared.basis, Path(output_dir) / CHECKPOINTS_DIR / BASIS_DIR))
+    cb.on_calibration_done(prepared.basis.spectra())
+    return prepared
