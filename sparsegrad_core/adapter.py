@@ -19,12 +19,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
 from .config import SparseGradConfig
 from .hosvd import KindBasis, SparseGradBasis
 from .model import apply_sparsegrad, sparsegrad_layers, weight_fingerprint
-from .targets import linear_shape
+from .targets import linear_shape, linear_weight
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -135,8 +134,7 @@ def load_adapter(base_model: nn.Module, path: str | Path, *, check_fingerprint: 
     if check_fingerprint:
         fps = {}
         for n, m in modules.items():
-            w = m.weight.detach().T if isinstance(m, Conv1D) else m.weight.detach()
-            fps[n] = weight_fingerprint(w)
+            fps[n] = weight_fingerprint(linear_weight(m).detach())
         got = combined_fingerprint(fps)
         if got != config["base_fingerprint"]:
             bad = [n for n in names if fps[n] != config["layer_fingerprints"].get(n)]

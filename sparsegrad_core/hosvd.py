@@ -19,7 +19,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from .config import SparseGradConfig
-from .targets import find_target_modules, linear_shape, projection_kind
+from .targets import find_target_modules, linear_shape, module_weight, projection_kind
 
 
 @dataclass
@@ -89,7 +89,7 @@ def _sorted_eigh(c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def linear_grad(module: nn.Module) -> torch.Tensor | None:
     """The weight gradient of a target in nn.Linear (out, in) convention."""
-    g = module.weight.grad
+    g = module_weight(module).grad
     if g is None:
         return None
     return g.T if isinstance(module, Conv1D) else g
@@ -142,7 +142,7 @@ def calibrate(
                 if g is not None:
                     on_grad(name, g)
                 p.grad = None  # never accumulate across steps; never keep more than one at a time
-            hooks.append(module.weight.register_post_accumulate_grad_hook(hook))
+            hooks.append(module_weight(module).register_post_accumulate_grad_hook(hook))
         try:
             loss = loss_fn(model, batch) if loss_fn is not None else model(**batch).loss
             loss.backward()
@@ -156,7 +156,7 @@ def calibrate(
             p.requires_grad_(False)
             p.grad = None
         for module in targets.values():
-            module.weight.requires_grad_(True)
+            module_weight(module).requires_grad_(True)
         model.train()
         it = iter(batches)
         for step in range(steps):

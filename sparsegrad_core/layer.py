@@ -178,7 +178,11 @@ class SparseGradLinear(nn.Module):
         self.last_energy["kept"] = vals.square().sum()
         self.last_energy["total"] = total
         if self.track_original_share:
-            dense = grad if grad is not None else g.T @ x  # type: ignore[union-attr]
+            if grad is not None:
+                dense = grad
+            else:
+                assert g is not None and x is not None
+                dense = g.T @ x
             kept = torch.topk(dense.flatten().abs(), self.k, sorted=False).values
             self.last_energy["original_kept"] = kept.square().sum()
 

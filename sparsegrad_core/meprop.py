@@ -9,7 +9,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from .config import SparseGradConfig
-from .targets import linear_shape
+from .targets import linear_shape, module_weight
 
 
 def sparsify_topk(grad: torch.Tensor, k: int) -> torch.Tensor:
@@ -22,14 +22,22 @@ def sparsify_topk(grad: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def attach_meprop(targets: Mapping[str, nn.Module], cfg: SparseGradConfig) -> None:
-    """Register a gradient hook on every target weight that keeps only its top-k entries."""
+    """Make every target weight's accumulated gradient keep only its top-k entries.
+
+    The hook runs after the gradient is accumulated into ``.grad``; inside
+    ``accumulating_gradients(model)`` it waits, so with accumulation the top-k is taken of the sum.
+    """
     for module in targets.values():
+        assert isinstance(module, nn.Linear | Conv1D)
         out_f, in_f = linear_shape(module)
         k = cfg.k_for(out_f, in_f)
-        weight = module.weight
-        if getattr(weight, "_meprop_hooked", False):
+        weight = module_weight(module)
+        if getattr(module, "_meprop_k", None) is not None:
             continue
-        weight.register_hook(lambda g, k=k: sparsify_topk(g, k))
-        weight._meprop_hooked = True  # type: ignore[attr-defined]
+
+        def hook(p: torch.Tensor, module: nn.Module = module, k: int = k) -> None:
+            if p.grad is not None and not getattr(module, "_meprop_accumulating", False):
+                p.grad.copy_(sparsify_topk(p.grad, k))
+
+        weight.register_post_accumulate_grad_hook(hook)
         module._meprop_k = k  # type: ignore[assignment]
-        assert isinstance(module, nn.Linear | Conv1D)

@@ -109,18 +109,23 @@ def prepare_model(
     *,
     progress: ProgressFn | None = None,
     loss_fn: Callable[[nn.Module, Mapping[str, Any]], torch.Tensor] | None = None,
+    basis: SparseGradBasis | None = None,
 ) -> PreparedModel:
-    """Set trainability for ``spec.setting`` and install the method on the MLP projections."""
+    """Set trainability for ``spec.setting`` and install the method on the MLP projections.
+
+    SparseGrad calibrates on ``calibration_batches`` unless a ``basis`` from an earlier calibration
+    (e.g. a checkpoint being resumed) is given.
+    """
     sg = spec.sparsegrad
     targets = find_target_modules(model, sg.target_modules, layer_stride=sg.layer_stride, projections=sg.projections)
     _set_trainability(model, spec, targets)
-    basis = None
     rank = None
     info: dict[str, Any] = {}
     if spec.type == "sparsegrad":
-        if calibration_batches is None:
-            raise ValueError("SparseGrad needs calibration batches")
-        basis = calibrate(model, calibration_batches, sg, progress=progress, loss_fn=loss_fn)
+        if basis is None:
+            if calibration_batches is None:
+                raise ValueError("SparseGrad needs calibration batches or a basis")
+            basis = calibrate(model, calibration_batches, sg, progress=progress, loss_fn=loss_fn)
         apply_sparsegrad(model, basis, sg)
         info["calibration"] = basis.stats
     elif spec.type == "meprop":
@@ -141,7 +146,10 @@ def _attach_lora(model: nn.Module, spec: MethodSpec, targets: Mapping[str, nn.Mo
     rank = spec.lora_rank or equal_param_lora_rank(targets, spec.sparsegrad.density)
     alpha = spec.lora_alpha if spec.lora_alpha is not None else 2.0 * rank
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=spec.lora_dropout, target_modules=list(targets), bias="none")
+    config = LoraConfig(
+        r=rank, lora_alpha=alpha,  # type: ignore[arg-type]  # peft accepts float scaling
+        lora_dropout=spec.lora_dropout, target_modules=list(targets), bias="none",
+    )
     model = inject_adapter_in_model(config, model)
     for name, p in model.named_parameters():
         if "lora_" in name:

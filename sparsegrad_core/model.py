@@ -109,15 +109,21 @@ def merge_adapter(model: nn.Module) -> nn.Module:
 @contextlib.contextmanager
 def accumulating_gradients(model: nn.Module, active: bool = True) -> Iterator[None]:
     """Within this block, backward passes add to the pending rotated gradient instead of selecting;
-    the first backward outside it selects the top-k of the summed gradient (exact accumulation)."""
+    the first backward outside it selects the top-k of the summed gradient (exact accumulation).
+    MeProp weights likewise sparsify only the summed gradient."""
     layers = [layer for _, layer in sparsegrad_layers(model)]
+    meprop = [m for m in model.modules() if getattr(m, "_meprop_k", None) is not None]
     for layer in layers:
         layer.accumulating = active
+    for m in meprop:
+        setattr(m, "_meprop_accumulating", active)  # noqa: B010 (plain attribute on nn.Module)
     try:
         yield
     finally:
         for layer in layers:
             layer.accumulating = False
+        for m in meprop:
+            setattr(m, "_meprop_accumulating", False)  # noqa: B010
 
 
 def energy_share(model: nn.Module) -> dict[str, float]:

@@ -152,7 +152,8 @@ def build_optimizer(
     Weight decay is not applied to biases and LayerNorm weights.
     """
     sg_layers = [layer for _, layer in sparsegrad_layers(model) if layer.sg_anchor.requires_grad]
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad or name.endswith("sg_anchor"):
             continue

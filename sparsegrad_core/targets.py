@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
@@ -76,15 +77,15 @@ def find_target_modules(
             )
         return found
 
-    patterns = [re.compile(t[3:]) if t.startswith("re:") else None for t in target_modules]
+    patterns: list[re.Pattern[str] | None] = [re.compile(t[3:]) if t.startswith("re:") else None for t in target_modules]
     for name, module in model.named_modules():
         if not is_linear_like(module):
             continue
-        for spec, pattern in zip(target_modules, patterns, strict=True):
-            hit = pattern.search(name) if pattern is not None else (name == spec or name.endswith("." + spec))
+        for spec, regex in zip(target_modules, patterns, strict=True):
+            hit = regex.search(name) if regex is not None else (name == spec or name.endswith("." + spec))
             if hit:
-                idx = block_index(name)
-                if idx is not None and idx % layer_stride != 0:
+                block = block_index(name)
+                if block is not None and block % layer_stride != 0:
                     break
                 found[name] = module
                 break
@@ -96,10 +97,21 @@ def find_target_modules(
     return found
 
 
+def module_weight(module: nn.Module) -> torch.Tensor:
+    """The ``weight`` parameter of a linear-like module, as stored."""
+    weight = module.weight
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{type(module).__name__} has no weight tensor")
+    return weight
+
+
+def linear_weight(module: nn.Module) -> torch.Tensor:
+    """The weight in nn.Linear (out, in) convention (a transposed view for GPT-2 ``Conv1D``)."""
+    weight = module_weight(module)
+    return weight.T if isinstance(module, Conv1D) else weight
+
+
 def linear_shape(module: nn.Module) -> tuple[int, int]:
     """``(out_features, in_features)`` in nn.Linear convention (Conv1D stores the transpose)."""
-    if isinstance(module, Conv1D):
-        in_f, out_f = module.weight.shape
-        return int(out_f), int(in_f)
-    out_f, in_f = module.weight.shape
+    out_f, in_f = linear_weight(module).shape
     return int(out_f), int(in_f)

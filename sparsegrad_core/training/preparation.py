@@ -10,7 +10,6 @@ calibrating again.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ import torch
 from torch import nn
 
 from ..methods import MethodSpec, PreparedModel, prepare_model
-from ..model import apply_sparsegrad, count_trainable
 from ..tasks import CALIBRATION_STREAM, BatchOrder, TokenizedDataset
 from .callbacks import CallbackList, TrainerCallback
 from .checkpoint import BASIS_DIR, CHECKPOINTS_DIR, basis_dir_for, find_checkpoint, load_basis, save_basis
@@ -69,14 +67,10 @@ def prepare_for_training(
         if not (basis_dir / "basis.json").is_file():
             raise FileNotFoundError(f"resuming SparseGrad needs the calibrated bases at {basis_dir}")
         basis = load_basis(basis_dir)
-        # Same trainability as SparseGrad (target weights frozen, the rest per setting), no calibration.
-        frozen = prepare_model(model, replace(spec, type="frozen_mlp"))
-        apply_sparsegrad(model, basis, spec.sparsegrad)
+        prepared = prepare_model(model, spec, basis=basis)
+        prepared.info["basis_loaded_from"] = str(basis_dir)
         cb.on_calibration_done(basis.spectra())
-        return PreparedModel(
-            model=model, spec=spec, targets=frozen.targets, trainable_params=count_trainable(model),
-            basis=basis, info={"calibration": basis.stats, "basis_loaded_from": str(basis_dir)},
-        )
+        return prepared
 
     device = next(model.parameters()).device
     cb.on_phase("calibrating")
