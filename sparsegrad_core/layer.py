@@ -25,11 +25,6 @@ from torch import nn
 from .selection import select_rotated_topk
 
 
-def _sparse_matrix(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """A coalesced COO matrix from unique (row, col) pairs."""
-    return torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, shape, check_invariants=False).coalesce()
-
-
 class _SparseGradFunction(torch.autograd.Function):
     @staticmethod
     def forward(  # type: ignore[override]
@@ -235,23 +230,23 @@ class SparseGradLinear(nn.Module):
     # ------------------------------------------------------------------ optimizer side
     @torch.no_grad()
     def add_rotated_delta(self, idx: torch.Tensor, values: torch.Tensor) -> None:
-        """``W += u_out · S · u_inᵀ`` where ``S`` holds ``values`` at flat ``idx`` of W̃ (k non-zeros).
-
-        ``S`` stays a sparse CSR matrix: the sparse side costs ``k·out`` (or ``k·in``) and the dense
-        side ``out·in·min(out, in)``, instead of densifying the touched rows × columns block.
-        """
-        out_f, in_f = self.out_features, self.in_features
-        rows, cols = idx // in_f, idx % in_f
-        vals = values.to(self.weight.dtype)
-        if in_f <= out_f:
-            # (u_out S)ᵀ = Sᵀ u_outᵀ, sparse (in, out) @ dense (out, out); then W += (u_out S) u_inᵀ.
-            s_t = _sparse_matrix(cols, rows, vals, (in_f, out_f))
-            us_t = torch.sparse.mm(s_t, self.u_out.T)  # (in, out)
-            self.weight.addmm_(us_t.T, self.u_in.T)
+        """``W += u_out[:, R] · S · u_in[:, C]ᵀ`` where ``S`` holds ``values`` at flat ``idx`` of W̃."""
+        if self._support is not None and idx is self._support["idx"]:
+            s = self._support
+            rows, cols, r_inv, c_inv = s["rows"], s["cols"], s["r_inv"], s["c_inv"]
+            a, b = self._support_bases()
         else:
-            s = _sparse_matrix(rows, cols, vals, (out_f, in_f))
-            su = torch.sparse.mm(s, self.u_in.T)  # (out, in) = S u_inᵀ
-            self.weight.addmm_(self.u_out, su)
+            rows, r_inv = torch.unique(idx // self.in_features, return_inverse=True)
+            cols, c_inv = torch.unique(idx % self.in_features, return_inverse=True)
+            a, b = self.u_out.index_select(1, rows), self.u_in.index_select(1, cols)
+        nr, nc = rows.numel(), cols.numel()
+        s_mat = torch.zeros(nr, nc, dtype=self.weight.dtype, device=self.weight.device)
+        s_mat.index_put_((r_inv, c_inv), values.to(self.weight.dtype), accumulate=True)
+        out_f, in_f = self.out_features, self.in_features
+        if out_f * nr * nc + out_f * nc * in_f <= nr * nc * in_f + out_f * nr * in_f:
+            self.weight.addmm_(a @ s_mat, b.T)
+        else:
+            self.weight.addmm_(a, s_mat @ b.T)
 
     def clear_step_state(self) -> None:
         self.selected = None
