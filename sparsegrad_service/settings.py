@@ -1,0 +1,126 @@
+"""One ``Settings`` class for every service process (API, worker, CLI), read from ``SPARSEGRAD_*`` variables.
+
+Defaults are the embedded setup: SQLite, Celery's filesystem broker and a local artifact directory, all
+under ``data_dir``. ``DATABASE_URL`` and ``REDIS_URL`` (or their ``SPARSEGRAD_`` forms) switch to
+PostgreSQL and Redis. Outside ``environment="development"`` a placeholder worker token is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev", "development", "worker"}
+
+
+class Settings(BaseSettings):
+    """Service configuration; every field can be set as ``SPARSEGRAD_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SPARSEGRAD_", extra="ignore", populate_by_name=True)
+
+    environment: Literal["development", "production"] = "development"
+    """``production`` refuses placeholder secrets and requires an explicit worker token."""
+    data_dir: Path = Path("sparsegrad-data")
+    """Root of the embedded defaults: ``sparsegrad.db``, ``broker/``, ``artifacts/``, ``work/``."""
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("SPARSEGRAD_DATABASE_URL", "DATABASE_URL")
+    )
+    """SQLAlchemy URL (``postgresql+psycopg://...``); default ``sqlite:///<data_dir>/sparsegrad.db``."""
+    redis_url: str | None = Field(default=None, validation_alias=AliasChoices("SPARSEGRAD_REDIS_URL", "REDIS_URL"))
+    """Celery broker and live-event pub/sub; default: Celery's filesystem broker and SQL polling."""
+    artifact_dir: Path | None = None
+    """Local artifact store; default ``<data_dir>/artifacts``."""
+    api_url: str | None = None
+    """Workers only: deliver artifacts and read uploads through this API (``http://host:port``) with
+    ``worker_token`` instead of a shared disk. Unset: the worker uses ``artifact_dir`` directly."""
+    worker_token: SecretStr | None = None
+    """Credential of workers on the API's ``/internal`` routes. Development default: a random token kept in
+    ``<data_dir>/worker_token``."""
+    public_url: str | None = None
+    """Base URL users reach the API and dashboard at (printed by the CLI)."""
+    max_upload_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    max_upload_examples: int = Field(default=2_000_000, gt=0)
+    training_queue: str = "training"
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    heartbeat_timeout_s: float = Field(default=60.0, gt=0)
+    """A running job whose heartbeat is older than this is requeued (or failed after ``max_attempts``)."""
+    reaper_interval_s: float = Field(default=10.0, gt=0)
+    run_reaper: bool = True
+    """The API process runs the reaper loop (it is safe to run in several processes)."""
+    max_attempts: int = Field(default=3, ge=1)
+    checkpoint_every: int = Field(default=50, ge=1)
+    """Default steps between checkpoints of a running job (a job's hyperparameters may override it)."""
+    metrics_flush_s: float = Field(default=1.0, gt=0)
+    stop_check_s: float = Field(default=0.5, ge=0)
+    """How often the training loop reads the cancel/pause flags from SQL (at most; checked at each step)."""
+    models: dict[str, str] = Field(default_factory=dict)
+    """Extra base models workers may load, JSON ``{"name": "local path or hub id"}``; the bundled
+    ``minilm-l6`` and ``smollm2-135m`` are always registered."""
+    torch_threads: int | None = None
+    """CPU workers: torch intra-op threads (default: torch's choice)."""
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _parse_models(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_placeholders(self) -> Settings:
+        if self.environment == "production":
+            token = self.worker_token.get_secret_value() if self.worker_token else ""
+            if token.strip().lower() in PLACEHOLDER_SECRETS or len(token) < 16:
+                raise ValueError(
+                    "SPARSEGRAD_WORKER_TOKEN must be set to a random secret of at least 16 characters "
+                    "in production (placeholders such as 'changeme' are refused)"
+                )
+        return self
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def sql_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("postgres://"):
+                url = "postgresql://" + url[len("postgres://"):]
+            if url.startswith("postgresql://"):
+                url = "postgresql+psycopg://" + url[len("postgresql://"):]
+            return url
+        return f"sqlite:///{(self.data_dir / 'sparsegrad.db').resolve()}"
+
+    @property
+    def artifact_root(self) -> Path:
+        return (self.artifact_dir or self.data_dir / "artifacts").resolve()
+
+    @property
+    def broker_dir(self) -> Path:
+        return (self.data_dir / "broker").resolve()
+
+    @property
+    def work_dir(self) -> Path:
+        return (self.data_dir / "work").resolve()
+
+    def worker_secret(self) -> str:
+        """The worker credential; in development a random one is created once under ``data_dir``."""
+        if self.worker_token is not None:
+            return self.worker_token.get_secret_value()
+        import secrets
+
+        path = self.data_dir / "worker_token"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(32))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once from the environment)."""
+    return Settings()

@@ -1,0 +1,90 @@
+"""Fixtures shared by the service tests (api, worker, client, end to end).
+
+* ``pg_url``: a fresh PostgreSQL database on the local server (127.0.0.1:5432, trust auth), dropped after
+  the session. Set ``SPARSEGRAD_TEST_PG`` to another server URL (without database name) to use it.
+* ``redis_url``: the local Redis (database 15, flushed first).
+* ``tiny_model_dir``: a tiny random BERT classifier (2 layers, hidden 32) saved with the real MiniLM
+  tokenizer, registered in service tests as the model ``tiny-bert``.
+* ``sst2_jsonl``: 120 SST-2 sentences as a JSONL file with ``text`` and ``label`` fields.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PG_SERVER = os.environ.get("SPARSEGRAD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
+REDIS_SERVER = os.environ.get("SPARSEGRAD_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+def _admin_engine():  # type: ignore[no-untyped-def]
+    from sqlalchemy import create_engine
+
+    return create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture()
+def pg_url() -> Iterator[str]:
+    """An empty PostgreSQL database for one test (no tables: run migrations to create them)."""
+    from sqlalchemy import text
+
+    name = f"sg_test_{secrets.token_hex(6)}"
+    admin = _admin_engine()
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{PG_SERVER}/{name}"
+    finally:
+        from sparsegrad_service.db import dispose_engines
+
+        dispose_engines()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture()
+def redis_url() -> str:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_SERVER)
+    client.flushdb()
+    client.close()
+    return REDIS_SERVER
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT sequence classifier + the real MiniLM tokenizer, saved like a hub folder."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from sparsegrad_core.tasks import load_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = load_tokenizer("minilm-l6")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sst2_jsonl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """120 SST-2 training sentences as JSONL ``{"text", "label"}`` (no column mapping needed)."""
+    from sparsegrad_data import glue_mapping, load_dataset, sample_path
+
+    task, mapping = glue_mapping("sst2")
+    data = load_dataset(sample_path("sst2_train"), task, mapping)
+    path = tmp_path_factory.mktemp("data") / "sst2_small.jsonl"
+    with open(path, "w") as f:
+        for ex in data.examples[:120]:
+            f.write(json.dumps({"text": ex.text, "label": int(ex.label)}) + "\n")  # type: ignore[arg-type]
+    return path
