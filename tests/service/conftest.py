@@ -1,0 +1,177 @@
+"""A real deployment for end-to-end tests: migrations on a fresh PostgreSQL database, the API under
+uvicorn and Celery worker processes on Redis, each in its own process group so tests can SIGKILL them.
+
+Workers run as "remote" workers: their own data directory (no shared disk with the API), artifacts and
+uploads go through the API's ``/internal/store`` routes with the worker token. Timeouts are short
+(heartbeat every 0.5 s, reaped after 5 s) so fault tests finish quickly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Deployment:
+    """Processes and settings of one test deployment."""
+
+    root: Path
+    env: dict[str, str]
+    url: str
+    api: subprocess.Popen[bytes] | None = None
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _logs: list[Path] = field(default_factory=list)
+
+    def _spawn(self, args: list[str], env: dict[str, str], log_name: str) -> subprocess.Popen[bytes]:
+        log = self.root / f"{log_name}.log"
+        self._logs.append(log)
+        out = open(log, "ab")  # noqa: SIM115 - the child owns it
+        return subprocess.Popen(args, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+    def start_api(self) -> None:
+        port = self.url.rsplit(":", 1)[1]
+        self.api = self._spawn([sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
+                                "--port", port, "--log-level", "warning"], self.env, "api")
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.api is not None and self.api.poll() is not None:
+                raise RuntimeError(f"API exited with {self.api.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"API not ready after {timeout} s:\n{self.log_tail()}")
+
+    def start_worker(self, name: str | None = None) -> subprocess.Popen[bytes]:
+        name = name or f"w{len(self.workers)}"
+        data = self.root / f"worker-{name}"  # its own disk: nothing shared with the API
+        env = {**self.env, "SPARSEGRAD_DATA_DIR": str(data), "SPARSEGRAD_API_URL": self.url,
+               "SPARSEGRAD_ARTIFACT_DIR": str(data / "no-shared-artifacts")}
+        proc = self._spawn([sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+                            "-Q", self.env["SPARSEGRAD_TRAINING_QUEUE"], "-c", "1", "--pool", "solo",
+                            "--without-gossip", "--without-mingle", "--without-heartbeat",
+                            "--hostname", f"{name}@%h", "--loglevel", "INFO"], env, f"worker-{name}")
+        self.workers.append(proc)
+        return proc
+
+    def kill(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        for proc in [*self.workers, *([self.api] if self.api else [])]:
+            self.kill(proc, signal.SIGTERM)
+
+    def log_tail(self, lines: int = 60) -> str:
+        out = []
+        for log in self._logs:
+            if log.is_file():
+                text = log.read_text(errors="replace").splitlines()[-lines:]
+                out.append(f"--- {log.name}\n" + "\n".join(text))
+        return "\n".join(out)
+
+    def create_key(self, tenant: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "sparsegrad_client.cli", "keys", "create", "--tenant",
+                                 tenant], env=self.env, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr + result.stdout
+        return result.stdout.strip().splitlines()[-1]
+
+    def client(self, key: str) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+
+
+def deployment_env(root: Path, database_url: str, redis_url: str | None, models: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPARSEGRAD_")}
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)
+    env.update({
+        "PYTHONUNBUFFERED": "1",
+        "SPARSEGRAD_DATA_DIR": str(root / "api-data"),
+        "DATABASE_URL": database_url,
+        "SPARSEGRAD_WORKER_TOKEN": secrets.token_urlsafe(24),
+        "SPARSEGRAD_MODELS": json.dumps(models),
+        "SPARSEGRAD_TRAINING_QUEUE": f"training-{secrets.token_hex(4)}",
+        "SPARSEGRAD_HEARTBEAT_INTERVAL_S": "0.5",
+        "SPARSEGRAD_HEARTBEAT_TIMEOUT_S": "5",
+        "SPARSEGRAD_REAPER_INTERVAL_S": "1",
+        "SPARSEGRAD_CHECKPOINT_EVERY": "10",
+        "SPARSEGRAD_METRICS_FLUSH_S": "0.3",
+        "SPARSEGRAD_STOP_CHECK_S": "0.1",
+        "SPARSEGRAD_TORCH_THREADS": "1",
+    })
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    return env
+
+
+@pytest.fixture()
+def deployment(tmp_path: Path, pg_url: str, redis_url: str, tiny_model_dir: Path) -> Iterator[Deployment]:
+    """PostgreSQL + Redis + uvicorn API (+ workers started by the test)."""
+    from migrations import upgrade
+
+    upgrade(pg_url)
+    env = deployment_env(tmp_path, pg_url, redis_url, {"tiny-bert": str(tiny_model_dir)})
+    dep = Deployment(tmp_path, env, f"http://127.0.0.1:{free_port()}")
+    try:
+        dep.start_api()
+        yield dep
+    except BaseException:
+        print(dep.log_tail())
+        raise
+    finally:
+        dep.stop()
+
+
+def wait_for(predicate, timeout: float, what: str, dep: Deployment | None = None, every: float = 0.2):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last}\n"
+                         + (dep.log_tail() if dep else ""))
+
+
+def tiny_job(training_file: str, **hyper: object) -> dict[str, object]:
+    hp: dict[str, object] = {"batch_size": 8, "max_seq_length": 32, "learning_rate": 1e-3, "max_steps": 20}
+    hp.update(hyper)
+    return {"model": "tiny-bert", "training_file": training_file,
+            "method": {"type": "sparsegrad", "sparsegrad": {"density": 0.05, "calibration_steps": 2}},
+            "hyperparameters": hp}
