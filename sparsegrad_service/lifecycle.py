@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, null, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -156,8 +156,8 @@ def heartbeat(session: Session, job_id: str, worker_id: str, **values: Any) -> t
         if row is not None and row.status == JobStatus.cancelled:
             return True, False
         raise LostJobError(f"job {job_id} is no longer held by worker {worker_id}")
-    row = session.execute(select(Job.cancel_requested, Job.pause_requested).where(Job.id == job_id)).one()
-    return bool(row.cancel_requested), bool(row.pause_requested)
+    flags = session.execute(select(Job.cancel_requested, Job.pause_requested).where(Job.id == job_id)).one()
+    return bool(flags.cancel_requested), bool(flags.pause_requested)
 
 
 class LostJobError(RuntimeError):
@@ -180,7 +180,7 @@ def finish_job(
     where = [Job.id == job_id, Job.status.in_([str(JobStatus.running), str(JobStatus.cancelling)])]
     if worker_id is not None:
         where.append(Job.worker_id == worker_id)
-    result = session.execute(update(Job).where(*where).values(status=str(status), error=error, **extra)
+    result = session.execute(update(Job).where(*where).values(status=str(status), error=null() if error is None else error, **extra)
                              .execution_options(synchronize_session=False))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 

@@ -1,1 +1,2 @@
-"""Celery workers that run SparseGrad fine-tuning jobs (built in a later stage)."""
+"""Celery workers that run fine-tuning jobs: ``celery_app`` (the worker process), ``tasks`` (thin task
+functions) and ``runner`` (``JobRunner``, one attempt at a job), with the modules they compose."""

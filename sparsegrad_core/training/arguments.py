@@ -72,6 +72,9 @@ class TrainingArguments:
     """Evaluate the prepared model before the first step (the "before" numbers)."""
     save_final: bool = True
     """Export the adapter / merged model at the end of a completed run."""
+    bf16: bool = False
+    """Run forward passes (training and evaluation) under ``torch.autocast(dtype=bfloat16)`` when the model
+    is on CUDA; weights, gradients, optimizer state and calibration stay float32. Ignored on CPU."""
 
     def __post_init__(self) -> None:
         _positive_float("learning_rate", self.learning_rate)

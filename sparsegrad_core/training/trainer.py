@@ -10,10 +10,12 @@ last one (``accumulating_gradients``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,7 +213,8 @@ class Trainer:
             batch = {k: v.to(self.device) for k, v in self.train_data.collate(indices).items()}
             tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
             with accumulating_gradients(model, active=i < len(micro_batches) - 1):
-                loss = model(**batch).loss * (units[i] / total_units)
+                with self.autocast():
+                    loss = model(**batch).loss * (units[i] / total_units)
                 loss.backward()
             loss_value += float(loss.detach())
         metrics: dict[str, float] = energy_share(model) if self.sg_layers else {}
@@ -232,6 +235,15 @@ class Trainer:
         )
         return metrics
 
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        """bfloat16 autocast of forward passes when ``args.bf16`` is set and the model is on CUDA."""
+        if self.args.bf16 and self.device.type == "cuda":
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+
     # ------------------------------------------------------------------------------------------ eval
     def evaluate(self, step: int | None = None, *, then_training: bool = True) -> dict[str, float]:
         """Evaluate on the eval data, log it, and track the best metric / patience (after step 0)."""
@@ -239,7 +251,8 @@ class Trainer:
             raise ValueError("no eval dataset was given")
         step = self.state.global_step if step is None else step
         self.callbacks.on_phase("evaluating")
-        metrics = evaluate(self.model, self.eval_data, self.args.per_step_eval_batch_size)
+        with self.autocast():
+            metrics = evaluate(self.model, self.eval_data, self.args.per_step_eval_batch_size)
         self.callbacks.on_eval(step, metrics)
         self.metrics_log.write("eval", step, metrics)
         self.state.last_eval, self.state.last_eval_step = metrics, step

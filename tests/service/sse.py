@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
@@ -20,10 +21,8 @@ def read_events(client: httpx.Client, path: str, last_event_id: str | None = Non
         for line in response.iter_lines():
             if not line:
                 if "data" in current:
-                    try:
+                    with contextlib.suppress(ValueError):
                         current["data"] = json.loads(current["data"])
-                    except ValueError:
-                        pass
                     messages.append(current)
                 current = {}
                 continue

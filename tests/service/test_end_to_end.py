@@ -71,7 +71,7 @@ def test_job_runs_end_to_end_and_the_adapter_reproduces_the_workers_model(
         types = {m["event"] for m in events}
         assert {"phase", "metrics", "checkpoint", "message"} <= types, types
         phases = [m["data"]["data"]["phase"] for m in events if m["event"] == "phase"]
-        assert phases[:2] == ["calibrating", "training"] and "saving" in phases, phases
+        assert phases == ["calibrating", "evaluating", "training", "evaluating", "saving"], phases
         ids = [int(m["id"]) for m in events]
         assert ids == sorted(ids) and len(set(ids)) == len(ids)
 

@@ -1,0 +1,78 @@
+"""Request dependencies as ``Annotated`` aliases, so route signatures read like a spec: ``SessionDep``,
+``CurrentTenant``, ``SettingsDep``, ``ContextDep``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from sparsegrad_service.keys import authenticate
+from sparsegrad_service.models import ApiKey, Tenant, utcnow
+from sparsegrad_service.settings import Settings
+
+from .context import ServiceContext
+from .errors import ApiError
+from .timestamps import as_utc
+
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+"""``ApiKey.last_used_at`` is written at most this often per key."""
+
+
+def get_context(request: Request) -> ServiceContext:
+    context: ServiceContext = request.app.state.context
+    return context
+
+
+ContextDep = Annotated[ServiceContext, Depends(get_context)]
+
+
+def current_settings(context: ContextDep) -> Settings:
+    return context.settings
+
+
+SettingsDep = Annotated[Settings, Depends(current_settings)]
+
+
+def get_session(context: ContextDep) -> Iterator[Session]:
+    """One session per request, closed when the route function returns (before a streamed body)."""
+    session = context.sessions()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+bearer_scheme = HTTPBearer(auto_error=False, scheme_name="ApiKey",
+                           description="An API key from `sparsegrad keys create --tenant NAME`.")
+
+
+def invalid_api_key(message: str) -> ApiError:
+    return ApiError(401, message, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
+
+
+def get_current_tenant(
+    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+) -> Tenant:
+    """The tenant of the request's API key; 401 when the key is missing, unknown or revoked."""
+    if credentials is None or not credentials.credentials:
+        raise invalid_api_key("You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.")
+    key = authenticate(session, credentials.credentials.strip())
+    if key is None:
+        raise invalid_api_key("Incorrect API key provided (unknown or revoked).")
+    now = utcnow()
+    if key.last_used_at is None or now - as_utc(key.last_used_at) >= LAST_USED_RESOLUTION:
+        session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now)
+                        .execution_options(synchronize_session=False))
+        session.commit()
+    return key.tenant
+
+
+CurrentTenant = Annotated[Tenant, Depends(get_current_tenant)]

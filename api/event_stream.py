@@ -1,0 +1,111 @@
+"""Server-Sent Events of one job, in order: each ``id: <seq>``, ``event: <type>``, ``data: <event JSON>``;
+after the job is terminal and every event was sent, ``event: end`` with its status, and the stream closes.
+
+Streams start after a given seq (``Last-Event-ID``) and wake on the job's Redis pub/sub channel when Redis
+is configured (re-reading SQL every few seconds anyway), else poll SQL twice a second. Each read uses its
+own short session in a worker thread: no session is held while waiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from sqlalchemy import select
+from sse_starlette import ServerSentEvent
+
+from sparsegrad_service.enums import JobStatus
+from sparsegrad_service.lifecycle import CHANNEL_PREFIX
+from sparsegrad_service.models import Job, JobEvent
+
+from .context import ServiceContext
+from .serializers import event_object
+
+log = logging.getLogger("sparsegrad.api.sse")
+
+BATCH = 200
+POLL_S = 0.5
+"""Polling interval without Redis."""
+REDIS_RECHECK_S = 5.0
+"""With Redis, SQL is still re-read this often (a notification can be lost)."""
+PING_S = 15.0
+
+
+class Wakeup:
+    """Waits until the job may have new events: a Redis notification, or simply ``POLL_S``."""
+
+    def __init__(self, pubsub: Any = None, client: Any = None) -> None:
+        self._pubsub = pubsub
+        self._client = client
+
+    @classmethod
+    async def open(cls, redis_url: str | None, job_id: str) -> Wakeup:
+        if not redis_url:
+            return cls()
+        try:
+            import redis.asyncio as aioredis
+
+            client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2)
+            pubsub = client.pubsub()
+            await pubsub.subscribe(CHANNEL_PREFIX + job_id)
+            return cls(pubsub, client)
+        except Exception as exc:  # live wake-ups are an optimization: fall back to polling
+            log.warning("Redis pub/sub unavailable for %s (%s); polling SQL", job_id, exc)
+            return cls()
+
+    async def wait(self) -> None:
+        if self._pubsub is None:
+            await anyio.sleep(POLL_S)
+            return
+        try:
+            message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=REDIS_RECHECK_S)
+            while message is not None:  # drain a burst: one SQL read covers all of it
+                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.0)
+        except Exception as exc:
+            log.warning("Redis pub/sub failed (%s); polling SQL", exc)
+            await self.close()
+            await anyio.sleep(POLL_S)
+
+    async def close(self) -> None:
+        pubsub, client, self._pubsub, self._client = self._pubsub, self._client, None, None
+        for closable in (pubsub, client):
+            if closable is not None:
+                with contextlib.suppress(Exception):
+                    await closable.aclose()
+
+
+def read_batch(context: ServiceContext, job_id: str, after: int) -> tuple[str | None, list[ServerSentEvent]]:
+    """The job's status, then up to ``BATCH`` events after ``after`` (status first: an event committed
+    before a terminal status is always seen by the same read)."""
+    with context.sessions() as session:
+        status = session.scalar(select(Job.status).where(Job.id == job_id))
+        rows = session.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > after)
+                               .order_by(JobEvent.seq).limit(BATCH)).all()
+        events = [ServerSentEvent(data=event_object(r).model_dump_json(), event=r.type, id=str(r.seq)) for r in rows]
+    return status, events
+
+
+async def job_events(context: ServiceContext, job_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
+    """Every event of the job after seq ``after``, then ``end`` once it is terminal."""
+    wakeup = await Wakeup.open(context.settings.redis_url, job_id)
+    try:
+        cursor = after
+        while True:
+            status, events = await anyio.to_thread.run_sync(read_batch, context, job_id, cursor)
+            for event in events:
+                cursor = int(event.id or cursor)
+                yield event
+            if len(events) >= BATCH:
+                continue
+            finished = status is None or JobStatus(status).terminal
+            if finished and not events:
+                yield ServerSentEvent(event="end", data=json.dumps({"job_id": job_id, "status": status}))
+                return
+            if not finished:
+                await wakeup.wait()
+    finally:
+        await wakeup.close()

@@ -1,0 +1,74 @@
+"""Assembles the FastAPI app: routers, error handlers, middleware and the lifespan (reaper thread).
+
+``app = create_app()`` reads the settings from the environment and touches neither the database nor the
+broker at import; the schema is created by the migrations (the CLI runs them), and ``/readyz`` fails while
+it is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI
+
+from sparsegrad_service.settings import Settings, get_settings
+
+from .context import ServiceContext
+from .errors import install_error_handlers
+from .observability import Telemetry, TelemetryMiddleware
+from .reaper import ReaperThread
+from .routes import api_router, health_router, internal_router
+from .upload_limit import UploadLimitMiddleware
+
+DESCRIPTION = """\
+Fine-tune transformer models with **SparseGrad** (selective sparse training of the MLP blocks), LoRA,
+MeProp or full fine-tuning. The API mirrors OpenAI's fine-tuning API, so its SDK works unchanged:
+upload a dataset (`POST /v1/files`), create a job (`POST /v1/fine_tuning/jobs`), follow its events
+(`GET /v1/fine_tuning/jobs/{id}/events/stream`, Server-Sent Events) and download its adapter
+(`GET /v1/artifacts/{id}/content`).
+
+Every `/v1` route needs `Authorization: Bearer <API key>` (`sparsegrad keys create --tenant NAME`).
+Errors are `{"error": {"message", "type", "param", "code"}}`.
+"""
+
+
+def _version() -> str:
+    try:
+        return version("sparsegrad")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API for ``settings`` (default: read from the environment)."""
+    context = ServiceContext(settings or get_settings())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        reaper = ReaperThread(context) if context.settings.run_reaper else None
+        if reaper is not None:
+            reaper.start()
+        try:
+            yield
+        finally:
+            if reaper is not None:
+                reaper.stop()
+            context.engine.dispose()  # pooled connections only; the engine stays usable
+
+    app = FastAPI(title="SparseGrad fine-tuning service", description=DESCRIPTION, version=_version(),
+                  lifespan=lifespan)
+    app.state.context = context
+    app.state.telemetry = Telemetry(context)
+    install_error_handlers(app)
+    app.include_router(api_router)
+    app.include_router(health_router)
+    app.include_router(internal_router)
+    app.add_middleware(UploadLimitMiddleware, paths=frozenset({"/v1/files"}),
+                       max_bytes=context.settings.max_upload_bytes)
+    app.add_middleware(TelemetryMiddleware, telemetry=app.state.telemetry)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,38 @@
+"""Tenant-scoped lookups of files, jobs and artifacts: another tenant's object is answered exactly like a
+missing one (404), never 403 and never the object."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from sparsegrad_service.models import Artifact, File, Job
+
+from .errors import not_found
+
+
+def tenant_file(session: Session, tenant_id: str, file_id: str) -> File:
+    row = session.scalar(select(File).where(File.id == file_id, File.tenant_id == tenant_id,
+                                            File.deleted_at.is_(None)))
+    if row is None:
+        raise not_found("file", file_id, param="file_id")
+    return row
+
+
+def tenant_job(session: Session, tenant_id: str, job_id: str, *, fresh: bool = False) -> Job:
+    """The tenant's job; ``fresh`` re-reads it even if the session has it already."""
+    query = select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id)
+    if fresh:
+        query = query.execution_options(populate_existing=True)
+    row = session.scalar(query)
+    if row is None:
+        raise not_found("fine-tuning job", job_id, param="job_id")
+    return row
+
+
+def tenant_artifact(session: Session, tenant_id: str, artifact_id: str) -> Artifact:
+    row = session.scalar(select(Artifact).join(Job, Job.id == Artifact.job_id)
+                         .where(Artifact.id == artifact_id, Job.tenant_id == tenant_id))
+    if row is None:
+        raise not_found("artifact", artifact_id, param="artifact_id")
+    return row

@@ -1,0 +1,41 @@
+"""The reaper loop of an API process: a daemon thread that requeues (or fails) jobs whose worker stopped
+sending heartbeats and resends long-queued ones, every ``Settings.reaper_interval_s``. It logs failures
+and never stops the app; several API replicas may run it (each transition is a compare-and-set)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from sparsegrad_service.lifecycle import reap_stale_jobs
+
+from .context import ServiceContext
+
+log = logging.getLogger("sparsegrad.api.reaper")
+
+
+class ReaperThread:
+    def __init__(self, context: ServiceContext) -> None:
+        self.context = context
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sparsegrad-reaper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def run_once(self) -> None:
+        try:
+            for job_id, outcome in reap_stale_jobs(self.context.engine, self.context.settings,
+                                                   self.context.queue.enqueue):
+                log.warning("reaper: job %s %s", job_id, outcome)
+        except Exception:
+            log.exception("reaper pass failed; retrying in %.1f s", self.context.settings.reaper_interval_s)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.context.settings.reaper_interval_s):
+            self.run_once()

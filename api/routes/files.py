@@ -1,0 +1,130 @@
+"""Dataset files: upload (validated at once), list, retrieve, download and delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi.responses import FileResponse
+from sqlalchemy import or_, select
+
+from sparsegrad_service.models import File as FileRow
+from sparsegrad_service.models import new_id, utcnow
+from sparsegrad_service.store import StoreError, file_key
+
+from ..datasets import (
+    column_mapping,
+    form_column,
+    mapping_to_dict,
+    read_capped,
+    safe_filename,
+    validate_dataset,
+)
+from ..deps import ContextDep, CurrentTenant, SessionDep
+from ..errors import ApiError
+from ..ownership import tenant_file
+from ..schemas import FileDeleted, FileObject, FilesPublic
+from ..schemas.common import error_responses
+from ..serializers import file_object
+
+router = APIRouter(prefix="/files", tags=["files"], responses=error_responses(400, 401, 404))
+
+PURPOSE = "fine-tune"
+TaskName = Literal["classification", "regression", "causal_lm"]
+
+
+@router.post("", response_model=FileObject, responses=error_responses(413))
+def upload_file(
+    session: SessionDep, tenant: CurrentTenant, context: ContextDep,
+    file: Annotated[UploadFile, File(description="JSONL, CSV or TSV dataset.")],
+    purpose: Annotated[str, Form(description="Must be `fine-tune`.")],
+    task: Annotated[TaskName | None, Form(description="Default: inferred from the records.")] = None,
+    text_column: Annotated[str | None, Form(description="Default `text`; digits mean a 0-based index.")] = None,
+    text_pair_column: Annotated[str | None, Form(description="Default: none.")] = None,
+    label_column: Annotated[str | None, Form(description="Default `label`.")] = None,
+    messages_column: Annotated[str | None, Form(description="Default `messages`.")] = None,
+    has_header: Annotated[bool | None, Form(description="CSV/TSV header row. Default true.")] = None,
+) -> FileObject:
+    """Upload a dataset file; it is validated now and refused with every bad line listed."""
+    if purpose != PURPOSE:
+        raise ApiError(400, f"Invalid purpose '{purpose}': this service only accepts '{PURPOSE}'.", param="purpose",
+                       code="invalid_purpose")
+    settings = context.settings
+    data = read_capped(file.file, settings.max_upload_bytes)
+    filename = safe_filename(file.filename)
+    mapping = column_mapping(text=form_column(text_column), text_pair=form_column(text_pair_column),
+                             label=form_column(label_column), messages=messages_column, has_header=has_header)
+    dataset = validate_dataset(data, filename, settings, task=task, mapping=mapping, param="file")
+    file_id = new_id("file")
+    try:
+        stored = context.store.put_bytes(file_key(file_id), data)
+    except StoreError as exc:
+        raise ApiError(503, f"The file could not be stored: {exc}", type="server_error",
+                       code="storage_unavailable") from exc
+    row = FileRow(
+        id=file_id, tenant_id=tenant.id, filename=filename, purpose=PURPOSE, bytes=len(data),
+        sha256=stored.sha256, status="processed", format=dataset.format.value,
+        num_examples=len(dataset), task=dataset.task.value, mapping=mapping_to_dict(mapping),
+        label_names=dataset.label_names, storage_key=stored.key, created_at=utcnow(),
+    )
+    session.add(row)
+    session.commit()
+    return file_object(row)
+
+
+@router.get("", response_model=FilesPublic)
+def list_files(
+    session: SessionDep, tenant: CurrentTenant,
+    after: Annotated[str | None, Query(description="A file id: return the files after it in this order.")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="Page size, 1-10000. Default 100.")] = 100,
+    order: Annotated[Literal["asc", "desc"], Query(description="By creation time. Default `desc`.")] = "desc",
+    purpose: Annotated[str | None, Query(description="Only files with this purpose.")] = None,
+) -> FilesPublic:
+    """List the tenant's files, newest first."""
+    query = select(FileRow).where(FileRow.tenant_id == tenant.id, FileRow.deleted_at.is_(None))
+    if purpose is not None:
+        query = query.where(FileRow.purpose == purpose)
+    if after is not None:
+        cursor = session.scalar(select(FileRow).where(FileRow.id == after, FileRow.tenant_id == tenant.id))
+        if cursor is None:
+            raise ApiError(400, f"Invalid after: no such file '{after}'.", param="after", code="invalid_cursor")
+        if order == "desc":
+            query = query.where(or_(FileRow.created_at < cursor.created_at,
+                                    (FileRow.created_at == cursor.created_at) & (FileRow.id < cursor.id)))
+        else:
+            query = query.where(or_(FileRow.created_at > cursor.created_at,
+                                    (FileRow.created_at == cursor.created_at) & (FileRow.id > cursor.id)))
+    if order == "desc":
+        query = query.order_by(FileRow.created_at.desc(), FileRow.id.desc())
+    else:
+        query = query.order_by(FileRow.created_at.asc(), FileRow.id.asc())
+    rows = list(session.scalars(query.limit(limit + 1)))
+    page = [file_object(r) for r in rows[:limit]]
+    return FilesPublic(data=page, has_more=len(rows) > limit, first_id=page[0].id if page else None,
+                       last_id=page[-1].id if page else None)
+
+
+@router.get("/{file_id}", response_model=FileObject)
+def retrieve_file(file_id: str, session: SessionDep, tenant: CurrentTenant) -> FileObject:
+    """Retrieve a file object."""
+    return file_object(tenant_file(session, tenant.id, file_id))
+
+
+@router.get("/{file_id}/content", response_class=FileResponse)
+def download_file(file_id: str, session: SessionDep, tenant: CurrentTenant, context: ContextDep) -> FileResponse:
+    """Download the file's bytes as uploaded."""
+    row = tenant_file(session, tenant.id, file_id)
+    path = context.store.path(row.storage_key)
+    if not path.is_file():
+        raise ApiError(404, f"The contents of file '{file_id}' are missing from the store.", code="content_missing")
+    return FileResponse(path, filename=row.filename, media_type="application/octet-stream",
+                        headers={"X-Content-SHA256": row.sha256})
+
+
+@router.delete("/{file_id}", response_model=FileDeleted)
+def delete_file(file_id: str, session: SessionDep, tenant: CurrentTenant) -> FileDeleted:
+    """Delete a file. Jobs that use it keep working (its bytes stay until they are done)."""
+    row = tenant_file(session, tenant.id, file_id)
+    row.deleted_at = utcnow()
+    session.commit()
+    return FileDeleted(id=file_id)

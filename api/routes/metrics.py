@@ -1,0 +1,44 @@
+"""A job's metric time series (train loss, eval metrics, lr, step time, tokens/s, memory...)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+
+from sparsegrad_service.models import MetricPoint
+
+from ..deps import CurrentTenant, SessionDep
+from ..ownership import tenant_job
+from ..schemas import MetricsPublic
+from ..schemas.common import error_responses
+from ..serializers import metric_point
+
+router = APIRouter(prefix="/fine_tuning/jobs", tags=["metrics"], responses=error_responses(400, 401, 404))
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsPublic)
+def list_metrics(
+    job_id: str, session: SessionDep, tenant: CurrentTenant,
+    name: Annotated[list[str] | None, Query(description="Metric names (repeat, or comma-separate). Default: all.")] = None,
+    after_step: Annotated[int | None, Query(description="Only points with a larger step.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100_000, description="Page size, 1-100000. Default 1000.")] = 1000,
+) -> MetricsPublic:
+    """List metric points ordered by (step, name). A page that has more after it ends at a whole step:
+    continue with `after_step` = its last step."""
+    tenant_job(session, tenant.id, job_id)
+    names = sorted({n.strip() for value in name or [] for n in value.split(",") if n.strip()})
+    query = select(MetricPoint).where(MetricPoint.job_id == job_id)
+    if names:
+        query = query.where(MetricPoint.name.in_(names))
+    if after_step is not None:
+        query = query.where(MetricPoint.step > after_step)
+    rows = list(session.scalars(query.order_by(MetricPoint.step, MetricPoint.name).limit(limit + 1)))
+    has_more = len(rows) > limit
+    if has_more and rows[limit].step == rows[limit - 1].step != rows[0].step:
+        rows = [r for r in rows[:limit] if r.step != rows[limit].step]  # never split a step across pages
+    rows = rows[:limit]
+    available = list(session.scalars(select(MetricPoint.name).where(MetricPoint.job_id == job_id)
+                                     .distinct().order_by(MetricPoint.name)))
+    return MetricsPublic(data=[metric_point(r) for r in rows], names=available, has_more=has_more)

@@ -1,0 +1,45 @@
+"""Request and response bodies of the REST API (pydantic), named like the resources: ``FileObject``,
+``JobCreate``, ``JobPublic``, ``JobsPublic``..."""
+
+from .common import ErrorDetail, ErrorResponse
+from .files import FileDeleted, FileObject, FilesPublic
+from .job_create import Hyperparameters, JobCreate, MethodIn, TaskIn
+from .jobs import (
+    ArtifactPublic,
+    ArtifactsPublic,
+    CheckpointPublic,
+    CheckpointsPublic,
+    JobError,
+    JobEventPublic,
+    JobEventsPublic,
+    JobPublic,
+    JobsPublic,
+    MetricPointPublic,
+    MetricsPublic,
+)
+from .models import ModelObject, ModelsPublic
+
+__all__ = [
+    "ArtifactPublic",
+    "ArtifactsPublic",
+    "CheckpointPublic",
+    "CheckpointsPublic",
+    "ErrorDetail",
+    "ErrorResponse",
+    "FileDeleted",
+    "FileObject",
+    "FilesPublic",
+    "Hyperparameters",
+    "JobCreate",
+    "JobError",
+    "JobEventPublic",
+    "JobEventsPublic",
+    "JobPublic",
+    "JobsPublic",
+    "MethodIn",
+    "MetricPointPublic",
+    "MetricsPublic",
+    "ModelObject",
+    "ModelsPublic",
+    "TaskIn",
+]

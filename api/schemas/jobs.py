@@ -1,0 +1,117 @@
+"""What the job routes answer: the job object (OpenAI's fine-tuning job plus progress fields), its events,
+metrics, checkpoints and artifacts, and their lists. Timestamps are unix seconds (null when unset)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class JobError(BaseModel):
+    code: str | None
+    message: str
+    param: str | None = None
+
+
+class JobPublic(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    status: str = Field(description="validating_files, queued, running, paused, cancelling, succeeded, failed or cancelled.")
+    model: str
+    created_at: int
+    started_at: int | None
+    finished_at: int | None
+    error: JobError | None
+    method: dict[str, Any] = Field(description='`{"type": T, T: {parameters}, "setting": "paper"|"peft"}`.')
+    hyperparameters: dict[str, Any] = Field(description="Every hyperparameter, defaults filled in.")
+    training_file: str
+    validation_file: str | None
+    trained_tokens: int | None
+    result_files: list[str] = Field(description="Artifact ids (see `GET /v1/artifacts/{id}`).")
+    fine_tuned_model: str | None
+    estimated_finish: int | None
+    metadata: dict[str, str] | None
+    seed: int
+    suffix: str | None
+    organization_id: str
+    integrations: list[Any] = Field(default_factory=list)
+    phase: str | None = Field(description="While running: calibrating, training, evaluating or saving.")
+    progress: float = Field(description="0-1: calibration is the first 5%, training 5-95%, evaluation and saving the rest.")
+    queue_position: int | None = Field(description="1 + queued jobs ahead of this one (all tenants); null unless queued.")
+    task: dict[str, Any] = Field(description="Task type and column mapping, with num_labels/label_names.")
+    attempts: int
+    step: int
+    total_steps: int | None
+    summary: dict[str, Any] | None = Field(description="Results: before/after evaluation, trainable parameters, spectra.")
+
+
+class JobsPublic(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[JobPublic]
+    has_more: bool
+
+
+class JobEventPublic(BaseModel):
+    id: str = Field(description="`ftevent-<seq>`; the seq orders events and resumes streams.")
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int
+    level: str
+    message: str
+    type: str = Field(description="message, phase, metrics, checkpoint or error.")
+    data: dict[str, Any] | None
+
+
+class JobEventsPublic(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[JobEventPublic]
+    has_more: bool
+
+
+class MetricPointPublic(BaseModel):
+    step: int
+    name: str
+    value: float
+    created_at: int
+
+
+class MetricsPublic(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[MetricPointPublic]
+    names: list[str] = Field(description="Every metric name the job has recorded.")
+    has_more: bool
+
+
+class CheckpointPublic(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: int
+    fine_tuned_model_checkpoint: str = Field(description="`<job id>:ckpt-step-<N>`.")
+    fine_tuning_job_id: str
+    metrics: dict[str, Any]
+    step_number: int
+
+
+class CheckpointsPublic(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[CheckpointPublic]
+    has_more: bool
+    first_id: str | None
+    last_id: str | None
+
+
+class ArtifactPublic(BaseModel):
+    id: str
+    object: Literal["artifact"] = "artifact"
+    kind: str = Field(description="adapter, merged_model or metrics.")
+    filename: str
+    bytes: int
+    sha256: str
+    created_at: int
+    fine_tuning_job_id: str
+
+
+class ArtifactsPublic(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ArtifactPublic]
+    has_more: bool = False

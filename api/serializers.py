@@ -1,0 +1,107 @@
+"""ORM rows as the public JSON objects of the API (``FileObject``, ``JobPublic``, events, checkpoints...)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from sparsegrad_service.enums import JobStatus
+from sparsegrad_service.models import Artifact, Checkpoint, File, Job, JobEvent, MetricPoint
+
+from .schemas import (
+    ArtifactPublic,
+    CheckpointPublic,
+    FileObject,
+    JobError,
+    JobEventPublic,
+    JobPublic,
+    MetricPointPublic,
+)
+from .timestamps import unix, unix_required
+
+EVENT_ID_PREFIX = "ftevent-"
+
+
+def file_object(row: File) -> FileObject:
+    return FileObject(
+        id=row.id, bytes=row.bytes, filename=row.filename, created_at=unix_required(row.created_at),
+        purpose=row.purpose, status=row.status, num_examples=row.num_examples, format=row.format,
+        task=row.task, label_names=row.label_names,
+    )
+
+
+def public_method(method: dict[str, Any]) -> dict[str, Any]:
+    """``{"type": T, T: {its parameters}, "setting": ...}`` from the normalized spec's method."""
+    kind = str(method.get("type", "sparsegrad"))
+    params = method.get(kind) if isinstance(method.get(kind), dict) else {}
+    return {"type": kind, kind: params, "setting": method.get("setting", "paper")}
+
+
+def _job_error(error: dict[str, Any] | None) -> JobError | None:
+    if not error:
+        return None
+    return JobError(code=error.get("code"), message=str(error.get("message") or error.get("code") or "failed"),
+                    param=error.get("param"))
+
+
+def _queue_position(session: Session, job: Job) -> int | None:
+    if job.status != JobStatus.queued or job.queued_at is None:
+        return None
+    ahead = session.scalar(select(func.count(Job.id)).where(
+        Job.status == str(JobStatus.queued), Job.queued_at < job.queued_at))
+    return 1 + int(ahead or 0)
+
+
+def job_objects(session: Session, jobs: Sequence[Job]) -> list[JobPublic]:
+    """Public objects of ``jobs`` (one query for all their artifacts, one per queued job)."""
+    results: dict[str, list[str]] = {job.id: [] for job in jobs}
+    if jobs:
+        rows = session.execute(select(Artifact.job_id, Artifact.id).where(Artifact.job_id.in_(list(results)))
+                               .order_by(Artifact.created_at, Artifact.id)).all()
+        for job_id, artifact_id in rows:
+            results[job_id].append(artifact_id)
+    return [_job_object(session, job, results[job.id]) for job in jobs]
+
+
+def job_object(session: Session, job: Job) -> JobPublic:
+    return job_objects(session, [job])[0]
+
+
+def _job_object(session: Session, job: Job, result_files: list[str]) -> JobPublic:
+    spec = job.spec or {}
+    return JobPublic(
+        id=job.id, status=job.status, model=job.model, created_at=unix_required(job.created_at),
+        started_at=unix(job.started_at), finished_at=unix(job.finished_at), error=_job_error(job.error),
+        method=public_method(spec.get("method") or {}), hyperparameters=dict(spec.get("hyperparameters") or {}),
+        training_file=job.training_file_id, validation_file=job.validation_file_id,
+        trained_tokens=job.trained_tokens, result_files=result_files, fine_tuned_model=job.fine_tuned_model,
+        estimated_finish=unix(job.estimated_finish), metadata=job.metadata_, seed=job.seed, suffix=job.suffix,
+        organization_id=job.tenant_id, phase=job.phase, progress=float(job.progress or 0.0),
+        queue_position=_queue_position(session, job), task=dict(spec.get("task") or {}), attempts=job.attempts,
+        step=job.step, total_steps=job.total_steps, summary=job.summary,
+    )
+
+
+def event_object(row: JobEvent) -> JobEventPublic:
+    return JobEventPublic(id=f"{EVENT_ID_PREFIX}{row.seq}", created_at=unix_required(row.created_at),
+                          level=row.level, message=row.message, type=row.type, data=row.data)
+
+
+def metric_point(row: MetricPoint) -> MetricPointPublic:
+    return MetricPointPublic(step=row.step, name=row.name, value=row.value, created_at=unix_required(row.created_at))
+
+
+def checkpoint_object(row: Checkpoint) -> CheckpointPublic:
+    return CheckpointPublic(
+        id=row.id, created_at=unix_required(row.created_at),
+        fine_tuned_model_checkpoint=f"{row.job_id}:ckpt-step-{row.step}", fine_tuning_job_id=row.job_id,
+        metrics={**(row.metrics or {}), "step": row.step}, step_number=row.step,
+    )
+
+
+def artifact_object(row: Artifact) -> ArtifactPublic:
+    return ArtifactPublic(id=row.id, kind=row.kind, filename=row.filename, bytes=row.bytes, sha256=row.sha256,
+                          created_at=unix_required(row.created_at), fine_tuning_job_id=row.job_id)

@@ -1,0 +1,195 @@
+"""Creating jobs: defaults filled in, the full spec, OpenAI SDK shapes, refusals that name the field,
+task inference and re-validation, model checks, and the queue message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from api_harness import CHAT_ROWS, CLASSIFICATION_ROWS, Service, TenantClient, jsonl
+
+from sparsegrad_service.db import session_scope
+from sparsegrad_service.models import Job
+
+JOBS = "/v1/fine_tuning/jobs"
+
+
+def job_spec(service: Service, job_id: str) -> dict[str, Any]:
+    with session_scope(service.url) as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        return dict(job.spec)
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"], indirect=True)
+def test_defaults_are_filled_in_and_the_job_is_queued(service: Service, acme: TenantClient) -> None:
+    file_id = acme.upload_id()
+    job = acme.create_job(training_file=file_id)
+    assert job["id"].startswith("ftjob-") and job["object"] == "fine_tuning.job"
+    assert job["status"] == "queued" and job["queue_position"] == 1 and job["progress"] == 0.0
+    assert job["model"] == "minilm-l6" and job["training_file"] == file_id and job["validation_file"] is None
+    assert job["method"] == {"type": "sparsegrad", "setting": "paper",
+                             "sparsegrad": {"density": 0.01, "calibration_steps": 10, "selection": "dynamic"}}
+    assert job["hyperparameters"]["n_epochs"] == 3 and job["hyperparameters"]["batch_size"] == 16
+    assert job["hyperparameters"]["checkpoint_every"] == service.settings.checkpoint_every
+    assert job["task"] == {"type": "classification", "text_column": "text", "text_pair_column": None,
+                           "label_column": "label", "messages_column": "messages", "has_header": True,
+                           "num_labels": 2, "label_names": ["0", "1"]}
+    assert job["seed"] == 42 and job["integrations"] == [] and job["result_files"] == []
+    assert job["error"] is None and job["started_at"] is None and isinstance(job["created_at"], int)
+    for key in ("finished_at", "trained_tokens", "fine_tuned_model", "estimated_finish", "metadata", "suffix",
+                "phase", "organization_id", "attempts", "step", "total_steps", "summary"):
+        assert key in job
+    spec = job_spec(service, job["id"])
+    assert set(spec) == {"task", "method", "hyperparameters", "validation_split", "merge_model"}
+    assert spec["method"]["lora"] == {"rank": None, "alpha": None, "dropout": 0.0}
+    assert spec["method"]["meprop"] == {"density": 0.01} and spec["validation_split"] == 0.1
+    # the message reached the (filesystem) broker
+    messages = list((service.settings.broker_dir / "queue").glob("*.msg"))
+    assert len(messages) == 1 and job["id"] in messages[0].read_text()
+    assert acme.create_job(training_file=file_id)["queue_position"] == 2
+    events = acme.get(f"{JOBS}/{job['id']}/events").json()["data"]
+    assert [e["message"] for e in events] == ["Job created"]
+
+
+def test_full_spec(service: Service, acme: TenantClient) -> None:
+    train, valid = acme.upload_id(), acme.upload_id(jsonl(CLASSIFICATION_ROWS[:4]), "dev.jsonl")
+    body = {
+        "training_file": train, "validation_file": valid,
+        "task": {"type": "classification", "text_column": "text", "label_column": "label", "num_labels": 2},
+        "method": {"type": "lora", "setting": "peft", "lora": {"rank": 8, "alpha": 16, "dropout": 0.1},
+                   "sparsegrad": {"density": 0.05, "calibration_steps": 3, "selection": "fixed"}},
+        "hyperparameters": {"n_epochs": 2, "batch_size": 8, "learning_rate": 3e-4, "max_seq_length": 64,
+                            "max_steps": 100, "lr_scheduler": "cosine", "warmup_ratio": 0.1,
+                            "checkpoint_every": 7, "original_share_every": 0, "group_by_length": False},
+        "seed": 7, "suffix": "mine", "metadata": {"team": "nlp"}, "validation_split": 0.2, "merge_model": True,
+    }
+    job = acme.create_job(body)
+    assert job["validation_file"] == valid and job["seed"] == 7 and job["suffix"] == "mine"
+    assert job["metadata"] == {"team": "nlp"}
+    assert job["method"] == {"type": "lora", "lora": {"rank": 8, "alpha": 16.0, "dropout": 0.1}, "setting": "peft"}
+    hp = job["hyperparameters"]
+    assert (hp["n_epochs"], hp["batch_size"], hp["learning_rate"], hp["max_seq_length"]) == (2, 8, 3e-4, 64)
+    assert (hp["max_steps"], hp["lr_scheduler"], hp["checkpoint_every"]) == (100, "cosine", 7)
+    assert hp["original_share_every"] is None and hp["group_by_length"] is False
+    spec = job_spec(service, job["id"])
+    assert spec["merge_model"] is True and spec["validation_split"] == 0.2
+    assert spec["method"]["sparsegrad"] == {"density": 0.05, "calibration_steps": 3, "selection": "fixed"}
+
+
+def test_openai_sdk_shapes(acme: TenantClient) -> None:
+    job = acme.create_job(
+        method={"type": "supervised", "supervised": {"hyperparameters": {
+            "batch_size": 8, "n_epochs": "auto", "learning_rate_multiplier": 2}}},
+        hyperparameters={"n_epochs": 5, "batch_size": "auto"}, integrations=None, seed=None, suffix=None,
+    )
+    assert job["method"]["type"] == "sparsegrad"
+    hp = job["hyperparameters"]
+    assert hp["batch_size"] == 8 and hp["n_epochs"] == 3 and hp["learning_rate"] == pytest.approx(2e-4)
+    assert acme.create_job(integrations=[])["status"] == "queued"
+    r = acme.post(JOBS, json={"model": "minilm-l6", "training_file": acme.upload_id(),
+                              "integrations": [{"type": "wandb", "wandb": {"project": "x"}}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "integrations"
+    for method in ("dpo", "reinforcement"):
+        r = acme.post(JOBS, json={"model": "minilm-l6", "training_file": acme.upload_id(),
+                                  "method": {"type": method, method: {"hyperparameters": {"beta": 0.1}}}})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "method.type", r.text
+        assert r.json()["error"]["code"] == "unsupported_method"
+
+
+@pytest.mark.parametrize(("body", "param", "fragment"), [
+    ({"foo": 1}, "foo", "Unrecognized request argument supplied: 'foo'"),
+    ({"method": {"type": "sparsegrad", "sparsegrad": {"densty": 0.1}}}, "method.sparsegrad.densty", "Unrecognized"),
+    ({"method": {"sparsegrad": {"density": 0}}}, "method.sparsegrad.density", "(got 0)"),
+    ({"method": {"sparsegrad": {"density": 2}}}, "method.sparsegrad.density", "(got 2)"),
+    ({"method": {"sparsegrad": {"calibration_steps": 0}}}, "method.sparsegrad.calibration_steps", "(got 0)"),
+    ({"method": {"type": "adam"}}, "method.type", '"adam"'),
+    ({"method": {"lora": {"rank": 2000}}}, "method.lora.rank", "(got 2000)"),
+    ({"hyperparameters": {"n_epochs": 0}}, "hyperparameters.n_epochs", "(got 0)"),
+    ({"hyperparameters": {"batch_size": 4096}}, "hyperparameters.batch_size", "(got 4096)"),
+    ({"hyperparameters": {"learning_rate": 0}}, "hyperparameters.learning_rate", "(got 0)"),
+    ({"hyperparameters": {"max_seq_length": 4}}, "hyperparameters.max_seq_length", "(got 4)"),
+    ({"hyperparameters": {"max_steps": 0}}, "hyperparameters.max_steps", "(got 0)"),
+    ({"hyperparameters": {"learning_rate": 1e-4, "learning_rate_multiplier": 2}},
+     "hyperparameters.learning_rate_multiplier", "either"),
+    ({"task": {"type": "summarization"}}, "task.type", '"summarization"'),
+    ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", "at most 16"),
+    ({"metadata": {"k": 1}}, "metadata.k", "string"),
+    ({"seed": -1}, "seed", "(got -1)"),
+    ({"validation_split": 0.9}, "validation_split", "(got 0.9)"),
+    ({"model": "gpt-4o"}, "model", "minilm-l6, smollm2-135m"),
+    ({"training_file": "file-nope"}, "training_file", "no such file"),
+    ({"validation_file": "file-nope"}, "validation_file", "no such file"),
+])
+def test_invalid_requests_name_the_field(acme: TenantClient, body: dict[str, Any], param: str, fragment: str) -> None:
+    payload = {"model": "minilm-l6", "training_file": acme.upload_id(), **body}
+    r = acme.post(JOBS, json=payload)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == param
+    assert fragment in error["message"] and (param in error["message"] or param in ("model", "training_file",
+                                                                                     "validation_file"))
+
+
+def test_missing_fields_and_bad_json(acme: TenantClient) -> None:
+    r = acme.post(JOBS, json={"model": "minilm-l6"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "training_file"
+    assert r.json()["error"]["code"] == "missing_required_parameter"
+    r = acme.post(JOBS, content=b"{nope", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    r = acme.post(JOBS, json=["not", "an", "object"])
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"], indirect=True)
+def test_chat_file_infers_causal_lm_on_a_decoder_and_is_refused_on_an_encoder(acme: TenantClient) -> None:
+    chat = acme.upload_id(jsonl(CHAT_ROWS), "chat.jsonl")
+    job = acme.create_job(model="smollm2-135m", training_file=chat)
+    assert job["task"]["type"] == "causal_lm" and job["task"]["num_labels"] is None
+    r = acme.post(JOBS, json={"model": "minilm-l6", "training_file": chat})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "task.type"
+    assert "decoder" in r.json()["error"]["message"]
+
+
+def test_an_explicit_task_revalidates_the_files(acme: TenantClient) -> None:
+    file_id = acme.upload_id(jsonl([{"sentence": f"s {i}", "y": i % 3} for i in range(9)]), "t.jsonl",
+                             text_column="sentence", label_column="y")
+    job = acme.create_job(training_file=file_id)  # the upload's mapping is kept
+    assert (job["task"]["text_column"], job["task"]["label_column"], job["task"]["num_labels"]) == ("sentence", "y", 3)
+    r = acme.post(JOBS, json={"model": "minilm-l6", "training_file": file_id, "task": {"type": "classification"}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "training_file"
+    assert "t.jsonl:1: field 'text'" in r.json()["error"]["message"]
+    assert r.json()["error"]["details"][0]["line"] == 1
+    job = acme.create_job(training_file=file_id, task={"type": "regression", "text_column": "sentence",
+                                                       "label_column": "y"})
+    assert job["task"]["type"] == "regression" and job["task"]["label_names"] is None
+    r = acme.post(JOBS, json={"model": "minilm-l6", "training_file": file_id,
+                              "task": {"text_column": "sentence", "label_column": "sentence"}})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_column_mapping"
+    assert r.json()["error"]["param"] == "task" and "same column twice" in r.json()["error"]["message"]
+    one_class = acme.upload_id(jsonl([{"text": f"t{i}", "label": "pos"} for i in range(4)]))
+    r = acme.post(JOBS, json={"model": "minilm-l6", "training_file": one_class})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "too_few_classes"
+
+
+def test_the_validation_file_must_match_the_training_labels(acme: TenantClient) -> None:
+    train = acme.upload_id(jsonl([{"text": f"t{i}", "label": ["pos", "neg"][i % 2]} for i in range(8)]))
+    good = acme.upload_id(jsonl([{"text": "a", "label": "pos"}]), "dev.jsonl")
+    bad = acme.upload_id(jsonl([{"text": "a", "label": "pos"}, {"text": "b", "label": "meh"},
+                                {"text": "c", "label": "neg"}]), "dev2.jsonl")
+    assert acme.create_job(training_file=train, validation_file=good)["task"]["label_names"] == ["neg", "pos"]
+    r = acme.post(JOBS, json={"model": "minilm-l6", "training_file": train, "validation_file": bad})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "validation_file"
+    assert "dev2.jsonl:2: field 'label'" in r.json()["error"]["message"]
+
+
+def test_a_broker_outage_keeps_the_job_queued_with_a_warning(service: Service, acme: TenantClient) -> None:
+    class DownQueue:
+        def enqueue(self, job_id: str) -> str:
+            raise ConnectionError("broker down")
+
+    service.app.state.context.queue = DownQueue()
+    job = acme.create_job()
+    assert job["status"] == "queued"
+    events = acme.get(f"{JOBS}/{job['id']}/events", params={"order": "asc"}).json()["data"]
+    assert [e["level"] for e in events] == ["info", "warn"] and "unreachable" in events[1]["message"]

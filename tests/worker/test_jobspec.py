@@ -1,0 +1,45 @@
+"""The normalized job spec becomes the core library's method spec and training arguments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from worker_helpers import job_spec
+
+from sparsegrad_data import TaskType
+from worker.jobspec import method_spec, task_spec, training_arguments
+
+
+def test_sparsegrad_spec_and_arguments(tmp_path: Path) -> None:
+    spec = job_spec(method={"type": "supervised"})
+    method = method_spec(spec)
+    assert method.type == "sparsegrad" and method.sparsegrad.density == 0.05 and method.sparsegrad.calibration_steps == 3
+    args = training_arguments(spec, seed=3, output_dir=tmp_path, default_checkpoint_every=50, bf16=False)
+    assert (args.max_steps, args.batch_size, args.max_seq_length, args.seed) == (20, 8, 32, 3)
+    assert (args.checkpoint_every, args.keep_checkpoints, args.log_every, args.original_share_every) == (8, 2, 1, 5)
+    assert args.n_epochs is None and args.output_dir == tmp_path and not args.bf16
+
+
+def test_other_methods_and_defaults(tmp_path: Path) -> None:
+    meprop = method_spec(job_spec(method={"type": "meprop", "meprop": {"density": 0.2}}))
+    assert meprop.type == "meprop" and meprop.sparsegrad.density == 0.2
+    lora = method_spec(job_spec(method={"type": "lora", "lora": {"rank": 4, "alpha": 8.0, "dropout": 0.1}}))
+    assert (lora.lora_rank, lora.lora_alpha, lora.lora_dropout) == (4, 8.0, 0.1)
+    spec = job_spec(method={"type": "full"}, hyperparameters={"max_steps": None, "n_epochs": "auto",
+                                                              "checkpoint_every": None})
+    args = training_arguments(spec, seed=0, output_dir=tmp_path, default_checkpoint_every=50, bf16=True)
+    assert (args.n_epochs, args.max_steps, args.checkpoint_every, args.original_share_every) == (3, None, 50, None)
+    assert args.bf16
+    with pytest.raises(ValueError, match="batch_size"):
+        training_arguments(job_spec(hyperparameters={"batch_size": 0}), seed=0, output_dir=tmp_path,
+                           default_checkpoint_every=50, bf16=False)
+
+
+def test_task_spec_mapping() -> None:
+    spec = job_spec(task={"type": "regression", "text_column": 0, "label_column": 2, "has_header": False,
+                          "num_labels": None, "label_names": None})
+    task = task_spec(spec)
+    assert task.task == TaskType.REGRESSION and task.num_labels is None
+    assert (task.mapping.text, task.mapping.label, task.mapping.has_header) == (0, 2, False)
+    assert task_spec(job_spec()).label_names == ["0", "1"]

@@ -1,0 +1,88 @@
+"""Bad input fails the job with a code and a message naming the problem; an exception inside the model
+fails only that job, and the same process runs the next one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from transformers import BertForSequenceClassification
+from worker_helpers import create_job, events, job_row, job_spec
+
+from sparsegrad_service.settings import Settings
+from worker.runner import JobRunner, Outcome
+
+SHORT = job_spec(hyperparameters={"max_steps": 4, "checkpoint_every": 2})
+
+
+def assert_failed(settings: Settings, job_id: str, code: str, param: str | None) -> str:
+    job = job_row(settings, job_id)
+    assert job.status == "failed" and job.finished_at is not None and job.phase is None
+    assert job.error is not None and job.error["code"] == code and job.error["param"] == param
+    last = events(settings, job_id)[-1]
+    assert (last.type, last.level, last.data) == ("error", "error", {"code": code})
+    assert last.message == job.error["message"]
+    assert not (settings.work_dir / job_id).exists()
+    return str(job.error["message"])
+
+
+def test_bad_training_file_names_the_line(
+    db_url: str, make_settings: Callable[..., Settings], sst2_bytes: bytes
+) -> None:
+    settings = make_settings(db_url)
+    lines = sst2_bytes.splitlines(keepends=True)
+    bad = b"".join(lines[:2]) + b'{"text": "no label here"}\n' + b"".join(lines[3:40])
+    job_id = create_job(settings, bad, SHORT)
+    assert JobRunner(settings, job_id).run() == Outcome.failed
+    message = assert_failed(settings, job_id, "invalid_training_file", "training_file")
+    assert "train.jsonl:3: field 'label'" in message
+
+
+def test_bad_validation_file_is_reported_as_such(
+    pg_db: str, make_settings: Callable[..., Settings], sst2_bytes: bytes
+) -> None:
+    settings = make_settings(pg_db)
+    validation = b'{"text": "fine", "label": 1}\n{"text": "unknown class", "label": 7}\n'
+    job_id = create_job(settings, sst2_bytes, SHORT, validation=validation)
+    assert JobRunner(settings, job_id).run() == Outcome.failed
+    message = assert_failed(settings, job_id, "invalid_validation_file", "validation_file")
+    assert "valid.jsonl:2" in message
+
+
+def test_unknown_model_and_invalid_hyperparameters(
+    pg_db: str, make_settings: Callable[..., Settings], sst2_bytes: bytes
+) -> None:
+    settings = make_settings(pg_db)
+    job_id = create_job(settings, sst2_bytes, SHORT, model="not-registered")
+    assert JobRunner(settings, job_id).run() == Outcome.failed
+    assert "not-registered" in assert_failed(settings, job_id, "model_not_available", "model")
+
+    job_id = create_job(settings, sst2_bytes, job_spec(hyperparameters={"batch_size": 0}))
+    assert JobRunner(settings, job_id).run() == Outcome.failed
+    assert "batch_size" in assert_failed(settings, job_id, "invalid_hyperparameters", "hyperparameters")
+
+
+def test_model_exception_fails_the_job_and_the_worker_goes_on(
+    pg_db: str, make_settings: Callable[..., Settings], sst2_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(pg_db)
+    original = BertForSequenceClassification.forward
+    calls = {"n": 0}
+
+    def exploding(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if self.training and calls["n"] > 6:  # after calibration and the first steps
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return original(self, *args, **kwargs)
+
+    first = create_job(settings, sst2_bytes, SHORT)
+    with monkeypatch.context() as patch:
+        patch.setattr(BertForSequenceClassification, "forward", exploding)
+        assert JobRunner(settings, first).run() == Outcome.failed
+    message = assert_failed(settings, first, "training_error", None)
+    assert message == "CUDA out of memory. Tried to allocate 20.00 GiB"
+
+    second = create_job(settings, sst2_bytes, SHORT)
+    assert JobRunner(settings, second).run() == Outcome.succeeded
+    assert job_row(settings, second).status == "succeeded"

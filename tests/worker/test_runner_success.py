@@ -1,0 +1,182 @@
+"""A job runs end to end in-process: status, progress, events, metrics, checkpoints and artifacts, and the
+adapter archive loads back to the model the worker trained."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, LlamaConfig, LlamaForCausalLM
+from worker_helpers import (
+    artifacts,
+    checkpoints,
+    create_job,
+    events,
+    job_row,
+    job_spec,
+    metric_series,
+    sha256_of,
+)
+
+from sparsegrad_core.adapter import load_adapter
+from sparsegrad_core.tasks import load_base_model, load_tokenizer
+from sparsegrad_core.training import merge_exported
+from sparsegrad_service.settings import Settings
+from sparsegrad_service.store import unpack_archive
+from worker.probe import probe_logits
+from worker.runner import JobRunner, Outcome
+
+
+def probe_of(model: torch.nn.Module, tokenizer, summary: dict) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    probe = summary["probe"]
+    return torch.tensor(probe_logits(model, tokenizer, probe["texts"], probe["text_pairs"], probe["max_seq_length"]))
+
+
+def unpacked(settings: Settings, artifact, dest: Path) -> Path:  # type: ignore[no-untyped-def]
+    archive = settings.artifact_root / artifact.storage_key
+    assert sha256_of(archive) == artifact.sha256
+    assert archive.stat().st_size == artifact.bytes
+    return unpack_archive(archive, dest)
+
+
+def test_sparsegrad_job_succeeds_end_to_end(
+    db_url: str, make_settings: Callable[..., Settings], sst2_bytes: bytes, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    settings = make_settings(db_url)
+    job_id = create_job(settings, sst2_bytes, job_spec(merge_model=True), suffix="demo")
+    runner = JobRunner(settings, job_id, keep_model=True)
+    assert runner.run() == Outcome.succeeded
+
+    job = job_row(settings, job_id)
+    assert job.status == "succeeded" and job.error is None and job.attempts == 1
+    assert (job.step, job.total_steps, job.progress, job.phase) == (20, 20, 1.0, None)
+    assert job.fine_tuned_model == f"tiny-bert:ft:demo:{job_id}"
+    assert job.trained_tokens and job.trained_tokens > 0
+    assert job.finished_at is not None and job.started_at is not None
+    summary = job.summary or {}
+    assert summary["steps"] == 20 and summary["device"] == "cpu" and summary["trainable_params"] > 0
+    assert set(summary["before"]) >= {"eval_loss", "eval_accuracy"} and set(summary["after"]) >= {"eval_loss"}
+    assert set(summary["spectra"]) == {"intermediate.dense", "output.dense"}
+    assert summary["eval_source"] == "split" and summary["eval_examples"] == 24
+
+    # events: every type, phases in order, the attempt and the final message
+    evs = events(settings, job_id)
+    assert {e.type for e in evs} == {"message", "phase", "metrics", "checkpoint"}
+    phases = [e.data["phase"] for e in evs if e.type == "phase"]
+    assert phases == ["calibrating", "evaluating", "training", "evaluating", "saving"]
+    assert evs[0].message.startswith("Attempt 1 of 3 started on worker ")
+    assert "succeeded" in evs[-1].message and job.fine_tuned_model in evs[-1].message
+    ckpt_events = [e.data for e in evs if e.type == "checkpoint"]
+    assert [d["step"] for d in ckpt_events] == [8, 16]
+    assert any(e.type == "metrics" and e.data["step"] == 0 and "eval_loss" in e.data for e in evs)
+
+    # metrics: one point per (step, name), every training step present
+    losses = metric_series(settings, job_id, "loss")
+    assert [s for s, _ in losses] == list(range(1, 21))
+    assert [s for s, _ in metric_series(settings, job_id, "calibration_loss")] == [1, 2, 3]
+    assert [s for s, _ in metric_series(settings, job_id, "eval_loss")] == [0, 20]
+    for name in ("lr", "step_time_s", "tokens_per_s", "peak_memory_mb", "epoch", "topk_energy_share"):
+        assert len(metric_series(settings, job_id, name)) == 20, name
+    assert [s for s, _ in metric_series(settings, job_id, "original_basis_topk_energy_share")] == [1, 6, 11, 16]
+
+    # checkpoints: the newest two, stored with their digest
+    rows = checkpoints(settings, job_id)
+    assert [c.step for c in rows] == [8, 16] and job.last_checkpoint_step == 16
+    assert rows[-1].metrics["train_loss"] == pytest.approx(dict(losses)[16])
+    for row in rows:
+        assert sha256_of(settings.artifact_root / row.storage_key) == row.sha256
+
+    # artifacts: adapter, merged model and metrics CSV with correct digests
+    arts = artifacts(settings, job_id)
+    assert set(arts) == {"adapter", "merged_model", "metrics"}
+    assert arts["adapter"].filename == f"{job_id}-adapter.tar.gz"
+    adapter_dir = unpacked(settings, arts["adapter"], tmp_path / "adapter")
+    assert (adapter_dir / "adapter_config.json").is_file() and (adapter_dir / "training_info.json").is_file()
+    csv_path = settings.artifact_root / arts["metrics"].storage_key
+    assert sha256_of(csv_path) == arts["metrics"].sha256
+    table = list(csv.DictReader(io.StringIO(csv_path.read_text())))
+    assert {"step", "name", "value"} == set(table[0]) and sum(r["name"] == "loss" for r in table) == 20
+
+    # the adapter, loaded on a fresh base model, computes what the worker's model computed
+    expected = torch.tensor(summary["probe"]["logits"])
+    base, tokenizer = load_base_model(str(tiny_model_dir), "classification", num_labels=2, label_names=["0", "1"])
+    assert runner.trained_model is not None
+    torch.testing.assert_close(probe_of(runner.trained_model, tokenizer, summary), expected)
+    torch.testing.assert_close(probe_of(load_adapter(base, adapter_dir), tokenizer, summary), expected,
+                               atol=1e-5, rtol=1e-4)
+    merged_dir = unpacked(settings, arts["merged_model"], tmp_path / "merged")
+    merged = AutoModelForSequenceClassification.from_pretrained(merged_dir)
+    torch.testing.assert_close(probe_of(merged, tokenizer, summary), expected, atol=1e-5, rtol=1e-4)
+
+    # the run folder is gone; only the store keeps the job's files
+    assert not (settings.work_dir / job_id).exists()
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_lora_and_full_jobs_succeed(
+    method: str, pg_db: str, make_settings: Callable[..., Settings], sst2_bytes: bytes, tiny_model_dir: Path,
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(pg_db)
+    lines = sst2_bytes.splitlines(keepends=True)
+    spec = job_spec(method={"type": method}, hyperparameters={"max_steps": 12, "checkpoint_every": 5})
+    job_id = create_job(settings, b"".join(lines[:96]), spec, validation=b"".join(lines[96:]))
+    assert JobRunner(settings, job_id).run() == Outcome.succeeded
+
+    job = job_row(settings, job_id)
+    assert job.status == "succeeded" and job.step == 12
+    summary = job.summary or {}
+    assert summary["eval_source"] == "validation_file" and summary["eval_examples"] == 24
+    assert "spectra" not in summary or summary["spectra"] is None
+    assert [c.step for c in checkpoints(settings, job_id)] == [5, 10]
+    assert [e.data["phase"] for e in events(settings, job_id) if e.type == "phase"] == [
+        "evaluating", "training", "evaluating", "saving"]
+
+    arts = artifacts(settings, job_id)
+    expected = torch.tensor(summary["probe"]["logits"])
+    base, tokenizer = load_base_model(str(tiny_model_dir), "classification", num_labels=2, label_names=["0", "1"])
+    if method == "lora":
+        assert set(arts) == {"adapter", "metrics"}
+        model = merge_exported(base, unpacked(settings, arts["adapter"], tmp_path / "adapter"))
+    else:  # full fine-tuning exports the whole model: stored as the merged model, not as an adapter
+        assert set(arts) == {"merged_model", "metrics"}
+        model = AutoModelForSequenceClassification.from_pretrained(
+            unpacked(settings, arts["merged_model"], tmp_path / "model"))
+    torch.testing.assert_close(probe_of(model, tokenizer, summary), expected, atol=1e-5, rtol=1e-4)
+
+
+CHATS = [
+    [{"role": "user", "content": "What is two plus two?"}, {"role": "assistant", "content": "Four."}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."},
+     {"role": "assistant", "content": "Blue."}],
+]
+
+
+def test_causal_lm_chat_job_succeeds(pg_db: str, make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    tokenizer = load_tokenizer("minilm-l6")
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id,
+                         eos_token_id=tokenizer.sep_token_id)
+    folder = tmp_path / "tiny-llama"
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    settings = make_settings(pg_db, models={"tiny-llama": str(folder)})
+    chats = "".join(json.dumps({"messages": CHATS[i % len(CHATS)]}) + "\n" for i in range(40)).encode()
+    spec = job_spec(task={"type": "causal_lm", "num_labels": None, "label_names": None},
+                    hyperparameters={"max_steps": 6, "checkpoint_every": 3})
+    job_id = create_job(settings, chats, spec, model="tiny-llama")
+    assert JobRunner(settings, job_id).run() == Outcome.succeeded
+
+    job = job_row(settings, job_id)
+    summary = job.summary or {}
+    assert summary["task"] == "causal_lm" and summary["probe"] is None
+    assert "eval_perplexity" in summary["after"] and summary["eval_source"] == "split"
+    assert [s for s, _ in metric_series(settings, job_id, "eval_perplexity")] == [0, 6]
+    assert set(artifacts(settings, job_id)) == {"adapter", "metrics"}

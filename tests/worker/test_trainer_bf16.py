@@ -1,0 +1,43 @@
+"""``TrainingArguments.bf16``: autocast on CUDA, a no-op on the CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from sparsegrad_core.methods import MethodSpec
+from sparsegrad_core.tasks import load_tokenizer, tokenize_dataset
+from sparsegrad_core.training import Trainer, TrainingArguments, prepare_for_training
+from sparsegrad_data import Dataset, DatasetFormat, Example, TaskType
+
+TEXTS = ["a fine film", "dreadful and dull", "quite good", "not worth it", "a delight", "boring"] * 4
+
+
+def run(device: str, bf16: bool) -> list[float]:
+    tokenizer = load_tokenizer("minilm-l6")
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=2)
+    model = BertForSequenceClassification(config).to(device)
+    examples = [Example(text=t, label=i % 2, line=i + 1) for i, t in enumerate(TEXTS)]
+    data = Dataset(examples, TaskType.CLASSIFICATION, DatasetFormat.JSONL, ["0", "1"], 2, "mem")
+    args = TrainingArguments(max_steps=4, batch_size=8, max_seq_length=16, learning_rate=1e-3, bf16=bf16,
+                             eval_before=False, save_final=False)
+    train = tokenize_dataset(data, tokenizer, 16)
+    prepared = prepare_for_training(model, MethodSpec(type="sparsegrad"), train, batch_size=8)
+    result = Trainer(prepared, train, train, tokenizer, args).train()
+    return [*result.losses, result.final_eval["eval_loss"]]  # type: ignore[index]
+
+
+def test_bf16_is_a_no_op_on_cpu() -> None:
+    assert run("cpu", bf16=True) == run("cpu", bf16=False)
+    assert TrainingArguments(bf16=True).to_dict()["bf16"] is True
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bf16_autocast_on_cuda() -> None:
+    fp32, bf16 = run("cuda", bf16=False), run("cuda", bf16=True)
+    assert all(torch.isfinite(torch.tensor(bf16)))
+    assert bf16 != fp32  # autocast changed the arithmetic
+    assert bf16 == pytest.approx(fp32, rel=0.05, abs=0.02)

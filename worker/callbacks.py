@@ -1,0 +1,179 @@
+"""The trainer callback of a service job: phases, progress, metrics, checkpoints and stop requests,
+batched into short SQL transactions.
+
+* Metric points are buffered and flushed every ``Settings.metrics_flush_s`` (and at phase changes,
+  checkpoints, evaluations and the end); each flush also updates the job's step, progress, ETA and
+  trained tokens, and wakes live listeners.
+* A ``metrics`` event is added at most every :data:`METRICS_EVENT_EVERY_S` of training, plus one per
+  evaluation. ``phase`` events mark real phase changes: the trainer's brief ``saving`` around a periodic
+  checkpoint is not one.
+* Progress: calibration is the first 5 %, training 5–95 %, evaluation and saving the rest.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sparsegrad_core.training import TrainerCallback
+from sparsegrad_core.training.callbacks import Phase, Spectra
+from sparsegrad_core.training.checkpoint import BEST_DIR
+from sparsegrad_core.training.telemetry import json_safe
+from sparsegrad_service.enums import EventType
+from sparsegrad_service.models import utcnow
+
+from .heartbeat import StopFlags
+from .journal import Event, JobJournal
+
+METRICS_EVENT_EVERY_S = 2.0
+CALIBRATION_SHARE, TRAINING_END = 0.05, 0.95
+PHASE_PROGRESS = {"evaluating": TRAINING_END, "saving": 0.97}
+
+CheckpointSaver = Callable[[int, Path, dict[str, Any]], str | None]
+"""``(step, checkpoint folder, checkpoint metrics) → checkpoint id`` (None: not stored)."""
+
+
+def cuda_memory_metrics(device: torch.device) -> dict[str, float]:
+    if device.type != "cuda":
+        return {}
+    return {
+        "cuda_max_allocated_mb": torch.cuda.max_memory_allocated(device) / 2**20,
+        "cuda_reserved_mb": torch.cuda.memory_reserved(device) / 2**20,
+    }
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
+
+
+class ServiceCallback(TrainerCallback):
+    """Reports one training attempt to SQL through a :class:`JobJournal`."""
+
+    def __init__(
+        self, journal: JobJournal, flags: StopFlags, *, flush_every_s: float, device: torch.device,
+        save_checkpoint: CheckpointSaver, trained_tokens: int = 0,
+    ) -> None:
+        self.journal, self.flags, self.flush_every_s, self.device = journal, flags, flush_every_s, device
+        self.save_checkpoint = save_checkpoint
+        self.trained_tokens = float(trained_tokens)
+        self.phase: str | None = None
+        self.step, self.total_steps = 0, 0
+        self.last_train: dict[str, float] = {}
+        self.last_eval: dict[str, float] = {}
+        self.spectra: Spectra | None = None
+        self._rows: list[tuple[int, str, float]] = []
+        self._events: list[Event] = []
+        self._job: dict[str, Any] = {}
+        self._flushed_at = self._event_at = -math.inf
+        self._rate: deque[tuple[float, int]] = deque(maxlen=20)
+
+    # ------------------------------------------------------------------------------------------ writes
+    def flush(self) -> None:
+        """Write what is buffered (metric points, events, job progress) in one transaction."""
+        self._flushed_at = time.monotonic()
+        if not (self._rows or self._events or self._job):
+            return
+        rows, events, job = self._rows, self._events, self._job
+        self._rows, self._events, self._job = [], [], {}
+        self.journal.write(events=events, metrics=rows, job=job)
+
+    def _progress(self, step: int) -> float:
+        if not self.total_steps:
+            return CALIBRATION_SHARE
+        return CALIBRATION_SHARE + (TRAINING_END - CALIBRATION_SHARE) * min(step / self.total_steps, 1.0)
+
+    def _eta(self, step: int) -> Any:
+        now = time.monotonic()
+        self._rate.append((now, step))
+        (t0, s0), (t1, s1) = self._rate[0], self._rate[-1]
+        if s1 <= s0 or t1 <= t0:
+            return None
+        return utcnow() + timedelta(seconds=(self.total_steps - step) * (t1 - t0) / (s1 - s0))
+
+    # ------------------------------------------------------------------------------------------ hooks
+    def on_phase(self, name: Phase) -> None:
+        if name == "saving" or name == self.phase:
+            return  # "saving" is announced by the runner; a periodic checkpoint is no phase change
+        self.enter_phase(name)
+
+    def enter_phase(self, name: str) -> None:
+        """Record a phase change (Job.phase, a ``phase`` event) and flush."""
+        if name == self.phase:
+            return
+        self.phase = name
+        self._events.append((EventType.phase, f"Phase: {name}", {"phase": name}))
+        self._job["phase"] = name
+        if name in PHASE_PROGRESS and (name != "evaluating" or self.step >= self.total_steps > 0):
+            self._job["progress"] = PHASE_PROGRESS[name]
+        self.flush()
+
+    def on_calibration_step(self, step: int, total: int, loss: float) -> None:
+        self._rows.append((step, "calibration_loss", loss))
+        self._job["progress"] = CALIBRATION_SHARE * step / max(total, 1)
+        if time.monotonic() - self._flushed_at >= self.flush_every_s or step == total:
+            self.flush()
+
+    def on_calibration_done(self, spectra: Spectra) -> None:
+        self.spectra = spectra
+        self._job["summary"] = json_safe({"spectra": spectra})
+        kinds = ", ".join(f"{kind} ({len(s.get('out', []))}×{len(s.get('in', []))})" for kind, s in spectra.items())
+        self._events.append((EventType.message, f"HOSVD bases ready for {len(spectra)} projection kinds: {kinds}.",
+                             {"kinds": sorted(spectra)}))
+        self.flush()
+
+    def on_train_begin(self, start_step: int, total_steps: int) -> None:
+        self.step, self.total_steps = start_step, total_steps
+        self._job.update(step=start_step, total_steps=total_steps, progress=self._progress(start_step))
+        self.flush()
+
+    def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        values = {**_finite(metrics), **cuda_memory_metrics(self.device)}
+        self.step, self.last_train = step, values
+        self.trained_tokens += values.get("tokens_per_s", 0.0) * values.get("step_time_s", 0.0)
+        self._rows.extend((step, name, value) for name, value in values.items())
+        self._job.update(step=step, progress=self._progress(step), estimated_finish=self._eta(step),
+                         trained_tokens=int(self.trained_tokens))
+        now = time.monotonic()
+        if now - self._event_at >= METRICS_EVENT_EVERY_S:
+            self._event_at = now
+            loss = values.get("loss", math.nan)
+            self._events.append((EventType.metrics, f"Step {step}/{self.total_steps}: training loss={loss:.4f}",
+                                 {"step": step, "total_steps": self.total_steps, **values}))
+        if now - self._flushed_at >= self.flush_every_s:
+            self.flush()
+
+    def on_eval(self, step: int, metrics: dict[str, float]) -> None:
+        values = _finite(metrics)
+        self.last_eval = values
+        self._rows.extend((step, name, value) for name, value in values.items())
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in values.items())
+        what = "before training" if step == 0 else f"at step {step}"
+        self._events.append((EventType.metrics, f"Evaluation {what}: {shown}", {"step": step, **values}))
+        self.flush()
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        self.flush()
+        flags = self.flags.current
+        if path.name == BEST_DIR or flags.lost or flags.cancel:
+            return  # a cancelled job will not resume: no need to store its last state
+        metrics: dict[str, Any] = {"step": step, "trained_tokens": int(self.trained_tokens)}
+        if "loss" in self.last_train:
+            metrics["train_loss"] = self.last_train["loss"]
+        if "epoch" in self.last_train:
+            metrics["epoch"] = self.last_train["epoch"]
+        if "eval_loss" in self.last_eval:
+            metrics["valid_loss"] = self.last_eval["eval_loss"]
+        checkpoint_id = self.save_checkpoint(step, path, metrics)
+        if checkpoint_id is not None:
+            self.journal.event(EventType.checkpoint, f"Checkpoint saved at step {step}.",
+                               {"step": step, "checkpoint_id": checkpoint_id})
+
+    def should_stop(self) -> bool:
+        return self.flags.refresh().stop

@@ -1,0 +1,122 @@
+"""Close a completed training run: store its artifacts, write the job summary, mark it succeeded.
+
+The trainer has already evaluated and exported (``<run>/adapter`` or ``<run>/model``). Here: the
+``saving`` phase, the artifacts (see :mod:`worker.artifacts`), ``Job.summary``, ``fine_tuned_model``
+(``{model}:ft:{suffix or "sparsegrad"}:{job_id}``), ``trained_tokens``, then ``succeeded`` and a final
+message. Nothing is written once the job is no longer this worker's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from sparsegrad_core.methods import PreparedModel
+from sparsegrad_core.training import TrainingArguments, TrainResult
+from sparsegrad_core.training.telemetry import json_safe
+from sparsegrad_service.enums import ArtifactKind, EventType, JobStatus
+from sparsegrad_service.settings import Settings
+from sparsegrad_service.store import ArtifactStore
+
+from .artifacts import StoredArtifact, store_folder, store_metrics, write_merged_model
+from .attempt import Attempt, Outcome
+from .callbacks import ServiceCallback
+from .data import JobData
+from .jobspec import ADAPTER_METHODS, merge_requested
+from .probe import reference_outputs
+
+SUMMARY_KEYS = (
+    "method", "setting", "task", "model", "before", "after", "best", "trainable_params", "total_params", "steps",
+    "total_steps", "epochs", "early_stopped", "train_time_s", "calibration_time_s", "train_examples",
+    "eval_examples", "peak_memory_mb", "peak_memory_definition",
+)
+
+
+@dataclass
+class TrainedRun:
+    """What a completed training run left for finalization."""
+
+    model_source: str
+    prepared: PreparedModel
+    tokenizer: PreTrainedTokenizerBase
+    data: JobData
+    args: TrainingArguments
+    result: TrainResult
+    callback: ServiceCallback
+
+
+def fine_tuned_model_name(model: str, suffix: str | None, job_id: str) -> str:
+    return f"{model}:ft:{suffix or 'sparsegrad'}:{job_id}"
+
+
+def _artifact_event(attempt: Attempt, artifact: StoredArtifact) -> None:
+    attempt.journal.event(
+        EventType.message, f"Saved {artifact.kind} artifact {artifact.filename} ({artifact.bytes:,} bytes).",
+        {"artifact_id": artifact.id, "kind": str(artifact.kind), "bytes": artifact.bytes, "sha256": artifact.sha256},
+    )
+
+
+def _store_outputs(settings: Settings, store: ArtifactStore, attempt: Attempt, run: TrainedRun) -> bool:
+    """Store every artifact; False as soon as the job turns out to be lost."""
+    job, sql = attempt.job, settings.sql_url
+    export_dir = run.result.export_dir
+    assert export_dir is not None, "the trainer exports completed runs (save_final)"
+    scratch = attempt.run_dir / ".artifacts"
+    is_adapter = run.prepared.spec.type in ADAPTER_METHODS
+    kind = ArtifactKind.adapter if is_adapter else ArtifactKind.merged_model
+    if attempt.journal.lost:
+        return False
+    _artifact_event(attempt, store_folder(sql, store, job.id, kind, export_dir, scratch))
+    if is_adapter and merge_requested(job.spec):
+        merged = write_merged_model(run.model_source, export_dir, attempt.run_dir / "merged")
+        if attempt.journal.lost:
+            return False
+        _artifact_event(attempt, store_folder(sql, store, job.id, ArtifactKind.merged_model, merged, scratch))
+    run.callback.flush()
+    if attempt.journal.lost:
+        return False
+    _artifact_event(attempt, store_metrics(sql, store, job.id))
+    return True
+
+
+def _summary(attempt: Attempt, run: TrainedRun) -> dict[str, Any]:
+    summary = {k: run.result.summary.get(k) for k in SUMMARY_KEYS if k in run.result.summary}
+    summary.update(
+        device=attempt.device.description, precision="bf16 autocast" if run.args.bf16 else "fp32",
+        eval_source=run.data.eval_source, attempts=attempt.job.attempt,
+        spectra=run.callback.spectra,
+        probe=reference_outputs(run.prepared.model, run.tokenizer, run.data.eval or run.data.train,
+                                run.args.max_seq_length),
+    )
+    return json_safe(summary)  # type: ignore[no-any-return]
+
+
+def _final_message(run: TrainedRun, name: str) -> str:
+    before, after = run.result.before_eval or {}, run.result.final_eval or {}
+    key = next((k for k in ("eval_accuracy", "eval_pearson", "eval_loss") if k in after), None)
+    change = ""
+    if key is not None and math.isfinite(after[key]):
+        start = before.get(key)
+        shown = f"{start:.4f} → " if start is not None and math.isfinite(start) else ""
+        change = f"; {key} {shown}{after[key]:.4f}"
+    return (f"Fine-tuning job succeeded: {run.result.global_step} steps in {run.result.train_time_s:.1f} s of "
+            f"training{change}. Fine-tuned model: {name}.")
+
+
+def complete(settings: Settings, store: ArtifactStore, attempt: Attempt, run: TrainedRun) -> Outcome:
+    run.callback.enter_phase("saving")
+    summary = _summary(attempt, run)
+    if not _store_outputs(settings, store, attempt, run):
+        return Outcome.lost
+    job = attempt.job
+    name = fine_tuned_model_name(job.model, job.suffix, job.id)
+    attempt.heartbeat.stop()
+    finished = attempt.journal.finish(
+        JobStatus.succeeded, _final_message(run, name), fine_tuned_model=name, summary=summary,
+        trained_tokens=int(run.callback.trained_tokens), progress=1.0, step=run.result.global_step,
+        total_steps=run.result.total_steps,
+    )
+    return Outcome.succeeded if finished else Outcome.lost

@@ -1,0 +1,80 @@
+"""MergeJob: add a ``merged_model`` artifact to a succeeded job after the fact (the ``merge_job`` task).
+
+Fetch the job's adapter archive from the store, merge it into a fresh copy of the registered base model
+(``merge_exported``), save it with its tokenizer, pack and store it, record the artifact and an event.
+Idempotent: a job that already has a merged model (full fine-tuning exports one) is left as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from enum import StrEnum
+from pathlib import Path
+
+from sqlalchemy import select
+
+from sparsegrad_service.db import session_scope
+from sparsegrad_service.enums import ArtifactKind, EventType, JobStatus
+from sparsegrad_service.lifecycle import LiveChannel, add_event
+from sparsegrad_service.models import Artifact, Job
+from sparsegrad_service.registry import model_registry
+from sparsegrad_service.settings import Settings
+from sparsegrad_service.store import ArtifactStore, make_store, unpack_archive
+
+from .artifacts import store_folder, write_merged_model
+from .errors import JobError
+
+log = logging.getLogger("sparsegrad.worker")
+
+
+class MergeOutcome(StrEnum):
+    merged = "merged"
+    exists = "exists"
+
+
+class MergeJob:
+    def __init__(self, settings: Settings, job_id: str, *, store: ArtifactStore | None = None) -> None:
+        self.settings, self.job_id = settings, job_id
+        self.store: ArtifactStore = store if store is not None else make_store(settings)
+
+    def _adapter_key(self) -> tuple[str, str]:
+        """``(model name, adapter storage key)``; JobError if there is nothing to merge."""
+        with session_scope(self.settings.sql_url) as session:
+            job = session.get(Job, self.job_id)
+            if job is None or job.status != JobStatus.succeeded:
+                raise JobError("job_not_mergeable", f"job {self.job_id} has not succeeded; nothing to merge")
+            artifacts = {a.kind: a for a in session.scalars(select(Artifact).where(Artifact.job_id == job.id))}
+            if ArtifactKind.merged_model in artifacts:
+                return job.model, ""
+            adapter = artifacts.get(str(ArtifactKind.adapter))
+            if adapter is None:
+                raise JobError("job_not_mergeable", f"job {self.job_id} has no adapter artifact")
+            return job.model, adapter.storage_key
+
+    def run(self) -> MergeOutcome:
+        model, key = self._adapter_key()
+        if not key:
+            return MergeOutcome.exists
+        registered = model_registry(self.settings).get(model)
+        if registered is None:
+            raise JobError("model_not_available", f"model {model!r} is not served by this deployment", "model")
+        self.settings.work_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f"merge-{self.job_id}-", dir=self.settings.work_dir) as tmp:
+            work = Path(tmp)
+            archive = self.store.fetch(key, work / "adapter.tar.gz")
+            adapter_dir = unpack_archive(archive, work / "adapter")
+            archive.unlink()
+            merged = write_merged_model(registered.source, adapter_dir, work / "merged")
+            shutil.rmtree(adapter_dir, ignore_errors=True)
+            artifact = store_folder(self.settings.sql_url, self.store, self.job_id, ArtifactKind.merged_model,
+                                    merged, work)
+        with session_scope(self.settings.sql_url) as session:
+            add_event(session, self.job_id, EventType.message,
+                      f"Saved merged_model artifact {artifact.filename} ({artifact.bytes:,} bytes).",
+                      data={"artifact_id": artifact.id, "kind": str(artifact.kind), "bytes": artifact.bytes,
+                            "sha256": artifact.sha256})
+        LiveChannel(self.settings).notify(self.job_id)
+        log.info("job %s: merged model stored (%s bytes)", self.job_id, artifact.bytes)
+        return MergeOutcome.merged

@@ -1,0 +1,210 @@
+"""JobRunner: one attempt at one fine-tuning job, from claiming it to its final status.
+
+claim → heartbeat thread → re-validate the files → load the registered model → restore the last stored
+checkpoint (if any) → calibrate / train / evaluate through ``sparsegrad_core`` with
+:class:`~worker.callbacks.ServiceCallback` → store the artifacts → ``succeeded``; or ``cancelled`` /
+``paused`` when asked, ``failed`` with ``invalid_training_file`` (and similar) for bad input or
+``training_error`` for anything else. A job taken away from this worker (see :mod:`worker.heartbeat`)
+ends quietly. The run folder ``<work_dir>/<job_id>/attempt-<n>`` is always deleted: whatever a later
+attempt needs is in the artifact store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sparsegrad_core.tasks import load_base_model, tokenize_dataset
+from sparsegrad_core.training import Trainer, TrainingCancelled, TrainResult, prepare_for_training
+from sparsegrad_service.enums import EventType, JobStatus
+from sparsegrad_service.registry import model_registry
+from sparsegrad_service.settings import Settings
+from sparsegrad_service.store import ArtifactStore, make_store
+
+from .attempt import Attempt, Outcome
+from .callbacks import ServiceCallback
+from .checkpoints import latest_checkpoint, restore_checkpoint, upload_checkpoint
+from .claim import JobSnapshot, claim, default_worker_id
+from .data import JobData, load_job_data
+from .device import release_memory, select_device
+from .errors import JobError
+from .finalize import TrainedRun, complete
+from .heartbeat import HeartbeatThread, StopFlags
+from .jobspec import method_spec, task_spec, training_arguments, validation_split
+from .journal import JobJournal
+
+log = logging.getLogger("sparsegrad.worker")
+MAX_ERROR_CHARS = 2000
+
+
+class JobRunner:
+    """Runs job ``job_id`` once: ``JobRunner(settings, job_id).run()``.
+
+    ``store`` replaces the configured artifact store, ``worker_id`` the ``hostname:pid`` default.
+    With ``keep_model`` the trained model stays reachable as :attr:`trained_model` (tests).
+    """
+
+    def __init__(self, settings: Settings, job_id: str, *, store: ArtifactStore | None = None,
+                 worker_id: str | None = None, keep_model: bool = False) -> None:
+        self.settings, self.job_id = settings, job_id
+        self.store: ArtifactStore = store if store is not None else make_store(settings)
+        self.worker_id = worker_id or default_worker_id()
+        self.keep_model = keep_model
+        self.trained_model: nn.Module | None = None
+
+    # ------------------------------------------------------------------------------------------ attempt
+    def run(self) -> Outcome:
+        settings = self.settings
+        device = select_device()
+        job = claim(settings.sql_url, self.job_id, self.worker_id, device.description)
+        if job is None:
+            log.info("job %s is not claimable (taken, cancelled, paused or finished); skipping", self.job_id)
+            return Outcome.skipped
+        flags = StopFlags(settings.sql_url, job.id, self.worker_id, settings.stop_check_s)
+        heartbeat = HeartbeatThread(flags, settings.heartbeat_interval_s)
+        run_dir = self._fresh_run_dir(job)
+        journal = JobJournal(settings, job.id, self.worker_id, flags)
+        attempt = Attempt(job, self.worker_id, device, run_dir, flags, journal, heartbeat)
+        heartbeat.start()
+        log.info("job %s: attempt %d of %d on %s", job.id, job.attempt, job.max_attempts, device.description)
+        try:
+            return self._train(attempt)
+        except JobError as exc:
+            return self._fail(attempt, exc.as_error())
+        except Exception as exc:
+            if flags.current.lost:
+                log.warning("job %s was taken away while failing: %s", job.id, exc)
+                return Outcome.lost
+            log.exception("job %s failed", job.id)
+            message = (str(exc) or type(exc).__name__)[:MAX_ERROR_CHARS]
+            return self._fail(attempt, {"code": "training_error", "message": message, "param": None})
+        finally:
+            heartbeat.stop()
+            shutil.rmtree(run_dir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                run_dir.parent.rmdir()  # the job's folder, unless something else is in it
+            release_memory(device.device)
+
+    def _fresh_run_dir(self, job: JobSnapshot) -> Path:
+        """``<work_dir>/<job_id>/attempt-<n>``, empty; folders left by earlier (dead) attempts are removed."""
+        job_dir = self.settings.work_dir / job.id
+        if job_dir.is_dir():
+            for old in job_dir.iterdir():
+                shutil.rmtree(old, ignore_errors=True)
+        run_dir = job_dir / f"attempt-{job.attempt}"
+        run_dir.mkdir(parents=True)
+        return run_dir
+
+    def _train(self, attempt: Attempt) -> Outcome:
+        settings, job, journal = self.settings, attempt.job, attempt.journal
+        registered = model_registry(settings).get(job.model)
+        if registered is None:
+            raise JobError("model_not_available", f"model {job.model!r} is not served by this deployment", "model")
+        task = task_spec(job.spec)
+        data = load_job_data(
+            self.store, task, job.training_file, job.validation_file, validation_split=validation_split(job.spec),
+            seed=job.seed, max_bytes=settings.max_upload_bytes, max_examples=settings.max_upload_examples,
+        )
+        try:
+            method = method_spec(job.spec)
+            args = training_arguments(job.spec, seed=job.seed, output_dir=attempt.run_dir,
+                                      default_checkpoint_every=settings.checkpoint_every, bf16=attempt.device.bf16)
+        except (TypeError, ValueError) as exc:
+            raise JobError("invalid_hyperparameters", str(exc), "hyperparameters") from exc
+        journal.event(EventType.message, self._data_message(data))
+
+        resume_from, trained_tokens = None, 0
+        stored = latest_checkpoint(settings.sql_url, job.id)
+        if stored is not None:
+            resume_from = restore_checkpoint(self.store, stored, attempt.run_dir)
+            attempt.resumed_step, trained_tokens = stored.step, int(stored.metrics.get("trained_tokens") or 0)
+            journal.event(EventType.message, f"Resuming from checkpoint at step {stored.step}.",
+                          {"step": stored.step, "checkpoint_id": stored.id})
+
+        torch.manual_seed(args.seed)  # the task head's initialization
+        model, tokenizer = load_base_model(registered.source, data.train.task, num_labels=data.train.num_labels,
+                                           label_names=data.train.label_names)
+        nn.Module.to(model, attempt.device.device)
+        try:
+            train_data = tokenize_dataset(data.train, tokenizer, args.max_seq_length)
+            eval_data = None if data.eval is None else tokenize_dataset(data.eval, tokenizer, args.max_seq_length)
+        except ValueError as exc:
+            raise JobError("invalid_training_file", str(exc), "training_file") from exc
+
+        callback = ServiceCallback(
+            journal, attempt.flags, flush_every_s=settings.metrics_flush_s, device=attempt.device.device,
+            save_checkpoint=lambda step, path, metrics: self._store_checkpoint(attempt, step, path, metrics),
+            trained_tokens=trained_tokens,
+        )
+        try:
+            prepared = prepare_for_training(
+                model, method, train_data, batch_size=args.batch_size, seed=args.seed, output_dir=attempt.run_dir,
+                resume_from=resume_from, callbacks=[callback],
+            )
+        except TrainingCancelled:
+            callback.flush()
+            return self._stopped(attempt, step=0, checkpointed=False)
+        journal.event(EventType.message,
+                      f"Method {method.type} ({method.setting} setting) on {job.model}: "
+                      f"{prepared.trainable_params:,} trainable parameters.",
+                      {"method": method.type, "trainable_params": prepared.trainable_params})
+        trainer = Trainer(prepared, train_data, eval_data, tokenizer, args, [callback],
+                          run_info={"model": job.model, "job_id": job.id})
+        result: TrainResult = trainer.train(resume_from=resume_from)
+        callback.flush()
+        if result.stopped:
+            return self._stopped(attempt, step=result.global_step, checkpointed=result.checkpoint is not None)
+        flags = attempt.flags.refresh()
+        if flags.lost:
+            return Outcome.lost
+        if flags.cancel:
+            return self._stopped(attempt, step=result.global_step, checkpointed=False)
+        if self.keep_model:
+            self.trained_model = prepared.model
+        trained = TrainedRun(registered.source, prepared, tokenizer, data, args, result, callback)
+        return complete(self.settings, self.store, attempt, trained)
+
+    # ------------------------------------------------------------------------------------------ pieces
+    def _data_message(self, data: JobData) -> str:
+        held = {"validation_file": "validation file", "split": "held out of the training file",
+                "none": "no validation"}[data.eval_source]
+        n_eval = 0 if data.eval is None else len(data.eval)
+        return (f"Validated {data.train.source}: {len(data.train)} training / {n_eval} validation examples "
+                f"({held}), task {data.train.task.value}.")
+
+    def _store_checkpoint(self, attempt: Attempt, step: int, path: Path, metrics: dict[str, Any]) -> str | None:
+        stored = upload_checkpoint(self.settings.sql_url, self.store, attempt.job.id, self.worker_id, step, path,
+                                   attempt.run_dir / ".upload", metrics)
+        if stored is None:
+            attempt.flags.set(lost=True)
+            return None
+        return stored.id
+
+    def _stopped(self, attempt: Attempt, *, step: int, checkpointed: bool) -> Outcome:
+        flags = attempt.flags.current
+        if flags.lost:
+            return Outcome.lost
+        attempt.heartbeat.stop()
+        if flags.cancel:
+            attempt.journal.finish(JobStatus.cancelled, f"Job cancelled at step {step}.")
+            return Outcome.cancelled
+        if checkpointed:
+            message = f"Job paused at step {step}; resuming continues from the checkpoint at step {step}."
+        elif attempt.resumed_step is not None:
+            message = f"Job paused; resuming continues from the checkpoint at step {attempt.resumed_step}."
+        else:
+            message = "Job paused before training started; resuming starts it from the beginning."
+        attempt.journal.finish(JobStatus.paused, message)
+        return Outcome.paused
+
+    def _fail(self, attempt: Attempt, error: dict[str, Any]) -> Outcome:
+        attempt.heartbeat.stop()
+        if attempt.journal.finish(JobStatus.failed, str(error["message"]), error=error):
+            return Outcome.failed
+        return Outcome.lost
