@@ -1,9 +1,11 @@
-# Entry points: `make demo` (install + run the demo job), `make test` (install + lint + tests).
+# Entry points: `make demo` (install + run the demo job through the service), `make test` (install + lint + tests).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+PORT ?= 8000
+DATA_DIR ?= sparsegrad-data
 
-.PHONY: install demo test test-fast lint bench bench-gpu clean
+.PHONY: install demo demo-offline up migrate worker test test-fast lint bench bench-gpu docker clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,8 +20,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The service demo: embedded API + worker, a SparseGrad job over REST, the adapter downloaded and evaluated.
 demo: install
 	$(VENV)/bin/sparsegrad demo
+
+# The same training in-process with sparsegrad_core alone (no service).
+demo-offline: install
+	$(VENV)/bin/sparsegrad demo --offline
+
+# The service in the foreground (SQLite + filesystem broker, or PostgreSQL/Redis with DATABASE_URL/REDIS_URL).
+up: install
+	$(VENV)/bin/sparsegrad up --port $(PORT) --data-dir $(DATA_DIR)
+
+migrate: install
+	$(VENV)/bin/sparsegrad migrate --data-dir $(DATA_DIR)
+
+worker: install
+	$(VENV)/bin/sparsegrad worker --data-dir $(DATA_DIR)
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -40,5 +57,10 @@ bench: install
 bench-gpu: install
 	$(PY) bench/gpu_step.py
 
+# Needs Docker (not available on the development machine): both images of the Dockerfile.
+docker:
+	docker build --target api -t sparsegrad-api .
+	docker build --target worker -t sparsegrad-worker .
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache runs
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache runs sparsegrad-data
