@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from sparsegrad_service.settings import Settings, get_settings
 
 from .context import ServiceContext
+from .dashboard import mount_dashboard
 from .errors import install_error_handlers
 from .observability import Telemetry, TelemetryMiddleware
 from .reaper import ReaperThread
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api_router)
     app.include_router(health_router)
     app.include_router(internal_router)
+    mount_dashboard(app)
     app.add_middleware(UploadLimitMiddleware, paths=frozenset({"/v1/files"}),
                        max_bytes=context.settings.max_upload_bytes)
     app.add_middleware(TelemetryMiddleware, telemetry=app.state.telemetry)

@@ -82,6 +82,8 @@ def _job_object(session: Session, job: Job, result_files: list[str]) -> JobPubli
         organization_id=job.tenant_id, phase=job.phase, progress=float(job.progress or 0.0),
         queue_position=_queue_position(session, job), task=dict(spec.get("task") or {}), attempts=job.attempts,
         step=job.step, total_steps=job.total_steps, summary=job.summary,
+        pause_requested=bool(job.pause_requested), validation_split=spec.get("validation_split"),
+        merge_model=bool(spec.get("merge_model", False)),
     )
 
 

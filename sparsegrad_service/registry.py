@@ -59,5 +59,5 @@ def model_registry(settings: Settings) -> dict[str, RegisteredModel]:
     """Every model this deployment serves, by name."""
     registry = dict(BUNDLED)
     for name, source in settings.models.items():
-        registry[name] = RegisteredModel(name, source, _architecture(source), f"configured: {source}", "tenant-admin")
+        registry[name] = RegisteredModel(name, source, _architecture(source), "configured by the service operator", "operator")
     return registry

@@ -11,21 +11,12 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-PG_SERVER = os.environ.get("SPARSEGRAD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
-REDIS_SERVER = os.environ.get("SPARSEGRAD_TEST_REDIS", "redis://127.0.0.1:6379/15")
-
-
-def _admin_engine():  # type: ignore[no-untyped-def]
-    from sqlalchemy import create_engine
-
-    return create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+from service_endpoints import PG_SERVER, REDIS_SERVER, admin_engine
 
 
 @pytest.fixture()
@@ -34,7 +25,7 @@ def pg_url() -> Iterator[str]:
     from sqlalchemy import text
 
     name = f"sg_test_{secrets.token_hex(6)}"
-    admin = _admin_engine()
+    admin = admin_engine()
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:

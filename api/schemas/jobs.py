@@ -44,6 +44,9 @@ class JobPublic(BaseModel):
     step: int
     total_steps: int | None
     summary: dict[str, Any] | None = Field(description="Results: before/after evaluation, trainable parameters, spectra.")
+    pause_requested: bool = Field(description="A pause was asked for and the running job has not reached it yet.")
+    validation_split: float | None = Field(description="Share of the training file held out when there is no validation_file.")
+    merge_model: bool = Field(description="The job also produces a merged_model artifact.")
 
 
 class JobsPublic(BaseModel):

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from service.conftest import Deployment, deployment_env, free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -26,19 +25,19 @@ SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
 @pytest.fixture(scope="module")
 def dashboard_deployment(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Deployment]:
     """One deployment per test module (API + one worker), on a fresh PostgreSQL database."""
+    from service_endpoints import PG_SERVER, REDIS_SERVER, admin_engine
     from sqlalchemy import text
 
     from migrations import upgrade
 
-    from conftest import PG_SERVER, REDIS_SERVER, _admin_engine
-
     name = f"sg_dash_{secrets.token_hex(6)}"
-    admin = _admin_engine()
+    admin = admin_engine()
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = f"{PG_SERVER}/{name}"
     root = tmp_path_factory.mktemp("dashboard")
-    dep = Deployment(root, deployment_env(root, url, REDIS_SERVER, {"tiny-bert": str(tiny_model_dir)}),
+    redis_url = REDIS_SERVER.rsplit("/", 1)[0] + "/14"  # not the database the function-scoped fixture flushes
+    dep = Deployment(root, deployment_env(root, url, redis_url, {"tiny-bert": str(tiny_model_dir)}),
                      f"http://127.0.0.1:{free_port()}")
     try:
         upgrade(url)
