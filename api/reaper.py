@@ -31,7 +31,8 @@ class ReaperThread:
     def run_once(self) -> None:
         try:
             for job_id, outcome in reap_stale_jobs(self.context.engine, self.context.settings,
-                                                   self.context.queue.enqueue):
+                                                   self.context.queue.enqueue,
+                                                   queue_depth=self.context.queue.depth):
                 log.warning("reaper: job %s %s", job_id, outcome)
         except Exception:
             log.exception("reaper pass failed; retrying in %.1f s", self.context.settings.reaper_interval_s)

@@ -94,6 +94,7 @@ def watch_until_stopped(client: SparseGradClient, job_id: str, out: Console = co
 
 def _request_merged_model(client: SparseGradClient, job_id: str, out: Console, timeout_s: float = 3600) -> list[dict[str, Any]]:
     """Ask a worker to merge the job's adapter into its base model and wait for the artifact."""
+    newest = (client.list_events(job_id, limit=1).get("data") or [{}])[0].get("id")
     client.request_merge(job_id)
     deadline = time.monotonic() + timeout_s
     with out.status(f"a worker is merging the adapter of {job_id} into its base model"):
@@ -101,6 +102,12 @@ def _request_merged_model(client: SparseGradClient, job_id: str, out: Console, t
             found = [a for a in client.list_artifacts(job_id).get("data") or [] if a.get("kind") == "merged_model"]
             if found:
                 return found
+            events = client.list_events(job_id, limit=20).get("data") or []
+            for event in events:  # newest first; stop at what was there before the request
+                if event.get("id") == newest:
+                    break
+                if event.get("type") == "error" and str(event.get("message", "")).startswith("Merging the model failed"):
+                    raise fail(str(event.get("message")))
             time.sleep(2.0)
     raise fail(f"no merged model for {job_id} after {timeout_s:.0f} s; is a worker running?")
 

@@ -122,7 +122,10 @@ def request_resume(session: Session, job: Job) -> bool:
             queued_at=utcnow(), attempts=0):
         add_event(session, job.id, EventType.message, "Job resumed; queued again.")
         return True
-    if _cas(session, job.id, [JobStatus.running], pause_requested=False):  # pause not reached yet: undo it
+    pending = session.execute(update(Job).where(  # a pause not reached yet: withdraw it
+        Job.id == job.id, Job.status == str(JobStatus.running), Job.pause_requested.is_(True),
+    ).values(pause_requested=False).execution_options(synchronize_session=False))
+    if pending.rowcount:  # type: ignore[attr-defined]
         add_event(session, job.id, EventType.message, "Pause withdrawn.")
         return True
     return False
@@ -167,8 +170,12 @@ class LostJobError(RuntimeError):
 def finish_job(
     session: Session, job_id: str, worker_id: str | None, status: JobStatus, *,
     error: dict[str, Any] | None = None, **values: Any,
-) -> bool:
-    """Move a running/cancelling job held by ``worker_id`` to ``status`` (terminal or ``paused``)."""
+) -> JobStatus | None:
+    """Move a job held by ``worker_id`` to ``status`` (terminal or ``paused``); returns the status it got,
+    or None when the job is not this worker's any more.
+
+    ``succeeded`` and ``paused`` are reached only from ``running``: a cancel that arrived meanwhile (the job
+    is ``cancelling``) wins, and the job ends ``cancelled``."""
     now = utcnow()
     extra: dict[str, Any] = {"phase": None, **values}
     if status.terminal:
@@ -177,21 +184,39 @@ def finish_job(
     if status == JobStatus.paused:
         extra["pause_requested"] = False
         extra["estimated_finish"] = None
-    where = [Job.id == job_id, Job.status.in_([str(JobStatus.running), str(JobStatus.cancelling)])]
+    cancel_wins = status in (JobStatus.succeeded, JobStatus.paused)
+    sources = [JobStatus.running] if cancel_wins else [JobStatus.running, JobStatus.cancelling]
+    where = [Job.id == job_id, Job.status.in_([str(s) for s in sources])]
     if worker_id is not None:
         where.append(Job.worker_id == worker_id)
     result = session.execute(update(Job).where(*where).values(status=str(status), error=null() if error is None else error, **extra)
                              .execution_options(synchronize_session=False))
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    if result.rowcount:  # type: ignore[attr-defined]
+        return status
+    if cancel_wins:
+        where = [Job.id == job_id, Job.status == str(JobStatus.cancelling)]
+        if worker_id is not None:
+            where.append(Job.worker_id == worker_id)
+        result = session.execute(update(Job).where(*where).values(
+            status=str(JobStatus.cancelled), finished_at=now, estimated_finish=None, phase=None,
+            pause_requested=False, error=null()).execution_options(synchronize_session=False))
+        if result.rowcount:  # type: ignore[attr-defined]
+            return JobStatus.cancelled
+    return None
 
 
 # ------------------------------------------------------------------------------------------------ reaper
 def reap_stale_jobs(
-    engine: Engine, settings: Settings, enqueue: Callable[[str], Any], *, now: datetime | None = None
+    engine: Engine, settings: Settings, enqueue: Callable[[str], Any], *, now: datetime | None = None,
+    queue_depth: Callable[[], int | None] | None = None,
 ) -> list[tuple[str, str]]:
     """Requeue running jobs whose heartbeat is older than ``heartbeat_timeout_s`` (their worker died), or
-    fail them once they used ``max_attempts``. Also re-sends queued jobs that sat unclaimed for long (a
-    lost broker message). Returns ``[(job_id, "requeued" | "failed" | "resent")]``."""
+    fail them once they used ``max_attempts`` (a job dying while ``cancelling`` ends ``cancelled``).
+
+    Queued jobs that sat unclaimed for long are re-sent only when ``queue_depth()`` says the broker queue
+    is empty (their message was lost, e.g. a broker restart without persistence): busy workers are not a
+    reason to send duplicates, and ``queued_at`` (the queue order) is kept. Returns
+    ``[(job_id, "requeued" | "failed" | "cancelled" | "resent")]``."""
     now = now or utcnow()
     cutoff = now - timedelta(seconds=settings.heartbeat_timeout_s)
     done: list[tuple[str, str]] = []
@@ -206,7 +231,7 @@ def reap_stale_jobs(
             cond = [Job.id == row.id, Job.status == row.status, Job.attempts == row.attempts]
             if row.status == JobStatus.cancelling:
                 values: dict[str, Any] = {"status": str(JobStatus.cancelled), "finished_at": now, "phase": None}
-                outcome, message = "failed", "The worker stopped responding while cancelling; job cancelled."
+                outcome, message = "cancelled", "The worker stopped responding while cancelling; job cancelled."
             elif row.attempts >= row.max_attempts:
                 values = {"status": str(JobStatus.failed), "finished_at": now, "phase": None, "error": {
                     "code": "worker_lost", "param": None,
@@ -222,7 +247,7 @@ def reap_stale_jobs(
             result = session.execute(update(Job).where(*cond).values(**values)
                                      .execution_options(synchronize_session=False))
             if result.rowcount:  # type: ignore[attr-defined]
-                level = EventLevel.error if outcome == "failed" else EventLevel.warn
+                level = EventLevel.error if outcome == "failed" else EventLevel.warn  # requeued, cancelled
                 add_event(session, row.id, EventType.error if outcome == "failed" else EventType.message,
                           message, level=level, data={"attempts": row.attempts})
                 session.commit()
@@ -233,11 +258,10 @@ def reap_stale_jobs(
         lost_cutoff = now - timedelta(seconds=max(settings.heartbeat_timeout_s * 10, 600))
         waiting = session.scalars(
             select(Job.id).where(Job.status == str(JobStatus.queued), Job.queued_at < lost_cutoff)
+            .order_by(Job.queued_at)
         ).all()
-        for job_id in waiting:
-            session.execute(update(Job).where(Job.id == job_id, Job.status == str(JobStatus.queued))
-                            .values(queued_at=now).execution_options(synchronize_session=False))
-            session.commit()
-            enqueue(job_id)
-            done.append((job_id, "resent"))
+        if waiting and queue_depth is not None and queue_depth() == 0:
+            for job_id in waiting:
+                enqueue(job_id)
+                done.append((job_id, "resent"))
     return done

@@ -188,7 +188,17 @@ class HttpArtifactStore:
         return dest
 
     def delete(self, key: str) -> None:
-        self._client.delete(self._url(key))
+        import httpx
+
+        try:
+            response = self._client.delete(self._url(key))
+        except httpx.HTTPError as exc:
+            raise StoreError(f"cannot delete {key} through the API: {exc}") from exc
+        if response.status_code != 404:
+            self._check(response, key)
+
+    def close(self) -> None:
+        self._client.close()
 
 
 def pack_directory(directory: Path, archive: Path) -> Path:

@@ -88,8 +88,11 @@ class JobJournal:
         if self.lost:
             return False
         with session_scope(self.sql_url) as session:
-            if not lifecycle.finish_job(session, self.job_id, self.worker_id, status, error=error, **values):
+            final = lifecycle.finish_job(session, self.job_id, self.worker_id, status, error=error, **values)
+            if final is None:
                 return False
+            if final != status:  # a cancel arrived while pausing or saving: it wins
+                status, message, error = final, "Job cancelled.", None
             if error is not None:
                 lifecycle.add_event(session, self.job_id, EventType.error, message,
                                     data={"code": error.get("code")}, level=EventLevel.error)

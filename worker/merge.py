@@ -16,7 +16,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from sparsegrad_service.db import session_scope
-from sparsegrad_service.enums import ArtifactKind, EventType, JobStatus
+from sparsegrad_service.enums import ArtifactKind, EventLevel, EventType, JobStatus
 from sparsegrad_service.lifecycle import LiveChannel, add_event
 from sparsegrad_service.models import Artifact, Job
 from sparsegrad_service.registry import model_registry
@@ -54,6 +54,18 @@ class MergeJob:
             return job.model, adapter.storage_key
 
     def run(self) -> MergeOutcome:
+        """Merge, or record why not as an ``error`` event the user sees (then re-raise for the log)."""
+        try:
+            return self._merge()
+        except Exception as exc:
+            message = exc.message if isinstance(exc, JobError) else f"{type(exc).__name__}: {exc}"
+            with session_scope(self.settings.sql_url) as session:
+                add_event(session, self.job_id, EventType.error, f"Merging the model failed: {message}"[:2000],
+                          data={"code": getattr(exc, "code", "merge_error")}, level=EventLevel.error)
+            LiveChannel(self.settings).notify(self.job_id)
+            raise
+
+    def _merge(self) -> MergeOutcome:
         model, key = self._adapter_key()
         if not key:
             return MergeOutcome.exists

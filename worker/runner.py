@@ -22,6 +22,8 @@ from torch import nn
 
 from sparsegrad_core.tasks import load_base_model, tokenize_dataset
 from sparsegrad_core.training import Trainer, TrainingCancelled, TrainResult, prepare_for_training
+from sparsegrad_service import lifecycle
+from sparsegrad_service.db import session_scope
 from sparsegrad_service.enums import EventType, JobStatus
 from sparsegrad_service.registry import model_registry
 from sparsegrad_service.settings import Settings
@@ -66,10 +68,18 @@ class JobRunner:
         if job is None:
             log.info("job %s is not claimable (taken, cancelled, paused or finished); skipping", self.job_id)
             return Outcome.skipped
-        flags = StopFlags(settings.sql_url, job.id, self.worker_id, settings.stop_check_s)
-        heartbeat = HeartbeatThread(flags, settings.heartbeat_interval_s)
-        run_dir = self._fresh_run_dir(job)
-        journal = JobJournal(settings, job.id, self.worker_id, flags)
+        try:
+            flags = StopFlags(settings.sql_url, job.id, self.worker_id, settings.stop_check_s)
+            heartbeat = HeartbeatThread(flags, settings.heartbeat_interval_s)
+            run_dir = self._fresh_run_dir(job)
+            journal = JobJournal(settings, job.id, self.worker_id, flags)
+        except Exception as exc:  # the job is claimed: never leave it running with nobody on it
+            log.exception("job %s: attempt setup failed", job.id)
+            with session_scope(settings.sql_url) as session:
+                lifecycle.finish_job(session, job.id, self.worker_id, JobStatus.failed, error={
+                    "code": "worker_setup_error", "param": None,
+                    "message": f"the worker could not set up the run: {exc}"[:MAX_ERROR_CHARS]})
+            return Outcome.failed
         attempt = Attempt(job, self.worker_id, device, run_dir, flags, journal, heartbeat)
         heartbeat.start()
         log.info("job %s: attempt %d of %d on %s", job.id, job.attempt, job.max_attempts, device.description)
@@ -98,7 +108,7 @@ class JobRunner:
             for old in job_dir.iterdir():
                 shutil.rmtree(old, ignore_errors=True)
         run_dir = job_dir / f"attempt-{job.attempt}"
-        run_dir.mkdir(parents=True)
+        run_dir.mkdir(parents=True, exist_ok=True)
         return run_dir
 
     def _train(self, attempt: Attempt) -> Outcome:
