@@ -19,12 +19,13 @@ from typing import IO, Any
 
 import httpx
 
+from sparsegrad_service.enums import TERMINAL_STATUSES
+
 from .sse import ServerSentEvent, parse_sse
 
 Progress = Callable[[int, int | None], None]
 """Transfer progress callback: ``(bytes done, total bytes or None)``."""
 
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 RETRY_STATUSES = frozenset({502, 503, 504})
 """Answers of a service that is restarting or behind a proxy that lost it: an event stream retries them."""
 CHUNK = 1024 * 1024

@@ -17,6 +17,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sparsegrad_data import TaskType as Task
+from sparsegrad_service.enums import ArtifactKind
+
 from .cli_support import (
     DEFAULT_URL,
     ApiKeyOption,
@@ -50,18 +53,6 @@ class Setting(StrEnum):
 class Selection(StrEnum):
     dynamic = "dynamic"
     fixed = "fixed"
-
-
-class Task(StrEnum):
-    classification = "classification"
-    regression = "regression"
-    causal_lm = "causal_lm"
-
-
-class ArtifactKind(StrEnum):
-    adapter = "adapter"
-    merged_model = "merged_model"
-    metrics = "metrics"
 
 
 def _given(**values: Any) -> dict[str, Any]:

@@ -12,8 +12,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 
+from sparsegrad_service.enums import TERMINAL_STATUSES
+
 from .cli_support import format_time, to_timestamp
-from .client import TERMINAL_STATUSES, SparseGradClient
+from .client import SparseGradClient
 
 LEVEL_STYLES = {"error": "red", "warn": "yellow", "warning": "yellow"}
 POLL_S = 2.0

@@ -201,10 +201,11 @@ class HttpArtifactStore:
         self._client.close()
 
 
-def pack_directory(directory: Path, archive: Path) -> Path:
-    """``directory``'s contents as a gzipped tar whose members are relative paths (no leading folder)."""
+def pack_directory(directory: Path, archive: Path, compresslevel: int = 9) -> Path:
+    """``directory``'s contents as a gzipped tar whose members are relative paths (no leading folder).
+    ``compresslevel=0`` stores without compressing (model tensors barely compress)."""
     archive.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive, "w:gz") as tar:
+    with tarfile.open(archive, "w:gz", compresslevel=compresslevel) as tar:
         for path in sorted(directory.rglob("*")):
             tar.add(path, arcname=str(path.relative_to(directory)), recursive=False)
     return archive

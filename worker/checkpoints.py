@@ -14,10 +14,8 @@ hundred megabytes on every checkpoint of a running job.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,14 @@ from sqlalchemy import delete, select, update
 from sparsegrad_core.training.checkpoint import BASIS_DIR, CHECKPOINTS_DIR, step_dir_name
 from sparsegrad_service.db import session_scope
 from sparsegrad_service.models import Checkpoint, Job
-from sparsegrad_service.store import ArtifactStore, StoreError, checkpoint_key, unpack_archive
+from sparsegrad_service.store import (
+    ArtifactStore,
+    StoreError,
+    checkpoint_key,
+    file_digest,
+    pack_directory,
+    unpack_archive,
+)
 
 KEEP_STORED = 2
 """Stored checkpoints kept per job (older ones are deleted from the store and SQL)."""
@@ -64,10 +69,7 @@ def pack_checkpoint(checkpoint_dir: Path, staging: Path) -> Path:
     _link_tree(checkpoint_dir, tree / CHECKPOINTS_DIR / checkpoint_dir.name)
     if (root / BASIS_DIR).is_dir():
         _link_tree(root / BASIS_DIR, tree / CHECKPOINTS_DIR / BASIS_DIR)
-    archive = staging / "checkpoint.tar.gz"
-    with tarfile.open(archive, "w:gz", compresslevel=0) as tar:  # pack_directory's layout, stored
-        for path in sorted(tree.rglob("*")):
-            tar.add(path, arcname=str(path.relative_to(tree)), recursive=False)
+    archive = pack_directory(tree, staging / "checkpoint.tar.gz", compresslevel=0)
     shutil.rmtree(tree, ignore_errors=True)
     return archive
 
@@ -127,11 +129,8 @@ def restore_checkpoint(store: ArtifactStore, checkpoint: StoredCheckpoint, run_d
     """Fetch and unpack a stored checkpoint into ``run_dir``; returns the step folder to resume from.
     Raises StoreError if the object is missing or does not match its recorded sha256."""
     archive = store.fetch(checkpoint.storage_key, run_dir / ".restore" / "checkpoint.tar.gz")
-    digest = hashlib.sha256()
-    with open(archive, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    if digest.hexdigest() != checkpoint.sha256:
+    _, sha256 = file_digest(archive)
+    if sha256 != checkpoint.sha256:
         raise StoreError(f"checkpoint {checkpoint.storage_key} does not match its recorded sha256")
     unpack_archive(archive, run_dir)
     shutil.rmtree(archive.parent, ignore_errors=True)
