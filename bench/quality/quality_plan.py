@@ -1,0 +1,323 @@
+"""The quality benchmark's plan: profiles, runs, learning-rate selection, the resumable results log.
+
+Pure Python (no torch): the tests import it directly. A *run* is one training of one
+(task, method, setting, density, learning rate, seed); its ``key`` names it in ``runs.jsonl``, so a
+restart skips every run whose row is already there.
+
+Protocol (the same for every method, so the comparison is fair):
+
+1. ``select`` phase: for each (task, method, setting) every learning rate of the profile's grid
+   trains on seed 0 on the training subsample minus a validation split carved from it
+   (``Dataset.split(val_fraction, seed=0)``), and is scored on that split by the task metric.
+2. ``final`` phase: the best learning rate trains on the whole subsample with every seed and is
+   evaluated on the GLUE dev set (the decoder: on held-out conversations).
+
+Every method gets the same grid, steps, batch size, sequence length and subsample.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+GLUE_TASKS = ("sst2", "mrpc", "cola")
+METHODS = ("sparsegrad", "sparsegrad-fixed", "lora", "meprop", "full")
+DECODER_METHODS = ("sparsegrad", "lora", "meprop")
+SETTINGS = ("paper", "peft")
+SWEEP_DENSITIES = (0.005, 0.01, 0.02, 0.04)
+DEV_SIZES = {"sst2": 872, "mrpc": 408, "cola": 1043}
+"""Rows of the GLUE dev sets (what the final runs evaluate on)."""
+
+# Seconds per optimizer step of the real MiniLM-L6 at batch 32 x 64 tokens, paper setting, 2 vCPUs: SparseGrad
+# and LoRA scaled from the smoke run (0.38 and 0.19 s/step at batch 16 x 64, group_by_length on SST-2);
+# full/MeProp from the step-time ratios of docs/BENCHMARKS.md (not measured here yet).
+STEP_S_MINILM = {"sparsegrad": 0.76, "sparsegrad-fixed": 0.76, "lora": 0.38, "meprop": 0.68, "full": 0.65}
+# Rough guesses for SmolLM2-135M at batch 8 x 256 tokens (not measured yet; refine from runs.jsonl).
+STEP_S_SMOLLM = {"sparsegrad": 3.0, "lora": 1.5, "meprop": 2.5}
+PEFT_FACTOR = 0.8
+RUN_OVERHEAD_S = 4.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Explicit sizes: training subsample per task, steps, batch, lengths, learning-rate grid."""
+
+    name: str
+    train_size: dict[str, int]
+    max_seq_length: dict[str, int]
+    steps: int
+    batch_size: int
+    lr_grid: tuple[float, ...]
+    seeds: tuple[int, ...] = (0, 1, 2)
+    settings: tuple[str, ...] = ("paper",)
+    val_fraction: float = 0.2
+    calibration_steps: int = 10
+    # decoder (SmolLM2-135M chat SFT)
+    chat_train: int = 400
+    chat_steps: int = 40
+    chat_batch: int = 8
+    chat_seq_length: int = 256
+    chat_lr_grid: tuple[float, ...] = (2e-4, 1e-3)
+    chat_setting: str = "peft"
+    chat_seeds: tuple[int, ...] = (0, 1, 2)
+
+
+PROFILES: dict[str, Profile] = {
+    "quick": Profile(
+        name="quick",
+        train_size={"sst2": 2000, "mrpc": 1000, "cola": 1500},
+        max_seq_length={"sst2": 64, "mrpc": 96, "cola": 64},
+        steps=80, batch_size=16, lr_grid=(1e-4, 4e-4),
+    ),
+    "full": Profile(
+        name="full",
+        train_size={"sst2": 20000, "mrpc": 3668, "cola": 8551},
+        max_seq_length={"sst2": 64, "mrpc": 128, "cola": 64},
+        steps=1000, batch_size=32, lr_grid=(5e-5, 1e-4, 3e-4, 1e-3), settings=SETTINGS, val_fraction=0.1,
+        chat_train=3000, chat_steps=300, chat_lr_grid=(1e-4, 3e-4, 1e-3),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training. ``data`` is ``glue`` (``--data-dir``), ``bundled`` (package samples) or a chat source."""
+
+    phase: str  # "select" | "final"
+    task: str  # sst2 | mrpc | cola | chat
+    method: str
+    setting: str
+    seed: int
+    lr: float
+    density: float
+    train_size: int
+    steps: int
+    batch_size: int
+    max_seq_length: int
+    calibration_steps: int
+    val_fraction: float
+    data: str
+    model: str = "minilm-l6"
+
+    @property
+    def key(self) -> str:
+        return (f"{self.phase}|{self.model}|{self.data}|{self.task}|{self.method}|{self.setting}|d={self.density:g}"
+                f"|lr={self.lr:g}|seed={self.seed}|n={self.train_size}|steps={self.steps}|bs={self.batch_size}"
+                f"|len={self.max_seq_length}|cal={self.calibration_steps}|val={self.val_fraction:g}")
+
+    @property
+    def group(self) -> tuple[str, str, str, str, float]:
+        """What one learning-rate choice is shared by."""
+        return (self.task, self.method, self.setting, self.model, self.density)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "key": self.key}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Run:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass
+class PlanOptions:
+    profile: Profile
+    tasks: Sequence[str] = GLUE_TASKS
+    methods: Sequence[str] = METHODS
+    settings: Sequence[str] | None = None
+    seeds: Sequence[int] | None = None
+    density: float = 0.01
+    data: str = "glue"
+    sweep_density: bool = False
+    decoder: bool = False
+    decoder_data: str = "chitchat"
+    steps: int | None = None
+    """Override of the profile's steps (smoke checks); part of the run key, so it never mixes."""
+    available: dict[str, int] = field(default_factory=dict)
+    """Training rows available per task (caps the subsample when the data is smaller)."""
+
+
+def _settings_for(method: str, settings: Sequence[str]) -> list[str]:
+    # Full fine-tuning trains every parameter whatever the setting: run it once, under "paper".
+    if method == "full":
+        return ["paper"] if settings else []
+    return list(settings)
+
+
+def _run(opts: PlanOptions, phase: str, task: str, method: str, setting: str, seed: int, lr: float,
+         density: float) -> Run:
+    p = opts.profile
+    if task == "chat":
+        size, length, batch, steps = p.chat_train, p.chat_seq_length, p.chat_batch, p.chat_steps
+        model, data = "smollm2-135m", opts.decoder_data
+    else:
+        size, length, batch, steps = p.train_size[task], p.max_seq_length[task], p.batch_size, p.steps
+        model, data = "minilm-l6", opts.data
+    if task in opts.available:
+        size = min(size, opts.available[task])
+    return Run(phase=phase, task=task, method=method, setting=setting, seed=seed, lr=lr, density=density,
+               train_size=size, steps=opts.steps or steps, batch_size=batch, max_seq_length=length,
+               calibration_steps=p.calibration_steps, val_fraction=p.val_fraction, data=data, model=model)
+
+
+def _groups(opts: PlanOptions) -> list[tuple[str, str, str, float]]:
+    """(task, method, setting, density) groups that get their own learning-rate selection."""
+    settings = opts.settings or opts.profile.settings
+    out = [(t, m, s, opts.density) for t in opts.tasks for m in opts.methods for s in _settings_for(m, settings)]
+    if opts.decoder:
+        out += [("chat", m, opts.profile.chat_setting, opts.density) for m in DECODER_METHODS if m in opts.methods]
+    return out
+
+
+def selection_runs(opts: PlanOptions) -> list[Run]:
+    """Seed 0, every grid learning rate, validation split carved from the training subsample."""
+    runs = []
+    for task, method, setting, density in _groups(opts):
+        grid = opts.profile.chat_lr_grid if task == "chat" else opts.profile.lr_grid
+        runs += [_run(opts, "select", task, method, setting, 0, lr, density) for lr in grid]
+    return runs
+
+
+def final_runs(opts: PlanOptions, chosen: dict[tuple, float]) -> list[Run]:
+    """Every seed at the chosen learning rate; groups without a choice yet are left out.
+
+    The density sweep (SparseGrad dynamic, paper setting) reuses the learning rate chosen at the default
+    density; its default-density point is the main run itself (same key).
+    """
+    runs: list[Run] = []
+    for task, method, setting, density in _groups(opts):
+        lr = chosen.get(_run(opts, "select", task, method, setting, 0, 0.0, density).group)
+        if lr is None:
+            continue
+        seeds = opts.seeds or (opts.profile.chat_seeds if task == "chat" else opts.profile.seeds)
+        runs += [_run(opts, "final", task, method, setting, s, lr, density) for s in seeds]
+        if opts.sweep_density and task != "chat" and method == "sparsegrad" and setting == "paper":
+            for d in SWEEP_DENSITIES:
+                if not math.isclose(d, density):
+                    runs += [_run(opts, "final", task, method, setting, s, lr, d) for s in seeds]
+    return runs
+
+
+def planned_final_count(opts: PlanOptions) -> int:
+    """How many final runs there will be once every learning rate is chosen."""
+    return len(final_runs(opts, {_run(opts, "select", *g[:3], 0, 0.0, g[3]).group: 1.0 for g in _groups(opts)}))
+
+
+# ------------------------------------------------------------------------------------ method specs
+
+def service_method(method: str, setting: str, density: float, calibration_steps: int) -> dict[str, Any]:
+    """The same spec as the body of ``POST /v1/fine_tuning/jobs`` (``method``)."""
+    kind = "sparsegrad" if method.startswith("sparsegrad") else method
+    body: dict[str, Any] = {"type": kind, "setting": setting}
+    if kind == "sparsegrad":
+        body["sparsegrad"] = {"density": density, "calibration_steps": calibration_steps,
+                              "selection": "fixed" if method == "sparsegrad-fixed" else "dynamic"}
+    elif kind == "meprop":
+        body["meprop"] = {"density": density}
+    elif kind == "lora":
+        body["sparsegrad"] = {"density": density}  # the rank is the equal-parameter one at this density
+    return body
+
+
+def hyperparameters(run: Any) -> dict[str, Any]:
+    """Training arguments shared by the in-process and the service path."""
+    return {"learning_rate": run.lr, "batch_size": run.batch_size, "max_steps": run.steps,
+            "max_seq_length": run.max_seq_length, "lr_scheduler": "constant", "group_by_length": True}
+
+
+
+# ------------------------------------------------------------------------------------ scoring and choice
+
+def task_score(task: str, metrics: dict[str, Any]) -> float:
+    """The number a run is judged by: SST-2 accuracy, MRPC mean(accuracy, F1), CoLA Matthews, chat -loss."""
+    if task == "sst2":
+        return float(metrics["eval_accuracy"])
+    if task == "mrpc":
+        return (float(metrics["eval_accuracy"]) + float(metrics["eval_f1"])) / 2
+    if task == "cola":
+        return float(metrics["eval_mcc"])
+    return -float(metrics["eval_loss"])
+
+
+def choose_lrs(rows: Iterable[dict[str, Any]]) -> dict[tuple, float]:
+    """Best learning rate per group from finished ``select`` rows (ties: the smaller lr; NaN loses)."""
+    best: dict[tuple, tuple[float, float]] = {}
+    for row in rows:
+        if row.get("phase") != "select":
+            continue
+        run = Run.from_dict(row)
+        score = task_score(run.task, row["metrics"])
+        score = -math.inf if math.isnan(score) else score
+        cur = best.get(run.group)
+        if cur is None or score > cur[0] or (score == cur[0] and run.lr < cur[1]):
+            best[run.group] = (score, run.lr)
+    return {g: lr for g, (_, lr) in best.items()}
+
+
+# --------------------------------------------------------------------------------------- time estimate
+
+def estimate_seconds(run: Run) -> float:
+    """Seconds for one run from measured step times, scaled by batch x length (see the constants)."""
+    if run.task == "chat":
+        step = STEP_S_SMOLLM[run.method] * run.batch_size * run.max_seq_length / (8 * 256)
+        eval_rows = run.train_size * run.val_fraction if run.phase == "select" else 100
+    else:
+        step = STEP_S_MINILM[run.method] * run.batch_size * run.max_seq_length / (32 * 64)
+        eval_rows = run.train_size * run.val_fraction if run.phase == "select" else DEV_SIZES[run.task]
+    if run.setting == "peft" and run.method != "full":
+        step *= PEFT_FACTOR
+    per_row_fwd = step / run.batch_size / 3  # a forward pass is about a third of a training step
+    calib = 1.3 * run.calibration_steps * step if run.method.startswith("sparsegrad") else 0.0
+    return RUN_OVERHEAD_S + calib + run.steps * step + eval_rows * per_row_fwd
+
+
+def estimate_plan(opts: PlanOptions) -> tuple[int, int, float]:
+    """(selection runs, final runs, estimated seconds), final runs at a placeholder lr."""
+    sel = selection_runs(opts)
+    fin = final_runs(opts, {r.group: r.lr for r in sel})
+    return len(sel), len(fin), sum(map(estimate_seconds, sel)) + sum(map(estimate_seconds, fin))
+
+
+# ------------------------------------------------------------------------------------ the results log
+
+class RunLog:
+    """``runs.jsonl``: one JSON line per finished run; failures go to ``errors.jsonl`` (retried next time)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = Path(out)
+        self.path = self.out / "runs.jsonl"
+        self.errors = self.out / "errors.jsonl"
+
+    def rows(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        rows = []
+        for line in self.path.read_text().splitlines():
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut short by a kill: the run is redone
+                    continue
+        return rows
+
+    def done(self) -> set[str]:
+        return {r["key"] for r in self.rows()}
+
+    def append(self, run: Run, result: dict[str, Any]) -> dict[str, Any]:
+        row = {**run.to_dict(), **result}
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row, default=str) + "\n")
+        return row
+
+    def error(self, run: Run, message: str) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.errors, "a") as f:
+            f.write(json.dumps({**run.to_dict(), "error": message}) + "\n")
+
+
+def with_steps(opts: PlanOptions, steps: int | None) -> PlanOptions:
+    return replace(opts, steps=steps)

@@ -1,0 +1,73 @@
+"""``train_one(run)``: one run in this process, the CLI's flow (``sparsegrad_core.cli._run_training``).
+
+Load the base model (the head seeded by the run's seed), tokenize, ``prepare_for_training`` (SparseGrad
+calibrates here), ``Trainer.train`` for exactly ``run.steps`` optimizer steps at a constant learning rate,
+evaluate once at the end. Nothing is written to disk (no checkpoints, no export): the returned row is
+the result.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sparsegrad_core.config import SparseGradConfig
+from sparsegrad_core.methods import MethodSpec
+from sparsegrad_core.tasks import load_base_model, tokenize_dataset
+from sparsegrad_core.training import Trainer, TrainingArguments, prepare_for_training
+
+from quality_data import run_datasets  # isort: skip  (bench/quality is on sys.path)
+from quality_plan import hyperparameters  # isort: skip
+
+
+def method_spec(method: str, setting: str, density: float, calibration_steps: int) -> MethodSpec:
+    """The library's spec for a benchmark method name (LoRA: equal trainable parameters; MeProp: equal k)."""
+    selection = "fixed" if method == "sparsegrad-fixed" else "dynamic"
+    kind = "sparsegrad" if method.startswith("sparsegrad") else method
+    sg = SparseGradConfig(density=density, calibration_steps=calibration_steps, selection=selection)
+    return MethodSpec(type=kind, setting=setting, sparsegrad=sg)  # type: ignore[arg-type]
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def train_one(run: Any, *, data_dir: Path | None = None, chat_source: str | None = None,
+              workdir: Path = Path("bench/results/quality/data")) -> dict[str, Any]:
+    """Train ``run`` and return its result: eval metrics, trainable parameters, times."""
+    _quiet_transformers()
+    t0 = time.perf_counter()
+    train_ds, eval_ds = run_datasets(run, data_dir, chat_source, workdir)
+    torch.manual_seed(run.seed)  # the task head's initialization, as the CLI does
+    model, tokenizer = load_base_model(run.model, train_ds.task, num_labels=train_ds.num_labels,
+                                       label_names=train_ds.label_names)
+    train_data = tokenize_dataset(train_ds, tokenizer, run.max_seq_length)
+    eval_data = tokenize_dataset(eval_ds, tokenizer, run.max_seq_length)
+    spec = method_spec(run.method, run.setting, run.density, run.calibration_steps)
+    args = TrainingArguments(**hyperparameters(run), seed=run.seed, eval_before=False, save_final=False,
+                             log_every=max(1, run.steps))
+    prepared = prepare_for_training(model, spec, train_data, batch_size=run.batch_size, seed=run.seed)
+    result = Trainer(prepared, train_data, eval_data, tokenizer, args, run_info={"model": run.model}).train()
+    summary = result.summary
+    losses = result.losses
+    return {
+        "metrics": dict(result.final_eval or {}),
+        "trainable_params": prepared.trainable_params,
+        "total_params": summary.get("total_params"),
+        "lora_rank": prepared.lora_rank,
+        "train_examples": len(train_data), "eval_examples": len(eval_data),
+        "steps_done": result.global_step,
+        "train_time_s": round(result.train_time_s, 2),
+        "s_per_step": round(result.train_time_s / max(1, result.global_step), 4),
+        "calibration_time_s": summary.get("calibration_time_s"),
+        "first_loss": losses[0] if losses else None,
+        "last_loss": float(sum(losses[-10:]) / len(losses[-10:])) if losses else None,
+        "wall_s": round(time.perf_counter() - t0, 2),
+        "mode": "inprocess", "torch_threads": torch.get_num_threads(),
+    }

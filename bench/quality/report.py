@@ -1,0 +1,178 @@
+"""Aggregate ``<out>/runs.jsonl`` into ``results.json``, ``RESULTS_TABLE.md`` and ``quality.png``.
+
+    python bench/quality/report.py --out bench/results/quality
+
+Final-phase rows are grouped by (task, method, setting, density): mean ± sample std over seeds of the
+paper's metrics (SST-2 accuracy; MRPC accuracy and F1; CoLA Matthews correlation; chat eval loss). The
+GLUE average per (method, setting) is the mean of SST-2 accuracy, MRPC mean(accuracy, F1) and CoLA MCC,
+computed per seed and then averaged. The chosen learning rates come from the selection rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import quality_plan as qp
+
+TASK_METRICS = {"sst2": ("eval_accuracy",), "mrpc": ("eval_accuracy", "eval_f1"), "cola": ("eval_mcc",),
+                "chat": ("eval_loss",)}
+SHORT = {"eval_accuracy": "acc", "eval_f1": "F1", "eval_mcc": "MCC", "eval_loss": "eval loss"}
+
+
+def mean_std(values: list[float]) -> dict[str, Any]:
+    return {"mean": statistics.fmean(values) if values else float("nan"),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
+
+
+def aggregate(rows: list[dict[str, Any]], default_density: float = 0.01) -> dict[str, Any]:
+    """The content of results.json (see the module docstring)."""
+    chosen = qp.choose_lrs(rows)
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        if row.get("phase") == "final":
+            groups[(row["task"], row["method"], row["setting"], row["density"])].append(row)
+    results = []
+    for (task, method, setting, density), grp in sorted(groups.items()):
+        grp = sorted(grp, key=lambda r: r["seed"])
+        entry = {
+            "task": task, "method": method, "setting": setting, "density": density, "model": grp[0]["model"],
+            "lr": grp[0]["lr"], "seeds": [r["seed"] for r in grp], "train_size": grp[0]["train_size"],
+            "steps": grp[0]["steps"], "batch_size": grp[0]["batch_size"], "max_seq_length": grp[0]["max_seq_length"],
+            "data": grp[0]["data"], "trainable_params": grp[0].get("trainable_params"),
+            "lora_rank": grp[0].get("lora_rank"),
+            "s_per_step": mean_std([r["s_per_step"] for r in grp if r.get("s_per_step") is not None])["mean"],
+            "score": mean_std([qp.task_score(task, r["metrics"]) for r in grp]),
+            "metrics": {m: mean_std([float(r["metrics"][m]) for r in grp]) for m in TASK_METRICS.get(task, ())},
+        }
+        results.append(entry)
+    glue = []
+    combos = {(e["method"], e["setting"]) for e in results if e["task"] in qp.GLUE_TASKS}
+    for method, setting in sorted(combos):
+        per_seed: dict[int, dict[str, float]] = defaultdict(dict)
+        for row in rows:
+            if (row.get("phase") == "final" and row["task"] in qp.GLUE_TASKS and row["method"] == method
+                    and row["setting"] == setting and row["density"] == default_density):
+                per_seed[row["seed"]][row["task"]] = qp.task_score(row["task"], row["metrics"])
+        tasks = sorted({t for s in per_seed.values() for t in s})
+        complete = [statistics.fmean(s.values()) for s in per_seed.values() if sorted(s) == tasks]
+        glue.append({"method": method, "setting": setting, "tasks": tasks, **mean_std(complete)})
+    selection = [
+        {"task": r["task"], "method": r["method"], "setting": r["setting"], "density": r["density"], "lr": r["lr"],
+         "val_score": qp.task_score(r["task"], r["metrics"]),
+         "chosen": chosen.get(qp.Run.from_dict(r).group) == r["lr"]}
+        for r in rows if r.get("phase") == "select"
+    ]
+    return {"results": results, "glue_average": glue, "selection": selection, "n_rows": len(rows)}
+
+
+def _fmt(ms: dict[str, Any], scale: float = 100.0, digits: int = 1) -> str:
+    return f"{ms['mean'] * scale:.{digits}f} ± {ms['std'] * scale:.{digits}f}"
+
+
+def markdown(agg: dict[str, Any], default_density: float = 0.01) -> str:
+    lines = ["# Quality benchmark results", "",
+             "Mean ± sample std over seeds, GLUE dev sets (×100; chat: held-out eval loss). Learning rate chosen "
+             "per (task, method, setting) on a validation split carved from the training subsample, seed 0.", ""]
+    main = [e for e in agg["results"] if e["density"] == default_density or e["task"] == "chat"]
+    glue = {(g["method"], g["setting"]): g for g in agg["glue_average"]}
+    for setting in sorted({e["setting"] for e in main if e["task"] != "chat"}):
+        rows = [e for e in main if e["setting"] == setting and e["task"] != "chat"]
+        tasks = [t for t in qp.GLUE_TASKS if any(e["task"] == t for e in rows)]
+        header = ["method", "trainable"] + [f"{t} {SHORT[m]}" for t in tasks for m in TASK_METRICS[t]] + ["GLUE avg"]
+        lines += [f"## {setting} setting", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for method in qp.METHODS:
+            mine = {e["task"]: e for e in rows if e["method"] == method}
+            if not mine:
+                continue
+            params = next(iter(mine.values())).get("trainable_params")
+            cells = [method, f"{params:,}" if params else "?"]
+            for t in tasks:
+                for m in TASK_METRICS[t]:
+                    cells.append(_fmt(mine[t]["metrics"][m]) if t in mine else "–")
+            g = glue.get((method, setting))
+            cells.append(_fmt(g) + (f" ({len(g['tasks'])} tasks)" if len(g["tasks"]) < 3 else "") if g and g["n"] else "–")
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    chat = [e for e in main if e["task"] == "chat"]
+    if chat:
+        lines += ["## Decoder: SmolLM2-135M chat SFT (held-out eval loss, lower is better)", "",
+                  "| method | setting | trainable | eval loss | lr | data |", "|---|---|---|---|---|---|"]
+        lines += [f"| {e['method']} | {e['setting']} | {e['trainable_params'] or 0:,} | "
+                  f"{_fmt(e['metrics']['eval_loss'], 1.0, 3)} | {e['lr']:g} | {e['data']} |" for e in chat]
+        lines.append("")
+    sweep = [e for e in agg["results"] if e["method"] == "sparsegrad" and e["setting"] == "paper" and e["task"] != "chat"]
+    if len({e["density"] for e in sweep}) > 1:
+        tasks = [t for t in qp.GLUE_TASKS if any(e["task"] == t for e in sweep)]
+        lines += ["## Density sweep: SparseGrad dynamic, paper setting (task score ×100)", "",
+                  "| density | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+        for d in sorted({e["density"] for e in sweep}):
+            by = {e["task"]: e for e in sweep if e["density"] == d}
+            lines.append(f"| {d * 100:g}% | " + " | ".join(_fmt(by[t]["score"]) if t in by else "–" for t in tasks) + " |")
+        lines.append("")
+    lines += ["## Chosen learning rates and run sizes", "",
+              "| task | method | setting | lr grid (val score ×100) | chosen lr | train subsample | steps | batch | max len |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    sel: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for s in agg["selection"]:
+        if s["density"] == default_density:
+            sel[(s["task"], s["method"], s["setting"])].append(s)
+    for e in main:
+        grid = sorted(sel.get((e["task"], e["method"], e["setting"]), []), key=lambda s: s["lr"])
+        grid_txt = ", ".join(f"{s['lr']:g}: {s['val_score'] * 100:.1f}" for s in grid) or "–"
+        lines.append(f"| {e['task']} | {e['method']} | {e['setting']} | {grid_txt} | {e['lr']:g} | {e['train_size']} "
+                     f"| {e['steps']} | {e['batch_size']} | {e['max_seq_length']} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(agg: dict[str, Any], path: Path, default_density: float = 0.01) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    main = [e for e in agg["results"] if e["density"] == default_density and e["task"] in qp.GLUE_TASKS]
+    settings = sorted({e["setting"] for e in main}) or ["paper"]
+    fig, axes = plt.subplots(1, len(settings), figsize=(6 * len(settings), 4), squeeze=False)
+    for ax, setting in zip(axes[0], settings, strict=True):
+        rows = [e for e in main if e["setting"] == setting]
+        tasks = [t for t in qp.GLUE_TASKS if any(e["task"] == t for e in rows)]
+        methods = [m for m in qp.METHODS if any(e["method"] == m for e in rows)]
+        width = 0.8 / max(1, len(methods))
+        for j, m in enumerate(methods):
+            by = {e["task"]: e["score"] for e in rows if e["method"] == m}
+            xs = [i + j * width for i, t in enumerate(tasks) if t in by]
+            ax.bar(xs, [by[t]["mean"] * 100 for t in tasks if t in by], width,
+                   yerr=[by[t]["std"] * 100 for t in tasks if t in by], capsize=3, label=m)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(tasks))], tasks)
+        ax.set_ylabel("score ×100 (SST-2 acc, MRPC acc/F1 mean, CoLA MCC)")
+        ax.set_title(f"MiniLM-L6, {setting} setting")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(out: Path, default_density: float = 0.01) -> dict[str, Any]:
+    out = Path(out)
+    agg = aggregate(qp.RunLog(out).rows(), default_density)
+    (out / "results.json").write_text(json.dumps(agg, indent=2, default=str))
+    (out / "RESULTS_TABLE.md").write_text(markdown(agg, default_density))
+    plot(agg, out / "quality.png", default_density)
+    print(f"wrote {out / 'results.json'}, {out / 'RESULTS_TABLE.md'}, {out / 'quality.png'}")
+    return agg
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/quality"))
+    parser.add_argument("--density", type=float, default=0.01)
+    a = parser.parse_args()
+    write_report(a.out, a.density)

@@ -1,0 +1,170 @@
+"""Quality benchmark: SparseGrad vs LoRA, MeProp and full fine-tuning on GLUE (MiniLM-L6) and chat (SmolLM2).
+
+    python bench/quality/run.py --profile quick --data-dir ../shared/data/glue
+    python bench/quality/run.py --profile full --settings paper,peft --sweep-density --decoder
+    python bench/quality/run.py --profile quick --service http://127.0.0.1:8000 --api-key sg-...
+    python bench/quality/report.py --out bench/results/quality
+
+The plan and protocol are in ``quality_plan``; each run is one ``train_one(run)`` (``quality_train``) or one
+service job (``quality_service``). Finished runs are appended to ``<out>/runs.jsonl`` and skipped on a
+restart. At the end ``report.py`` writes results.json, RESULTS_TABLE.md and quality.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import quality_plan as qp  # noqa: E402
+
+Trainer = Callable[[list[qp.Run]], Iterator[tuple[qp.Run, dict[str, Any]]]]
+
+
+def _csv(value: str | None, cast: Callable[[str], Any] = str) -> list[Any] | None:
+    return None if value is None else [cast(v.strip()) for v in value.split(",") if v.strip()]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", choices=sorted(qp.PROFILES), default="quick")
+    p.add_argument("--data-dir", type=Path, default=None, help="GLUE folder (SST-2/, MRPC/, CoLA/); default: bundled samples")
+    p.add_argument("--tasks", default=",".join(qp.GLUE_TASKS))
+    p.add_argument("--methods", default=",".join(qp.METHODS))
+    p.add_argument("--settings", default=None, help="paper,peft (default: the profile's)")
+    p.add_argument("--seeds", default=None, help="final-phase seeds (default: the profile's, 0,1,2)")
+    p.add_argument("--density", type=float, default=0.01)
+    p.add_argument("--out", type=Path, default=Path("bench/results/quality"))
+    p.add_argument("--sweep-density", action="store_true", help="SparseGrad dynamic at 0.5%%, 1%%, 2%%, 4%%")
+    p.add_argument("--decoder", action="store_true", help="also SmolLM2-135M chat SFT (SparseGrad vs LoRA vs MeProp)")
+    p.add_argument("--chat-source", default=None, help="chitchat-dataset wheel or dataset.json (default: the "
+                   "installed package, else the bundled chat sample)")
+    p.add_argument("--steps", type=int, default=None, help="override the profile's steps (smoke checks)")
+    p.add_argument("--service", default=None, help="service URL: submit the runs as jobs instead")
+    p.add_argument("--api-key", default=os.environ.get("SPARSEGRAD_API_KEY"))
+    p.add_argument("--dry-run", action="store_true", help="print the plan and the estimate, train nothing")
+    p.add_argument("--no-report", action="store_true")
+    return p.parse_args(argv)
+
+
+def build_options(args: argparse.Namespace) -> qp.PlanOptions:
+    from quality_data import chat_conversations, glue_files
+
+    tasks = _csv(args.tasks) or []
+    data = "bundled"
+    if args.data_dir is not None and tasks:
+        labels = {glue_files(t, args.data_dir)[2] for t in tasks}
+        data = "glue" if labels == {"glue"} else "bundled"
+        if labels != {"glue"}:
+            print(f"warning: {args.data_dir} lacks some tasks; using the bundled samples for all", file=sys.stderr)
+    if args.data_dir is not None and data == "bundled":
+        args.data_dir = None
+    available = {}
+    if data == "bundled":
+        from sparsegrad_data import sample_path
+
+        available = {t: len(sample_path(f"{t}_train").read_text().splitlines()) - (t != "cola") for t in tasks}
+    decoder_data = "chitchat"
+    if args.decoder:
+        convs, decoder_data = chat_conversations(args.chat_source)
+        available["chat"] = len(convs) - min(300, max(20, len(convs) // 4))
+    settings, seeds = _csv(args.settings), _csv(args.seeds, int)
+    for name, given, allowed in (("task", tasks, qp.GLUE_TASKS), ("method", _csv(args.methods) or [], qp.METHODS),
+                                 ("setting", settings or [], qp.SETTINGS)):
+        bad = [v for v in given if v not in allowed]
+        if bad:
+            raise SystemExit(f"unknown {name} {', '.join(bad)}; choose from {', '.join(allowed)}")
+    return qp.PlanOptions(
+        profile=qp.PROFILES[args.profile], tasks=tasks, methods=_csv(args.methods) or [], settings=settings,
+        seeds=seeds, density=args.density, data=data, sweep_density=args.sweep_density, decoder=args.decoder,
+        decoder_data=decoder_data, steps=args.steps, available=available,
+    )
+
+
+def inprocess_trainer(args: argparse.Namespace) -> Trainer:
+    from quality_train import train_one
+
+    def run_all(runs: list[qp.Run]) -> Iterator[tuple[qp.Run, dict[str, Any]]]:
+        for run in runs:
+            yield run, train_one(run, data_dir=args.data_dir, chat_source=args.chat_source,
+                                 workdir=args.out / "data")
+    return run_all
+
+
+def execute(runs: list[qp.Run], log: qp.RunLog, trainer: Trainer, label: str) -> int:
+    """Train the runs that ``log`` does not have yet; returns how many failed."""
+    done = log.done()
+    todo = [r for r in runs if r.key not in done]
+    print(f"[{label}] {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to go "
+          f"(~{sum(map(qp.estimate_seconds, todo)) / 60:.0f} min estimated)", flush=True)
+    failures = 0
+    it: Iterable[tuple[qp.Run, dict[str, Any]]] = trainer(todo)
+    t0 = time.perf_counter()
+    i = 0
+    while True:
+        try:
+            run, result = next(it)  # type: ignore[call-overload]
+        except StopIteration:
+            break
+        except Exception as exc:  # one failed run must not stop the plan; it is retried next time
+            failures += 1
+            run = todo[i]
+            log.error(run, "".join(traceback.format_exception_only(exc)).strip())
+            print(f"  FAILED {run.key}: {exc}", file=sys.stderr, flush=True)
+            i += 1
+            it = trainer(todo[i:])
+            continue
+        i += 1
+        row = log.append(run, result)
+        score = qp.task_score(run.task, row["metrics"])
+        print(f"  [{i}/{len(todo)}] {run.task} {run.method} {run.setting} d={run.density:g} lr={run.lr:g} "
+              f"seed={run.seed}: score {score:.4f}, {row.get('s_per_step')} s/step, "
+              f"{time.perf_counter() - t0:.0f} s elapsed", flush=True)
+    return failures
+
+
+def main(argv: list[str] | None = None, trainer: Trainer | None = None) -> int:
+    args = parse_args(argv)
+    opts = build_options(args)
+    n_sel, n_fin, est = qp.estimate_plan(opts)
+    print(f"profile {opts.profile.name}: tasks {','.join(opts.tasks)}; methods {','.join(opts.methods)}; settings "
+          f"{','.join(opts.settings or opts.profile.settings)}; data {opts.data}"
+          f"{' + decoder (' + opts.decoder_data + ')' if opts.decoder else ''}")
+    print(f"plan: {n_sel} selection runs (lr grid {list(opts.profile.lr_grid)}, seed 0, validation split "
+          f"{opts.profile.val_fraction:g} of train) + {n_fin} final runs = {n_sel + n_fin} runs; "
+          f"estimated {est / 60:.0f} min on 2 CPU cores (from measured step times)", flush=True)
+    if args.dry_run:
+        return 0
+    log = qp.RunLog(args.out)
+    if trainer is None:
+        if args.service:
+            from quality_service import ServiceRunner
+
+            if not args.api_key:
+                raise SystemExit("--service needs --api-key (or SPARSEGRAD_API_KEY)")
+            runner = ServiceRunner(args.service, args.api_key, args.out, args.data_dir, args.chat_source)
+            trainer = runner.run_all
+        else:
+            trainer = inprocess_trainer(args)
+    failures = execute(qp.selection_runs(opts), log, trainer, "select")
+    chosen = qp.choose_lrs(log.rows())
+    failures += execute(qp.final_runs(opts, chosen), log, trainer, "final")
+    if not args.no_report:
+        import report
+
+        report.write_report(args.out)
+    if failures:
+        print(f"{failures} run(s) failed (see {log.errors}); run again to retry them", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
