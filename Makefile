@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PORT ?= 8000
 DATA_DIR ?= sparsegrad-data
 
-.PHONY: install demo demo-offline up migrate worker test test-fast lint bench bench-gpu docker clean
+.PHONY: install demo demo-offline up migrate worker test test-fast lint bench bench-gpu bench-quality docker clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -56,6 +56,11 @@ bench: install
 
 bench-gpu: install
 	$(PY) bench/gpu_step.py
+
+# Quality comparison (resumable; ~50 min on 2 CPU cores): GLUE from ../shared/data/glue when present, else the bundled samples.
+GLUE_DIR ?= $(wildcard ../shared/data/glue)
+bench-quality: install
+	$(PY) bench/quality/run.py --profile quick $(if $(GLUE_DIR),--data-dir $(GLUE_DIR),) --out bench/results/quality
 
 # Needs Docker (not available on the development machine): both images of the Dockerfile.
 docker:
