@@ -23,8 +23,9 @@ from sqlalchemy import delete, select
 from sparsegrad_core.tasks import load_base_model
 from sparsegrad_core.training import merge_exported, read_training_info
 from sparsegrad_service.db import session_scope
-from sparsegrad_service.enums import ArtifactKind
-from sparsegrad_service.models import Artifact, MetricPoint
+from sparsegrad_service.enums import ArtifactKind, JobStatus
+from sparsegrad_service.lifecycle import LostJobError
+from sparsegrad_service.models import Artifact, Job, MetricPoint
 from sparsegrad_service.store import ArtifactStore, artifact_key, pack_directory
 
 
@@ -44,9 +45,19 @@ def artifact_filename(job_id: str, kind: ArtifactKind) -> str:
 
 
 def record_artifact(sql_url: str, job_id: str, kind: ArtifactKind, filename: str, key: str, size: int,
-                    sha256: str) -> StoredArtifact:
-    """Insert the Artifact row of a stored object (replacing an earlier one of the same kind)."""
+                    sha256: str, worker_id: str | None = None) -> StoredArtifact:
+    """Insert the Artifact row of a stored object (replacing an earlier one of the same kind). With
+    ``worker_id``, only while that worker still holds the running job (the row is locked meanwhile), so a
+    worker that lost its job never replaces the artifacts of the attempt that took it over."""
     with session_scope(sql_url) as session:
+        if worker_id is not None:
+            held = session.execute(
+                select(Job.id).where(Job.id == job_id, Job.worker_id == worker_id,
+                                     Job.status.in_([str(JobStatus.running), str(JobStatus.cancelling)]))
+                .with_for_update()
+            ).first()
+            if held is None:
+                raise LostJobError(f"job {job_id} is no longer held by worker {worker_id}")
         session.execute(delete(Artifact).where(Artifact.job_id == job_id, Artifact.kind == str(kind)))
         row = Artifact(job_id=job_id, kind=str(kind), filename=filename, bytes=size, sha256=sha256,
                        storage_key=key)
@@ -56,7 +67,7 @@ def record_artifact(sql_url: str, job_id: str, kind: ArtifactKind, filename: str
 
 
 def store_folder(sql_url: str, store: ArtifactStore, job_id: str, kind: ArtifactKind, folder: Path,
-                 scratch: Path) -> StoredArtifact:
+                 scratch: Path, worker_id: str | None = None) -> StoredArtifact:
     """Pack ``folder`` (members relative to it), store it under the job's key for ``kind``, record it."""
     filename = artifact_filename(job_id, kind)
     archive = pack_directory(folder, scratch / filename)
@@ -64,7 +75,7 @@ def store_folder(sql_url: str, store: ArtifactStore, job_id: str, kind: Artifact
         stored = store.put_file(artifact_key(job_id, filename), archive)
     finally:
         archive.unlink(missing_ok=True)
-    return record_artifact(sql_url, job_id, kind, filename, stored.key, stored.bytes, stored.sha256)
+    return record_artifact(sql_url, job_id, kind, filename, stored.key, stored.bytes, stored.sha256, worker_id)
 
 
 def metrics_csv(sql_url: str, job_id: str) -> bytes:
@@ -82,10 +93,11 @@ def metrics_csv(sql_url: str, job_id: str) -> bytes:
     return out.getvalue().encode()
 
 
-def store_metrics(sql_url: str, store: ArtifactStore, job_id: str) -> StoredArtifact:
+def store_metrics(sql_url: str, store: ArtifactStore, job_id: str, worker_id: str | None = None) -> StoredArtifact:
     filename = artifact_filename(job_id, ArtifactKind.metrics)
     stored = store.put_bytes(artifact_key(job_id, filename), metrics_csv(sql_url, job_id))
-    return record_artifact(sql_url, job_id, ArtifactKind.metrics, filename, stored.key, stored.bytes, stored.sha256)
+    return record_artifact(sql_url, job_id, ArtifactKind.metrics, filename, stored.key, stored.bytes, stored.sha256,
+                           worker_id)
 
 
 def write_merged_model(model_source: str, adapter_dir: Path, out_dir: Path) -> Path:

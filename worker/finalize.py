@@ -69,16 +69,17 @@ def _store_outputs(settings: Settings, store: ArtifactStore, attempt: Attempt, r
     kind = ArtifactKind.adapter if is_adapter else ArtifactKind.merged_model
     if attempt.journal.lost:
         return False
-    _artifact_event(attempt, store_folder(sql, store, job.id, kind, export_dir, scratch))
+    _artifact_event(attempt, store_folder(sql, store, job.id, kind, export_dir, scratch, attempt.worker_id))
     if is_adapter and merge_requested(job.spec):
         merged = write_merged_model(run.model_source, export_dir, attempt.run_dir / "merged")
         if attempt.journal.lost:
             return False
-        _artifact_event(attempt, store_folder(sql, store, job.id, ArtifactKind.merged_model, merged, scratch))
+        _artifact_event(attempt, store_folder(sql, store, job.id, ArtifactKind.merged_model, merged, scratch,
+                                                attempt.worker_id))
     run.callback.flush()
     if attempt.journal.lost:
         return False
-    _artifact_event(attempt, store_metrics(sql, store, job.id))
+    _artifact_event(attempt, store_metrics(sql, store, job.id, attempt.worker_id))
     return True
 
 

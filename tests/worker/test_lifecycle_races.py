@@ -108,3 +108,18 @@ def test_a_failed_merge_is_reported_as_an_error_event(
     last = events(settings, job_id)[-1]
     assert last.type == "error" and last.message.startswith("Merging the model failed")
     assert last.data == {"code": "job_not_mergeable"}
+
+
+def test_a_worker_that_lost_its_job_cannot_replace_its_artifacts(
+    sqlite_db: str, make_settings: Callable[..., Settings], sst2_bytes: bytes
+) -> None:
+    from sparsegrad_service.enums import ArtifactKind
+    from sparsegrad_service.lifecycle import LostJobError
+    from worker.artifacts import record_artifact
+
+    settings = make_settings(sqlite_db)
+    job_id = create_job(settings, sst2_bytes[:4000])
+    _set(settings, job_id, status="running", worker_id="new-worker")
+    with pytest.raises(LostJobError):
+        record_artifact(settings.sql_url, job_id, ArtifactKind.adapter, "a.tar.gz", "k", 1, "0" * 64, "old-worker")
+    record_artifact(settings.sql_url, job_id, ArtifactKind.adapter, "a.tar.gz", "k", 1, "0" * 64, "new-worker")
