@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from sparsegrad_service.db import get_engine, session_factory
+from sparsegrad_service.keys import KeyCache
 from sparsegrad_service.queue import JobQueue
 from sparsegrad_service.registry import RegisteredModel, model_registry
 from sparsegrad_service.settings import Settings
@@ -30,6 +31,10 @@ class ServiceContext:
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
         return session_factory(self.settings.sql_url)
+
+    @cached_property
+    def key_cache(self) -> KeyCache:
+        return KeyCache(self.settings.api_key_cache_s)
 
     @cached_property
     def store(self) -> LocalArtifactStore:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, case, func, select
+from sqlalchemy.orm import Session, aliased
 
 from sparsegrad_service.enums import JobStatus
 from sparsegrad_service.models import Artifact, Checkpoint, File, Job, JobEvent, MetricPoint
@@ -47,6 +48,18 @@ def _job_error(error: dict[str, Any] | None) -> JobError | None:
                     param=error.get("param"))
 
 
+@functools.cache
+def queue_position_column() -> Any:
+    """1 + the number of jobs queued before this one, for a queued job (else NULL): a subquery of the
+    statement that loads the job, so retrieving a job stays a single round trip. Built once, so the
+    statement's compiled form is cached."""
+    ahead = aliased(Job, name="jobs_ahead")
+    count = (select(func.count(ahead.id))
+             .where(ahead.status == str(JobStatus.queued), ahead.queued_at < Job.queued_at)
+             .scalar_subquery())
+    return case((and_(Job.status == str(JobStatus.queued), Job.queued_at.is_not(None)), count + 1), else_=None)
+
+
 def _queue_position(session: Session, job: Job) -> int | None:
     if job.status != JobStatus.queued or job.queued_at is None:
         return None
@@ -55,22 +68,28 @@ def _queue_position(session: Session, job: Job) -> int | None:
     return 1 + int(ahead or 0)
 
 
-def job_objects(session: Session, jobs: Sequence[Job]) -> list[JobPublic]:
-    """Public objects of ``jobs`` (one query for all their artifacts, one per queued job)."""
+def job_objects(session: Session, jobs: Sequence[Job], positions: dict[str, int | None] | None = None
+                ) -> list[JobPublic]:
+    """Public objects of ``jobs``: one query for all their artifacts, and one per queued job whose position
+    is not in ``positions``."""
     results: dict[str, list[str]] = {job.id: [] for job in jobs}
     if jobs:
         rows = session.execute(select(Artifact.job_id, Artifact.id).where(Artifact.job_id.in_(list(results)))
                                .order_by(Artifact.created_at, Artifact.id)).all()
         for job_id, artifact_id in rows:
             results[job_id].append(artifact_id)
-    return [_job_object(session, job, results[job.id]) for job in jobs]
+    positions = positions or {}
+    return [_job_object(job, results[job.id],
+                        positions[job.id] if job.id in positions else _queue_position(session, job))
+            for job in jobs]
 
 
-def job_object(session: Session, job: Job) -> JobPublic:
-    return job_objects(session, [job])[0]
+def job_object(session: Session, job: Job, position: int | Literal[False] | None = False) -> JobPublic:
+    """``position``: the queue position when already loaded with the job (``queue_position_column``)."""
+    return job_objects(session, [job], None if position is False else {job.id: position})[0]
 
 
-def _job_object(session: Session, job: Job, result_files: list[str]) -> JobPublic:
+def _job_object(job: Job, result_files: list[str], queue_position: int | None) -> JobPublic:
     spec = job.spec or {}
     return JobPublic(
         id=job.id, status=job.status, model=job.model, created_at=unix_required(job.created_at),
@@ -80,7 +99,7 @@ def _job_object(session: Session, job: Job, result_files: list[str]) -> JobPubli
         trained_tokens=job.trained_tokens, result_files=result_files, fine_tuned_model=job.fine_tuned_model,
         estimated_finish=unix(job.estimated_finish), metadata=job.metadata_, seed=job.seed, suffix=job.suffix,
         organization_id=job.tenant_id, phase=job.phase, progress=float(job.progress or 0.0),
-        queue_position=_queue_position(session, job), task=dict(spec.get("task") or {}), attempts=job.attempts,
+        queue_position=queue_position, task=dict(spec.get("task") or {}), attempts=job.attempts,
         step=job.step, total_steps=job.total_steps, summary=job.summary,
         pause_requested=bool(job.pause_requested), validation_split=spec.get("validation_split"),
         merge_model=bool(spec.get("merge_model", False)),

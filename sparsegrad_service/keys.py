@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -58,3 +61,50 @@ def revoke_api_key(session: Session, key_id_or_prefix: str) -> int:
         if row.revoked_at is None:
             row.revoked_at = utcnow()
     return len(rows)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts for: the tenant (``id``, as routes scope by ``tenant.id``) and the key used."""
+
+    id: str
+    tenant_name: str
+    key_id: str
+
+
+class KeyCache:
+    """Authenticated keys of one process for ``ttl_s`` seconds, keyed by their hash.
+
+    Only successful lookups are kept, so its size is bounded by the number of live keys used recently;
+    a key revoked in SQL keeps working in a process that cached it for at most ``ttl_s`` seconds.
+    """
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key_hash: str) -> Principal | None:
+        if self.ttl_s <= 0:
+            return None
+        entry = self._entries.get(key_hash)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, key_hash: str, principal: Principal) -> None:
+        if self.ttl_s <= 0:
+            return
+        with self._lock:
+            if len(self._entries) >= self.MAX_ENTRIES:
+                now = time.monotonic()
+                self._entries = {h: e for h, e in self._entries.items() if e[0] >= now}
+                if len(self._entries) >= self.MAX_ENTRIES:
+                    self._entries.clear()
+            self._entries[key_hash] = (time.monotonic() + self.ttl_s, principal)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     ``minilm-l6`` and ``smollm2-135m`` are always registered."""
     torch_threads: int | None = None
     """CPU workers: torch intra-op threads (default: torch's choice)."""
+    api_key_cache_s: float = Field(default=2.0, ge=0)
+    """API processes remember an authenticated key this long (0: look it up on every request); a revoked
+    key stops working within this time."""
 
     @field_validator("models", mode="before")
     @classmethod

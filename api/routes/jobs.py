@@ -16,12 +16,12 @@ from sparsegrad_service.lifecycle import add_event, request_cancel, request_paus
 from sparsegrad_service.models import Artifact, Job
 
 from ..deps import ContextDep, CurrentTenant, SessionDep
-from ..errors import ApiError, conflict
+from ..errors import ApiError, conflict, not_found
 from ..job_submission import enqueue_or_warn, submit_job
 from ..ownership import tenant_job
 from ..schemas import JobCreate, JobPublic, JobsPublic
 from ..schemas.common import error_responses
-from ..serializers import job_object, job_objects
+from ..serializers import job_object, job_objects, queue_position_column
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning jobs"], responses=error_responses(400, 401, 404))
 
@@ -66,7 +66,11 @@ def list_jobs(
 @router.get("/{job_id}", response_model=JobPublic)
 def retrieve_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> JobPublic:
     """Retrieve a job with its status, phase, progress and results."""
-    return job_object(session, tenant_job(session, tenant.id, job_id))
+    row = session.execute(select(Job, queue_position_column())
+                          .where(Job.id == job_id, Job.tenant_id == tenant.id)).first()
+    if row is None:
+        raise not_found("fine-tuning job", job_id, param="job_id")
+    return job_object(session, row[0], row[1])
 
 
 def _request(session: Session, job: Job, action: str, change: Callable[[Session, Job], bool]) -> Job:

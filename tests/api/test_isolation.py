@@ -5,6 +5,7 @@ one, lists never show it, and no API key is a 401 everywhere."""
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from api_harness import CLASSIFICATION_ROWS, Service, jsonl
@@ -99,7 +100,28 @@ def test_revoked_and_malformed_keys_are_401(service: Service) -> None:
     with session_scope(service.url) as session:
         assert acme.key is not None
         assert revoke_api_key(session, acme.key[:10]) == 1
+    # The API remembers an authenticated key for at most api_key_cache_s seconds.
+    ttl = service.settings.api_key_cache_s
+    deadline = time.monotonic() + ttl + 1.0
+    while acme.get("/v1/files").status_code != 401:
+        assert time.monotonic() < deadline, f"a revoked key still works after {ttl} s"
+        time.sleep(0.05)
     assert acme.get("/v1/files").status_code == 401
+
+
+def test_key_cache_saves_lookups_and_expires() -> None:
+    from sparsegrad_service.keys import KeyCache, Principal
+
+    who = Principal(id="org-1", tenant_name="acme", key_id="key-1")
+    cache = KeyCache(0.2)
+    assert cache.get("h") is None
+    cache.put("h", who)
+    assert cache.get("h") == who
+    time.sleep(0.25)
+    assert cache.get("h") is None
+    off = KeyCache(0)
+    off.put("h", who)
+    assert off.get("h") is None
 
 
 def test_last_used_at_is_recorded(service: Service) -> None:
