@@ -118,6 +118,8 @@ class EmbeddedService:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
+    api_workers: int = 1
+    """uvicorn processes serving the API (they share the port; each runs its own reaper loop, which is safe)."""
     grace_s: float = 15.0
     echo: Callable[[str], None] | None = None
     """Receives every log line prefixed with its process name (None: logs only go to files)."""
@@ -149,6 +151,8 @@ class EmbeddedService:
         cwd = Path.cwd()
         api = [sys.executable, "-m", "uvicorn", "api.main:app", "--host", self.host, "--port", str(self.port),
                "--log-level", "info", "--no-access-log", "--timeout-graceful-shutdown", "5"]
+        if self.api_workers > 1:
+            api += ["--workers", str(self.api_workers)]
         self.children = [Child("api", api, self.log_dir / "api.log")]
         for i in range(1, self.workers + 1):
             name = f"worker{i}"

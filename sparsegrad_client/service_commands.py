@@ -46,6 +46,8 @@ def up(
     host: Annotated[str, typer.Option(help="Interface the API listens on (0.0.0.0: every interface).")] = "127.0.0.1",
     data_dir: DataDirOption = None,
     workers: Annotated[int, typer.Option(min=0, max=64, help="Training worker processes on this machine.")] = 1,
+    api_workers: Annotated[int, typer.Option(min=1, max=64, help="API processes (uvicorn workers); more serve "
+                                             "more requests per second on a multi-core machine.")] = 1,
     logs: Annotated[LogMode, typer.Option(
         help="console: follow the processes' logs here (prefixed); files: only write data-dir/logs/*.log.")] = LogMode.console,
 ) -> None:
@@ -59,7 +61,8 @@ def up(
 
     settings = load_settings(data_dir)
     echo = _echo_log_line if logs == LogMode.console else None
-    service = EmbeddedService(settings, host=host, port=port, workers=workers, echo=echo)
+    service = EmbeddedService(settings, host=host, port=port, workers=workers, api_workers=api_workers,
+                              echo=echo)
     data = Path(settings.data_dir).resolve()
 
     def ready() -> None:

@@ -72,6 +72,7 @@ PROFILES: dict[str, Profile] = {
         train_size={"sst2": 2000, "mrpc": 1000, "cola": 1500},
         max_seq_length={"sst2": 64, "mrpc": 96, "cola": 64},
         steps=80, batch_size=16, lr_grid=(1e-4, 4e-4),
+        chat_batch=4, chat_seq_length=128,  # SmolLM2 steps are ~4x MiniLM's: keep the decoder part ~20 min
     ),
     "full": Profile(
         name="full",

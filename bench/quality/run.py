@@ -131,6 +131,16 @@ def execute(runs: list[qp.Run], log: qp.RunLog, trainer: Trainer, label: str) ->
     return failures
 
 
+def print_compare_links(url: str, rows: list[dict[str, Any]]) -> None:
+    """The dashboard's compare page for the final jobs of each (task, setting, seed) that ran as jobs."""
+    groups: dict[tuple[str, str, int], list[str]] = {}
+    for row in rows:
+        if row.get("phase") == "final" and row.get("job_id"):
+            groups.setdefault((row["task"], row["setting"], row["seed"]), []).append(str(row["job_id"]))
+    for (task, setting, seed), ids in sorted(groups.items()):
+        print(f"compare {task} ({setting}, seed {seed}): {url.rstrip('/')}/#/compare?ids={','.join(ids)}")
+
+
 def main(argv: list[str] | None = None, trainer: Trainer | None = None) -> int:
     args = parse_args(argv)
     opts = build_options(args)
@@ -157,6 +167,8 @@ def main(argv: list[str] | None = None, trainer: Trainer | None = None) -> int:
     failures = execute(qp.selection_runs(opts), log, trainer, "select")
     chosen = qp.choose_lrs(log.rows())
     failures += execute(qp.final_runs(opts, chosen), log, trainer, "final")
+    if args.service:
+        print_compare_links(args.service, log.rows())
     if not args.no_report:
         import report
 
