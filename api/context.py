@@ -4,9 +4,13 @@ the SQL session factory, the local artifact store, the job queue, the model regi
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import cached_property
+from typing import TypeVar
 
+import anyio.to_thread
 from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from sparsegrad_service.db import get_engine, session_factory
@@ -15,6 +19,8 @@ from sparsegrad_service.queue import JobQueue
 from sparsegrad_service.registry import RegisteredModel, model_registry
 from sparsegrad_service.settings import Settings
 from sparsegrad_service.store import LocalArtifactStore
+
+T = TypeVar("T")
 
 
 class ServiceContext:
@@ -31,6 +37,38 @@ class ServiceContext:
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
         return session_factory(self.settings.sql_url)
+
+    @cached_property
+    def async_engine(self) -> AsyncEngine | None:
+        """PostgreSQL only: an asyncio engine for the hot read routes (see ``read``)."""
+        url = self.settings.sql_url
+        if not url.startswith("postgresql+psycopg"):
+            return None
+        # Reads only: autocommit spares the BEGIN and ROLLBACK round trips of every request. No pre-ping
+        # either: a connection found dead answers 503 once and the pool is invalidated (SQLAlchemy's
+        # disconnect handling), so the next request reconnects.
+        return create_async_engine(url, pool_size=10, max_overflow=20, isolation_level="AUTOCOMMIT")
+
+    @cached_property
+    def async_sessions(self) -> async_sessionmaker[AsyncSession] | None:
+        engine = self.async_engine
+        return None if engine is None else async_sessionmaker(engine, expire_on_commit=False)
+
+    async def read(self, work: Callable[[Session], T]) -> T:
+        """Run ``work(session)`` with a session of its own and close it. For reads (each statement
+        commits on its own on PostgreSQL) and single-statement writes.
+
+        On PostgreSQL the session is an ``AsyncSession`` driving the same synchronous ORM code on the event
+        loop (its I/O awaited, no worker thread); otherwise ``work`` runs in a worker thread."""
+        factory = self.async_sessions
+        if factory is None:
+            return await anyio.to_thread.run_sync(self._read_sync, work)
+        async with factory() as session:
+            return await session.run_sync(work)
+
+    def _read_sync(self, work: Callable[[Session], T]) -> T:
+        with self.sessions() as session:
+            return work(session)
 
     @cached_property
     def key_cache(self) -> KeyCache:

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Annotated
 
-import anyio.to_thread
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import update
@@ -75,22 +74,21 @@ async def get_current_tenant(
     key_hash = hash_key(raw)
     principal = context.key_cache.get(key_hash)
     if principal is None:
-        principal = await anyio.to_thread.run_sync(_lookup_key, context, raw)
+        principal = await context.read(lambda session: _lookup_key(session, raw))
         context.key_cache.put(key_hash, principal)
     return principal
 
 
-def _lookup_key(context: ServiceContext, raw: str) -> Principal:
-    with context.sessions() as session:
-        key = authenticate(session, raw)
-        if key is None:
-            raise invalid_api_key("Incorrect API key provided (unknown or revoked).")
-        now = utcnow()
-        if key.last_used_at is None or now - as_utc(key.last_used_at) >= LAST_USED_RESOLUTION:
-            session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now)
-                            .execution_options(synchronize_session=False))
-            session.commit()
-        return Principal(id=key.tenant_id, tenant_name=key.tenant.name, key_id=key.id)
+def _lookup_key(session: Session, raw: str) -> Principal:
+    key = authenticate(session, raw)
+    if key is None:
+        raise invalid_api_key("Incorrect API key provided (unknown or revoked).")
+    now = utcnow()
+    if key.last_used_at is None or now - as_utc(key.last_used_at) >= LAST_USED_RESOLUTION:
+        session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now)
+                        .execution_options(synchronize_session=False))
+        session.commit()
+    return Principal(id=key.tenant_id, tenant_name=key.tenant.name, key_id=key.id)
 
 
 CurrentTenant = Annotated[Principal, Depends(get_current_tenant)]

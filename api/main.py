@@ -57,6 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if reaper is not None:
                 reaper.stop()
             context.engine.dispose()  # pooled connections only; the engine stays usable
+            if "async_engine" in vars(context) and context.async_engine is not None:
+                await context.async_engine.dispose()
 
     app = FastAPI(title="SparseGrad fine-tuning service", description=DESCRIPTION, version=_version(),
                   lifespan=lifespan)

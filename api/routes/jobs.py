@@ -64,10 +64,16 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def retrieve_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> JobPublic:
+async def retrieve_job(job_id: str, tenant: CurrentTenant, context: ContextDep) -> Response:
     """Retrieve a job with its status, phase, progress and results."""
+    job = await context.read(lambda session: _retrieve(session, tenant.id, job_id))
+    # Already a validated JobPublic: serialize it once instead of letting FastAPI validate it again.
+    return Response(job.model_dump_json(by_alias=True), media_type="application/json")
+
+
+def _retrieve(session: Session, tenant_id: str, job_id: str) -> JobPublic:
     row = session.execute(select(Job, queue_position_column())
-                          .where(Job.id == job_id, Job.tenant_id == tenant.id)).first()
+                          .where(Job.id == job_id, Job.tenant_id == tenant_id)).first()
     if row is None:
         raise not_found("fine-tuning job", job_id, param="job_id")
     return job_object(session, row[0], row[1])
