@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sparsegrad_service.db import get_engine, session_factory
 from sparsegrad_service.keys import KeyCache
 from sparsegrad_service.queue import JobQueue
+from sparsegrad_service.ratelimit import RateLimiter
 from sparsegrad_service.registry import RegisteredModel, model_registry
 from sparsegrad_service.settings import Settings
 from sparsegrad_service.store import LocalArtifactStore
@@ -69,6 +70,10 @@ class ServiceContext:
     def _read_sync(self, work: Callable[[Session], T]) -> T:
         with self.sessions() as session:
             return work(session)
+
+    @cached_property
+    def rate_limiter(self) -> RateLimiter:
+        return RateLimiter(self.settings.rate_limit_per_minute, self.settings.rate_limit_burst)
 
     @cached_property
     def key_cache(self) -> KeyCache:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Annotated
@@ -61,7 +62,8 @@ def invalid_api_key(message: str) -> ApiError:
 async def get_current_tenant(
     context: ContextDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 ) -> Principal:
-    """The tenant of the request's API key; 401 when the key is missing, unknown or revoked.
+    """The tenant of the request's API key; 401 when the key is missing, unknown or revoked, 429 when the
+    key is over its rate limit (``rate_limit_per_minute``).
 
     A key found in the process's short-lived cache (``api_key_cache_s``) costs no database round trip and
     no thread; otherwise the key row is read in a worker thread (its ``last_used_at`` written at most once
@@ -76,6 +78,12 @@ async def get_current_tenant(
     if principal is None:
         principal = await context.read(lambda session: _lookup_key(session, raw))
         context.key_cache.put(key_hash, principal)
+    wait_s = context.rate_limiter.check(principal.key_id)
+    if wait_s > 0:
+        retry = max(1, math.ceil(wait_s))
+        raise ApiError(429, f"Rate limit exceeded for this API key: {context.rate_limiter.per_minute} requests per "
+                       f"minute. Retry after {retry} s.", type="rate_limit_error", code="rate_limit_exceeded",
+                       headers={"Retry-After": str(retry)})
     return principal
 
 

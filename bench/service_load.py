@@ -371,6 +371,7 @@ def main() -> None:
         env["SPARSEGRAD_HEARTBEAT_INTERVAL_S"] = "2"  # the defaults of tests/service are for fault tests
         env["SPARSEGRAD_HEARTBEAT_TIMEOUT_S"] = "60"
         env["SPARSEGRAD_REAPER_INTERVAL_S"] = "30"
+        env["SPARSEGRAD_RATE_LIMIT_PER_MINUTE"] = "0"  # one key drives all the load: measure the API, not the limit
         dep = Deployment(root, env, f"http://127.0.0.1:{free_port()}")
         start_api(dep, args.api_workers)
         assert dep.api is not None

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     ``minilm-l6`` and ``smollm2-135m`` are always registered."""
     torch_threads: int | None = None
     """CPU workers: torch intra-op threads (default: torch's choice)."""
+    rate_limit_per_minute: int = Field(default=1200, ge=0)
+    """Requests per minute one API key may send to one API process on average (0: no limit); more answer
+    429 with ``Retry-After``."""
+    rate_limit_burst: int | None = Field(default=None, ge=1)
+    """Requests a key may send at once (default: ``rate_limit_per_minute``)."""
     api_key_cache_s: float = Field(default=2.0, ge=0)
     """API processes remember an authenticated key this long (0: look it up on every request); a revoked
     key stops working within this time."""
