@@ -35,6 +35,21 @@ def too_large(limit: int) -> ApiError:
                     code="file_too_large")
 
 
+def filename_problem(name: str | None) -> str | None:
+    """Why an uploaded file's name is refused: a path (separators or a '..' component) or control
+    characters. None when it is acceptable (other unusual characters are replaced by ``safe_filename``)."""
+    if not name:
+        return None
+    if "/" in name or "\\" in name:
+        return "it is a path; send the file's name only (no '/' or '\\')"
+    if name.strip() in (".", ".."):
+        return "it is a path component, not a file name"
+    bad = sorted({f"U+{ord(c):04X}" for c in name if unicodedata.category(c).startswith("C")})
+    if bad:
+        return f"it contains control or invisible characters ({', '.join(bad[:5])})"
+    return None
+
+
 def safe_filename(name: str | None) -> str:
     """The last path component, without control or unusual characters, at most 200 characters (keeping the
     extension, which tells the format)."""

@@ -14,6 +14,7 @@ from sparsegrad_service.store import StoreError, file_key
 
 from ..datasets import (
     column_mapping,
+    filename_problem,
     form_column,
     mapping_to_dict,
     read_capped,
@@ -49,6 +50,9 @@ def upload_file(
     if purpose != PURPOSE:
         raise ApiError(400, f"Invalid purpose '{purpose}': this service only accepts '{PURPOSE}'.", param="purpose",
                        code="invalid_purpose")
+    problem = filename_problem(file.filename)
+    if problem is not None:
+        raise ApiError(400, f"Invalid filename {file.filename!r}: {problem}.", param="file", code="invalid_filename")
     settings = context.settings
     data = read_capped(file.file, settings.max_upload_bytes)
     filename = safe_filename(file.filename)

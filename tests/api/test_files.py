@@ -100,9 +100,15 @@ def test_upload_over_the_cap_is_413_with_the_limit(tmp_path: Path, db: str) -> N
 
 
 def test_filenames_are_sanitized(acme: TenantClient) -> None:
-    r = acme.upload(jsonl(CLASSIFICATION_ROWS), "../../etc/evil name<>.jsonl")
+    r = acme.upload(jsonl(CLASSIFICATION_ROWS), "evil name<>.jsonl")
     assert r.status_code == 200, r.text
     assert r.json()["filename"] == "evil name__.jsonl"
+    for name, fragment in (("../../etc/evil.jsonl", "is a path"),
+                           ("a\x1b[31m.jsonl", "U+001B")):
+        r = acme.upload(jsonl(CLASSIFICATION_ROWS), name)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_filename", (name, r.text)
+        assert fragment in r.json()["error"]["message"] and r.json()["error"]["param"] == "file"
+    assert acme.get("/v1/files").json()["data"][0]["filename"] == "evil name__.jsonl"  # nothing else stored
     assert safe_filename("C:\\temp\\a\x00b\x1b[31m.csv") == "ab_31m.csv"
     assert safe_filename("") == "upload" and safe_filename("...") == "upload"
     long = safe_filename("x" * 500 + ".jsonl")
