@@ -4,7 +4,7 @@ claim → heartbeat thread → re-validate the files → load the registered mod
 checkpoint (if any) → calibrate / train / evaluate through ``sparsegrad_core`` with
 :class:`~worker.callbacks.ServiceCallback` → store the artifacts → ``succeeded``; or ``cancelled`` /
 ``paused`` when asked, ``failed`` with ``invalid_training_file`` (and similar) for bad input or
-``training_error`` for anything else. A job taken away from this worker (see :mod:`worker.heartbeat`)
+``storage_error`` when the artifact store refuses a write, ``training_error`` for anything else. A job taken away from this worker (see :mod:`worker.heartbeat`)
 ends quietly. The run folder ``<work_dir>/<job_id>/attempt-<n>`` is always deleted: whatever a later
 attempt needs is in the artifact store.
 """
@@ -27,7 +27,7 @@ from sparsegrad_service.db import session_scope
 from sparsegrad_service.enums import EventType, JobStatus
 from sparsegrad_service.registry import model_registry
 from sparsegrad_service.settings import Settings
-from sparsegrad_service.store import ArtifactStore, make_store
+from sparsegrad_service.store import ArtifactStore, StoreError, make_store
 
 from .attempt import Attempt, Outcome
 from .callbacks import ServiceCallback
@@ -93,7 +93,8 @@ class JobRunner:
                 return Outcome.lost
             log.exception("job %s failed", job.id)
             message = (str(exc) or type(exc).__name__)[:MAX_ERROR_CHARS]
-            return self._fail(attempt, {"code": "training_error", "message": message, "param": None})
+            code = "storage_error" if isinstance(exc, StoreError) else "training_error"
+            return self._fail(attempt, {"code": code, "message": message, "param": None})
         finally:
             heartbeat.stop()
             shutil.rmtree(run_dir, ignore_errors=True)

@@ -86,3 +86,30 @@ def test_model_exception_fails_the_job_and_the_worker_goes_on(
     second = create_job(settings, sst2_bytes, SHORT)
     assert JobRunner(settings, second).run() == Outcome.succeeded
     assert job_row(settings, second).status == "succeeded"
+
+
+@pytest.mark.parametrize("broken", ["checkpoints", "artifacts"])
+def test_artifact_store_write_failure_fails_the_job_and_lists_nothing(
+    db_url: str, make_settings: Callable[..., Settings], sst2_bytes: bytes, broken: str
+) -> None:
+    """The store's target for this job's checkpoints (or final artifacts) is a regular file, so every write
+    there fails in the OS; the job fails with a storage error and no artifact row or partial file exists."""
+    from sqlalchemy import select
+
+    from sparsegrad_service.db import session_scope
+    from sparsegrad_service.models import Artifact
+
+    settings = make_settings(db_url)
+    job_id = create_job(settings, sst2_bytes, SHORT)
+    blocker = settings.artifact_root / "jobs" / job_id / broken
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a directory")
+    assert JobRunner(settings, job_id).run() == Outcome.failed
+    job = job_row(settings, job_id)
+    assert job.status == "failed" and job.error is not None and job.error["code"] == "storage_error", job.error
+    assert "cannot write to the artifact store" in str(job.error["message"]), job.error
+    with session_scope(settings.sql_url) as session:
+        assert session.scalars(select(Artifact).where(Artifact.job_id == job_id)).all() == []
+    leftovers = [p for p in (settings.artifact_root / "jobs" / job_id).rglob("*") if p.is_file() and p != blocker]
+    assert leftovers == [] or (broken == "artifacts" and all("checkpoints" in str(p) for p in leftovers)), leftovers
+    assert not list(settings.artifact_root.rglob(".tmp-*")), "a temporary file was left behind"
