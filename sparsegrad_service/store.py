@@ -14,15 +14,20 @@ that could leave the store root (``..``, absolute paths, backslashes) is refused
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, TypeVar
+
+log = logging.getLogger("sparsegrad.store")
+T = TypeVar("T")
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 CHUNK = 1024 * 1024
@@ -128,35 +133,64 @@ class LocalArtifactStore:
         shutil.rmtree(self.path(prefix), ignore_errors=True)
 
 
-class HttpArtifactStore:
-    """The store reached through the API (``/internal/store/{key}``) with the worker token."""
+class _Transient(Exception):
+    """An API answer worth retrying (502/503/504: restarting, overloaded, database briefly away)."""
 
-    def __init__(self, api_url: str, token: str, timeout: float = 600.0) -> None:
+
+class HttpArtifactStore:
+    """The store reached through the API (``/internal/store/{key}``) with the worker token.
+
+    Every operation is idempotent (a key is written whole or not at all), so connection failures and
+    502/503/504 answers are retried with backoff for up to ``retry_s`` seconds: an API restart or a
+    short outage delays a checkpoint instead of failing the job."""
+
+    TRANSIENT = frozenset({502, 503, 504})
+
+    def __init__(self, api_url: str, token: str, timeout: float = 600.0, retry_s: float = 120.0) -> None:
         import httpx
 
         self._client = httpx.Client(
             base_url=api_url.rstrip("/"), headers={"Authorization": f"Bearer {token}"}, timeout=timeout
         )
+        self.retry_s = retry_s
 
     def _url(self, key: str) -> str:
         return f"/internal/store/{check_key(key)}"
 
     def _check(self, response: object, key: str) -> None:
         status = getattr(response, "status_code", 0)
+        if status in self.TRANSIENT:
+            raise _Transient(f"artifact store (API) answered {status} for {key}")
         if status >= 400:
             text = getattr(response, "text", "")
             raise StoreError(f"artifact store (API) answered {status} for {key}: {text[:300]}")
 
-    def put_file(self, key: str, src: Path) -> StoredObject:
+    def _retrying(self, what: str, operation: Callable[[], T]) -> T:
         import httpx
 
-        try:
+        deadline = time.monotonic() + self.retry_s
+        delay = 0.5
+        while True:
+            try:
+                return operation()
+            except (httpx.TransportError, _Transient) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise StoreError(f"cannot {what} through the API (gave up after {self.retry_s:.0f} s): "
+                                     f"{exc}") from exc
+                log.warning("artifact store: cannot %s (%s); retrying in %.1f s", what, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            except httpx.HTTPError as exc:
+                raise StoreError(f"cannot {what} through the API: {exc}") from exc
+
+    def put_file(self, key: str, src: Path) -> StoredObject:
+        def upload() -> dict[str, Any]:
             with open(src, "rb") as f:
                 response = self._client.put(self._url(key), content=iter(lambda: f.read(CHUNK), b""))
-        except httpx.HTTPError as exc:
-            raise StoreError(f"cannot upload {key} to the API: {exc}") from exc
-        self._check(response, key)
-        body = response.json()
+            self._check(response, key)
+            return dict(response.json())
+
+        body = self._retrying(f"upload {key}", upload)
         size, sha = file_digest(src)
         if body.get("sha256") != sha or body.get("bytes") != size:
             raise StoreError(f"upload of {key} was corrupted in transit (sha256 mismatch)")
@@ -169,11 +203,10 @@ class HttpArtifactStore:
             return self.put_file(key, Path(tmp.name))
 
     def fetch(self, key: str, dest: Path) -> Path:
-        import httpx
-
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".part")
-        try:
+
+        def download() -> None:
             with self._client.stream("GET", self._url(key)) as response:
                 if response.status_code >= 400:
                     response.read()
@@ -181,21 +214,22 @@ class HttpArtifactStore:
                 with open(tmp, "wb") as out:
                     for chunk in response.iter_bytes(CHUNK):
                         out.write(chunk)
-        except httpx.HTTPError as exc:
+
+        try:
+            self._retrying(f"download {key}", download)
+        except BaseException:
             tmp.unlink(missing_ok=True)
-            raise StoreError(f"cannot download {key} from the API: {exc}") from exc
+            raise
         os.replace(tmp, dest)
         return dest
 
     def delete(self, key: str) -> None:
-        import httpx
-
-        try:
+        def remove() -> None:
             response = self._client.delete(self._url(key))
-        except httpx.HTTPError as exc:
-            raise StoreError(f"cannot delete {key} through the API: {exc}") from exc
-        if response.status_code != 404:
-            self._check(response, key)
+            if response.status_code != 404:
+                self._check(response, key)
+
+        self._retrying(f"delete {key}", remove)
 
     def close(self) -> None:
         self._client.close()

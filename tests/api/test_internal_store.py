@@ -57,3 +57,40 @@ def test_http_artifact_store_round_trip(service: Service, tmp_path: Path) -> Non
         assert "404" in str(exc)
     else:
         raise AssertionError("fetching a missing object must fail")
+
+
+def test_http_artifact_store_waits_for_an_api_that_is_restarting(service: Service, tmp_path: Path) -> None:
+    """Nothing listens on the port for the first 1.5 s (an API restart); the upload is retried and lands
+    once a real uvicorn serves the app there. Without an API at all it gives up with a clear error."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(service.app, host="127.0.0.1", port=port, log_level="warning",
+                                          lifespan="off"))
+    starter = threading.Timer(1.5, server.run)
+    starter.start()
+    try:
+        store = HttpArtifactStore(f"http://127.0.0.1:{port}", WORKER_TOKEN, retry_s=30)
+        started = time.monotonic()
+        stored = store.put_bytes("jobs/ftjob-3/checkpoints/step-00000001.tar.gz", b"ckpt" * 1000)
+        assert time.monotonic() - started >= 1.0
+        assert stored.bytes == 4000
+        assert (service.settings.artifact_root / stored.key).read_bytes() == b"ckpt" * 1000
+        store.close()
+    finally:
+        server.should_exit = True
+        starter.join(timeout=10)
+
+    gone = HttpArtifactStore(f"http://127.0.0.1:{port}", WORKER_TOKEN, retry_s=1)
+    try:
+        gone.put_bytes("jobs/ftjob-3/checkpoints/x", b"x")
+    except StoreError as exc:
+        assert "gave up after 1 s" in str(exc)
+    else:
+        raise AssertionError("an unreachable API must fail the upload in the end")
