@@ -213,7 +213,7 @@ def reap_stale_jobs(
     """Requeue running jobs whose heartbeat is older than ``heartbeat_timeout_s`` (their worker died), or
     fail them once they used ``max_attempts`` (a job dying while ``cancelling`` ends ``cancelled``).
 
-    Queued jobs that sat unclaimed for long are re-sent only when ``queue_depth()`` says the broker queue
+    Queued jobs unclaimed for ``resend_after_s`` are re-sent only when ``queue_depth()`` says the broker queue
     is empty (their message was lost, e.g. a broker restart without persistence): busy workers are not a
     reason to send duplicates, and ``queued_at`` (the queue order) is kept. Returns
     ``[(job_id, "requeued" | "failed" | "cancelled" | "resent")]``."""
@@ -255,7 +255,7 @@ def reap_stale_jobs(
                     enqueue(row.id)
                 done.append((row.id, outcome))
         # queued for a long time with no worker claim although it was sent: re-send (claim is idempotent)
-        lost_cutoff = now - timedelta(seconds=max(settings.heartbeat_timeout_s * 10, 600))
+        lost_cutoff = now - timedelta(seconds=settings.resend_after_s)
         waiting = session.scalars(
             select(Job.id).where(Job.status == str(JobStatus.queued), Job.queued_at < lost_cutoff)
             .order_by(Job.queued_at)

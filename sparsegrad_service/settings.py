@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     reaper_interval_s: float = Field(default=10.0, gt=0)
     run_reaper: bool = True
     """The API process runs the reaper loop (it is safe to run in several processes)."""
+    resend_after_s: float = Field(default=60.0, gt=0)
+    """A job still queued after this long while the broker's queue is empty lost its message (a broker
+    outage at submit time, a broker restart without persistence): the reaper sends it again. A duplicate
+    is harmless, because only one worker can claim the job."""
     max_attempts: int = Field(default=3, ge=1)
     checkpoint_every: int = Field(default=50, ge=1)
     """Default steps between checkpoints of a running job (a job's hyperparameters may override it)."""

@@ -128,6 +128,7 @@ def deployment_env(root: Path, database_url: str, redis_url: str | None, models:
         "SPARSEGRAD_HEARTBEAT_INTERVAL_S": "0.5",
         "SPARSEGRAD_HEARTBEAT_TIMEOUT_S": "5",
         "SPARSEGRAD_REAPER_INTERVAL_S": "1",
+        "SPARSEGRAD_RESEND_AFTER_S": "5",
         "SPARSEGRAD_CHECKPOINT_EVERY": "10",
         "SPARSEGRAD_METRICS_FLUSH_S": "0.3",
         "SPARSEGRAD_STOP_CHECK_S": "0.1",
