@@ -13,4 +13,4 @@ def admin_engine() -> Any:
     """An AUTOCOMMIT engine on the server's ``postgres`` database (to create and drop test databases)."""
     from sqlalchemy import create_engine
 
-    return create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT")
+    return create_engine(f"{PG_SERVER}/postgres", isolation_level="AUTOCOMMIT", pool_pre_ping=True)
