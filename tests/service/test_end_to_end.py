@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import signal
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -168,3 +169,50 @@ def test_a_worker_killed_mid_training_resumes_from_its_checkpoint(deployment: De
                                                  params={"limit": 200, "order": "asc"}).json()["data"]]
         assert any("stopped responding" in m for m in messages), messages
         assert any("esum" in m and "checkpoint" in m for m in messages), messages
+
+
+def test_three_worker_kills_in_one_job(deployment: Deployment, sst2_jsonl: Path) -> None:
+    """SIGKILL the worker three times in one job: a fresh worker resumes each time from the last checkpoint,
+    so at most one checkpoint interval of steps is redone per kill; the job succeeds with every loss step
+    exactly once, and its attempts and events tell the story."""
+    deployment.env["SPARSEGRAD_MAX_ATTEMPTS"] = "5"  # a job records its attempt budget when it is created
+    assert deployment.api is not None
+    deployment.kill(deployment.api, signal.SIGTERM)
+    deployment.start_api()
+    every = int(deployment.env["SPARSEGRAD_CHECKPOINT_EVERY"])
+    worker = deployment.start_worker("w1")
+    key = deployment.create_key("acme")
+    total = 200
+    with deployment.client(key) as c:
+        file_id = upload(c, sst2_jsonl)
+        job = c.post("/v1/fine_tuning/jobs", json=tiny_job(file_id, max_steps=total)).json()
+        resumed_from: list[int] = []
+        for kill in range(1, 4):
+            floor = resumed_from[-1] if resumed_from else 0
+
+            def past_a_new_checkpoint(floor: int = floor) -> dict[str, Any] | None:
+                s = job_status(c, job["id"])
+                ckpts = c.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()["data"]
+                newest = ckpts[0]["step_number"] if ckpts else 0
+                return s if s["status"] == "running" and newest > floor and s["step"] >= newest + 2 else None
+
+            before = wait_for(past_a_new_checkpoint, 180, f"a new checkpoint before kill {kill}", deployment,
+                              every=0.05)
+            ckpts = c.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()["data"]
+            newest = ckpts[0]["step_number"]
+            assert before["step"] - newest < every + 5  # what this kill can cost: less than one interval
+            deployment.kill(worker)
+            resumed_from.append(newest)
+            worker = deployment.start_worker(f"w{kill + 1}")
+        done = wait_for(lambda: (s := job_status(c, job["id"]))["status"] in ("succeeded", "failed") and s,
+                        300, "the job to finish after three kills", deployment)
+        assert done["status"] == "succeeded", done
+        assert done["attempts"] == 4
+        loss = c.get(f"/v1/fine_tuning/jobs/{job['id']}/metrics",
+                     params={"name": "loss", "limit": 1000}).json()["data"]
+        assert [p["step"] for p in loss] == list(range(1, total + 1))  # no gap, no duplicate
+        messages = [e["message"] for e in c.get(f"/v1/fine_tuning/jobs/{job['id']}/events",
+                                                 params={"limit": 1000, "order": "asc"}).json()["data"]]
+        assert sum("stopped responding" in m for m in messages) == 3, messages
+        for step in resumed_from:
+            assert any("esum" in m and f"step {step}" in m for m in messages), (step, messages)
