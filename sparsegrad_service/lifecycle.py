@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, null, select, update
+from sqlalchemy import Engine, delete, func, null, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .enums import EventLevel, EventType, JobStatus
-from .models import Job, JobEvent, MetricPoint, utcnow
+from .models import Artifact, Job, JobEvent, MetricPoint, utcnow
 from .settings import Settings
 
 log = logging.getLogger("sparsegrad.lifecycle")
@@ -175,14 +175,15 @@ def finish_job(
     or None when the job is not this worker's any more.
 
     ``succeeded`` and ``paused`` are reached only from ``running``: a cancel that arrived meanwhile (the job
-    is ``cancelling``) wins, and the job ends ``cancelled``."""
+    is ``cancelling``) wins, and the job ends ``cancelled``; the artifact rows its run recorded are deleted
+    in the same transaction, so a cancelled job never lists any (the worker removes their objects)."""
     now = utcnow()
     extra: dict[str, Any] = {"phase": None, **values}
     if status.terminal:
         extra["finished_at"] = now
         extra["estimated_finish"] = None
-    if status == JobStatus.paused:
-        extra["pause_requested"] = False
+    if status == JobStatus.paused or status.terminal:
+        extra["pause_requested"] = False  # a pause that arrived too late to matter is void
         extra["estimated_finish"] = None
     cancel_wins = status in (JobStatus.succeeded, JobStatus.paused)
     sources = [JobStatus.running] if cancel_wins else [JobStatus.running, JobStatus.cancelling]
@@ -201,6 +202,7 @@ def finish_job(
             status=str(JobStatus.cancelled), finished_at=now, estimated_finish=None, phase=None,
             pause_requested=False, error=null()).execution_options(synchronize_session=False))
         if result.rowcount:  # type: ignore[attr-defined]
+            session.execute(delete(Artifact).where(Artifact.job_id == job_id))
             return JobStatus.cancelled
     return None
 

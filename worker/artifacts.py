@@ -113,3 +113,11 @@ def write_merged_model(model_source: str, adapter_dir: Path, out_dir: Path) -> P
     merged.save_pretrained(out_dir)  # type: ignore[operator]
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def discard_artifacts(sql_url: str, store: ArtifactStore, job_id: str, stored: list[StoredArtifact]) -> None:
+    """Remove the rows and objects of artifacts stored for a job that was cancelled while saving."""
+    with session_scope(sql_url) as session:
+        session.execute(delete(Artifact).where(Artifact.job_id == job_id))
+    for artifact in stored:
+        store.delete(artifact_key(job_id, artifact.filename))

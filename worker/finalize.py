@@ -21,7 +21,7 @@ from sparsegrad_service.enums import ArtifactKind, EventType, JobStatus
 from sparsegrad_service.settings import Settings
 from sparsegrad_service.store import ArtifactStore
 
-from .artifacts import StoredArtifact, store_folder, store_metrics, write_merged_model
+from .artifacts import StoredArtifact, discard_artifacts, store_folder, store_metrics, write_merged_model
 from .attempt import Attempt, Outcome
 from .callbacks import ServiceCallback
 from .data import JobData
@@ -59,28 +59,40 @@ def _artifact_event(attempt: Attempt, artifact: StoredArtifact) -> None:
     )
 
 
-def _store_outputs(settings: Settings, store: ArtifactStore, attempt: Attempt, run: TrainedRun) -> bool:
-    """Store every artifact; False as soon as the job turns out to be lost."""
+def _interrupted(attempt: Attempt) -> Outcome | None:
+    """``lost`` or ``cancelled`` when saving must stop before the next artifact; None to go on."""
+    flags = attempt.flags.refresh()
+    if flags.lost or attempt.journal.lost:
+        return Outcome.lost
+    return Outcome.cancelled if flags.cancel else None
+
+
+def _store_outputs(settings: Settings, store: ArtifactStore, attempt: Attempt, run: TrainedRun,
+                   stored: list[StoredArtifact]) -> Outcome | None:
+    """Store every artifact (each appended to ``stored``); stops with ``lost`` or ``cancelled`` as soon as the
+    job is either."""
     job, sql = attempt.job, settings.sql_url
     export_dir = run.result.export_dir
     assert export_dir is not None, "the trainer exports completed runs (save_final)"
     scratch = attempt.run_dir / ".artifacts"
     is_adapter = run.prepared.spec.type in ADAPTER_METHODS
     kind = ArtifactKind.adapter if is_adapter else ArtifactKind.merged_model
-    if attempt.journal.lost:
-        return False
-    _artifact_event(attempt, store_folder(sql, store, job.id, kind, export_dir, scratch, attempt.worker_id))
+    if stop := _interrupted(attempt):
+        return stop
+    stored.append(store_folder(sql, store, job.id, kind, export_dir, scratch, attempt.worker_id))
+    _artifact_event(attempt, stored[-1])
     if is_adapter and merge_requested(job.spec):
         merged = write_merged_model(run.model_source, export_dir, attempt.run_dir / "merged")
-        if attempt.journal.lost:
-            return False
-        _artifact_event(attempt, store_folder(sql, store, job.id, ArtifactKind.merged_model, merged, scratch,
-                                                attempt.worker_id))
+        if stop := _interrupted(attempt):
+            return stop
+        stored.append(store_folder(sql, store, job.id, ArtifactKind.merged_model, merged, scratch, attempt.worker_id))
+        _artifact_event(attempt, stored[-1])
     run.callback.flush()
-    if attempt.journal.lost:
-        return False
-    _artifact_event(attempt, store_metrics(sql, store, job.id, attempt.worker_id))
-    return True
+    if stop := _interrupted(attempt):
+        return stop
+    stored.append(store_metrics(sql, store, job.id, attempt.worker_id))
+    _artifact_event(attempt, stored[-1])
+    return None
 
 
 def _summary(attempt: Attempt, run: TrainedRun) -> dict[str, Any]:
@@ -108,16 +120,32 @@ def _final_message(run: TrainedRun, name: str) -> str:
 
 
 def complete(settings: Settings, store: ArtifactStore, attempt: Attempt, run: TrainedRun) -> Outcome:
+    """Save the run and mark the job succeeded. A pause that arrives now is void (training is over); a cancel
+    wins until the job is marked succeeded, and leaves no artifact behind."""
     run.callback.enter_phase("saving")
+    if attempt.flags.refresh().pause:
+        attempt.journal.event(EventType.message,
+                              "Training had finished when the pause arrived; completing the job instead.")
     summary = _summary(attempt, run)
-    if not _store_outputs(settings, store, attempt, run):
-        return Outcome.lost
+    stored: list[StoredArtifact] = []
+    stop = _store_outputs(settings, store, attempt, run, stored)
+    if stop == Outcome.cancelled:
+        discard_artifacts(settings.sql_url, store, attempt.job.id, stored)
+        attempt.heartbeat.stop()
+        removed = f"; its {len(stored)} stored artifact(s) were removed" if stored else ""
+        final = attempt.journal.finish(JobStatus.cancelled, f"Job cancelled while saving{removed}.")
+        return Outcome.cancelled if final else Outcome.lost
+    if stop is not None:
+        return stop
     job = attempt.job
     name = fine_tuned_model_name(job.model, job.suffix, job.id)
     attempt.heartbeat.stop()
-    finished = attempt.journal.finish(
+    final = attempt.journal.finish(
         JobStatus.succeeded, _final_message(run, name), fine_tuned_model=name, summary=summary,
         trained_tokens=int(run.callback.trained_tokens), progress=1.0, step=run.result.global_step,
         total_steps=run.result.total_steps,
     )
-    return Outcome.succeeded if finished else Outcome.lost
+    if final == JobStatus.cancelled:  # the cancel came after the last artifact; finish_job dropped the rows
+        discard_artifacts(settings.sql_url, store, job.id, stored)
+        return Outcome.cancelled
+    return Outcome.succeeded if final else Outcome.lost

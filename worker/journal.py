@@ -83,14 +83,15 @@ class JobJournal:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def finish(self, status: JobStatus, message: str, *, error: dict[str, Any] | None = None,
-               **values: Any) -> bool:
-        """Move the job to ``status`` (terminal or paused) with a closing event; False if it was lost."""
+               **values: Any) -> JobStatus | None:
+        """Move the job to ``status`` (terminal or paused) with a closing event. Returns the status it got
+        (``cancelled`` when a cancel arrived meanwhile), or None if the job was lost."""
         if self.lost:
-            return False
+            return None
         with session_scope(self.sql_url) as session:
             final = lifecycle.finish_job(session, self.job_id, self.worker_id, status, error=error, **values)
             if final is None:
-                return False
+                return None
             if final != status:  # a cancel arrived while pausing or saving: it wins
                 status, message, error = final, "Job cancelled.", None
             if error is not None:
@@ -100,4 +101,4 @@ class JobJournal:
                 lifecycle.add_event(session, self.job_id, EventType.message, message,
                                     data={"status": str(status)})
         self.notify({"status": str(status)})
-        return True
+        return status
