@@ -4,7 +4,8 @@ claim → heartbeat thread → re-validate the files → load the registered mod
 checkpoint (if any) → calibrate / train / evaluate through ``sparsegrad_core`` with
 :class:`~worker.callbacks.ServiceCallback` → store the artifacts → ``succeeded``; or ``cancelled`` /
 ``paused`` when asked, ``failed`` with ``invalid_training_file`` (and similar) for bad input or
-``storage_error`` when the artifact store refuses a write, ``training_error`` for anything else. A job taken away from this worker (see :mod:`worker.heartbeat`)
+``storage_error`` when the artifact store refuses a write, ``out_of_memory`` when an allocation fails,
+``training_error`` for anything else. A job taken away from this worker (see :mod:`worker.heartbeat`)
 ends quietly. The run folder ``<work_dir>/<job_id>/attempt-<n>`` is always deleted: whatever a later
 attempt needs is in the artifact store.
 """
@@ -43,6 +44,26 @@ from .journal import JobJournal
 
 log = logging.getLogger("sparsegrad.worker")
 MAX_ERROR_CHARS = 2000
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, Python's MemoryError, or the CPU allocator's refusal (a RuntimeError)."""
+    return isinstance(exc, torch.OutOfMemoryError | MemoryError) or any(
+        text in str(exc) for text in ("can't allocate memory", "not enough memory"))
+
+
+def failure(exc: BaseException, device: str) -> dict[str, Any]:
+    """The job error for an unexpected exception: ``storage_error``, ``out_of_memory`` (with what to change)
+    or ``training_error``, with the exception's message."""
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, StoreError):
+        return {"code": "storage_error", "message": message[:MAX_ERROR_CHARS], "param": None}
+    if is_out_of_memory(exc):
+        advice = (f"The job ran out of memory on {device}. Lower hyperparameters.batch_size or max_seq_length "
+                  "(gradient_accumulation_steps keeps the effective batch size). ")
+        return {"code": "out_of_memory", "message": (advice + message)[:MAX_ERROR_CHARS],
+                "param": "hyperparameters"}
+    return {"code": "training_error", "message": message[:MAX_ERROR_CHARS], "param": None}
 
 
 class JobRunner:
@@ -92,9 +113,7 @@ class JobRunner:
                 log.warning("job %s was taken away while failing: %s", job.id, exc)
                 return Outcome.lost
             log.exception("job %s failed", job.id)
-            message = (str(exc) or type(exc).__name__)[:MAX_ERROR_CHARS]
-            code = "storage_error" if isinstance(exc, StoreError) else "training_error"
-            return self._fail(attempt, {"code": code, "message": message, "param": None})
+            return self._fail(attempt, failure(exc, device.description))
         finally:
             heartbeat.stop()
             shutil.rmtree(run_dir, ignore_errors=True)

@@ -63,29 +63,57 @@ def test_unknown_model_and_invalid_hyperparameters(
     assert "batch_size" in assert_failed(settings, job_id, "invalid_hyperparameters", "hyperparameters")
 
 
-def test_model_exception_fails_the_job_and_the_worker_goes_on(
-    pg_db: str, make_settings: Callable[..., Settings], sst2_bytes: bytes, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    settings = make_settings(pg_db)
+def _exploding_forward(monkeypatch: pytest.MonkeyPatch, explode: Callable[[], None]) -> None:
+    """Training forward passes after calibration and the first steps call ``explode``."""
     original = BertForSequenceClassification.forward
     calls = {"n": 0}
 
-    def exploding(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def forward(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         calls["n"] += 1
-        if self.training and calls["n"] > 6:  # after calibration and the first steps
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        if self.training and calls["n"] > 6:
+            explode()
         return original(self, *args, **kwargs)
 
+    monkeypatch.setattr(BertForSequenceClassification, "forward", forward)
+
+
+def _raise_value_error() -> None:
+    raise ValueError("shapes (8, 33) and (32,) do not match")
+
+
+def _allocate_32_tib() -> None:
+    torch.empty(2**45, dtype=torch.uint8)  # the real CPU allocator refuses: more than the machine has
+
+
+@pytest.mark.parametrize(("explode", "code"), [(_raise_value_error, "training_error"),
+                                               (_allocate_32_tib, "out_of_memory")], ids=["exception", "oom"])
+def test_a_failure_inside_the_model_fails_the_job_and_the_worker_goes_on(
+    pg_db: str, make_settings: Callable[..., Settings], sst2_bytes: bytes, monkeypatch: pytest.MonkeyPatch,
+    explode: Callable[[], None], code: str,
+) -> None:
+    settings = make_settings(pg_db)
     first = create_job(settings, sst2_bytes, SHORT)
     with monkeypatch.context() as patch:
-        patch.setattr(BertForSequenceClassification, "forward", exploding)
+        _exploding_forward(patch, explode)
         assert JobRunner(settings, first).run() == Outcome.failed
-    message = assert_failed(settings, first, "training_error", None)
-    assert message == "CUDA out of memory. Tried to allocate 20.00 GiB"
+    message = assert_failed(settings, first, code, "hyperparameters" if code == "out_of_memory" else None)
+    if code == "out_of_memory":
+        assert message.startswith("The job ran out of memory on cpu. Lower hyperparameters.batch_size"), message
+        assert "DefaultCPUAllocator: can't allocate memory: you tried to allocate 35184372088832 bytes" in message
+    else:
+        assert message == "shapes (8, 33) and (32,) do not match"
 
     second = create_job(settings, sst2_bytes, SHORT)
     assert JobRunner(settings, second).run() == Outcome.succeeded
     assert job_row(settings, second).status == "succeeded"
+
+
+def test_cuda_out_of_memory_is_reported_with_advice() -> None:
+    from worker.runner import failure
+    error = failure(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"), "cuda:0 (H100)")
+    assert error["code"] == "out_of_memory" and error["param"] == "hyperparameters"
+    assert error["message"].endswith("CUDA out of memory. Tried to allocate 20.00 GiB")
+    assert "ran out of memory on cuda:0 (H100)" in error["message"]
 
 
 @pytest.mark.parametrize("broken", ["checkpoints", "artifacts"])
