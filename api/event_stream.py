@@ -9,6 +9,7 @@ own short session in a worker thread: no session is held while waiting.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from typing import Any
 
 import anyio
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 from sse_starlette import ServerSentEvent
 
 from sparsegrad_service.enums import JobStatus
@@ -78,14 +80,13 @@ class Wakeup:
                     await closable.aclose()
 
 
-def read_batch(context: ServiceContext, job_id: str, after: int) -> tuple[str | None, list[ServerSentEvent]]:
+def read_batch(session: Session, job_id: str, after: int) -> tuple[str | None, list[ServerSentEvent]]:
     """The job's status, then up to ``BATCH`` events after ``after`` (status first: an event committed
     before a terminal status is always seen by the same read)."""
-    with context.sessions() as session:
-        status = session.scalar(select(Job.status).where(Job.id == job_id))
-        rows = session.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > after)
-                               .order_by(JobEvent.seq).limit(BATCH)).all()
-        events = [ServerSentEvent(data=event_object(r).model_dump_json(), event=r.type, id=str(r.seq)) for r in rows]
+    status = session.scalar(select(Job.status).where(Job.id == job_id))
+    rows = session.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > after)
+                           .order_by(JobEvent.seq).limit(BATCH)).all()
+    events = [ServerSentEvent(data=event_object(r).model_dump_json(), event=r.type, id=str(r.seq)) for r in rows]
     return status, events
 
 
@@ -95,7 +96,7 @@ async def job_events(context: ServiceContext, job_id: str, after: int) -> AsyncI
     try:
         cursor = after
         while True:
-            status, events = await anyio.to_thread.run_sync(read_batch, context, job_id, cursor)
+            status, events = await context.read(functools.partial(read_batch, job_id=job_id, after=cursor))
             for event in events:
                 cursor = int(event.id or cursor)
                 yield event

@@ -42,14 +42,22 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from service.conftest import Deployment, deployment_env, free_port  # noqa: E402
-from service_endpoints import PG_SERVER, REDIS_SERVER, admin_engine  # noqa: E402
-
-RESULTS = REPO / "bench" / "results" / "service_load.json"
-HZ = os.sysconf("SC_CLK_TCK")
+from service_common import (
+    Deployment,
+    cpu_delta,
+    epoch,
+    job_body,
+    pids_named,
+    proc_cpu,
+    process_tree,
+    save_run,
+    scratch_deployment,
+    shown,
+    start_api,
+    stop_api,
+)
 
 WRK_DONE = r"""
 done = function(summary, latency, requests)
@@ -85,52 +93,6 @@ function request()
     ["Content-Type"] = "application/json", ["Idempotency-Key"] = id}}, body)
 end
 """ + WRK_DONE
-
-
-def proc_cpu(pids: list[int]) -> dict[int, float]:
-    """CPU seconds (user + system) of each live pid."""
-    out = {}
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[pid] = (int(fields[11]) + int(fields[12])) / HZ
-    return out
-
-
-def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
-    """CPU used between two snapshots; a pid born in between counts from zero (exited ones are lost)."""
-    return sum(v - before.get(pid, 0.0) for pid, v in after.items())
-
-
-def pids_named(name: str) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == name:
-                    out.append(int(entry.name))
-            except OSError:
-                pass
-    return out
-
-
-def process_tree(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
 
 
 def run_wrk(url: str, script: str, duration: int, connections: int, threads: int, api_pid: int,
@@ -176,60 +138,6 @@ def run_wrk(url: str, script: str, duration: int, connections: int, threads: int
         },
         "duration_s": round(raw["duration_us"] / 1e6, 2), "connections": connections, "wrk_threads": threads,
     }
-
-
-def build_tiny_model(folder: Path) -> Path:
-    """Like ``tests/conftest.py::tiny_model_dir``: a tiny random BERT + the real MiniLM tokenizer."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
-
-    from sparsegrad_core.tasks import load_tokenizer
-
-    tokenizer = load_tokenizer("minilm-l6")
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def write_sst2(path: Path, n: int = 120) -> Path:
-    from sparsegrad_data import glue_mapping, load_dataset, sample_path
-
-    task, mapping = glue_mapping("sst2")
-    data = load_dataset(sample_path("sst2_train"), task, mapping)
-    with open(path, "w") as f:
-        for ex in data.examples[:n]:
-            f.write(json.dumps({"text": ex.text, "label": int(ex.label)}) + "\n")  # type: ignore[arg-type]
-    return path
-
-
-def job_body(training_file: str, max_steps: int, tag: str) -> dict[str, Any]:
-    return {"model": "tiny-bert", "training_file": training_file,
-            "method": {"type": "sparsegrad", "sparsegrad": {"density": 0.05, "calibration_steps": 2}},
-            "hyperparameters": {"batch_size": 8, "max_seq_length": 32, "learning_rate": 1e-3,
-                                "max_steps": max_steps},
-            "metadata": {"bench": tag}}
-
-
-def epoch(value: datetime) -> float:
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
-
-
-def start_api(dep: Deployment, workers: int) -> None:
-    port = dep.url.rsplit(":", 1)[1]
-    dep.api = dep._spawn([sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port", port,
-                          "--log-level", "warning", "--workers", str(workers)], dep.env, "api")
-    dep.wait_ready()
-
-
-def stop_api(dep: Deployment) -> None:
-    if dep.api is not None:
-        import signal
-
-        dep.kill(dep.api, signal.SIGTERM)
-        dep.api = None
 
 
 class SseFollower(threading.Thread):
@@ -343,43 +251,20 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: apt-get install -y wrk")
 
-    from sqlalchemy import text, update
+    from sqlalchemy import update
 
-    from migrations import upgrade
-    from sparsegrad_service.db import dispose_engines, session_factory
+    from sparsegrad_service.db import session_factory
     from sparsegrad_service.enums import JobStatus
     from sparsegrad_service.models import Job
 
-    root = Path(tempfile.mkdtemp(prefix="sg-service-load-"))
-    name = f"sg_bench_{secrets.token_hex(6)}"
-    admin = admin_engine()
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    pg_url = f"{PG_SERVER}/{name}"
-    dep: Deployment | None = None
     out: dict[str, Any] = {"label": args.label, "api_workers": args.api_workers, "cpu_count": os.cpu_count(),
                            "started": datetime.now(UTC).isoformat(timespec="seconds")}
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
-    try:
-        upgrade(pg_url)
-        model = build_tiny_model(root / "tiny-bert")
-        data = write_sst2(root / "sst2_small.jsonl")
-        env = deployment_env(root, pg_url, REDIS_SERVER, {"tiny-bert": str(model)})
-        served_queue = env["SPARSEGRAD_TRAINING_QUEUE"]
-        env["SPARSEGRAD_TRAINING_QUEUE"] = f"bench-unserved-{secrets.token_hex(4)}"
-        env["SPARSEGRAD_HEARTBEAT_INTERVAL_S"] = "2"  # the defaults of tests/service are for fault tests
-        env["SPARSEGRAD_HEARTBEAT_TIMEOUT_S"] = "60"
-        env["SPARSEGRAD_REAPER_INTERVAL_S"] = "30"
-        env["SPARSEGRAD_RATE_LIMIT_PER_MINUTE"] = "0"  # one key drives all the load: measure the API, not the limit
-        dep = Deployment(root, env, f"http://127.0.0.1:{free_port()}")
-        start_api(dep, args.api_workers)
+    with scratch_deployment(api_workers=args.api_workers, unserved_queue=True) as scratch:
+        dep, key, file_id = scratch.dep, scratch.key, scratch.file_id
         assert dep.api is not None
-        key = dep.create_key("bench")
-        with dep.client(key) as c, open(data, "rb") as f:
-            r = c.post("/v1/files", files={"file": ("sst2.jsonl", f)}, data={"purpose": "fine-tune"})
-            r.raise_for_status()
-            file_id = r.json()["id"]
+        with dep.client(key) as c:
             r = c.post("/v1/fine_tuning/jobs", json=job_body(file_id, 20, "get-target"))
             r.raise_for_status()
             job_id = r.json()["id"]
@@ -394,7 +279,7 @@ def main() -> None:
         out["create_job"] = run_wrk(f"{dep.url}/v1/fine_tuning/jobs", lua_post(key, template, secrets.token_hex(3)),
                                     args.duration, args.connections, args.wrk_threads, dep.api.pid,
                                     args.profile / "create_job.folded" if args.profile else None)
-        with session_factory(pg_url)() as session:  # nobody will run them: keep them from the worker
+        with session_factory(scratch.pg_url)() as session:  # nobody will run them: keep them from the worker
             created = session.execute(update(Job).where(Job.status == str(JobStatus.queued))
                                       .values(status=str(JobStatus.cancelled))).rowcount  # type: ignore[attr-defined]
             session.commit()
@@ -402,33 +287,17 @@ def main() -> None:
 
         if not args.skip_latency:
             stop_api(dep)
-            dep.env["SPARSEGRAD_TRAINING_QUEUE"] = served_queue
+            dep.env["SPARSEGRAD_TRAINING_QUEUE"] = scratch.served_queue
             start_api(dep, args.api_workers)
             dep.start_worker()
             time.sleep(3)  # let the worker connect to the broker
             print(f"{args.jobs} tiny jobs with one worker...", flush=True)
-            out["latency"] = latency_part(dep, pg_url, key, file_id, args.jobs, args.max_steps)
-    except BaseException:
-        if dep is not None:
-            print(dep.log_tail(), file=sys.stderr)
-        raise
-    finally:
-        if dep is not None:
-            dep.stop()
-        dispose_engines()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-        shutil.rmtree(root, ignore_errors=True)
+            out["latency"] = latency_part(dep, scratch.pg_url, key, file_id, args.jobs, args.max_steps)
 
     report(out)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    runs = previous.get("runs", {})
-    runs[args.label] = out
-    RESULTS.write_text(json.dumps({"targets": {"get_job": ">= 1000 req/s, p99 <= 50 ms",
-                                               "latencies": "<= 1 s"}, "runs": runs}, indent=2) + "\n")
-    print(f"wrote {RESULTS.relative_to(REPO)} (run '{args.label}')")
+    path = save_run("service_load.json", args.label, out,
+                    {"get_job": ">= 1000 req/s, p99 <= 50 ms", "latencies": "<= 1 s"})
+    print(f"wrote {shown(path)} (run '{args.label}')")
 
 
 def report(out: dict[str, Any]) -> None:

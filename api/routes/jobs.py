@@ -43,24 +43,30 @@ def create_job(
 
 
 @router.get("", response_model=JobsPublic)
-def list_jobs(
-    session: SessionDep, tenant: CurrentTenant,
+async def list_jobs(
+    tenant: CurrentTenant, context: ContextDep,
     after: Annotated[str | None, Query(description="A job id: return the jobs created before it.")] = None,
     limit: Annotated[int, Query(ge=1, le=100, description="Page size, 1-100. Default 20.")] = 20,
     status: Annotated[JobStatus | None, Query(description="Only jobs with this status.")] = None,
 ) -> JobsPublic:
     """List the tenant's jobs, newest first."""
-    query = select(Job).where(Job.tenant_id == tenant.id)
+    return await context.read(lambda session: _list_jobs(session, tenant.id, after, limit, status))
+
+
+def _list_jobs(session: Session, tenant_id: str, after: str | None, limit: int, status: JobStatus | None) -> JobsPublic:
+    query = select(Job, queue_position_column()).where(Job.tenant_id == tenant_id)
     if status is not None:
         query = query.where(Job.status == str(status))
     if after is not None:
-        cursor = session.scalar(select(Job).where(Job.id == after, Job.tenant_id == tenant.id))
+        cursor = session.scalar(select(Job).where(Job.id == after, Job.tenant_id == tenant_id))
         if cursor is None:
             raise ApiError(400, f"Invalid after: no such job '{after}'.", param="after", code="invalid_cursor")
         query = query.where(or_(Job.created_at < cursor.created_at,
                                 (Job.created_at == cursor.created_at) & (Job.id < cursor.id)))
-    rows = list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)))
-    return JobsPublic(data=job_objects(session, rows[:limit]), has_more=len(rows) > limit)
+    rows = session.execute(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)).all()
+    page = rows[:limit]
+    return JobsPublic(data=job_objects(session, [r[0] for r in page], {r[0].id: r[1] for r in page}),
+                      has_more=len(rows) > limit)
 
 
 @router.get("/{job_id}", response_model=JobPublic)

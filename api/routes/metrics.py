@@ -6,10 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from sparsegrad_service.models import MetricPoint
 
-from ..deps import CurrentTenant, SessionDep
+from ..deps import ContextDep, CurrentTenant
 from ..ownership import tenant_job
 from ..schemas import MetricsPublic
 from ..schemas.common import error_responses
@@ -19,16 +20,21 @@ router = APIRouter(prefix="/fine_tuning/jobs", tags=["metrics"], responses=error
 
 
 @router.get("/{job_id}/metrics", response_model=MetricsPublic)
-def list_metrics(
-    job_id: str, session: SessionDep, tenant: CurrentTenant,
+async def list_metrics(
+    job_id: str, tenant: CurrentTenant, context: ContextDep,
     name: Annotated[list[str] | None, Query(description="Metric names (repeat, or comma-separate). Default: all.")] = None,
     after_step: Annotated[int | None, Query(description="Only points with a larger step.")] = None,
     limit: Annotated[int, Query(ge=1, le=100_000, description="Page size, 1-100000. Default 1000.")] = 1000,
 ) -> MetricsPublic:
     """List metric points ordered by (step, name). A page that has more after it ends at a whole step:
     continue with `after_step` = its last step."""
-    tenant_job(session, tenant.id, job_id)
     names = sorted({n.strip() for value in name or [] for n in value.split(",") if n.strip()})
+    return await context.read(lambda session: _list_metrics(session, tenant.id, job_id, names, after_step, limit))
+
+
+def _list_metrics(session: Session, tenant_id: str, job_id: str, names: list[str], after_step: int | None,
+                  limit: int) -> MetricsPublic:
+    tenant_job(session, tenant_id, job_id)
     query = select(MetricPoint).where(MetricPoint.job_id == job_id)
     if names:
         query = query.where(MetricPoint.name.in_(names))
