@@ -6,7 +6,7 @@ import functools
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import Row, and_, bindparam, case, func, select
 from sqlalchemy.orm import Session, aliased
 
 from sparsegrad_service.enums import JobStatus
@@ -68,18 +68,23 @@ def _queue_position(session: Session, job: Job) -> int | None:
     return 1 + int(ahead or 0)
 
 
+@functools.cache
+def artifact_ids_statement() -> Any:
+    return (select(Artifact.job_id, Artifact.id).where(Artifact.job_id.in_(bindparam("job_ids", expanding=True)))
+            .order_by(Artifact.created_at, Artifact.id))
+
+
 def job_objects(session: Session, jobs: Sequence[Job], positions: dict[str, int | None] | None = None
                 ) -> list[JobPublic]:
     """Public objects of ``jobs``: one query for all their artifacts, and one per queued job whose position
     is not in ``positions``."""
     results: dict[str, list[str]] = {job.id: [] for job in jobs}
     if jobs:
-        rows = session.execute(select(Artifact.job_id, Artifact.id).where(Artifact.job_id.in_(list(results)))
-                               .order_by(Artifact.created_at, Artifact.id)).all()
+        rows = session.execute(artifact_ids_statement(), {"job_ids": list(results)}).all()
         for job_id, artifact_id in rows:
             results[job_id].append(artifact_id)
     positions = positions or {}
-    return [_job_object(job, results[job.id],
+    return [job_public(job, results[job.id],
                         positions[job.id] if job.id in positions else _queue_position(session, job))
             for job in jobs]
 
@@ -89,7 +94,8 @@ def job_object(session: Session, job: Job, position: int | Literal[False] | None
     return job_objects(session, [job], None if position is False else {job.id: position})[0]
 
 
-def _job_object(job: Job, result_files: list[str], queue_position: int | None) -> JobPublic:
+def job_public(job: Job | Row[Any], result_files: list[str], queue_position: int | None) -> JobPublic:
+    """``job``: the ORM object, or a row (or named tuple) of its columns under their attribute names."""
     spec = job.spec or {}
     return JobPublic(
         id=job.id, status=job.status, model=job.model, created_at=unix_required(job.created_at),

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     api_key_cache_s: float = Field(default=2.0, ge=0)
     """API processes remember an authenticated key this long (0: look it up on every request); a revoked
     key stops working within this time."""
+    db_read_pool: int = Field(default=10, ge=1)
+    """PostgreSQL connections of each API process for its reads on the event loop; more concurrent reads wait
+    for one (up to 30 s, then 503)."""
 
     @field_validator("models", mode="before")
     @classmethod

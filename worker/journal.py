@@ -8,10 +8,13 @@ events or metrics, live listeners are woken (:class:`~sparsegrad_service.lifecyc
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from sqlalchemy import update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from sparsegrad_service import lifecycle
@@ -23,15 +26,40 @@ from sparsegrad_service.settings import Settings
 from .heartbeat import StopFlags
 
 Event = tuple[EventType, str, dict[str, Any] | None]
+T = TypeVar("T")
+log = logging.getLogger("sparsegrad.worker")
+
+
+RETRY_FIRST_S, RETRY_MAX_S = 0.5, 5.0
+
+
+def retry_while_disconnected(work: Callable[[], T], give_up_after_s: float, what: str) -> T:
+    """``work()``, retried with backoff while the database connection fails (a restart, a failover), for up
+    to ``give_up_after_s`` seconds; then the error propagates. Each try is its own transaction, so a write
+    is never half applied; metric points are idempotent, and a commit whose answer was lost can at worst
+    repeat an event."""
+    deadline, delay = time.monotonic() + give_up_after_s, RETRY_FIRST_S
+    while True:
+        try:
+            return work()
+        except OperationalError as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s: the database is unreachable (%s); retrying in %.1f s", what,
+                        str(exc).splitlines()[0], delay)
+            time.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
 
 
 class JobJournal:
-    """Writes of one attempt at one job."""
+    """Writes of one attempt at one job. A write that finds the database gone is retried (training waits)
+    for up to ``Settings.heartbeat_timeout_s``, after which the reaper would take the job anyway."""
 
     def __init__(self, settings: Settings, job_id: str, worker_id: str, flags: StopFlags) -> None:
         self.sql_url = settings.sql_url
         self.job_id, self.worker_id, self.flags = job_id, worker_id, flags
         self.live = lifecycle.LiveChannel(settings)
+        self.retry_s = settings.heartbeat_timeout_s
 
     @property
     def lost(self) -> bool:
@@ -50,15 +78,21 @@ class JobJournal:
         if self.lost:
             return False
         events, metrics = list(events), list(metrics)
-        with session_scope(self.sql_url) as session:
-            if not self._update_job(session, {"heartbeat_at": utcnow(), **(job or {})}):
-                self.flags.set(lost=True)
-                session.rollback()
-                return False
-            if metrics:
-                lifecycle.insert_metrics(session, self.job_id, metrics)
-            for type_, message, data in events:
-                lifecycle.add_event(session, self.job_id, type_, message, data=data, level=level)
+
+        def transaction() -> bool:
+            with session_scope(self.sql_url) as session:
+                if not self._update_job(session, {"heartbeat_at": utcnow(), **(job or {})}):
+                    session.rollback()
+                    return False
+                if metrics:
+                    lifecycle.insert_metrics(session, self.job_id, metrics)
+                for type_, message, data in events:
+                    lifecycle.add_event(session, self.job_id, type_, message, data=data, level=level)
+            return True
+
+        if not retry_while_disconnected(transaction, self.retry_s, f"job {self.job_id}"):
+            self.flags.set(lost=True)
+            return False
         if events or metrics:
             self.notify()
         return True
@@ -88,17 +122,21 @@ class JobJournal:
         (``cancelled`` when a cancel arrived meanwhile), or None if the job was lost."""
         if self.lost:
             return None
-        with session_scope(self.sql_url) as session:
-            final = lifecycle.finish_job(session, self.job_id, self.worker_id, status, error=error, **values)
-            if final is None:
-                return None
-            if final != status:  # a cancel arrived while pausing or saving: it wins
-                status, message, error = final, "Job cancelled.", None
-            if error is not None:
-                lifecycle.add_event(session, self.job_id, EventType.error, message,
-                                    data={"code": error.get("code")}, level=EventLevel.error)
-            else:
-                lifecycle.add_event(session, self.job_id, EventType.message, message,
-                                    data={"status": str(status)})
-        self.notify({"status": str(status)})
-        return status
+
+        def transaction() -> JobStatus | None:
+            with session_scope(self.sql_url) as session:
+                final = lifecycle.finish_job(session, self.job_id, self.worker_id, status, error=error, **values)
+                if final is None:
+                    return None
+                text, err = (message, error) if final == status else ("Job cancelled.", None)  # a cancel won
+                if err is not None:
+                    lifecycle.add_event(session, self.job_id, EventType.error, text,
+                                        data={"code": err.get("code")}, level=EventLevel.error)
+                else:
+                    lifecycle.add_event(session, self.job_id, EventType.message, text, data={"status": str(final)})
+                return final
+
+        final = retry_while_disconnected(transaction, self.retry_s, f"job {self.job_id}")
+        if final is not None:
+            self.notify({"status": str(final)})
+        return final
