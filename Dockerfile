@@ -41,6 +41,7 @@ RUN pip install \
     "sqlalchemy>=2.0.30" \
     "alembic>=1.13" \
     "psycopg[binary]>=3.2" \
+    "psycopg-pool>=3.2" \
     "pydantic>=2.7" \
     "pydantic-settings>=2.3" \
     "sse-starlette>=2.1" \

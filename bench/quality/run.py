@@ -13,6 +13,7 @@ restart. At the end ``report.py`` writes results.json, RESULTS_TABLE.md and qual
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -48,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chat-source", default=None, help="chitchat-dataset wheel or dataset.json (default: the "
                    "installed package, else the bundled chat sample)")
     p.add_argument("--steps", type=int, default=None, help="override the profile's steps (smoke checks)")
+    p.add_argument("--lr-grid", default=None, help="comma-separated learning rates replacing the profile's GLUE grid "
+                   "(the same for every method)")
     p.add_argument("--service", default=None, help="service URL: submit the runs as jobs instead")
     p.add_argument("--api-key", default=os.environ.get("SPARSEGRAD_API_KEY"))
     p.add_argument("--dry-run", action="store_true", help="print the plan and the estimate, train nothing")
@@ -82,8 +85,14 @@ def build_options(args: argparse.Namespace) -> qp.PlanOptions:
         bad = [v for v in given if v not in allowed]
         if bad:
             raise SystemExit(f"unknown {name} {', '.join(bad)}; choose from {', '.join(allowed)}")
+    profile = qp.PROFILES[args.profile]
+    if args.lr_grid:
+        grid = tuple(sorted(_csv(args.lr_grid, float) or []))
+        if not grid or any(not 0 < lr < 1 for lr in grid):
+            raise SystemExit(f"--lr-grid needs learning rates in (0, 1), got {args.lr_grid!r}")
+        profile = dataclasses.replace(profile, lr_grid=grid)
     return qp.PlanOptions(
-        profile=qp.PROFILES[args.profile], tasks=tasks, methods=_csv(args.methods) or [], settings=settings,
+        profile=profile, tasks=tasks, methods=_csv(args.methods) or [], settings=settings,
         seeds=seeds, density=args.density, data=data, sweep_density=args.sweep_density, decoder=args.decoder,
         decoder_data=decoder_data, steps=args.steps, available=available,
     )
