@@ -103,12 +103,15 @@ class Run:
     val_fraction: float
     data: str
     model: str = "minilm-l6"
+    max_grad_norm: float | None = None
+    """Gradient clipping for every method (None: none, the profiles' default)."""
 
     @property
     def key(self) -> str:
+        clip = "" if self.max_grad_norm is None else f"|clip={self.max_grad_norm:g}"
         return (f"{self.phase}|{self.model}|{self.data}|{self.task}|{self.method}|{self.setting}|d={self.density:g}"
                 f"|lr={self.lr:g}|seed={self.seed}|n={self.train_size}|steps={self.steps}|bs={self.batch_size}"
-                f"|len={self.max_seq_length}|cal={self.calibration_steps}|val={self.val_fraction:g}")
+                f"|len={self.max_seq_length}|cal={self.calibration_steps}|val={self.val_fraction:g}{clip}")
 
     @property
     def group(self) -> tuple[str, str, str, str, float]:
@@ -139,6 +142,8 @@ class PlanOptions:
     """Override of the profile's steps (smoke checks); part of the run key, so it never mixes."""
     available: dict[str, int] = field(default_factory=dict)
     """Training rows available per task (caps the subsample when the data is smaller)."""
+    max_grad_norm: float | None = None
+    """Gradient clipping for every method; part of the run key."""
 
 
 def _settings_for(method: str, settings: Sequence[str]) -> list[str]:
@@ -161,7 +166,8 @@ def _run(opts: PlanOptions, phase: str, task: str, method: str, setting: str, se
         size = min(size, opts.available[task])
     return Run(phase=phase, task=task, method=method, setting=setting, seed=seed, lr=lr, density=density,
                train_size=size, steps=opts.steps or steps, batch_size=batch, max_seq_length=length,
-               calibration_steps=p.calibration_steps, val_fraction=p.val_fraction, data=data, model=model)
+               calibration_steps=p.calibration_steps, val_fraction=p.val_fraction, data=data, model=model,
+               max_grad_norm=opts.max_grad_norm)
 
 
 def _groups(opts: PlanOptions) -> list[tuple[str, str, str, float]]:
@@ -225,8 +231,11 @@ def service_method(method: str, setting: str, density: float, calibration_steps:
 
 def hyperparameters(run: Any) -> dict[str, Any]:
     """Training arguments shared by the in-process and the service path."""
-    return {"learning_rate": run.lr, "batch_size": run.batch_size, "max_steps": run.steps,
+    args = {"learning_rate": run.lr, "batch_size": run.batch_size, "max_steps": run.steps,
             "max_seq_length": run.max_seq_length, "lr_scheduler": "constant", "group_by_length": True}
+    if getattr(run, "max_grad_norm", None) is not None:
+        args["max_grad_norm"] = run.max_grad_norm
+    return args
 
 
 

@@ -35,10 +35,12 @@ def mean_std(values: list[float]) -> dict[str, Any]:
 def aggregate(rows: list[dict[str, Any]], default_density: float = 0.01) -> dict[str, Any]:
     """The content of results.json (see the module docstring)."""
     chosen = qp.choose_lrs(rows)
+    # Final rows at a learning rate that is no longer the chosen one (the grid grew since) are left out.
+    finals = [r for r in rows if r.get("phase") == "final"
+              and chosen.get(qp.Run.from_dict(r).group, r["lr"]) == r["lr"]]
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        if row.get("phase") == "final":
-            groups[(row["task"], row["method"], row["setting"], row["density"])].append(row)
+    for row in finals:
+        groups[(row["task"], row["method"], row["setting"], row["density"])].append(row)
     results = []
     for (task, method, setting, density), grp in sorted(groups.items()):
         grp = sorted(grp, key=lambda r: r["seed"])
@@ -57,8 +59,8 @@ def aggregate(rows: list[dict[str, Any]], default_density: float = 0.01) -> dict
     combos = {(e["method"], e["setting"]) for e in results if e["task"] in qp.GLUE_TASKS}
     for method, setting in sorted(combos):
         per_seed: dict[int, dict[str, float]] = defaultdict(dict)
-        for row in rows:
-            if (row.get("phase") == "final" and row["task"] in qp.GLUE_TASKS and row["method"] == method
+        for row in finals:
+            if (row["task"] in qp.GLUE_TASKS and row["method"] == method
                     and row["setting"] == setting and row["density"] == default_density):
                 per_seed[row["seed"]][row["task"]] = qp.task_score(row["task"], row["metrics"])
         tasks = sorted({t for s in per_seed.values() for t in s})

@@ -49,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chat-source", default=None, help="chitchat-dataset wheel or dataset.json (default: the "
                    "installed package, else the bundled chat sample)")
     p.add_argument("--steps", type=int, default=None, help="override the profile's steps (smoke checks)")
+    p.add_argument("--max-grad-norm", type=float, default=None, help="clip gradients at this norm in every run "
+                   "(default: no clipping)")
     p.add_argument("--lr-grid", default=None, help="comma-separated learning rates replacing the profile's GLUE grid "
                    "(the same for every method)")
     p.add_argument("--service", default=None, help="service URL: submit the runs as jobs instead")
@@ -94,7 +96,7 @@ def build_options(args: argparse.Namespace) -> qp.PlanOptions:
     return qp.PlanOptions(
         profile=profile, tasks=tasks, methods=_csv(args.methods) or [], settings=settings,
         seeds=seeds, density=args.density, data=data, sweep_density=args.sweep_density, decoder=args.decoder,
-        decoder_data=decoder_data, steps=args.steps, available=available,
+        decoder_data=decoder_data, steps=args.steps, available=available, max_grad_norm=args.max_grad_norm,
     )
 
 

@@ -147,3 +147,16 @@ def test_choose_lrs_ties_and_nan() -> None:
     chosen = qp.choose_lrs(rows)
     assert chosen[("cola", "full", "paper", "minilm-l6", 0.01)] == 1e-4
     assert chosen[("sst2", "full", "paper", "minilm-l6", 0.01)] == 4e-4
+
+
+def test_report_leaves_out_finals_at_an_lr_no_longer_chosen() -> None:
+    """The grid grew (2e-4 added) and 2e-4 won: the finals run earlier at 4e-4 are not averaged in."""
+    rows = [_row("sst2", "lora", 0, v, "select", lr=lr) for lr, v in ((1e-4, 0.7), (2e-4, 0.9), (4e-4, 0.8))]
+    rows += [_row("sst2", "lora", s, 0.5, lr=4e-4) for s in range(3)]  # chosen before 2e-4 existed
+    rows += [_row("sst2", "lora", s, 0.9, lr=2e-4) for s in range(3)]
+    agg = report.aggregate(rows)
+    (sst2,) = agg["results"]
+    assert sst2["lr"] == 2e-4 and sst2["seeds"] == [0, 1, 2]
+    assert sst2["metrics"]["eval_accuracy"]["mean"] == pytest.approx(0.9)
+    (glue,) = agg["glue_average"]
+    assert glue["mean"] == pytest.approx(0.9) and glue["n"] == 3
