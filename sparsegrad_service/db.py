@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+T = TypeVar("T")
+log = logging.getLogger("sparsegrad.db")
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 
@@ -66,3 +71,24 @@ def session_scope(url: str) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+RETRY_FIRST_S, RETRY_MAX_S = 0.5, 5.0
+
+
+def retry_while_disconnected(work: Callable[[], T], give_up_after_s: float, what: str) -> T:
+    """``work()``, retried with backoff while the database connection fails (a restart, a failover), for up
+    to ``give_up_after_s`` seconds; then the error propagates. Each try is its own transaction, so a write
+    is never half applied; metric points are idempotent, and a commit whose answer was lost can at worst
+    repeat an event."""
+    deadline, delay = time.monotonic() + give_up_after_s, RETRY_FIRST_S
+    while True:
+        try:
+            return work()
+        except OperationalError as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s: the database is unreachable (%s); retrying in %.1f s", what,
+                        str(exc).splitlines()[0], delay)
+            time.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)

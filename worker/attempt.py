@@ -21,6 +21,8 @@ class Outcome(StrEnum):
     paused = "paused"
     lost = "lost"
     """Taken away from this worker while it ran (its heartbeat went stale); nothing more was written."""
+    interrupted = "interrupted"
+    """The database stayed unreachable; the job is left running for the reaper to requeue."""
 
 
 @dataclass

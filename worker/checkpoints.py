@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 
 from sparsegrad_core.training.checkpoint import BASIS_DIR, CHECKPOINTS_DIR, step_dir_name
-from sparsegrad_service.db import session_scope
+from sparsegrad_service.db import retry_while_disconnected, session_scope
 from sparsegrad_service.models import Checkpoint, Job
 from sparsegrad_service.store import (
     ArtifactStore,
@@ -76,37 +76,46 @@ def pack_checkpoint(checkpoint_dir: Path, staging: Path) -> Path:
 
 def upload_checkpoint(
     sql_url: str, store: ArtifactStore, job_id: str, worker_id: str, step: int, checkpoint_dir: Path,
-    staging: Path, metrics: dict[str, Any],
+    staging: Path, metrics: dict[str, Any], retry_s: float = 60.0,
 ) -> StoredCheckpoint | None:
     """Pack and store the checkpoint of ``step``, record it (replacing a row of the same step), point
     ``Job.last_checkpoint_step`` at it and prune older stored checkpoints beyond :data:`KEEP_STORED`.
-    Returns None (recording nothing) if the job is no longer held by ``worker_id``."""
+    Returns None (recording nothing) if the job is no longer held by ``worker_id``. The SQL part waits out
+    a lost database connection for up to ``retry_s`` seconds."""
     archive = pack_checkpoint(checkpoint_dir, staging)
     try:
         stored = store.put_file(checkpoint_key(job_id, step), archive)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    with session_scope(sql_url) as session:
-        held = session.execute(
-            update(Job).where(Job.id == job_id, Job.worker_id == worker_id)
-            .values(last_checkpoint_step=step).execution_options(synchronize_session=False)
-        )
-        if not held.rowcount:  # type: ignore[attr-defined]
-            return None
-        row = session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step))
-        if row is None:
-            row = Checkpoint(job_id=job_id, step=step)
-            session.add(row)
-        row.storage_key, row.bytes, row.sha256, row.metrics = stored.key, stored.bytes, stored.sha256, metrics
-        session.flush()
-        old = session.scalars(
-            select(Checkpoint).where(Checkpoint.job_id == job_id)
-            .order_by(Checkpoint.step.desc()).offset(KEEP_STORED)
-        ).all()
-        old_keys = [c.storage_key for c in old if c.storage_key != stored.key]
-        if old:
-            session.execute(delete(Checkpoint).where(Checkpoint.id.in_([c.id for c in old])))
-        result = StoredCheckpoint(row.id, step, stored.key, stored.sha256, metrics)
+
+    def record() -> tuple[StoredCheckpoint, list[str]] | None:
+        with session_scope(sql_url) as session:
+            held = session.execute(
+                update(Job).where(Job.id == job_id, Job.worker_id == worker_id)
+                .values(last_checkpoint_step=step).execution_options(synchronize_session=False)
+            )
+            if not held.rowcount:  # type: ignore[attr-defined]
+                return None
+            row = session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step))
+            if row is None:
+                row = Checkpoint(job_id=job_id, step=step)
+                session.add(row)
+            row.storage_key, row.bytes, row.sha256, row.metrics = stored.key, stored.bytes, stored.sha256, metrics
+            session.flush()
+            old = session.scalars(
+                select(Checkpoint).where(Checkpoint.job_id == job_id)
+                .order_by(Checkpoint.step.desc()).offset(KEEP_STORED)
+            ).all()
+            old_keys = [c.storage_key for c in old if c.storage_key != stored.key]
+            if old:
+                session.execute(delete(Checkpoint).where(Checkpoint.id.in_([c.id for c in old])))
+            result = StoredCheckpoint(row.id, step, stored.key, stored.sha256, metrics)
+        return result, old_keys
+
+    recorded = retry_while_disconnected(record, retry_s, f"job {job_id} checkpoint {step}")
+    if recorded is None:
+        return None
+    result, old_keys = recorded
     for key in old_keys:
         with contextlib.suppress(StoreError, OSError):  # an orphan object costs disk, never correctness
             store.delete(key)

@@ -8,17 +8,14 @@ events or metrics, live listeners are woken (:class:`~sparsegrad_service.lifecyc
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import update
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from sparsegrad_service import lifecycle
-from sparsegrad_service.db import session_scope
+from sparsegrad_service.db import retry_while_disconnected, session_scope
 from sparsegrad_service.enums import EventLevel, EventType, JobStatus
 from sparsegrad_service.models import Job, utcnow
 from sparsegrad_service.settings import Settings
@@ -26,29 +23,6 @@ from sparsegrad_service.settings import Settings
 from .heartbeat import StopFlags
 
 Event = tuple[EventType, str, dict[str, Any] | None]
-T = TypeVar("T")
-log = logging.getLogger("sparsegrad.worker")
-
-
-RETRY_FIRST_S, RETRY_MAX_S = 0.5, 5.0
-
-
-def retry_while_disconnected(work: Callable[[], T], give_up_after_s: float, what: str) -> T:
-    """``work()``, retried with backoff while the database connection fails (a restart, a failover), for up
-    to ``give_up_after_s`` seconds; then the error propagates. Each try is its own transaction, so a write
-    is never half applied; metric points are idempotent, and a commit whose answer was lost can at worst
-    repeat an event."""
-    deadline, delay = time.monotonic() + give_up_after_s, RETRY_FIRST_S
-    while True:
-        try:
-            return work()
-        except OperationalError as exc:
-            if time.monotonic() + delay > deadline:
-                raise
-            log.warning("%s: the database is unreachable (%s); retrying in %.1f s", what,
-                        str(exc).splitlines()[0], delay)
-            time.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_S)
 
 
 class JobJournal:

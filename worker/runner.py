@@ -5,7 +5,8 @@ checkpoint (if any) → calibrate / train / evaluate through ``sparsegrad_core``
 :class:`~worker.callbacks.ServiceCallback` → store the artifacts → ``succeeded``; or ``cancelled`` /
 ``paused`` when asked, ``failed`` with ``invalid_training_file`` (and similar) for bad input or
 ``storage_error`` when the artifact store refuses a write, ``out_of_memory`` when an allocation fails,
-``training_error`` for anything else. A job taken away from this worker (see :mod:`worker.heartbeat`)
+``training_error`` for anything else. A database that stays unreachable longer than the writes wait for it
+(the heartbeat timeout) ends the attempt without a verdict: the reaper requeues the job. A job taken away from this worker (see :mod:`worker.heartbeat`)
 ends quietly. The run folder ``<work_dir>/<job_id>/attempt-<n>`` is always deleted: whatever a later
 attempt needs is in the artifact store.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from sqlalchemy.exc import OperationalError
 from torch import nn
 
 from sparsegrad_core.tasks import load_base_model, tokenize_dataset
@@ -108,6 +110,10 @@ class JobRunner:
             return self._train(attempt)
         except JobError as exc:
             return self._fail(attempt, exc.as_error())
+        except OperationalError as exc:  # the database stayed away longer than the writes wait for it
+            log.error("job %s: the database is unreachable (%s); leaving the job to the reaper, which requeues it "
+                      "from its last checkpoint", job.id, str(exc).splitlines()[0])
+            return Outcome.interrupted
         except Exception as exc:
             if flags.current.lost:
                 log.warning("job %s was taken away while failing: %s", job.id, exc)
@@ -210,7 +216,7 @@ class JobRunner:
 
     def _store_checkpoint(self, attempt: Attempt, step: int, path: Path, metrics: dict[str, Any]) -> str | None:
         stored = upload_checkpoint(self.settings.sql_url, self.store, attempt.job.id, self.worker_id, step, path,
-                                   attempt.run_dir / ".upload", metrics)
+                                   attempt.run_dir / ".upload", metrics, retry_s=self.settings.heartbeat_timeout_s)
         if stored is None:
             attempt.flags.set(lost=True)
             return None

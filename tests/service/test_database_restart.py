@@ -46,7 +46,9 @@ def test_a_postgres_restart_mid_job_loses_nothing(deployment: Deployment, sst2_j
         wait_for(answers, 60, "the API to answer again", deployment)
         done = wait_for(lambda: (s := job_status(c, job["id"]))["status"] in ("succeeded", "failed") and s,
                         240, "the job to finish", deployment)
-        assert done["status"] == "succeeded", done
+        if done["status"] != "succeeded":
+            print(deployment.log_tail(200))  # shown with the failure
+        assert done["status"] == "succeeded", done["error"]
         loss = c.get(f"/v1/fine_tuning/jobs/{job['id']}/metrics", params={"name": "loss", "limit": 1000}).json()
         assert [p["step"] for p in loss["data"]] == list(range(1, 301))
         nxt = c.post("/v1/fine_tuning/jobs", json=tiny_job(file_id, max_steps=5)).json()

@@ -12,6 +12,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 from worker_helpers import create_job, events, job_row, metric_series
 
+from sparsegrad_service import db as db_module
 from sparsegrad_service.db import session_scope
 from sparsegrad_service.enums import EventType, JobStatus
 from sparsegrad_service.models import Job
@@ -35,7 +36,7 @@ def flaky_sessions(monkeypatch: pytest.MonkeyPatch, failures: int) -> list[int]:
             yield session
 
     monkeypatch.setattr(journal_module, "session_scope", scope)
-    monkeypatch.setattr(journal_module, "RETRY_FIRST_S", 0.01)
+    monkeypatch.setattr(db_module, "RETRY_FIRST_S", 0.01)
     return tries
 
 
@@ -71,3 +72,28 @@ def test_past_the_retry_window_the_error_propagates(
     with pytest.raises(OperationalError):
         journal.write(job={"step": 1})
     assert job_row(settings, journal.job_id).status == "running" and not journal.lost
+
+
+def test_a_database_away_longer_than_the_wait_leaves_the_job_to_the_reaper(
+    sqlite_db: str, make_settings: Callable[..., Settings], sst2_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoint record cannot reach the database within the wait: the attempt ends without a verdict
+    (no ``failed``), the job stays running with its heartbeat going stale, and the reaper requeues it."""
+    from worker_helpers import job_spec
+
+    from worker import checkpoints as checkpoints_module
+    from worker.runner import JobRunner, Outcome
+
+    settings = make_settings(sqlite_db, heartbeat_timeout_s=0.3)
+    job_id = create_job(settings, sst2_bytes, job_spec(hyperparameters={"max_steps": 6, "checkpoint_every": 3}))
+
+    @contextmanager
+    def unreachable(url: str) -> Iterator[Any]:
+        raise OperationalError("UPDATE jobs", {}, Exception("the database system is shutting down"))
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(checkpoints_module, "session_scope", unreachable)
+    monkeypatch.setattr(db_module, "RETRY_FIRST_S", 0.05)
+    assert JobRunner(settings, job_id).run() == Outcome.interrupted
+    job = job_row(settings, job_id)
+    assert job.status == "running" and job.error is None and job.finished_at is None
