@@ -23,8 +23,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import namedtuple_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
-from sqlalchemy import bindparam, func, select
-from sqlalchemy import inspect as sa_inspect
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import make_url
@@ -35,7 +34,7 @@ from sparsegrad_service.models import Artifact, Job
 
 from .context import ServiceContext
 from .observability import Telemetry
-from .serializers import job_public, queue_position_column
+from .serializers import job_public, job_row_statement
 
 log = logging.getLogger("sparsegrad.api")
 
@@ -50,10 +49,7 @@ def job_query() -> tuple[str, dict[str, Any]]:
     and its artifact ids in creation order, for ``job_id`` and ``tenant_id``."""
     artifacts = (select(func.array_agg(aggregate_order_by(Artifact.id, Artifact.created_at, Artifact.id)))
                  .where(Artifact.job_id == Job.id).scalar_subquery())
-    columns = [getattr(Job, attr.key).label(attr.key) for attr in sa_inspect(Job).column_attrs]
-    statement = select(*columns, queue_position_column().label("queue_position"),
-                       artifacts.label("result_files")).where(Job.id == bindparam("job_id"),
-                                                              Job.tenant_id == bindparam("tenant_id"))
+    statement = job_row_statement().add_columns(artifacts.label("result_files"))
     compiled = statement.compile(dialect=postgresql.psycopg.dialect())  # type: ignore[attr-defined]
     constants = {k: v for k, v in compiled.params.items() if k not in ("job_id", "tenant_id")}
     return str(compiled), constants

@@ -6,7 +6,8 @@ import functools
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from sqlalchemy import Row, and_, bindparam, case, func, select
+from sqlalchemy import Row, Select, and_, bindparam, case, func, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, aliased
 
 from sparsegrad_service.enums import JobStatus
@@ -58,6 +59,16 @@ def queue_position_column() -> Any:
              .where(ahead.status == str(JobStatus.queued), ahead.queued_at < Job.queued_at)
              .scalar_subquery())
     return case((and_(Job.status == str(JobStatus.queued), Job.queued_at.is_not(None)), count + 1), else_=None)
+
+
+@functools.cache
+def job_row_statement() -> Select[Any]:
+    """One tenant's job by id: its columns under their attribute names and ``queue_position``, with bound
+    parameters ``job_id`` and ``tenant_id``. Built once, so no statement is constructed and no cache key
+    computed per request."""
+    columns = [getattr(Job, attr.key).label(attr.key) for attr in sa_inspect(Job).column_attrs]
+    return select(*columns, queue_position_column().label("queue_position")).where(
+        Job.id == bindparam("job_id"), Job.tenant_id == bindparam("tenant_id"))
 
 
 def _queue_position(session: Session, job: Job) -> int | None:

@@ -4,13 +4,11 @@ job is already in (cancel a cancelled job, pause a paused one, resume a queued o
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
-from sqlalchemy import Select, bindparam, or_, select
-from sqlalchemy import inspect as sa_inspect
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from sparsegrad_service.enums import ArtifactKind, EventType, JobStatus
@@ -23,7 +21,14 @@ from ..job_submission import enqueue_or_warn, submit_job
 from ..ownership import tenant_job
 from ..schemas import JobCreate, JobPublic, JobsPublic
 from ..schemas.common import error_responses
-from ..serializers import artifact_ids_statement, job_object, job_objects, job_public, queue_position_column
+from ..serializers import (
+    artifact_ids_statement,
+    job_object,
+    job_objects,
+    job_public,
+    job_row_statement,
+    queue_position_column,
+)
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning jobs"], responses=error_responses(400, 401, 404))
 
@@ -74,22 +79,13 @@ def _list_jobs(session: Session, tenant_id: str, after: str | None, limit: int, 
 @router.get("/{job_id}", response_model=JobPublic)
 async def retrieve_job(job_id: str, tenant: CurrentTenant, context: ContextDep) -> Response:
     """Retrieve a job with its status, phase, progress and results."""
-    jobs, artifacts = await context.rows((_retrieve_statement(), {"job_id": job_id, "tenant_id": tenant.id}),
+    jobs, artifacts = await context.rows((job_row_statement(), {"job_id": job_id, "tenant_id": tenant.id}),
                                          (artifact_ids_statement(), {"job_ids": [job_id]}))
     if not jobs:
         raise not_found("fine-tuning job", job_id, param="job_id")
     job = job_public(jobs[0], [a.id for a in artifacts], jobs[0].queue_position)
     # Already a validated JobPublic: serialize it once instead of letting FastAPI validate it again.
     return Response(job.model_dump_json(by_alias=True), media_type="application/json")
-
-
-@functools.cache
-def _retrieve_statement() -> Select[Any]:
-    """The job's columns (under their attribute names) and queue position; built once with bound parameters,
-    so no statement is constructed and no cache key computed per request."""
-    columns = [getattr(Job, attr.key).label(attr.key) for attr in sa_inspect(Job).column_attrs]
-    return select(*columns, queue_position_column().label("queue_position")).where(
-        Job.id == bindparam("job_id"), Job.tenant_id == bindparam("tenant_id"))
 
 
 def _request(session: Session, job: Job, action: str, change: Callable[[Session, Job], bool]) -> Job:
