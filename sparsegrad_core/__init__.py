@@ -10,6 +10,7 @@ from .adapter import AdapterMismatchError, load_adapter, save_adapter
 from .config import SparseGradConfig
 from .hosvd import KindBasis, SparseGradBasis, calibrate
 from .layer import SparseGradLinear
+from .lora_export import LoraExportError, export_lora
 from .model import (
     accumulating_gradients,
     apply_sparsegrad,
@@ -25,6 +26,7 @@ __all__ = [
     "AdapterMismatchError",
     "CombinedOptimizer",
     "KindBasis",
+    "LoraExportError",
     "SparseEntryAdam",
     "SparseGradBasis",
     "SparseGradConfig",
@@ -36,6 +38,7 @@ __all__ = [
     "clip_grad_norm",
     "count_trainable",
     "energy_share",
+    "export_lora",
     "find_target_modules",
     "load_adapter",
     "merge_adapter",

@@ -4,9 +4,11 @@ Layout (PEFT spirit)::
 
     adapter_config.json           method, config, targets, kinds, fingerprint, task metadata
     adapter_model.safetensors     per target: "<name>.sg_indices" (int32, flat row-major into the
-                                  rotated (out, in) weight) and "<name>.sg_delta" (float32);
+                                  rotated (out, in) weight, or into the (r_out, r_in) block for block
+                                  selection) and "<name>.sg_delta" (float32);
                                   densely trained tensors (task head, biases...) under their own names
-    sparsegrad_bases.safetensors  "<kind>.u_out", "<kind>.u_in" once per projection kind
+    sparsegrad_bases.safetensors  "<kind>.u_out", "<kind>.u_in" once per projection kind (block
+                                  selection: only the leading r_out / r_in columns)
 """
 
 from __future__ import annotations
@@ -63,13 +65,15 @@ def save_adapter(model: nn.Module, path: str | Path, *, metadata: dict[str, Any]
     kinds: dict[str, dict[str, int]] = {}
     fingerprints: dict[str, str] = {}
     for name, layer in layers.items():
-        tensors[f"{name}.sg_indices"] = layer.sg_indices.to(torch.int32).cpu().contiguous()
-        tensors[f"{name}.sg_delta"] = layer.sg_delta.float().cpu().contiguous()
+        indices, values = layer.export_delta()
+        tensors[f"{name}.sg_indices"] = indices.to(torch.int32).cpu().contiguous()
+        tensors[f"{name}.sg_delta"] = values.float().cpu().contiguous()
         fingerprints[name] = getattr(layer, "base_fingerprint", "")
         if layer.kind not in kinds:
             bases[f"{layer.kind}.u_out"] = layer.u_out.cpu().contiguous()
             bases[f"{layer.kind}.u_in"] = layer.u_in.cpu().contiguous()
-            kinds[layer.kind] = {"out_features": layer.out_features, "in_features": layer.in_features}
+            kinds[layer.kind] = {"out_features": layer.out_features, "in_features": layer.in_features,
+                                 "r_out": layer.r_out, "r_in": layer.r_in}
     dense = _dense_trained_tensors(model)
     clash = set(dense) & set(tensors)
     if clash:
@@ -165,9 +169,7 @@ def load_adapter(base_model: nn.Module, path: str | Path, *, check_fingerprint: 
     apply_sparsegrad(base_model, basis, cfg)
     with torch.no_grad():
         for n, layer in sparsegrad_layers(base_model):
-            layer.sg_indices = tensors[f"{n}.sg_indices"].long().to(layer.weight.device)
-            layer.sg_delta = tensors[f"{n}.sg_delta"].float().to(layer.weight.device)
-            layer.weight.add_(layer.delta_weight().to(layer.weight.dtype))
+            layer.load_delta(tensors[f"{n}.sg_indices"], tensors[f"{n}.sg_delta"])
         dense_names = config.get("dense_modules", [])
         params = dict(base_model.named_parameters())
         missing = [n for n in dense_names if n not in params]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-Selection = Literal["dynamic", "fixed"]
+Selection = Literal["dynamic", "fixed", "block"]
+SELECTIONS: tuple[str, ...] = ("dynamic", "fixed", "block")
 
 
 @dataclass
@@ -26,7 +27,19 @@ class SparseGradConfig:
     """``"dynamic"``: top-k of |G̃| at every step (the paper's method).
     ``"fixed"``: a variant — the support is the top-k of the calibration-time rotated gradient
     energy of each layer and never changes; only G̃ at those entries is computed (faster, LoRA-like
-    cost), but it is a different method: check its quality on your task before relying on it."""
+    cost), but it is a different method: check its quality on your task before relying on it.
+    ``"block"``: top-k of |G̃| restricted to a leading ``r_out × r_in`` block of the HOSVD bases, chosen
+    per projection kind at calibration (see ``block_energy_share``). Only the block is computed, the
+    layers keep only the truncated bases, optimizer state is dense over the block (bounded), and the
+    trained delta ``u_out[:, :r_out] S u_in[:, :r_in]ᵀ`` is a LoRA of rank ``min(r_out, r_in)``."""
+
+    block_energy_share: float = 0.95
+    """Block selection: the chosen block is the cheapest ``r_out × r_in`` whose exact top-k entries keep
+    at least this share of the unrestricted top-k energy, on average over the calibration gradients."""
+
+    block_sizes: dict[str, tuple[int, int]] | None = None
+    """Block selection: ``{kind: (r_out, r_in)}``. ``None`` (default): chosen at calibration by the rule
+    above; a model prepared with block selection records the chosen sizes here."""
 
     target_modules: list[str] | None = None
     """Module-name suffixes (``"intermediate.dense"``) or regexes (prefix ``re:``) of the linears to
@@ -49,8 +62,19 @@ class SparseGradConfig:
             raise ValueError(f"density must be in (0, 1], got {self.density!r}")
         if int(self.calibration_steps) < 1:
             raise ValueError(f"calibration_steps must be >= 1, got {self.calibration_steps!r}")
-        if self.selection not in ("dynamic", "fixed"):
-            raise ValueError(f"selection must be 'dynamic' or 'fixed', got {self.selection!r}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}; got {self.selection!r}")
+        if not 0.0 < float(self.block_energy_share) <= 1.0:
+            raise ValueError(f"block_energy_share must be in (0, 1], got {self.block_energy_share!r}")
+        self.block_energy_share = float(self.block_energy_share)
+        if self.block_sizes is not None:
+            sizes = {}
+            for kind, rr in self.block_sizes.items():
+                r_out, r_in = (int(r) for r in rr)
+                if r_out < 1 or r_in < 1:
+                    raise ValueError(f"block_sizes[{kind!r}] must be two positive ranks, got {rr!r}")
+                sizes[str(kind)] = (r_out, r_in)
+            self.block_sizes = sizes
         if int(self.layer_stride) < 1:
             raise ValueError(f"layer_stride must be >= 1, got {self.layer_stride!r}")
         if self.target_modules is not None and not self.target_modules:
@@ -68,6 +92,8 @@ class SparseGradConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["adam_betas"] = list(self.adam_betas)
+        if self.block_sizes is not None:
+            d["block_sizes"] = {kind: list(rr) for kind, rr in self.block_sizes.items()}
         return d
 
     @classmethod

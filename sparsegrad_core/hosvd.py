@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from .block import BlockChoice, TopkEnergyMap
 from .config import SparseGradConfig
 from .targets import find_target_modules, linear_shape, module_weight, projection_kind
 
@@ -26,11 +27,23 @@ from .targets import find_target_modules, linear_shape, module_weight, projectio
 class KindBasis:
     """Orthogonal bases of one projection kind: ``W̃ = u_outᵀ W u_in``."""
 
-    u_out: torch.Tensor  # (out, out), columns = eigenvectors of C_out by descending eigenvalue
-    u_in: torch.Tensor  # (in, in), columns = eigenvectors of C_in by descending eigenvalue
+    u_out: torch.Tensor  # (out, r_out), columns = eigenvectors of C_out by descending eigenvalue
+    u_in: torch.Tensor  # (in, r_in), columns = eigenvectors of C_in by descending eigenvalue
     eig_out: torch.Tensor  # (out,) float64, descending
     eig_in: torch.Tensor  # (in,) float64, descending
     num_gradients: int = 0
+
+    @property
+    def ranks(self) -> tuple[int, int]:
+        """``(r_out, r_in)``: the leading directions kept (the full sizes unless block selection truncated them)."""
+        return int(self.u_out.shape[1]), int(self.u_in.shape[1])
+
+    def truncated(self, r_out: int, r_in: int) -> KindBasis:
+        """The leading ``r_out`` / ``r_in`` directions (the spectra stay whole)."""
+        return KindBasis(
+            u_out=self.u_out[:, :r_out].contiguous(), u_in=self.u_in[:, :r_in].contiguous(),
+            eig_out=self.eig_out, eig_in=self.eig_in, num_gradients=self.num_gradients,
+        )
 
 
 @dataclass
@@ -117,6 +130,7 @@ def calibrate(
     )
     layers = {name: projection_kind(name) for name in targets}
     fixed = cfg.selection == "fixed"
+    probe_block = cfg.selection == "block" and cfg.block_sizes is None
     steps = int(cfg.calibration_steps)
 
     saved_flags = {n: p.requires_grad for n, p in model.named_parameters()}
@@ -166,7 +180,7 @@ def calibrate(
                 if step == 0:
                     raise ValueError("calibrate() got no batches") from None
                 break
-            if fixed:
+            if fixed or probe_block:
                 kept.append(batch)
             losses.append(backward_pass(batch, lambda n, g: accs[layers[n]].add(g)))
             if progress is not None:
@@ -175,6 +189,10 @@ def calibrate(
         supports: dict[str, torch.Tensor] = {}
         if fixed:
             supports = _fixed_supports(targets, layers, kinds, kept, cfg, backward_pass)
+        block: dict[str, BlockChoice] = {}
+        if cfg.selection == "block":
+            block = _block_choices(targets, layers, kinds, kept, cfg, backward_pass)
+            kinds = {kind: kb.truncated(block[kind].r_out, block[kind].r_in) for kind, kb in kinds.items()}
     finally:
         for n, p in model.named_parameters():
             p.requires_grad_(saved_flags[n])
@@ -187,7 +205,52 @@ def calibrate(
         "seconds": time.perf_counter() - t0,
         "num_layers": len(layers),
     }
+    if block:
+        stats["block"] = {"rule": f"cheapest block keeping >= {cfg.block_energy_share} of the top-k energy"
+                          if cfg.block_sizes is None else "given block_sizes",
+                          "kinds": {kind: choice.as_dict() for kind, choice in block.items()}}
     return SparseGradBasis(kinds=kinds, layers=layers, supports=supports, stats=stats)
+
+
+def _block_choices(
+    targets: dict[str, nn.Module],
+    layers: dict[str, str],
+    kinds: dict[str, KindBasis],
+    batches: list[Mapping[str, Any]],
+    cfg: SparseGradConfig,
+    backward_pass: Callable[[Mapping[str, Any], Callable[[str, torch.Tensor], None]], float],
+) -> dict[str, BlockChoice]:
+    """Block selection: per kind, the block given in ``cfg.block_sizes`` or the one the rule of
+    :mod:`sparsegrad_core.block` picks from a second pass over the calibration batches."""
+    if cfg.block_sizes is not None:
+        missing = sorted(set(kinds) - set(cfg.block_sizes))
+        if missing:
+            raise ValueError(f"block_sizes has no entry for projection kind(s) {missing}; it has {sorted(cfg.block_sizes)}")
+        choices = {}
+        for kind, kb in kinds.items():
+            r_out, r_in = cfg.block_sizes[kind]
+            out_f, in_f = kb.u_out.shape[0], kb.u_in.shape[0]
+            if r_out > out_f or r_in > in_f:
+                raise ValueError(f"block_sizes[{kind!r}] = {(r_out, r_in)} exceeds the weight shape {(out_f, in_f)}")
+            if r_out * r_in < cfg.k_for(out_f, in_f):
+                raise ValueError(f"block_sizes[{kind!r}] = {(r_out, r_in)} holds fewer than k = "
+                                 f"{cfg.k_for(out_f, in_f)} entries (density {cfg.density})")
+            choices[kind] = BlockChoice(r_out=r_out, r_in=r_in, kept_share_bound=None)
+        return choices
+    maps: dict[str, TopkEnergyMap] = {}
+    for name, module in targets.items():
+        kind = layers[name]
+        if kind not in maps:
+            out_f, in_f = linear_shape(module)
+            maps[kind] = TopkEnergyMap(out_f, in_f, cfg.k_for(out_f, in_f), kinds[kind].u_out.device)
+
+    def add(name: str, g: torch.Tensor) -> None:
+        b = kinds[layers[name]]
+        maps[layers[name]].add(b.u_out.T @ g.to(torch.float32) @ b.u_in)
+
+    for batch in batches:
+        backward_pass(batch, add)
+    return {kind: m.choose(cfg.block_energy_share) for kind, m in maps.items()}
 
 
 def _fixed_supports(

@@ -11,7 +11,13 @@ Conventions (``nn.Linear``: ``y = x Wᵀ + b``, ``W ∈ R^{out×in}``):
   low-rank correction ``W += u_out[:, R] · S · u_in[:, C]ᵀ`` over the touched rows ``R`` / cols ``C``.
 
 Token rows whose output gradient is exactly zero (padding, non-pooled positions of a classifier's
-last block) are dropped before any gradient product (the sparse-by-dense backward).
+last block) are dropped before any gradient product (the sparse-by-dense backward); on CUDA (or with
+``sync_free``) they are kept instead, since finding them needs a host synchronisation.
+
+Block selection (``selection="block"``): ``u_out`` (out, r_out) and ``u_in`` (in, r_in) are the truncated
+bases; the forward saves ``x u_in`` (T, r_in) instead of ``x``; backward computes only the block
+``G̃_B = (g u_out)ᵀ (x u_in)`` and keeps its top-k; the trained delta ``S`` is dense over the block
+(``sg_delta``, r_out·r_in values) and is pushed into ``W`` every step as ``u_out S_step u_inᵀ``.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .block import block_gradient, low_rank_product
+from .config import Selection
 from .selection import select_rotated_topk
 
 
@@ -54,13 +62,48 @@ class _SparseGradFunction(torch.autograd.Function):
         return grad_x, None, grad_b, None, None
 
 
+class _SparseGradBlockFunction(torch.autograd.Function):
+    """Block selection: saves ``x u_in`` (T, r_in) for the block gradient instead of ``x`` (T, in)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        anchor: torch.Tensor,
+        layer: SparseGradLinear,
+    ) -> torch.Tensor:
+        ctx.layer = layer
+        x2 = x.reshape(-1, layer.in_features)
+        xu = x2 @ layer.u_in.to(x.dtype)
+        ctx.save_for_backward(xu, x2 if layer.track_original_share else None)
+        return F.linear(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        xu, x2 = ctx.saved_tensors
+        layer: SparseGradLinear = ctx.layer
+        grad_x = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad_out @ layer.weight.to(grad_out.dtype)
+        g2 = grad_out.reshape(-1, layer.out_features)
+        if ctx.needs_input_grad[2]:
+            grad_b = g2.sum(0).to(layer.bias.dtype)  # type: ignore[union-attr]
+        if ctx.needs_input_grad[3]:
+            layer.record_block_gradient(g2, xu, x2)
+        return grad_x, None, grad_b, None, None
+
+
 class SparseGradLinear(nn.Module):
     """Drop-in replacement of an MLP ``nn.Linear`` (or GPT-2 ``Conv1D``) trained by SparseGrad.
 
     Attributes: ``weight`` (out, in) the current dense weight in the original basis (a buffer, never
-    a dense gradient), ``bias`` (a parameter with the caller's trainability), ``u_out`` (out, out) and
-    ``u_in`` (in, in) orthogonal bases shared by all layers of one kind, ``sg_indices``/``sg_delta``
-    the trained sparse delta ``ΔW̃`` (flat row-major indices into (out, in), sorted, and values).
+    a dense gradient), ``bias`` (a parameter with the caller's trainability), ``u_out`` (out, r_out) and
+    ``u_in`` (in, r_in) bases with orthonormal columns shared by all layers of one kind (square unless
+    ``selection="block"``), ``sg_indices``/``sg_delta`` the trained delta ``ΔW̃``: flat row-major indices
+    into (out, in), sorted, and values; for block selection ``sg_indices`` is empty and ``sg_delta`` holds
+    the whole (r_out, r_in) block, row-major.
     """
 
     weight: torch.Tensor
@@ -68,6 +111,7 @@ class SparseGradLinear(nn.Module):
     u_in: torch.Tensor
     sg_indices: torch.Tensor
     sg_delta: torch.Tensor
+    bias_base: torch.Tensor | None
 
     def __init__(
         self,
@@ -77,24 +121,30 @@ class SparseGradLinear(nn.Module):
         u_in: torch.Tensor,
         k: int,
         *,
-        selection: Literal["dynamic", "fixed"] = "dynamic",
+        selection: Selection = "dynamic",
         support: torch.Tensor | None = None,
         kind: str = "",
         base_layer_type: Literal["linear", "conv1d"] = "linear",
     ) -> None:
         super().__init__()
         out_f, in_f = weight.shape
-        if u_out.shape != (out_f, out_f) or u_in.shape != (in_f, in_f):
+        r_out, r_in = (u_out.shape[1], u_in.shape[1]) if selection == "block" else (out_f, in_f)
+        if tuple(u_out.shape) != (out_f, r_out) or tuple(u_in.shape) != (in_f, r_in) or r_out > out_f or r_in > in_f:
             raise ValueError(
                 f"basis shapes {tuple(u_out.shape)}/{tuple(u_in.shape)} do not match weight {tuple(weight.shape)}"
             )
+        if selection == "block" and k > r_out * r_in:
+            raise ValueError(f"k = {k} entries do not fit in the {r_out} x {r_in} block")
         self.out_features, self.in_features = int(out_f), int(in_f)
+        self.r_out, self.r_in = int(r_out), int(r_in)
         self.k = int(k)
         self.selection = selection
         self.kind = kind
         self.base_layer_type = base_layer_type
         self.register_buffer("weight", weight.detach())
         self.bias = bias
+        # The base model's bias: what a LoRA export's bias delta is taken against.
+        self.register_buffer("bias_base", None if bias is None else bias.detach().clone(), persistent=False)
         self.register_buffer("u_out", u_out, persistent=False)
         self.register_buffer("u_in", u_in, persistent=False)
         # Gradients flow into the sparse path only while this scalar requires grad.
@@ -104,8 +154,11 @@ class SparseGradLinear(nn.Module):
         # Per-step state (not part of the trained result).
         self.accumulating = False  # set for all but the last micro-batch of an accumulated step
         self.track_original_share = False
+        self.sync_free: bool | None = None
+        """Keep zero-gradient token rows instead of finding them (a host sync); None: on CUDA only."""
         self.selected: tuple[torch.Tensor, torch.Tensor] | None = None
         self._acc: torch.Tensor | None = None
+        self._acc_dense: torch.Tensor | None = None  # block selection, tracked share: the summed G
         self.last_energy: dict[str, torch.Tensor] = {}
         self._support: dict[str, torch.Tensor] | None = None
         if selection == "fixed":
@@ -116,10 +169,14 @@ class SparseGradLinear(nn.Module):
             assert self._support is not None
             self.sg_indices = self._support["idx"].clone()
             self.sg_delta = torch.zeros(self.k, dtype=torch.float32, device=weight.device)
+        if selection == "block":
+            self.sg_delta = torch.zeros(self.r_out * self.r_in, dtype=torch.float32, device=weight.device)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and self.sg_anchor.requires_grad:
+            if self.selection == "block":
+                return _SparseGradBlockFunction.apply(x, self.weight, self.bias, self.sg_anchor, self)  # type: ignore[no-any-return]
             return _SparseGradFunction.apply(x, self.weight, self.bias, self.sg_anchor, self)  # type: ignore[no-any-return]
         return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
 
@@ -127,6 +184,7 @@ class SparseGradLinear(nn.Module):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
             f"k={self.k}, selection={self.selection}, kind={self.kind!r}"
+            + (f", block=({self.r_out}, {self.r_in})" if self.selection == "block" else "")
         )
 
     def merged_weight(self) -> torch.Tensor:
@@ -135,18 +193,77 @@ class SparseGradLinear(nn.Module):
 
     def delta_weight(self) -> torch.Tensor:
         """``u_out ΔW̃ u_inᵀ``: the trained change in the original basis, dense (out, in)."""
+        if self.selection == "block":
+            return self.u_out @ self.sg_delta.view(self.r_out, self.r_in) @ self.u_in.T
         d = torch.zeros(self.out_features * self.in_features, dtype=torch.float32, device=self.weight.device)
         d[self.sg_indices] = self.sg_delta
         d2 = d.view(self.out_features, self.in_features)
         return self.u_out @ d2 @ self.u_in.T
 
+    def export_delta(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The trained delta as ``(flat indices, values)``; for a block, only its non-zero entries."""
+        if self.selection == "block":
+            idx = self.sg_delta.nonzero().squeeze(1)
+            return idx, self.sg_delta.index_select(0, idx)
+        return self.sg_indices, self.sg_delta
+
+    @torch.no_grad()
+    def load_delta(self, indices: torch.Tensor, values: torch.Tensor) -> None:
+        """Set the trained delta from :meth:`export_delta`'s form and add it to ``weight``."""
+        device = self.weight.device
+        if self.selection == "block":
+            self.sg_delta = torch.zeros(self.r_out * self.r_in, dtype=torch.float32, device=device)
+            self.sg_delta[indices.long().to(device)] = values.float().to(device)
+        else:
+            self.sg_indices = indices.long().to(device)
+            self.sg_delta = values.float().to(device)
+        self.weight.add_(self.delta_weight().to(self.weight.dtype))
+
     # ------------------------------------------------------------------ backward side
+    def _drop_zero_rows(self, g: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The sparse-by-dense row drop: rows of ``g`` (and ``others``) where ``g`` is non-zero."""
+        if self.sync_free if self.sync_free is not None else g.is_cuda:
+            return (g, *others)
+        nonzero = g.ne(0).any(dim=1)
+        if bool(nonzero.all()):
+            return (g, *others)
+        rows = nonzero.nonzero().squeeze(1)
+        return tuple(t.index_select(0, rows) for t in (g, *others))
+
+    def record_block_gradient(self, g: torch.Tensor, xu: torch.Tensor, x: torch.Tensor | None = None) -> None:
+        """Block selection, from backward with ``g`` (T, out), ``xu = x u_in`` (T, r_in) and, when the
+        original-basis share is tracked, ``x`` (T, in): the top-k of ``G̃_B`` (summed over micro-batches)."""
+        if x is not None:
+            g, xu, x = self._drop_zero_rows(g, xu, x)
+        else:
+            g, xu = self._drop_zero_rows(g, xu)
+        g = g.float()
+        block = block_gradient(g, xu.float(), self.u_out)
+        if self._acc is not None:
+            block = block.add_(self._acc)
+            self._acc = None
+        if self.accumulating:
+            self._acc = block
+            if x is not None:
+                self._acc_dense = g.T @ x.float() + (self._acc_dense if self._acc_dense is not None else 0)
+            return
+        flat = block.reshape(-1)
+        idx = torch.topk(flat.abs(), self.k, sorted=False).indices
+        vals = flat.index_select(0, idx)
+        self.selected = (idx, vals)
+        self.last_energy = {"kept": vals.square().sum(), "block_total": flat.square().sum()}
+        if x is not None:
+            dense = g.T @ x.float()
+            if self._acc_dense is not None:
+                dense = dense.add_(self._acc_dense)
+                self._acc_dense = None
+            self.last_energy["total"] = dense.square().sum()
+            kept = torch.topk(dense.flatten().abs(), self.k, sorted=False).values
+            self.last_energy["original_kept"] = kept.square().sum()
+
     def record_gradient(self, g: torch.Tensor, x: torch.Tensor) -> None:
         """Called from backward with ``g`` (T, out) and ``x`` (T, in): select this step's entries."""
-        nonzero = g.ne(0).any(dim=1)
-        if not bool(nonzero.all()):
-            rows = nonzero.nonzero().squeeze(1)
-            g, x = g.index_select(0, rows), x.index_select(0, rows)
+        g, x = self._drop_zero_rows(g, x)
         g, x = g.float(), x.float()
         if self.selection == "fixed":
             vals = self._rotated_at_support(g, x)
@@ -231,6 +348,13 @@ class SparseGradLinear(nn.Module):
     @torch.no_grad()
     def add_rotated_delta(self, idx: torch.Tensor, values: torch.Tensor) -> None:
         """``W += u_out[:, R] · S · u_in[:, C]ᵀ`` where ``S`` holds ``values`` at flat ``idx`` of W̃."""
+        if self.selection == "block":
+            # Dense over the block, so no data-dependent shapes (no host sync on CUDA).
+            s_mat = torch.zeros(self.r_out * self.r_in, dtype=self.u_out.dtype, device=self.weight.device)
+            s_mat.index_copy_(0, idx, values.to(s_mat.dtype))
+            p, q = low_rank_product(self.u_out, s_mat.view(self.r_out, self.r_in), self.u_in)
+            self.weight.addmm_(p.to(self.weight.dtype), q.T.to(self.weight.dtype))
+            return
         if self._support is not None and idx is self._support["idx"]:
             s = self._support
             rows, cols, r_inv, c_inv = s["rows"], s["cols"], s["r_inv"], s["c_inv"]
@@ -251,3 +375,4 @@ class SparseGradLinear(nn.Module):
     def clear_step_state(self) -> None:
         self.selected = None
         self._acc = None
+        self._acc_dense = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 from collections.abc import Iterator
 
@@ -65,6 +66,8 @@ def apply_sparsegrad(model: nn.Module, basis: SparseGradBasis, cfg: SparseGradCo
         layer.base_fingerprint = weight_fingerprint(weight)  # type: ignore[assignment]
         _set_submodule(model, name, layer)
     _share_bases(model)
+    if cfg.selection == "block":  # record the sizes the bases were truncated to
+        cfg = dataclasses.replace(cfg, block_sizes={kind: kb.ranks for kind, kb in basis.kinds.items()})
     model._sparsegrad_config = cfg  # type: ignore[assignment]
     return model
 
@@ -127,23 +130,30 @@ def accumulating_gradients(model: nn.Module, active: bool = True) -> Iterator[No
 
 
 def energy_share(model: nn.Module) -> dict[str, float]:
-    """Share of the rotated-gradient energy kept by the last step's top-k (all layers pooled), and,
-    when layers track it, what the same k would have kept in the original basis."""
-    kept = total = orig = 0.0
-    has_orig = False
+    """Share of the gradient energy kept by the last step's top-k (all layers pooled), and, when layers
+    track it, what the same k would have kept in the original basis. Block selection computes only the
+    block, so there the share of the whole gradient is known only on tracked steps; every step gives
+    ``topk_block_energy_share`` (the top-k's share of the block's energy)."""
+    sums = {"kept": 0.0, "total": 0.0, "original_kept": 0.0, "block_kept": 0.0, "block_total": 0.0}
+    seen = set()
     for _, layer in sparsegrad_layers(model):
         e = layer.last_energy
         if "kept" in e and "total" in e:
-            kept += float(e["kept"])
-            total += float(e["total"])
+            sums["kept"] += float(e["kept"])
+            sums["total"] += float(e["total"])
         if "original_kept" in e:
-            orig += float(e["original_kept"])
-            has_orig = True
+            sums["original_kept"] += float(e["original_kept"])
+            seen.add("original_kept")
+        if "kept" in e and "block_total" in e:
+            sums["block_kept"] += float(e["kept"])
+            sums["block_total"] += float(e["block_total"])
     out: dict[str, float] = {}
-    if total > 0:
-        out["topk_energy_share"] = kept / total
-        if has_orig:
-            out["original_basis_topk_energy_share"] = orig / total
+    if sums["total"] > 0:
+        out["topk_energy_share"] = sums["kept"] / sums["total"]
+        if "original_kept" in seen:
+            out["original_basis_topk_energy_share"] = sums["original_kept"] / sums["total"]
+    if sums["block_total"] > 0:
+        out["topk_block_energy_share"] = sums["block_kept"] / sums["block_total"]
     return out
 
 

@@ -18,7 +18,8 @@ class SparseEntryAdam(torch.optim.Optimizer):
 
     Unlike ``torch.optim.SparseAdam`` (dense moment buffers of the full weight size), moments exist
     only for entries that were ever selected: per layer they are aligned with the layer's sorted
-    ``sg_indices``. Bias correction uses the step count of the layer, like SparseAdam. No weight
+    ``sg_indices``. For block selection the moments are dense over the ``r_out × r_in`` block: fixed
+    shape, no growth, no data-dependent shapes (see :meth:`state_bytes`). Bias correction uses the step count of the layer, like SparseAdam. No weight
     decay is applied to ``ΔW̃``.
     """
 
@@ -47,7 +48,7 @@ class SparseEntryAdam(torch.optim.Optimizer):
                 layer.selected = None
                 state = self.state[anchor]
                 if not state:
-                    n = layer.sg_indices.numel()  # the layer may already hold a trained delta
+                    n = layer.sg_delta.numel()  # the layer may already hold a trained delta
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros(n, device=grad.device)
                     state["exp_avg_sq"] = torch.zeros(n, device=grad.device)
@@ -67,6 +68,8 @@ class SparseEntryAdam(torch.optim.Optimizer):
     @staticmethod
     def _positions(layer: SparseGradLinear, state: dict[str, Any], idx: torch.Tensor) -> torch.Tensor:
         """Positions of ``idx`` in the layer's sorted index set, growing it (and the moments) if needed."""
+        if layer.selection == "block":
+            return idx  # dense over the block: an entry's position is its flat index
         old = layer.sg_indices
         n_old = old.numel()
         if n_old:
@@ -99,6 +102,12 @@ class SparseEntryAdam(torch.optim.Optimizer):
     def zero_grad(self, set_to_none: bool = True) -> None:
         for layer in self._layers:
             layer.clear_step_state()
+
+    def state_bytes(self) -> int:
+        """Bytes of the sparse path's trained state: moments, indices and deltas of every layer."""
+        tensors = [t for layer in self._layers for t in (layer.sg_indices, layer.sg_delta)]
+        tensors += [t for s in self.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
+        return sum(t.numel() * t.element_size() for t in tensors)
 
 
 class CombinedOptimizer:

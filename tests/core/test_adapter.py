@@ -58,7 +58,7 @@ def _logits(model: nn.Module, batch) -> torch.Tensor:
         return model.eval()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
 
-@pytest.mark.parametrize("selection", ["dynamic", "fixed"])
+@pytest.mark.parametrize("selection", ["dynamic", "fixed", "block"])
 def test_save_load_roundtrip(selection, trained_bert, make_bert, tmp_path):
     model, batch = trained_bert(selection=selection)
     expected = _logits(model, batch)

@@ -171,7 +171,7 @@ def test_non_target_trainability_is_respected(make_bert, make_cls_batch):
     assert count_trainable(model) == expected
 
 
-@pytest.mark.parametrize("selection", ["dynamic", "fixed"])
+@pytest.mark.parametrize("selection", ["dynamic", "fixed", "block"])
 def test_gradient_accumulation_is_exact(selection, sg_bert, make_cls_batch, sum_ce_loss):
     model, _, _ = sg_bert(selection=selection)
     layers = dict(sparsegrad_layers(model))

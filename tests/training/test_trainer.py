@@ -91,11 +91,12 @@ def _args(out: Path, **kw) -> TrainingArguments:
     return TrainingArguments(**base)
 
 
-@pytest.mark.parametrize("method", ["sparsegrad", "lora"])
+@pytest.mark.parametrize("method", ["sparsegrad", "sparsegrad-block", "lora"])
 def test_resume_reproduces_an_uninterrupted_run_bit_for_bit(tokenizer, sst2_small, tmp_path, method):
     data = tokenize_dataset(sst2_small[0], tokenizer, 64)  # 96 rows: 6 steps of 2×8 per epoch
     dev = sst2_small[1]
-    spec = MethodSpec(type=method, sparsegrad=SG, lora_rank=2)
+    sg = SparseGradConfig(**{**SG.to_dict(), "selection": "block"}) if method == "sparsegrad-block" else SG
+    spec = MethodSpec(type=method.split("-")[0], sparsegrad=sg, lora_rank=2)  # type: ignore[arg-type]
 
     straight_trainer, straight = run(tokenizer, data, dev, spec, _args(tmp_path / "straight"))
     assert not straight.stopped and straight.global_step == 10

@@ -1,0 +1,297 @@
+"""Block selection: exactness against a dense layer, exactly k entries inside the block, the block rule,
+bounded optimizer state, calibration, no host-synchronising ops in a step, and the PEFT LoRA export."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from peft import PeftModel
+from torch import nn
+
+from sparsegrad_core import (
+    LoraExportError,
+    SparseEntryAdam,
+    SparseGradConfig,
+    SparseGradLinear,
+    apply_sparsegrad,
+    build_optimizer,
+    calibrate,
+    export_lora,
+    sparsegrad_layers,
+)
+from sparsegrad_core.block import TopkEnergyMap, choose_block
+from sparsegrad_core.methods import MethodSpec, prepare_model
+
+SYNC_OPS = {"aten::nonzero", "aten::unique", "aten::_unique", "aten::_unique2", "aten::unique_dim",
+            "aten::unique_consecutive", "aten::item", "aten::_local_scalar_dense", "aten::masked_select",
+            "aten::is_nonzero", "aten::equal"}
+
+
+def _block_pair(out_f: int, in_f: int, r_out: int, r_in: int, k: int, orthogonal, seed: int = 0):
+    torch.manual_seed(seed)
+    dense = nn.Linear(in_f, out_f)
+    layer = SparseGradLinear(
+        dense.weight.detach().clone(), nn.Parameter(dense.bias.detach().clone()),
+        orthogonal(out_f, seed + 1)[:, :r_out].contiguous(), orthogonal(in_f, seed + 2)[:, :r_in].contiguous(),
+        k, selection="block",
+    )
+    return dense, layer
+
+
+def _block_reference(layer: SparseGradLinear, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``u_outᵀ (gᵀ x) u_in`` over the truncated bases, float64, densely."""
+    g64, x64 = g.reshape(-1, layer.out_features).double(), x.reshape(-1, layer.in_features).double()
+    return layer.u_out.double().T @ (g64.T @ x64) @ layer.u_in.double()
+
+
+# --------------------------------------------------------------------------- layer
+
+
+@pytest.mark.parametrize("shape", [(24, 40, 6, 9), (40, 24, 10, 4)], ids=["wide", "tall"])
+def test_block_layer_matches_dense_and_selects_exactly_k_inside_the_block(shape, orthogonal, rel_err):
+    out_f, in_f, r_out, r_in = shape
+    dense, layer = _block_pair(out_f, in_f, r_out, r_in, k=13, orthogonal=orthogonal)
+    assert layer.u_out.shape == (out_f, r_out) and layer.u_in.shape == (in_f, r_in)
+    x = torch.randn(3, 5, in_f)
+    xd, xs = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    yd, ys = dense(xd), layer(xs)
+    assert rel_err(ys, yd) <= 1e-5
+    gy = torch.randn_like(yd)
+    (yd * gy).sum().backward()
+    (ys * gy).sum().backward()
+    assert rel_err(xs.grad, xd.grad) <= 1e-5
+    assert rel_err(layer.bias.grad, dense.bias.grad) <= 1e-5
+    idx, vals = layer.selected
+    ref = _block_reference(layer, gy, x).flatten()
+    assert idx.numel() == 13 and torch.unique(idx).numel() == 13
+    assert int(idx.max()) < r_out * r_in
+    torch.testing.assert_close(vals.double(), ref[idx], rtol=0, atol=1e-5 * float(ref.abs().max()))
+    assert set(idx.tolist()) == set(torch.topk(ref.abs(), 13).indices.tolist())
+
+
+def test_block_layer_rejects_k_larger_than_the_block(orthogonal):
+    with pytest.raises(ValueError, match="do not fit"):
+        _block_pair(12, 8, 2, 3, k=7, orthogonal=orthogonal)
+
+
+def test_sync_free_path_keeps_padding_rows_and_selects_the_same(orthogonal):
+    _, a = _block_pair(24, 16, 8, 6, k=9, orthogonal=orthogonal)
+    _, b = _block_pair(24, 16, 8, 6, k=9, orthogonal=orthogonal)
+    b.sync_free = True
+    x = torch.randn(10, 16)
+    gy = torch.randn(10, 24)
+    gy[4:] = 0  # padding rows
+    for layer in (a, b):
+        (layer(x) * gy).sum().backward()
+    ia, va = a.selected
+    ib, vb = b.selected
+    oa, ob = torch.argsort(ia), torch.argsort(ib)
+    assert torch.equal(ia[oa], ib[ob])
+    torch.testing.assert_close(va[oa], vb[ob], rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- rule
+
+
+def test_choose_block_picks_the_cheapest_block_reaching_the_share():
+    share = torch.zeros(10, 8, dtype=torch.float64)
+    share[:3, :2] = 0.9 / 6  # 90% of the top-k energy in the leading 3 x 2 block
+    share[5, 6] = 0.1
+    c = choose_block(share, k=4, target=0.9)
+    assert (c.r_out, c.r_in) == (3, 2) and c.kept_share_bound == pytest.approx(0.9)
+    # k larger than the 3 x 2 block: (3, 3) costs 10*3 + 8*3 + 9 = 63, (4, 2) costs 10*4 + 8*2 + 8 = 64
+    c = choose_block(share, k=8, target=0.9)
+    assert (c.r_out, c.r_in) == (3, 3)
+    full = choose_block(share, k=4, target=1.0)
+    assert (full.r_out, full.r_in) == (6, 7)
+    assert full.kept_share_bound == pytest.approx(1.0)
+
+
+def test_rule_bound_holds_for_the_in_block_topk(orthogonal):
+    """The in-block top-k keeps at least the share the rule promises, gradient by gradient on average."""
+    gen = torch.Generator().manual_seed(3)
+    out_f, in_f, k = 30, 20, 12
+    u_out, u_in = orthogonal(out_f, 1), orthogonal(in_f, 2)
+    scale = torch.outer(0.7 ** torch.arange(out_f, dtype=torch.float32), 0.8 ** torch.arange(in_f, dtype=torch.float32))
+    rotated = [scale * torch.randn(out_f, in_f, generator=gen) for _ in range(6)]
+    emap = TopkEnergyMap(out_f, in_f, k, torch.device("cpu"))
+    for r in rotated:
+        emap.add(r)
+    choice = emap.choose(0.9)
+    assert choice.kept_share_bound >= 0.9
+    assert choice.r_out < out_f and choice.r_in < in_f
+    shares = []
+    for r in rotated:
+        exact = torch.topk(r.flatten().abs(), k).values.square().sum()
+        inside = torch.topk(r[: choice.r_out, : choice.r_in].flatten().abs(), k).values.square().sum()
+        shares.append(float(inside / exact))
+    assert sum(shares) / len(shares) >= choice.kept_share_bound - 1e-6
+    del u_out, u_in
+
+
+# --------------------------------------------------------------------------- model level
+
+
+@pytest.fixture
+def block_bert(make_bert, make_cls_batch):
+    def make(setting: str = "peft", share: float = 0.9, sizes=None):
+        model = make_bert(seed=0, hidden=32, intermediate=64)
+        batches = [make_cls_batch(seed=s) for s in range(4)]
+        cfg = SparseGradConfig(calibration_steps=4, density=0.03, selection="block", block_energy_share=share,
+                               block_sizes=sizes)
+        prepared = prepare_model(model, MethodSpec(type="sparsegrad", setting=setting, sparsegrad=cfg), batches)
+        return prepared, batches
+
+    return make
+
+
+def test_calibration_truncates_bases_and_records_the_block(block_bert):
+    prepared, _ = block_bert()
+    model, basis = prepared.model, prepared.basis
+    stats = basis.stats["block"]
+    assert "0.9" in stats["rule"]
+    recorded = model._sparsegrad_config.block_sizes
+    for kind, kb in basis.kinds.items():
+        r_out, r_in = kb.ranks
+        assert recorded[kind] == (r_out, r_in)
+        assert (stats["kinds"][kind]["r_out"], stats["kinds"][kind]["r_in"]) == (r_out, r_in)
+        assert stats["kinds"][kind]["kept_share_bound"] >= 0.9
+        eye_o, eye_i = kb.u_out.T @ kb.u_out, kb.u_in.T @ kb.u_in
+        torch.testing.assert_close(eye_o, torch.eye(r_out), atol=1e-5, rtol=0)
+        torch.testing.assert_close(eye_i, torch.eye(r_in), atol=1e-5, rtol=0)
+        assert r_out < kb.u_out.shape[0] or r_in < kb.u_in.shape[0], "the rule kept the whole basis"
+    for _, layer in sparsegrad_layers(model):
+        assert layer.u_out.shape[1] == layer.r_out and layer.k <= layer.r_out * layer.r_in
+
+
+def test_given_block_sizes_are_used_and_checked(block_bert):
+    prepared, _ = block_bert(sizes={"intermediate.dense": (16, 8), "output.dense": (6, 12)})
+    assert prepared.basis.kinds["intermediate.dense"].ranks == (16, 8)
+    assert prepared.basis.kinds["output.dense"].ranks == (6, 12)
+    with pytest.raises(ValueError, match="no entry for projection kind"):
+        block_bert(sizes={"intermediate.dense": (16, 8)})
+    with pytest.raises(ValueError, match="exceeds the weight shape"):
+        block_bert(sizes={"intermediate.dense": (80, 8), "output.dense": (6, 12)})
+    with pytest.raises(ValueError, match="holds fewer than k = 61"):
+        block_bert(sizes={"intermediate.dense": (8, 4), "output.dense": (6, 12)})
+
+
+def test_training_moves_only_the_block_and_state_stays_bounded(block_bert, rel_err):
+    prepared, batches = block_bert()
+    model = prepared.model.train()
+    w0 = {n: layer.weight.clone() for n, layer in sparsegrad_layers(model)}
+    opt = build_optimizer(model, lr=1e-2)
+    sparse = next(o for o in opt.optimizers if isinstance(o, SparseEntryAdam))
+    sizes = []
+    for step in range(12):
+        model(**batches[step % len(batches)]).loss.backward()
+        opt.step()
+        opt.zero_grad()
+        sizes.append(sparse.state_bytes())
+    assert sizes[0] == sizes[-1], "block optimizer state grew with steps"
+    expected = sum(3 * 4 * layer.r_out * layer.r_in for _, layer in sparsegrad_layers(model))
+    assert sizes[-1] == expected  # two moments and the delta, float32, dense over each block
+    for n, layer in sparsegrad_layers(model):
+        s = layer.sg_delta.view(layer.r_out, layer.r_in)
+        assert int(s.count_nonzero()) > layer.k, f"{n}: the sparse delta did not move beyond one step"
+        delta = layer.weight - w0[n]
+        assert rel_err(delta, layer.u_out @ s @ layer.u_in.T) <= 1e-4
+        # the change lies in the span of the truncated bases
+        proj = layer.u_out @ (layer.u_out.T @ delta @ layer.u_in) @ layer.u_in.T
+        assert rel_err(proj, delta) <= 1e-4
+        assert float(delta.norm()) > 0
+
+
+def test_block_step_has_no_host_synchronising_ops(orthogonal):
+    """Forward, backward and the sparse Adam step of block layers, sync-free, as the CUDA path runs them.
+    (Biases are frozen: torch's AdamW reads its CPU-resident step counters with ``item``.)"""
+    torch.manual_seed(0)
+    layers = []
+    for i, (o, n) in enumerate(((48, 16), (16, 48))):
+        lin = nn.Linear(n, o)
+        layer = SparseGradLinear(lin.weight.detach().clone(), nn.Parameter(lin.bias.detach().clone(), requires_grad=False),
+                                 orthogonal(o, 2 * i)[:, :8].contiguous(), orthogonal(n, 2 * i + 1)[:, :6].contiguous(),
+                                 10, selection="block")
+        layer.sync_free = True
+        layers.append(layer)
+    model = nn.Sequential(layers[0], nn.GELU(), layers[1])
+    opt = build_optimizer(model, lr=1e-3)
+    assert [type(o).__name__ for o in opt.optimizers] == ["SparseEntryAdam"]
+    x = torch.randn(4, 7, 16)
+    x[:, 5:] = 0
+    for _ in range(2):  # the first step creates optimizer state; profile a later one
+        model(x).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        model(x).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+    names = {e.name for e in prof.events()}
+    assert "aten::topk" in names, "the profile did not see the selection"
+    assert not names & SYNC_OPS, f"host-synchronising ops in a block step: {sorted(names & SYNC_OPS)}"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_block_step_runs_under_cuda_sync_debug_mode_error(orthogonal):
+    torch.manual_seed(0)
+    lin = nn.Linear(32, 64).cuda()
+    layer = SparseGradLinear(lin.weight.detach().clone(), nn.Parameter(lin.bias.detach().clone()),
+                             orthogonal(64, 0)[:, :16].cuda(), orthogonal(32, 1)[:, :8].cuda(), 20, selection="block")
+    opt = build_optimizer(layer, lr=1e-3)
+    x = torch.randn(8, 32, device="cuda")
+    layer(x).square().mean().backward()
+    opt.step()
+    opt.zero_grad()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        layer(x).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+# --------------------------------------------------------------------------- PEFT LoRA export
+
+
+@pytest.mark.parametrize("setting", ["peft", "paper"])
+def test_lora_export_loads_in_peft_and_reproduces_outputs(setting, block_bert, make_bert, make_cls_batch, tmp_path,
+                                                         rel_err):
+    prepared, batches = block_bert(setting=setting)
+    model = prepared.model.train()
+    opt = build_optimizer(model, lr=1e-2)
+    for step in range(4):
+        model(**batches[step % 4]).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    path = export_lora(model, tmp_path / "lora")
+    config = json.loads((path / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["task_type"] == "SEQ_CLS"
+    assert sorted(config["target_modules"]) == sorted(n for n, _ in sparsegrad_layers(model))
+    assert config["lora_bias"] is (setting == "paper")  # paper setting: the MLP biases trained too
+    batch = make_cls_batch(seed=77)
+    with torch.no_grad():
+        expected = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        base = make_bert(seed=0, hidden=32, intermediate=64)
+        untouched = base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        loaded = PeftModel.from_pretrained(base, str(path)).eval()
+        got = loaded(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert rel_err(untouched, expected) > 1e-2, "training changed nothing"
+    assert rel_err(got, expected) <= 1e-5
+
+
+def test_lora_export_refuses_what_it_cannot_carry(make_bert, make_cls_batch, block_bert, tmp_path):
+    model = make_bert(seed=0)
+    batches = [make_cls_batch(seed=s) for s in range(2)]
+    cfg = SparseGradConfig(calibration_steps=2, density=0.03)
+    apply_sparsegrad(model, calibrate(model, batches, cfg), cfg)
+    with pytest.raises(LoraExportError, match="only block selection"):
+        export_lora(model, tmp_path / "a")
+    prepared, _ = block_bert()
+    prepared.model.bert.embeddings.LayerNorm.weight.requires_grad_(True)  # half a module trained
+    with pytest.raises(LoraExportError, match="only some of their parameters"):
+        export_lora(prepared.model, tmp_path / "b")
