@@ -53,6 +53,7 @@ class Setting(StrEnum):
 class Selection(StrEnum):
     dynamic = "dynamic"
     fixed = "fixed"
+    block = "block"
 
 
 def _given(**values: Any) -> dict[str, Any]:
@@ -145,7 +146,7 @@ def submit(
     setting: Annotated[Setting | None, typer.Option(help="paper: non-MLP parameters train densely; peft: only the head.")] = None,
     density: Annotated[float | None, typer.Option(help="SparseGrad/MeProp share of entries updated per step.")] = None,
     calibration_steps: Annotated[int | None, typer.Option(help="SparseGrad calibration backward passes.")] = None,
-    selection: Annotated[Selection | None, typer.Option(help="SparseGrad: dynamic top-k, or a fixed support.")] = None,
+    selection: Annotated[Selection | None, typer.Option(help="SparseGrad: dynamic top-k, a fixed support, or top-k inside a leading block of the bases.")] = None,
     lora_rank: Annotated[int | None, typer.Option(help="LoRA rank (default: as many parameters as SparseGrad).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs (unless --max-steps).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (overrides --epochs).")] = None,

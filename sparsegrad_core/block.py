@@ -8,14 +8,14 @@ The HOSVD bases are ordered by calibration gradient energy, so the exact top-k e
 
 only, at a cost of ``T·(out·r_out + in·r_in + r_out·r_in)`` instead of a full rotation.
 
-**The rule** (:func:`choose_block`): over the calibration gradients of one projection kind, let ``M`` be
-the mean, per entry of ``G̃``, of (energy of that entry if it is among the exact top-k, else 0) divided
-by the exact top-k energy of its gradient. For a block, the sum of ``M`` over the block is the share of
-the exact top-k energy whose entries lie inside the block; the in-block top-k keeps at least that much
-(it may swap an outside entry for a smaller inside one, never lose an inside one). The chosen block is
-the one with the smallest per-step cost ``out·r_out + in·r_in + r_out·r_in`` among those whose share is
-at least ``block_energy_share`` and which hold at least ``k`` entries. Evaluated for every
-``(r_out, r_in)`` at once from the 2-D prefix sums of ``M``.
+**The rule** (:class:`BlockShareGrid`, :func:`choose_block`): over the calibration gradients of one
+projection kind, for every block on a grid of sizes (per side the full size, then down by factors of
+``2^(1/3)`` to 1/128 of it), the mean share of the exact top-k energy of ``G̃`` that the top-k inside the
+block keeps. Among the blocks that hold at least ``k`` entries and whose step cost
+(:func:`block_step_cost`) is at most ``block_max_cost`` times a dense weight gradient, the chosen block is
+the cheapest keeping at least ``block_energy_share``, or, when none within the budget does, the one
+keeping the most. The in-block top-k is found among the gradient's ``8k`` largest entries: exact
+whenever the block holds ``k`` of them, a lower bound otherwise.
 """
 
 from __future__ import annotations
@@ -27,56 +27,107 @@ import torch
 
 @dataclass(frozen=True)
 class BlockChoice:
-    """The block chosen for one projection kind, and the guaranteed share it keeps on calibration."""
+    """The block chosen for one projection kind, and the share of the top-k energy it keeps on calibration."""
 
     r_out: int
     r_in: int
-    kept_share_bound: float | None
-    """Mean share of the exact top-k energy that the exact top-k entries inside the block carry
-    (a lower bound of what the in-block top-k keeps); None for a block given by the user."""
+    kept_share: float | None
+    """Mean share of the exact top-k energy that the in-block top-k keeps on the calibration gradients;
+    None for a block given by the user."""
 
     def as_dict(self) -> dict[str, float | int | None]:
-        return {"r_out": self.r_out, "r_in": self.r_in, "kept_share_bound": self.kept_share_bound}
+        return {"r_out": self.r_out, "r_in": self.r_in, "kept_share": self.kept_share}
 
 
-class TopkEnergyMap:
-    """Accumulates ``M``: per entry of ``G̃``, its mean share of the exact top-k energy (float64)."""
+def size_grid(n: int, steps: int = 21) -> list[int]:
+    """Candidate ranks for a side of ``n``: ``n``, then down by factors of ``2^(1/3)`` (to ``n/128``)."""
+    return sorted({max(1, round(n * 2.0 ** (-j / 3))) for j in range(steps + 1)})
 
-    def __init__(self, out_features: int, in_features: int, k: int, device: torch.device) -> None:
-        self.map = torch.zeros(out_features * in_features, dtype=torch.float64, device=device)
+
+class BlockShareGrid:
+    """Accumulates, for every block on the size grid, the share of the exact top-k energy that the
+    in-block top-k keeps, averaged over calibration gradients."""
+
+    def __init__(self, out_features: int, in_features: int, k: int, device: torch.device, oversample: int = 8) -> None:
         self.shape = (out_features, in_features)
         self.k = k
+        self.m = min(out_features * in_features, max(oversample * k, 4096))
+        self.r_out = size_grid(out_features)
+        self.r_in = size_grid(in_features)
+        self._r_in = torch.tensor(self.r_in, device=device).unsqueeze(1)  # (Gi, 1)
+        self.sum = torch.zeros(len(self.r_out), len(self.r_in), dtype=torch.float64, device=device)
         self.count = 0
 
     def add(self, rotated: torch.Tensor) -> None:
         """``rotated``: one calibration gradient in the HOSVD basis, ``u_outᵀ G u_in`` (out, in)."""
-        flat = rotated.reshape(-1).to(torch.float64)
-        top = torch.topk(flat.abs(), self.k, sorted=False)
-        energy = top.values.square()
-        total = energy.sum()
-        if float(total) > 0:
-            self.map.index_add_(0, top.indices, energy / total)
+        in_f = self.shape[1]
+        top = torch.topk(rotated.reshape(-1).abs(), self.m, sorted=True)
+        energy = top.values.to(torch.float64).square()
+        exact = energy[: self.k].sum()
+        if float(exact) <= 0:
+            return
+        rows, cols = top.indices // in_f, top.indices % in_f
+        col_inside = cols.unsqueeze(0) < self._r_in  # (Gi, m)
+        for i, r_out in enumerate(self.r_out):
+            inside = col_inside & (rows < r_out).unsqueeze(0)
+            take = inside & (inside.cumsum(1) <= self.k)
+            self.sum[i] += (take.to(torch.float64) * energy).sum(1) / exact
         self.count += 1
 
-    def choose(self, target: float) -> BlockChoice:
-        return choose_block(self.map.view(self.shape) / max(1, self.count), self.k, target)
+    def shares(self) -> torch.Tensor:
+        """Mean kept share per grid block, (len(r_out), len(r_in))."""
+        return self.sum / max(1, self.count)
+
+    def choose(self, target: float, *, tokens: float, max_cost: float) -> BlockChoice:
+        return choose_block(self.shares(), self.r_out, self.r_in, self.shape, self.k, target,
+                            tokens=tokens, max_cost=max_cost)
 
 
-def choose_block(share_map: torch.Tensor, k: int, target: float) -> BlockChoice:
-    """The cheapest leading block whose summed ``share_map`` reaches ``target`` and that holds ``k`` entries."""
-    out_f, in_f = share_map.shape
-    prefix = share_map.to(torch.float64).cumsum(0).cumsum(1)  # prefix[i, j]: block (i+1) × (j+1)
-    r_out = torch.arange(1, out_f + 1, dtype=torch.float64, device=share_map.device).unsqueeze(1)
-    r_in = torch.arange(1, in_f + 1, dtype=torch.float64, device=share_map.device).unsqueeze(0)
-    cost = out_f * r_out + in_f * r_in + r_out * r_in
-    # A tiny tolerance: a target of 1.0 must be reachable by the full block despite rounding.
-    feasible = (prefix >= target - 1e-9) & (r_out * r_in >= k)
-    cost = torch.where(feasible, cost, torch.full_like(cost, float("inf")))
-    flat = int(torch.argmin(cost))
-    i, j = divmod(flat, in_f)
-    if not bool(feasible.view(-1)[flat]):
-        i, j = out_f - 1, in_f - 1
-    return BlockChoice(r_out=i + 1, r_in=j + 1, kept_share_bound=float(prefix[i, j]))
+def block_step_cost(shape: tuple[int, int], r_out: int, r_in: int, tokens: float) -> float:
+    """Multiply-adds per step of one block layer with ``tokens`` rows: ``x u_in`` in the forward, the block
+    gradient by its cheaper association, and the push-back ``W += u_out S u_inᵀ`` by its cheaper one."""
+    out_f, in_f = shape
+    xu = tokens * in_f * r_in
+    grad = min(tokens * r_out * (out_f + r_in), r_in * (tokens * out_f + out_f * r_out))
+    push = min(out_f * r_out * r_in + out_f * r_in * in_f, r_out * r_in * in_f + out_f * r_out * in_f)
+    return xu + grad + push
+
+
+def choose_block(
+    shares: torch.Tensor,
+    r_out_grid: list[int],
+    r_in_grid: list[int],
+    shape: tuple[int, int],
+    k: int,
+    target: float,
+    *,
+    tokens: float,
+    max_cost: float,
+) -> BlockChoice:
+    """The cheapest grid block keeping ``target`` of the top-k energy and holding ``k`` entries, among
+    those whose step cost is at most ``max_cost`` times a dense weight gradient (``tokens·out·in``).
+    When no block within that budget reaches the target, the one keeping the most within it."""
+    out_f, in_f = shape
+    budget = max_cost * tokens * out_f * in_f
+    # Ranked by (short of the target?, cost if not else -share, r_out, r_in): any block reaching the
+    # target beats every block short of it.
+    best: tuple[int, float, int, int] | None = None
+    for i, r_out in enumerate(r_out_grid):
+        for j, r_in in enumerate(r_in_grid):
+            cost = block_step_cost(shape, r_out, r_in, tokens)
+            if r_out * r_in < k or cost > budget:
+                continue
+            share = float(shares[i, j])
+            # A tiny tolerance: a target of 1.0 must be reachable by the full block despite rounding.
+            key = (0, cost, r_out, r_in) if share >= target - 1e-9 else (1, -share, r_out, r_in)
+            if best is None or key < best:
+                best = key
+    if best is None:  # not even k entries fit the budget: the smallest block that holds them
+        r_out, r_in = min(((a, b) for a in r_out_grid for b in r_in_grid if a * b >= k),
+                          key=lambda ab: block_step_cost(shape, ab[0], ab[1], tokens))
+        return BlockChoice(r_out, r_in, float(shares[r_out_grid.index(r_out), r_in_grid.index(r_in)]))
+    _, _, r_out, r_in = best
+    return BlockChoice(r_out, r_in, float(shares[r_out_grid.index(r_out), r_in_grid.index(r_in)]))
 
 
 def block_gradient(g: torch.Tensor, xu: torch.Tensor, u_out: torch.Tensor) -> torch.Tensor:

@@ -68,6 +68,7 @@ class Setting(StrEnum):
 class Selection(StrEnum):
     dynamic = "dynamic"
     fixed = "fixed"
+    block = "block"
 
 
 class Scheduler(StrEnum):
@@ -216,7 +217,7 @@ def train(
     setting: Annotated[Setting, typer.Option(help="paper: all non-MLP parameters train densely; peft: only the head.")] = Setting.paper,
     density: Annotated[float, typer.Option(help="SparseGrad/MeProp share of entries updated per step.")] = 0.01,
     calibration_steps: Annotated[int, typer.Option(help="SparseGrad calibration backward passes.")] = 10,
-    selection: Annotated[Selection, typer.Option(help="SparseGrad: dynamic top-k per step, or a fixed support.")] = Selection.dynamic,
+    selection: Annotated[Selection, typer.Option(help="SparseGrad: dynamic top-k per step, a fixed support, or top-k inside a leading block of the bases.")] = Selection.dynamic,
     lora_rank: Annotated[int | None, typer.Option(help="LoRA rank (default: equal trainable parameters to SparseGrad).")] = None,
     epochs: Annotated[int, typer.Option(help="Epochs (unless --max-steps).")] = 3,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (overrides --epochs).")] = None,

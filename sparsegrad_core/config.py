@@ -37,6 +37,12 @@ class SparseGradConfig:
     """Block selection: the chosen block is the cheapest ``r_out × r_in`` whose exact top-k entries keep
     at least this share of the unrestricted top-k energy, on average over the calibration gradients."""
 
+    block_max_cost: float = 0.5
+    """Block selection: the chosen block's per-step cost (block gradient, ``x u_in`` and the push-back into
+    ``W``) is at most this multiple of a dense weight gradient ``T·out·in``, with ``T`` the mean token count
+    of the calibration batches. When no block within it reaches ``block_energy_share``, the block keeping
+    the most energy within it is taken (the share it keeps is reported)."""
+
     block_sizes: dict[str, tuple[int, int]] | None = None
     """Block selection: ``{kind: (r_out, r_in)}``. ``None`` (default): chosen at calibration by the rule
     above; a model prepared with block selection records the chosen sizes here."""
@@ -67,6 +73,9 @@ class SparseGradConfig:
         if not 0.0 < float(self.block_energy_share) <= 1.0:
             raise ValueError(f"block_energy_share must be in (0, 1], got {self.block_energy_share!r}")
         self.block_energy_share = float(self.block_energy_share)
+        if float(self.block_max_cost) <= 0:
+            raise ValueError(f"block_max_cost must be > 0, got {self.block_max_cost!r}")
+        self.block_max_cost = float(self.block_max_cost)
         if self.block_sizes is not None:
             sizes = {}
             for kind, rr in self.block_sizes.items():

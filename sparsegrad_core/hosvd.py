@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from .block import BlockChoice, TopkEnergyMap
+from .block import BlockChoice, BlockShareGrid
 from .config import SparseGradConfig
 from .targets import find_target_modules, linear_shape, module_weight, projection_kind
 
@@ -206,7 +206,8 @@ def calibrate(
         "num_layers": len(layers),
     }
     if block:
-        stats["block"] = {"rule": f"cheapest block keeping >= {cfg.block_energy_share} of the top-k energy"
+        stats["block"] = {"rule": f"cheapest block keeping >= {cfg.block_energy_share} of the top-k energy "
+                                  f"at a step cost <= {cfg.block_max_cost} x a dense weight gradient"
                           if cfg.block_sizes is None else "given block_sizes",
                           "kinds": {kind: choice.as_dict() for kind, choice in block.items()}}
     return SparseGradBasis(kinds=kinds, layers=layers, supports=supports, stats=stats)
@@ -235,14 +236,14 @@ def _block_choices(
             if r_out * r_in < cfg.k_for(out_f, in_f):
                 raise ValueError(f"block_sizes[{kind!r}] = {(r_out, r_in)} holds fewer than k = "
                                  f"{cfg.k_for(out_f, in_f)} entries (density {cfg.density})")
-            choices[kind] = BlockChoice(r_out=r_out, r_in=r_in, kept_share_bound=None)
+            choices[kind] = BlockChoice(r_out=r_out, r_in=r_in, kept_share=None)
         return choices
-    maps: dict[str, TopkEnergyMap] = {}
+    maps: dict[str, BlockShareGrid] = {}
     for name, module in targets.items():
         kind = layers[name]
         if kind not in maps:
             out_f, in_f = linear_shape(module)
-            maps[kind] = TopkEnergyMap(out_f, in_f, cfg.k_for(out_f, in_f), kinds[kind].u_out.device)
+            maps[kind] = BlockShareGrid(out_f, in_f, cfg.k_for(out_f, in_f), kinds[kind].u_out.device)
 
     def add(name: str, g: torch.Tensor) -> None:
         b = kinds[layers[name]]
@@ -250,7 +251,18 @@ def _block_choices(
 
     for batch in batches:
         backward_pass(batch, add)
-    return {kind: m.choose(cfg.block_energy_share) for kind, m in maps.items()}
+    tokens = sum(_token_rows(b) for b in batches) / max(1, len(batches))
+    return {kind: m.choose(cfg.block_energy_share, tokens=tokens, max_cost=cfg.block_max_cost)
+            for kind, m in maps.items()}
+
+
+def _token_rows(batch: Mapping[str, Any]) -> int:
+    """Token rows of a batch that carry a gradient: the attention mask's ones, else every position."""
+    mask = batch.get("attention_mask")
+    if isinstance(mask, torch.Tensor):
+        return int(mask.sum())
+    ids = batch.get("input_ids")
+    return int(ids.numel()) if isinstance(ids, torch.Tensor) else 1
 
 
 def _fixed_supports(

@@ -47,5 +47,6 @@ class EventLevel(StrEnum):
 
 class ArtifactKind(StrEnum):
     adapter = "adapter"
+    lora = "lora"  # a block-selection SparseGrad adapter as a standard PEFT LoRA adapter
     merged_model = "merged_model"
     metrics = "metrics"

@@ -39,7 +39,8 @@ class StoredArtifact:
 
 
 def artifact_filename(job_id: str, kind: ArtifactKind) -> str:
-    suffix = {ArtifactKind.adapter: "adapter.tar.gz", ArtifactKind.merged_model: "merged.tar.gz",
+    suffix = {ArtifactKind.adapter: "adapter.tar.gz", ArtifactKind.lora: "lora.tar.gz",
+              ArtifactKind.merged_model: "merged.tar.gz",
               ArtifactKind.metrics: "metrics.csv"}[kind]
     return f"{job_id}-{suffix}"
 

@@ -69,10 +69,12 @@ def method_spec(spec: dict[str, Any]) -> MethodSpec:
     kind = method_type(spec)
     sg, lora, meprop = _section(method, "sparsegrad"), _section(method, "lora"), _section(method, "meprop")
     density = _given(meprop if kind == "meprop" else sg, "density", 0.01)
+    rule = {k: sg[k] for k in ("block_energy_share", "block_max_cost") if sg.get(k) is not None}
     config = SparseGradConfig(
         density=density,
         calibration_steps=_given(sg, "calibration_steps", 10),
         selection=_given(sg, "selection", "dynamic"),
+        **rule,
     )
     return MethodSpec(
         type=kind,  # type: ignore[arg-type]  # validated by MethodSpec

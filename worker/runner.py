@@ -186,6 +186,13 @@ class JobRunner:
         except TrainingCancelled:
             callback.flush()
             return self._stopped(attempt, step=0, checkpointed=False)
+        block = prepared.basis.stats.get("block") if prepared.basis is not None else None
+        if block:
+            chosen = "; ".join(
+                f"{kind} {c['r_out']}×{c['r_in']}"
+                + (f" (keeps {c['kept_share']:.3f} of the top-k energy on calibration)" if c.get("kept_share") else "")
+                for kind, c in block["kinds"].items())
+            journal.event(EventType.message, f"Block selection, {block['rule']}: {chosen}.", {"block": block})
         journal.event(EventType.message,
                       f"Method {method.type} ({method.setting} setting) on {job.model}: "
                       f"{prepared.trainable_params:,} trainable parameters.",

@@ -81,8 +81,13 @@ class TaskIn(StrictModel):
 class SparseGradParams(StrictModel):
     density: float = Field(default=0.01, gt=0, le=1, description="Share of each MLP weight's rotated gradient entries updated per step, in (0, 1]. Default 0.01.")
     calibration_steps: int = Field(default=10, ge=1, le=1000, description="Backward passes that define the HOSVD bases, 1-1000. Default 10.")
-    selection: Literal["dynamic", "fixed"] = Field(
-        default="dynamic", description="`dynamic`: fresh top-k every step (the paper's method); `fixed`: the calibration-time support. Default `dynamic`.")
+    selection: Literal["dynamic", "fixed", "block"] = Field(
+        default="dynamic", description="`dynamic`: fresh top-k every step (the paper's method); `fixed`: the calibration-time support; "
+        "`block`: top-k inside a leading block of the HOSVD bases chosen at calibration (cheaper; the adapter is also offered as a PEFT LoRA). Default `dynamic`.")
+    block_energy_share: float | None = Field(
+        default=None, gt=0, le=1, description="Block selection: the block keeps at least this share of the top-k gradient energy on calibration, in (0, 1]. Default: the library's (0.95).")
+    block_max_cost: float | None = Field(
+        default=None, gt=0, le=100, description="Block selection: the block's step cost is at most this multiple of a dense weight gradient. Default: the library's (0.5).")
 
 
 class LoraParams(StrictModel):

@@ -21,7 +21,7 @@ from sparsegrad_core import (
     export_lora,
     sparsegrad_layers,
 )
-from sparsegrad_core.block import TopkEnergyMap, choose_block
+from sparsegrad_core.block import BlockShareGrid, block_step_cost, choose_block
 from sparsegrad_core.methods import MethodSpec, prepare_model
 
 SYNC_OPS = {"aten::nonzero", "aten::unique", "aten::_unique", "aten::_unique2", "aten::unique_dim",
@@ -96,39 +96,49 @@ def test_sync_free_path_keeps_padding_rows_and_selects_the_same(orthogonal):
 
 
 def test_choose_block_picks_the_cheapest_block_reaching_the_share():
-    share = torch.zeros(10, 8, dtype=torch.float64)
-    share[:3, :2] = 0.9 / 6  # 90% of the top-k energy in the leading 3 x 2 block
-    share[5, 6] = 0.1
-    c = choose_block(share, k=4, target=0.9)
-    assert (c.r_out, c.r_in) == (3, 2) and c.kept_share_bound == pytest.approx(0.9)
-    # k larger than the 3 x 2 block: (3, 3) costs 10*3 + 8*3 + 9 = 63, (4, 2) costs 10*4 + 8*2 + 8 = 64
-    c = choose_block(share, k=8, target=0.9)
-    assert (c.r_out, c.r_in) == (3, 3)
-    full = choose_block(share, k=4, target=1.0)
-    assert (full.r_out, full.r_in) == (6, 7)
-    assert full.kept_share_bound == pytest.approx(1.0)
+    grid_out, grid_in = [2, 4, 8, 16], [2, 4, 8]
+    shape, tokens = (16, 8), 100.0
+    # the kept share grows with the block; (4, 4) is the smallest reaching 0.9
+    shares = torch.tensor([[0.2, 0.5, 0.6], [0.5, 0.92, 0.95], [0.6, 0.95, 0.99], [0.7, 0.96, 1.0]])
+    c = choose_block(shares, grid_out, grid_in, shape, k=4, target=0.9, tokens=tokens, max_cost=10.0)
+    assert (c.r_out, c.r_in, c.kept_share) == (4, 4, pytest.approx(0.92))
+    # k larger than 4 x 4: the cheapest block with k entries that keeps the share
+    c = choose_block(shares, grid_out, grid_in, shape, k=20, target=0.9, tokens=tokens, max_cost=10.0)
+    assert c.r_out * c.r_in >= 20 and c.kept_share >= 0.9
+    costs = {(a, b): block_step_cost(shape, a, b, tokens) for a in grid_out for b in grid_in if a * b >= 20}
+    ok = {ab: cost for ab, cost in costs.items() if shares[grid_out.index(ab[0]), grid_in.index(ab[1])] >= 0.9}
+    assert (c.r_out, c.r_in) == min(ok, key=ok.get)
+    # a budget too small for the target: the block keeping the most within it
+    budget = block_step_cost(shape, 4, 2, tokens) / (tokens * 16 * 8)
+    c = choose_block(shares, grid_out, grid_in, shape, k=4, target=0.9, tokens=tokens, max_cost=budget)
+    assert block_step_cost(shape, c.r_out, c.r_in, tokens) <= budget * tokens * 16 * 8
+    assert c.kept_share < 0.9 and (c.r_out, c.r_in) in {(4, 2), (2, 4)}
+    assert c.kept_share == pytest.approx(0.5)
 
 
-def test_rule_bound_holds_for_the_in_block_topk(orthogonal):
-    """The in-block top-k keeps at least the share the rule promises, gradient by gradient on average."""
+def test_share_grid_is_the_in_block_topk_share():
+    """The grid's share for a block equals the in-block top-k energy over the exact top-k energy."""
     gen = torch.Generator().manual_seed(3)
-    out_f, in_f, k = 30, 20, 12
-    u_out, u_in = orthogonal(out_f, 1), orthogonal(in_f, 2)
-    scale = torch.outer(0.7 ** torch.arange(out_f, dtype=torch.float32), 0.8 ** torch.arange(in_f, dtype=torch.float32))
-    rotated = [scale * torch.randn(out_f, in_f, generator=gen) for _ in range(6)]
-    emap = TopkEnergyMap(out_f, in_f, k, torch.device("cpu"))
+    out_f, in_f, k = 60, 40, 30
+    scale = torch.outer(0.9 ** torch.arange(out_f, dtype=torch.float32), 0.93 ** torch.arange(in_f, dtype=torch.float32))
+    rotated = [scale * torch.randn(out_f, in_f, generator=gen) for _ in range(5)]
+    grid = BlockShareGrid(out_f, in_f, k, torch.device("cpu"))
     for r in rotated:
-        emap.add(r)
-    choice = emap.choose(0.9)
-    assert choice.kept_share_bound >= 0.9
-    assert choice.r_out < out_f and choice.r_in < in_f
-    shares = []
-    for r in rotated:
-        exact = torch.topk(r.flatten().abs(), k).values.square().sum()
-        inside = torch.topk(r[: choice.r_out, : choice.r_in].flatten().abs(), k).values.square().sum()
-        shares.append(float(inside / exact))
-    assert sum(shares) / len(shares) >= choice.kept_share_bound - 1e-6
-    del u_out, u_in
+        grid.add(r)
+    shares = grid.shares()
+    for i, a in enumerate(grid.r_out):
+        for j, b in enumerate(grid.r_in):
+            if a * b < k:
+                continue
+            ref = []
+            for r in rotated:
+                exact = torch.topk(r.flatten().abs(), k).values.double().square().sum()
+                inside = torch.topk(r[:a, :b].flatten().abs(), k).values.double().square().sum()
+                ref.append(float(inside / exact))
+            assert float(shares[i, j]) == pytest.approx(sum(ref) / len(ref), abs=1e-9), (a, b)
+    choice = grid.choose(0.9, tokens=50.0, max_cost=1.0)
+    assert choice.kept_share >= 0.9 and choice.r_out * choice.r_in >= k
+    assert (choice.r_out, choice.r_in) != (out_f, in_f)
 
 
 # --------------------------------------------------------------------------- model level
@@ -136,11 +146,11 @@ def test_rule_bound_holds_for_the_in_block_topk(orthogonal):
 
 @pytest.fixture
 def block_bert(make_bert, make_cls_batch):
-    def make(setting: str = "peft", share: float = 0.9, sizes=None):
+    def make(setting: str = "peft", share: float = 0.9, sizes=None, max_cost: float = 4.0):
         model = make_bert(seed=0, hidden=32, intermediate=64)
         batches = [make_cls_batch(seed=s) for s in range(4)]
         cfg = SparseGradConfig(calibration_steps=4, density=0.03, selection="block", block_energy_share=share,
-                               block_sizes=sizes)
+                               block_sizes=sizes, block_max_cost=max_cost)
         prepared = prepare_model(model, MethodSpec(type="sparsegrad", setting=setting, sparsegrad=cfg), batches)
         return prepared, batches
 
@@ -157,13 +167,22 @@ def test_calibration_truncates_bases_and_records_the_block(block_bert):
         r_out, r_in = kb.ranks
         assert recorded[kind] == (r_out, r_in)
         assert (stats["kinds"][kind]["r_out"], stats["kinds"][kind]["r_in"]) == (r_out, r_in)
-        assert stats["kinds"][kind]["kept_share_bound"] >= 0.9
+        assert stats["kinds"][kind]["kept_share"] >= 0.9
         eye_o, eye_i = kb.u_out.T @ kb.u_out, kb.u_in.T @ kb.u_in
         torch.testing.assert_close(eye_o, torch.eye(r_out), atol=1e-5, rtol=0)
         torch.testing.assert_close(eye_i, torch.eye(r_in), atol=1e-5, rtol=0)
         assert r_out < kb.u_out.shape[0] or r_in < kb.u_in.shape[0], "the rule kept the whole basis"
     for _, layer in sparsegrad_layers(model):
         assert layer.u_out.shape[1] == layer.r_out and layer.k <= layer.r_out * layer.r_in
+
+
+def test_cost_budget_bounds_the_chosen_block(block_bert, make_cls_batch):
+    prepared, batches = block_bert(share=0.99, max_cost=0.3)
+    tokens = sum(int(b["attention_mask"].sum()) for b in batches) / len(batches)
+    for kind, kb in prepared.basis.kinds.items():
+        out_f, in_f = kb.u_out.shape[0], kb.u_in.shape[0]
+        assert block_step_cost((out_f, in_f), *kb.ranks, tokens) <= 0.3 * tokens * out_f * in_f
+        assert prepared.basis.stats["block"]["kinds"][kind]["kept_share"] < 0.99
 
 
 def test_given_block_sizes_are_used_and_checked(block_bert):

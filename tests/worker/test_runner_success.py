@@ -150,6 +150,39 @@ def test_lora_and_full_jobs_succeed(
     torch.testing.assert_close(probe_of(model, tokenizer, summary), expected, atol=1e-5, rtol=1e-4)
 
 
+def test_block_sparsegrad_job_stores_a_peft_lora_adapter(
+    pg_db: str, make_settings: Callable[..., Settings], sst2_bytes: bytes, tiny_model_dir: Path, tmp_path: Path,
+) -> None:
+    from peft import PeftModel
+
+    settings = make_settings(pg_db)
+    spec = job_spec(method={"type": "sparsegrad", "setting": "peft",
+                            "sparsegrad": {"selection": "block", "density": 0.05, "calibration_steps": 3,
+                                           "block_energy_share": 0.9, "block_max_cost": 2.0}},
+                    hyperparameters={"max_steps": 8, "learning_rate": 1e-2})
+    job_id = create_job(settings, sst2_bytes, spec)
+    assert JobRunner(settings, job_id).run() == Outcome.succeeded
+    job = job_row(settings, job_id)
+    block_events = [e for e in events(settings, job_id) if e.data and "block" in e.data]
+    assert len(block_events) == 1 and "0.9 of the top-k energy" in block_events[0].message
+    chosen = block_events[0].data["block"]["kinds"]
+    assert set(chosen) == {"intermediate.dense", "output.dense"}
+
+    arts = artifacts(settings, job_id)
+    assert set(arts) == {"adapter", "lora", "metrics"}
+    expected = torch.tensor((job.summary or {})["probe"]["logits"])
+    base, tokenizer = load_base_model(str(tiny_model_dir), "classification", num_labels=2, label_names=["0", "1"])
+    untrained = probe_of(base, tokenizer, job.summary or {})
+    lora_dir = unpacked(settings, arts["lora"], tmp_path / "lora")
+    config = json.loads((lora_dir / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["modules_to_save"] == ["bert.pooler.dense", "classifier"]
+    assert set(config["rank_pattern"].values()) == {min(c["r_out"], c["r_in"]) for c in chosen.values()}
+    model = PeftModel.from_pretrained(base, str(lora_dir)).eval()
+    got = probe_of(model, tokenizer, job.summary or {})
+    assert not torch.allclose(untrained, expected, atol=1e-3)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
 CHATS = [
     [{"role": "user", "content": "What is two plus two?"}, {"role": "assistant", "content": "Four."}],
     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."},

@@ -1,0 +1,165 @@
+"""How much of the exact top-k gradient energy block selection keeps, on real models and data, over a run.
+
+    python bench/block_fidelity.py --model minilm-l6                 # SST-2 (bundled sample or --data), 200 steps
+    python bench/block_fidelity.py --model smollm2-135m --every 5    # chat SFT on the bundled chat sample
+
+1. Calibrate twice on the same calibration batches: once with ``selection="block"`` (the default rule picks
+   ``r_out × r_in`` per projection kind) and once with the exact method (full HOSVD bases).
+2. Train with the exact method (dynamic SparseGrad, the paper's) for ``--steps`` optimizer steps.
+3. Every ``--every`` steps, for every target layer: from the step's ``(g, x)`` form ``G̃ = u_outᵀ gᵀx u_in`` in
+   the full bases; ``exact`` = energy of its top-k, ``block`` = energy of the top-k of its leading block of
+   the chosen size. Report ``block / exact`` per kind and step, averaged over the layers of the kind.
+
+The run trains the exact method so that the measured trajectory is the reference one. Results:
+bench/results/block_fidelity_<model>.json (per step and per kind, and the chosen block sizes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
+
+import common
+
+from sparsegrad_core import SparseGradConfig, SparseGradLinear, calibrate
+from sparsegrad_core.methods import MethodSpec
+from sparsegrad_core.tasks import load_base_model, tokenize_dataset
+from sparsegrad_core.training import Trainer, TrainingArguments, prepare_for_training
+from sparsegrad_core.training.preparation import calibration_batches
+from sparsegrad_data import glue_mapping, load_dataset, sample_path
+from sparsegrad_data.schema import ColumnMapping, TaskType
+
+
+def load_data(model: str, data: str | None) -> Any:
+    if model.startswith("smollm2"):
+        return load_dataset(Path(data) if data else sample_path("chat"), TaskType.CAUSAL_LM,
+                            ColumnMapping(messages="messages"))
+    task, mapping = glue_mapping("sst2")
+    return load_dataset(Path(data) if data else sample_path("sst2_train"), task, mapping)
+
+
+class Probe:
+    """Wraps ``SparseGradLinear.record_gradient`` to measure the block's share of the exact top-k energy."""
+
+    def __init__(self, blocks: dict[str, tuple[int, int]], every: int) -> None:
+        self.blocks, self.every = blocks, every
+        self.calls: dict[int, int] = {}
+        self.rows: list[dict[str, Any]] = []
+        original = SparseGradLinear.record_gradient
+        probe = self
+
+        def record_gradient(layer: SparseGradLinear, g: torch.Tensor, x: torch.Tensor) -> None:
+            step = probe.calls.get(id(layer), 0) + 1
+            probe.calls[id(layer)] = step
+            if step == 1 or step % probe.every == 0:
+                probe.measure(layer, step, g, x)
+            original(layer, g, x)
+
+        SparseGradLinear.record_gradient = record_gradient  # type: ignore[method-assign]
+
+    @torch.no_grad()
+    def measure(self, layer: SparseGradLinear, step: int, g: torch.Tensor, x: torch.Tensor) -> None:
+        grad = g.float().T @ x.float()
+        rot = layer.u_out.T @ grad @ layer.u_in
+        r_out, r_in = self.blocks[layer.kind]
+        exact = torch.topk(rot.flatten().abs(), layer.k).values.double().square().sum()
+        block = torch.topk(rot[:r_out, :r_in].flatten().abs(), layer.k).values.double().square().sum()
+        total = rot.double().square().sum()
+        self.rows.append({"step": step, "kind": layer.kind, "share": float(block / exact) if exact > 0 else 1.0,
+                          "exact_topk_of_total": float(exact / total) if total > 0 else 0.0,
+                          "block_topk_of_total": float(block / total) if total > 0 else 0.0})
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    kinds = sorted({r["kind"] for r in rows})
+    steps = sorted({r["step"] for r in rows})
+    per_kind: dict[str, Any] = {}
+    for kind in kinds:
+        by_step = [statistics.mean(r["share"] for r in rows if r["kind"] == kind and r["step"] == s) for s in steps]
+        n = max(1, len(by_step) // 5)
+        per_kind[kind] = {
+            "mean": statistics.mean(by_step), "min": min(by_step),
+            "first_fifth": statistics.mean(by_step[:n]), "last_fifth": statistics.mean(by_step[-n:]),
+            "exact_topk_of_total": statistics.mean(r["exact_topk_of_total"] for r in rows if r["kind"] == kind),
+            "block_topk_of_total": statistics.mean(r["block_topk_of_total"] for r in rows if r["kind"] == kind),
+            "by_step": dict(zip(steps, by_step, strict=True)),
+        }
+    overall = statistics.mean(r["share"] for r in rows)
+    return {"kinds": per_kind, "mean_share": overall, "steps_measured": len(steps)}
+
+
+def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="minilm-l6", choices=["minilm-l6", "smollm2-135m"])
+    ap.add_argument("--data", help="training file (default: the bundled SST-2 or chat sample)")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--every", type=int, default=1, help="measure every N steps (and the first)")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--max-seq-length", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--density", type=float, default=0.01)
+    ap.add_argument("--calibration-steps", type=int, default=10)
+    ap.add_argument("--setting", default="paper", choices=["paper", "peft"])
+    ap.add_argument("--share", type=float, help="block_energy_share (default: the library's)")
+    ap.add_argument("--max-cost", type=float, help="block_max_cost (default: the library's)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", help="JSON path (default bench/results/block_fidelity_<model>.json)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+
+    ds = load_data(args.model, args.data)
+    torch.manual_seed(args.seed)
+    model, tokenizer = load_base_model(args.model, ds.task, num_labels=ds.num_labels, label_names=ds.label_names)
+    data = tokenize_dataset(ds, tokenizer, args.max_seq_length)
+    rule = {k: v for k, v in (("block_energy_share", args.share), ("block_max_cost", args.max_cost)) if v is not None}
+    block_cfg = SparseGradConfig(density=args.density, calibration_steps=args.calibration_steps, selection="block", **rule)
+    batches = list(calibration_batches(data, args.calibration_steps, args.batch_size, args.seed, torch.device("cpu")))
+    print(f"calibrating the block rule ({block_cfg.block_energy_share} share, cost <= {block_cfg.block_max_cost}x dense) "
+          f"on {len(batches)} batches of {args.batch_size}", flush=True)
+    block_basis = calibrate(model, batches, block_cfg)
+    blocks = {kind: kb.ranks for kind, kb in block_basis.kinds.items()}
+    for kind, info in block_basis.stats["block"]["kinds"].items():
+        kb = block_basis.kinds[kind]
+        print(f"  {kind}: {kb.u_out.shape[0]}x{kb.u_in.shape[0]} -> block {info['r_out']}x{info['r_in']}, "
+              f"calibration share {info['kept_share']:.3f}", flush=True)
+
+    probe = Probe(blocks, args.every)
+    exact_cfg = SparseGradConfig(density=args.density, calibration_steps=args.calibration_steps)
+    spec = MethodSpec(type="sparsegrad", setting=args.setting, sparsegrad=exact_cfg)
+    prepared = prepare_for_training(model, spec, data, batch_size=args.batch_size, seed=args.seed)
+    targs = TrainingArguments(batch_size=args.batch_size, max_steps=args.steps, learning_rate=args.lr,
+                              seed=args.seed, eval_before=False, save_final=False, log_every=max(1, args.steps // 10))
+    Trainer(prepared, data, None, tokenizer, targs).train()
+    summary = summarize(probe.rows)
+
+    print(f"\nblock share of the exact top-k energy, {args.model}, {summary['steps_measured']} measured steps of "
+          f"{args.steps} (exact SparseGrad training, {args.setting} setting)")
+    table = [{"kind": kind, "block": "{}x{}".format(*blocks[kind]), **{k: v for k, v in s.items() if k != "by_step"}}
+             for kind, s in summary["kinds"].items()]
+    print(common.fmt_table(table, [("kind", "kind"), ("block", "r_out x r_in"), ("mean", "mean"), ("min", "min"),
+                                   ("first_fifth", "first 20%"), ("last_fifth", "last 20%"),
+                                   ("exact_topk_of_total", "exact top-k / total"),
+                                   ("block_topk_of_total", "block top-k / total")]))
+    print(f"mean over kinds and steps: {summary['mean_share']:.3f} (target >= 0.95)")
+    path = common.save_json(
+        {"argv": ["bench/block_fidelity.py", *argv], "args": vars(args), "hardware": common.hardware(),
+         "rule": block_basis.stats["block"], "blocks": {k: list(v) for k, v in blocks.items()},
+         "summary": summary, "rows": probe.rows, "seconds": time.perf_counter() - t0},
+        f"block_fidelity_{args.model}.json", args.out,
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
