@@ -1,7 +1,8 @@
 """How much of the exact top-k gradient energy block selection keeps, on real models and data, over a run.
 
     python bench/block_fidelity.py --model minilm-l6                 # SST-2 (bundled sample or --data), 200 steps
-    python bench/block_fidelity.py --model smollm2-135m --every 5    # chat SFT on the bundled chat sample
+    python bench/block_fidelity.py --model smollm2-135m --every 5 --batch-size 4   # chat SFT (Chit Chat
+                                                   # conversations if `chitchat-dataset` is installed, else the bundled sample)
 
 1. Calibrate twice on the same calibration batches: once with ``selection="block"`` (the default rule picks
    ``r_out × r_in`` per projection kind) and once with the exact method (full HOSVD bases).
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 import common
 
 from sparsegrad_core import SparseGradConfig, SparseGradLinear, calibrate
+from sparsegrad_core.block import block_step_cost, choose_block
 from sparsegrad_core.methods import MethodSpec
 from sparsegrad_core.tasks import load_base_model, tokenize_dataset
 from sparsegrad_core.training import Trainer, TrainingArguments, prepare_for_training
@@ -41,17 +44,24 @@ from sparsegrad_data.schema import ColumnMapping, TaskType
 
 def load_data(model: str, data: str | None) -> Any:
     if model.startswith("smollm2"):
-        return load_dataset(Path(data) if data else sample_path("chat"), TaskType.CAUSAL_LM,
-                            ColumnMapping(messages="messages"))
+        if data is None:  # the quality benchmark's decoder data: Chit Chat conversations if installed
+            sys.path.insert(0, str(Path(__file__).resolve().parent / "quality"))
+            from quality_data import chat_files
+
+            path, _, source = chat_files(None, 2000, 200, Path(tempfile.mkdtemp()))
+            print(f"chat data: {source} ({path.name})", flush=True)
+            data = str(path)
+        return load_dataset(Path(data), TaskType.CAUSAL_LM, ColumnMapping(messages="messages"))
     task, mapping = glue_mapping("sst2")
     return load_dataset(Path(data) if data else sample_path("sst2_train"), task, mapping)
 
 
 class Probe:
-    """Wraps ``SparseGradLinear.record_gradient`` to measure the block's share of the exact top-k energy."""
+    """Wraps ``SparseGradLinear.record_gradient`` to measure, for each rule's block, its share of the exact
+    top-k energy (every rule on the same gradients)."""
 
-    def __init__(self, blocks: dict[str, tuple[int, int]], every: int) -> None:
-        self.blocks, self.every = blocks, every
+    def __init__(self, rules: dict[str, dict[str, tuple[int, int]]], every: int) -> None:
+        self.rules, self.every = rules, every
         self.calls: dict[int, int] = {}
         self.rows: list[dict[str, Any]] = []
         original = SparseGradLinear.record_gradient
@@ -68,15 +78,16 @@ class Probe:
 
     @torch.no_grad()
     def measure(self, layer: SparseGradLinear, step: int, g: torch.Tensor, x: torch.Tensor) -> None:
-        grad = g.float().T @ x.float()
-        rot = layer.u_out.T @ grad @ layer.u_in
-        r_out, r_in = self.blocks[layer.kind]
+        rot = layer.u_out.T @ (g.float().T @ x.float()) @ layer.u_in
         exact = torch.topk(rot.flatten().abs(), layer.k).values.double().square().sum()
-        block = torch.topk(rot[:r_out, :r_in].flatten().abs(), layer.k).values.double().square().sum()
         total = rot.double().square().sum()
-        self.rows.append({"step": step, "kind": layer.kind, "share": float(block / exact) if exact > 0 else 1.0,
-                          "exact_topk_of_total": float(exact / total) if total > 0 else 0.0,
-                          "block_topk_of_total": float(block / total) if total > 0 else 0.0})
+        for rule, blocks in self.rules.items():
+            r_out, r_in = blocks[layer.kind]
+            block = torch.topk(rot[:r_out, :r_in].flatten().abs(), layer.k).values.double().square().sum()
+            self.rows.append({"rule": rule, "step": step, "kind": layer.kind,
+                              "share": float(block / exact) if exact > 0 else 1.0,
+                              "exact_topk_of_total": float(exact / total) if total > 0 else 0.0,
+                              "block_topk_of_total": float(block / total) if total > 0 else 0.0})
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -95,6 +106,24 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         }
     overall = statistics.mean(r["share"] for r in rows)
     return {"kinds": per_kind, "mean_share": overall, "steps_measured": len(steps)}
+
+
+def alternative_rules(block_stats: dict[str, Any], targets: list[float], budgets: list[float]) -> dict[str, Any]:
+    """The blocks other (share target, cost budget) rules pick from the same calibration grid."""
+    out = {}
+    for target in targets:
+        for budget in budgets:
+            blocks = {}
+            for kind, info in block_stats["kinds"].items():
+                grid = info["grid"]
+                shape = (grid["r_out"][-1], grid["r_in"][-1])
+                choice = choose_block(torch.tensor(grid["shares"]), grid["r_out"], grid["r_in"], shape, grid["k"],
+                                      target, tokens=grid["tokens"], max_cost=budget)
+                cost = block_step_cost(shape, choice.r_out, choice.r_in, grid["tokens"])
+                blocks[kind] = {"r_out": choice.r_out, "r_in": choice.r_in, "calibration_share": choice.kept_share,
+                                "cost_x_dense": cost / (grid["tokens"] * shape[0] * shape[1])}
+            out[f"share {target}, cost <= {budget}x"] = blocks
+    return out
 
 
 def main(argv: list[str]) -> None:
@@ -128,34 +157,45 @@ def main(argv: list[str]) -> None:
     print(f"calibrating the block rule ({block_cfg.block_energy_share} share, cost <= {block_cfg.block_max_cost}x dense) "
           f"on {len(batches)} batches of {args.batch_size}", flush=True)
     block_basis = calibrate(model, batches, block_cfg)
-    blocks = {kind: kb.ranks for kind, kb in block_basis.kinds.items()}
-    for kind, info in block_basis.stats["block"]["kinds"].items():
-        kb = block_basis.kinds[kind]
-        print(f"  {kind}: {kb.u_out.shape[0]}x{kb.u_in.shape[0]} -> block {info['r_out']}x{info['r_in']}, "
-              f"calibration share {info['kept_share']:.3f}", flush=True)
+    default_rule = f"share {block_cfg.block_energy_share}, cost <= {block_cfg.block_max_cost}x (default)"
+    alternatives = alternative_rules(block_basis.stats["block"], [0.95, 0.97], [0.5, 1.0, 2.0, 100.0])
+    rules = {default_rule: {kind: kb.ranks for kind, kb in block_basis.kinds.items()}}
+    rules.update({name: {kind: (b["r_out"], b["r_in"]) for kind, b in blocks.items()}
+                  for name, blocks in alternatives.items()})
+    for name, blocks in alternatives.items():
+        print(f"  rule {name}: " + "; ".join(
+            f"{kind} {b['r_out']}x{b['r_in']} (calibration share {b['calibration_share']:.3f}, "
+            f"cost {b['cost_x_dense']:.2f}x dense)" for kind, b in blocks.items()), flush=True)
+    print(f"  default rule ({default_rule}): " + "; ".join(
+        f"{kind} {c['r_out']}x{c['r_in']} (calibration share {c['kept_share']:.3f})"
+        for kind, c in block_basis.stats["block"]["kinds"].items()), flush=True)
 
-    probe = Probe(blocks, args.every)
+    probe = Probe(rules, args.every)
     exact_cfg = SparseGradConfig(density=args.density, calibration_steps=args.calibration_steps)
     spec = MethodSpec(type="sparsegrad", setting=args.setting, sparsegrad=exact_cfg)
     prepared = prepare_for_training(model, spec, data, batch_size=args.batch_size, seed=args.seed)
     targs = TrainingArguments(batch_size=args.batch_size, max_steps=args.steps, learning_rate=args.lr,
                               seed=args.seed, eval_before=False, save_final=False, log_every=max(1, args.steps // 10))
     Trainer(prepared, data, None, tokenizer, targs).train()
-    summary = summarize(probe.rows)
-
+    summaries = {rule: summarize([r for r in probe.rows if r["rule"] == rule]) for rule in rules}
+    summary = summaries[default_rule]
     print(f"\nblock share of the exact top-k energy, {args.model}, {summary['steps_measured']} measured steps of "
           f"{args.steps} (exact SparseGrad training, {args.setting} setting)")
-    table = [{"kind": kind, "block": "{}x{}".format(*blocks[kind]), **{k: v for k, v in s.items() if k != "by_step"}}
-             for kind, s in summary["kinds"].items()]
-    print(common.fmt_table(table, [("kind", "kind"), ("block", "r_out x r_in"), ("mean", "mean"), ("min", "min"),
-                                   ("first_fifth", "first 20%"), ("last_fifth", "last 20%"),
+    table = [{"rule": rule, "kind": kind, "block": "{}x{}".format(*rules[rule][kind]),
+              **{k: v for k, v in s.items() if k != "by_step"}}
+             for rule, summ in summaries.items() for kind, s in summ["kinds"].items()]
+    print(common.fmt_table(table, [("rule", "rule"), ("kind", "kind"), ("block", "r_out x r_in"), ("mean", "mean"),
+                                   ("min", "min"), ("first_fifth", "first 20%"), ("last_fifth", "last 20%"),
                                    ("exact_topk_of_total", "exact top-k / total"),
                                    ("block_topk_of_total", "block top-k / total")]))
-    print(f"mean over kinds and steps: {summary['mean_share']:.3f} (target >= 0.95)")
+    for rule, summ in summaries.items():
+        print(f"mean over kinds and steps, {rule}: {summ['mean_share']:.3f}")
+    print(f"default rule: {summary['mean_share']:.3f} (target >= 0.95)")
     path = common.save_json(
         {"argv": ["bench/block_fidelity.py", *argv], "args": vars(args), "hardware": common.hardware(),
-         "rule": block_basis.stats["block"], "blocks": {k: list(v) for k, v in blocks.items()},
-         "summary": summary, "rows": probe.rows, "seconds": time.perf_counter() - t0},
+         "default_rule": default_rule, "calibration": block_basis.stats["block"], "alternatives": alternatives,
+         "blocks": {rule: {k: list(v) for k, v in b.items()} for rule, b in rules.items()},
+         "summary": summary, "summaries": summaries, "rows": probe.rows, "seconds": time.perf_counter() - t0},
         f"block_fidelity_{args.model}.json", args.out,
     )
     print(f"wrote {path}")

@@ -25,7 +25,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="bert-base")
     ap.add_argument("--layers", type=int, default=12)
-    ap.add_argument("--methods", default="full,sg_dynamic")
+    ap.add_argument("--methods", default="full,sg_dynamic,sg_block")
     ap.add_argument("--out")
     args = ap.parse_args()
     dev = torch.device("cuda")

@@ -155,7 +155,7 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--models", default="bert-base,roberta-base")
     ap.add_argument("--layers", type=int, default=12)
     ap.add_argument("--precisions", default="fp32,bf16")
-    ap.add_argument("--methods", default="full,lora,meprop,sg_dynamic,sg_fixed,frozen_mlp")
+    ap.add_argument("--methods", default="full,lora,meprop,sg_dynamic,sg_fixed,sg_block,frozen_mlp")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--pad-frac", type=float, default=0.5)

@@ -20,7 +20,8 @@ whenever the block holds ``k`` of them, a lower bound otherwise.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
@@ -34,9 +35,14 @@ class BlockChoice:
     kept_share: float | None
     """Mean share of the exact top-k energy that the in-block top-k keeps on the calibration gradients;
     None for a block given by the user."""
+    grid: dict[str, Any] | None = None
+    """The measured grid (``r_out``, ``r_in``, ``shares``, ``tokens``), to re-choose under another rule."""
 
-    def as_dict(self) -> dict[str, float | int | None]:
-        return {"r_out": self.r_out, "r_in": self.r_in, "kept_share": self.kept_share}
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"r_out": self.r_out, "r_in": self.r_in, "kept_share": self.kept_share}
+        if self.grid is not None:
+            out["grid"] = self.grid
+        return out
 
 
 def size_grid(n: int, steps: int = 21) -> list[int]:
@@ -79,8 +85,12 @@ class BlockShareGrid:
         return self.sum / max(1, self.count)
 
     def choose(self, target: float, *, tokens: float, max_cost: float) -> BlockChoice:
-        return choose_block(self.shares(), self.r_out, self.r_in, self.shape, self.k, target,
-                            tokens=tokens, max_cost=max_cost)
+        shares = self.shares()
+        choice = choose_block(shares, self.r_out, self.r_in, self.shape, self.k, target, tokens=tokens,
+                              max_cost=max_cost)
+        grid = {"r_out": self.r_out, "r_in": self.r_in, "shares": [[round(float(v), 5) for v in row] for row in shares],
+                "tokens": tokens, "k": self.k}
+        return replace(choice, grid=grid)
 
 
 def block_step_cost(shape: tuple[int, int], r_out: int, r_in: int, tokens: float) -> float:

@@ -33,11 +33,11 @@ class SparseGradConfig:
     layers keep only the truncated bases, optimizer state is dense over the block (bounded), and the
     trained delta ``u_out[:, :r_out] S u_in[:, :r_in]ᵀ`` is a LoRA of rank ``min(r_out, r_in)``."""
 
-    block_energy_share: float = 0.95
+    block_energy_share: float = 0.97
     """Block selection: the chosen block is the cheapest ``r_out × r_in`` whose exact top-k entries keep
     at least this share of the unrestricted top-k energy, on average over the calibration gradients."""
 
-    block_max_cost: float = 0.5
+    block_max_cost: float = 1.0
     """Block selection: the chosen block's per-step cost (block gradient, ``x u_in`` and the push-back into
     ``W``) is at most this multiple of a dense weight gradient ``T·out·in``, with ``T`` the mean token count
     of the calibration batches. When no block within it reaches ``block_energy_share``, the block keeping

@@ -63,7 +63,9 @@ class _SparseGradFunction(torch.autograd.Function):
 
 
 class _SparseGradBlockFunction(torch.autograd.Function):
-    """Block selection: saves ``x u_in`` (T, r_in) for the block gradient instead of ``x`` (T, in)."""
+    """Block selection. Where backward drops zero-gradient rows (CPU), it saves ``x`` and forms ``x u_in`` from
+    the kept rows only; where it keeps every row (CUDA, ``sync_free``), it saves ``x u_in`` (T, r_in) instead
+    of ``x`` (T, in): less activation memory for the same arithmetic."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -76,8 +78,10 @@ class _SparseGradBlockFunction(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.layer = layer
         x2 = x.reshape(-1, layer.in_features)
-        xu = x2 @ layer.u_in.to(x.dtype)
-        ctx.save_for_backward(xu, x2 if layer.track_original_share else None)
+        if layer.drops_rows(x) or layer.track_original_share:
+            ctx.save_for_backward(None, x2)
+        else:
+            ctx.save_for_backward(x2 @ layer.u_in.to(x.dtype), None)
         return F.linear(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
 
     @staticmethod
@@ -220,9 +224,13 @@ class SparseGradLinear(nn.Module):
         self.weight.add_(self.delta_weight().to(self.weight.dtype))
 
     # ------------------------------------------------------------------ backward side
+    def drops_rows(self, t: torch.Tensor) -> bool:
+        """Whether backward drops zero-gradient rows for tensors on ``t``'s device (not where it must not sync)."""
+        return not (self.sync_free if self.sync_free is not None else t.is_cuda)
+
     def _drop_zero_rows(self, g: torch.Tensor, *others: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The sparse-by-dense row drop: rows of ``g`` (and ``others``) where ``g`` is non-zero."""
-        if self.sync_free if self.sync_free is not None else g.is_cuda:
+        if not self.drops_rows(g):
             return (g, *others)
         nonzero = g.ne(0).any(dim=1)
         if bool(nonzero.all()):
@@ -230,14 +238,17 @@ class SparseGradLinear(nn.Module):
         rows = nonzero.nonzero().squeeze(1)
         return tuple(t.index_select(0, rows) for t in (g, *others))
 
-    def record_block_gradient(self, g: torch.Tensor, xu: torch.Tensor, x: torch.Tensor | None = None) -> None:
-        """Block selection, from backward with ``g`` (T, out), ``xu = x u_in`` (T, r_in) and, when the
-        original-basis share is tracked, ``x`` (T, in): the top-k of ``G̃_B`` (summed over micro-batches)."""
+    def record_block_gradient(self, g: torch.Tensor, xu: torch.Tensor | None, x: torch.Tensor | None) -> None:
+        """Block selection, from backward with ``g`` (T, out) and ``xu = x u_in`` (T, r_in) or ``x`` (T, in):
+        the top-k of ``G̃_B`` (summed over micro-batches). With ``x``, zero-gradient rows are dropped first
+        and, when tracked, the original-basis share is measured."""
         if x is not None:
-            g, xu, x = self._drop_zero_rows(g, xu, x)
-        else:
-            g, xu = self._drop_zero_rows(g, xu)
+            g, x = self._drop_zero_rows(g, x)
+            xu = x @ self.u_in.to(x.dtype)
+        assert xu is not None
         g = g.float()
+        if not self.track_original_share:
+            x = None
         block = block_gradient(g, xu.float(), self.u_out)
         if self._acc is not None:
             block = block.add_(self._acc)

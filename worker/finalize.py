@@ -14,9 +14,9 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from sparsegrad_core.lora_export import LoraExportError, export_lora
 from sparsegrad_core.methods import PreparedModel
 from sparsegrad_core.training import TrainingArguments, TrainResult
+from sparsegrad_core.training.export import lora_export_dir, read_training_info
 from sparsegrad_core.training.telemetry import json_safe
 from sparsegrad_service.enums import ArtifactKind, EventType, JobStatus
 from sparsegrad_service.settings import Settings
@@ -82,16 +82,14 @@ def _store_outputs(settings: Settings, store: ArtifactStore, attempt: Attempt, r
         return stop
     stored.append(store_folder(sql, store, job.id, kind, export_dir, scratch, attempt.worker_id))
     _artifact_event(attempt, stored[-1])
-    if run.prepared.spec.type == "sparsegrad" and run.prepared.spec.sparsegrad.selection == "block":
-        try:
-            lora_dir = export_lora(run.prepared.model, attempt.run_dir / "lora", base_model_name_or_path=job.model)
-        except LoraExportError as exc:
-            attempt.journal.event(EventType.message, f"No LoRA-format adapter: {exc}")
-        else:
-            if stop := _interrupted(attempt):
-                return stop
-            stored.append(store_folder(sql, store, job.id, ArtifactKind.lora, lora_dir, scratch, attempt.worker_id))
-            _artifact_event(attempt, stored[-1])
+    lora_dir = lora_export_dir(export_dir)
+    if lora_dir.is_dir():  # block selection: the adapter as a standard PEFT LoRA too
+        stored.append(store_folder(sql, store, job.id, ArtifactKind.lora, lora_dir, scratch, attempt.worker_id))
+        _artifact_event(attempt, stored[-1])
+        if stop := _interrupted(attempt):
+            return stop
+    elif error := read_training_info(export_dir).get("lora_export_error"):
+        attempt.journal.event(EventType.message, f"No LoRA-format adapter: {error}")
     if is_adapter and merge_requested(job.spec):
         merged = write_merged_model(run.model_source, export_dir, attempt.run_dir / "merged")
         if stop := _interrupted(attempt):

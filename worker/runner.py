@@ -192,7 +192,9 @@ class JobRunner:
                 f"{kind} {c['r_out']}×{c['r_in']}"
                 + (f" (keeps {c['kept_share']:.3f} of the top-k energy on calibration)" if c.get("kept_share") else "")
                 for kind, c in block["kinds"].items())
-            journal.event(EventType.message, f"Block selection, {block['rule']}: {chosen}.", {"block": block})
+            sizes = {kind: {k: v for k, v in c.items() if k != "grid"} for kind, c in block["kinds"].items()}
+            journal.event(EventType.message, f"Block selection, {block['rule']}: {chosen}.",
+                          {"block": {"rule": block["rule"], "kinds": sizes}})
         journal.event(EventType.message,
                       f"Method {method.type} ({method.setting} setting) on {job.model}: "
                       f"{prepared.trainable_params:,} trainable parameters.",

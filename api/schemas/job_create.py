@@ -85,9 +85,9 @@ class SparseGradParams(StrictModel):
         default="dynamic", description="`dynamic`: fresh top-k every step (the paper's method); `fixed`: the calibration-time support; "
         "`block`: top-k inside a leading block of the HOSVD bases chosen at calibration (cheaper; the adapter is also offered as a PEFT LoRA). Default `dynamic`.")
     block_energy_share: float | None = Field(
-        default=None, gt=0, le=1, description="Block selection: the block keeps at least this share of the top-k gradient energy on calibration, in (0, 1]. Default: the library's (0.95).")
+        default=None, gt=0, le=1, description="Block selection: the block keeps at least this share of the top-k gradient energy on calibration, in (0, 1]. Default: the library's `SparseGradConfig.block_energy_share`.")
     block_max_cost: float | None = Field(
-        default=None, gt=0, le=100, description="Block selection: the block's step cost is at most this multiple of a dense weight gradient. Default: the library's (0.5).")
+        default=None, gt=0, le=100, description="Block selection: the block's step cost is at most this multiple of a dense weight gradient. Default: the library's `SparseGradConfig.block_max_cost`.")
 
 
 class LoraParams(StrictModel):

@@ -1,6 +1,8 @@
 """Export what a run trained, and merge an exported adapter back into a plain model.
 
 * SparseGrad — :func:`~sparsegrad_core.adapter.save_adapter` (sparse deltas + bases + dense tensors);
+  with block selection also a PEFT LoRA adapter (:func:`~sparsegrad_core.lora_export.export_lora`) in the
+  sibling folder :func:`lora_export_dir` (``<directory>-lora``);
 * LoRA — a PEFT adapter (``adapter_config.json`` + ``adapter_model.safetensors``, loadable with
   ``PeftModel.from_pretrained``) plus ``trained_tensors.safetensors`` holding every other tensor the
   run trained densely (task head; in the paper setting all non-MLP parameters);
@@ -22,6 +24,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..adapter import load_adapter, save_adapter
+from ..lora_export import LoraExportError, export_lora
 from ..methods import PreparedModel
 from ..model import merge_adapter
 
@@ -39,6 +42,11 @@ def export_trained(
     model = prepared.model
     if method == "sparsegrad":
         save_adapter(model, directory, metadata=info)
+        if prepared.spec.sparsegrad.selection == "block":
+            try:
+                export_lora(model, lora_export_dir(directory))
+            except LoraExportError as exc:
+                info = {**info, "lora_export_error": str(exc)}
     elif method == "lora":
         save_lora_adapter(model, directory)
     else:
@@ -49,6 +57,12 @@ def export_trained(
         tokenizer.save_pretrained(directory)
     (directory / TRAINING_INFO).write_text(json.dumps({"method": method, **info}, indent=2, default=str))
     return directory
+
+
+def lora_export_dir(export_dir: str | Path) -> Path:
+    """Where :func:`export_trained` puts the PEFT LoRA form of a block-selection SparseGrad adapter."""
+    export_dir = Path(export_dir)
+    return export_dir.with_name(export_dir.name + "-lora")
 
 
 def save_lora_adapter(model: nn.Module, directory: Path) -> Path:
