@@ -32,7 +32,7 @@ def normalize_method(method: MethodIn | None) -> dict[str, Any]:
     meprop = method.meprop or MePropParams()
     return {
         "type": kind, "setting": method.setting,
-        "sparsegrad": sparsegrad.model_dump(), "lora": lora.model_dump(), "meprop": meprop.model_dump(),
+        "sparsegrad": sparsegrad.model_dump(exclude_none=True), "lora": lora.model_dump(), "meprop": meprop.model_dump(),
     }
 
 

@@ -97,6 +97,13 @@ def test_openai_sdk_shapes(acme: TenantClient) -> None:
         assert r.json()["error"]["code"] == "unsupported_method"
 
 
+def test_block_selection_and_its_rule_are_stored(service: Service, acme: TenantClient) -> None:
+    sg = {"selection": "block", "block_energy_share": 0.9, "block_max_cost": 2.0}
+    job = acme.create_job(training_file=acme.upload_id(), method={"type": "sparsegrad", "sparsegrad": sg})
+    assert job["method"]["sparsegrad"] == {"density": 0.01, "calibration_steps": 10, **sg}
+    assert job_spec(service, job["id"])["method"]["sparsegrad"] == job["method"]["sparsegrad"]
+
+
 @pytest.mark.parametrize(("body", "param", "fragment"), [
     ({"foo": 1}, "foo", "Unrecognized request argument supplied: 'foo'"),
     ({"method": {"type": "sparsegrad", "sparsegrad": {"densty": 0.1}}}, "method.sparsegrad.densty", "Unrecognized"),
@@ -104,6 +111,11 @@ def test_openai_sdk_shapes(acme: TenantClient) -> None:
     ({"method": {"sparsegrad": {"density": 2}}}, "method.sparsegrad.density", "(got 2)"),
     ({"method": {"sparsegrad": {"calibration_steps": 0}}}, "method.sparsegrad.calibration_steps", "(got 0)"),
     ({"method": {"type": "adam"}}, "method.type", '"adam"'),
+    ({"method": {"sparsegrad": {"selection": "blocks"}}}, "method.sparsegrad.selection", '"blocks"'),
+    ({"method": {"sparsegrad": {"selection": "block", "block_energy_share": 1.5}}},
+     "method.sparsegrad.block_energy_share", "(got 1.5)"),
+    ({"method": {"sparsegrad": {"selection": "block", "block_max_cost": 0}}},
+     "method.sparsegrad.block_max_cost", "(got 0)"),
     ({"method": {"lora": {"rank": 2000}}}, "method.lora.rank", "(got 2000)"),
     ({"hyperparameters": {"n_epochs": 0}}, "hyperparameters.n_epochs", "(got 0)"),
     ({"hyperparameters": {"batch_size": 4096}}, "hyperparameters.batch_size", "(got 4096)"),

@@ -21,6 +21,18 @@ def test_sparsegrad_spec_and_arguments(tmp_path: Path) -> None:
     assert args.n_epochs is None and args.output_dir == tmp_path and not args.bf16
 
 
+def test_block_selection_rule_reaches_the_core_config() -> None:
+    from sparsegrad_core.config import SparseGradConfig
+
+    given = method_spec(job_spec(method={"sparsegrad": {"density": 0.05, "calibration_steps": 3, "selection": "block",
+                                                        "block_energy_share": 0.9, "block_max_cost": 2.0}}))
+    assert given.sparsegrad.selection == "block"
+    assert (given.sparsegrad.block_energy_share, given.sparsegrad.block_max_cost) == (0.9, 2.0)
+    default = method_spec(job_spec(method={"sparsegrad": {"selection": "block"}})).sparsegrad
+    library = SparseGradConfig()
+    assert (default.block_energy_share, default.block_max_cost) == (library.block_energy_share, library.block_max_cost)
+
+
 def test_other_methods_and_defaults(tmp_path: Path) -> None:
     meprop = method_spec(job_spec(method={"type": "meprop", "meprop": {"density": 0.2}}))
     assert meprop.type == "meprop" and meprop.sparsegrad.density == 0.2
