@@ -9,7 +9,9 @@
 2. Train with the exact method (dynamic SparseGrad, the paper's) for ``--steps`` optimizer steps.
 3. Every ``--every`` steps, for every target layer: from the step's ``(g, x)`` form ``G̃ = u_outᵀ gᵀx u_in`` in
    the full bases; ``exact`` = energy of its top-k, ``block`` = energy of the top-k of its leading block of
-   the chosen size. Report ``block / exact`` per kind and step, averaged over the layers of the kind.
+   the chosen size (a block over every output row: of ``gᵀx u_in[:, :r_in]``, the standard output basis,
+   as block selection computes it; its share can exceed 1). Report ``block / exact`` per kind and step,
+   averaged over the layers of the kind.
 
 The run trains the exact method so that the measured trajectory is the reference one. Results:
 bench/results/block_fidelity_<model>.json (per step and per kind, and the chosen block sizes).
@@ -78,12 +80,15 @@ class Probe:
 
     @torch.no_grad()
     def measure(self, layer: SparseGradLinear, step: int, g: torch.Tensor, x: torch.Tensor) -> None:
-        rot = layer.u_out.T @ (g.float().T @ x.float()) @ layer.u_in
+        g_in = (g.float().T @ x.float()) @ layer.u_in
+        rot = layer.u_out.T @ g_in
         exact = torch.topk(rot.flatten().abs(), layer.k).values.double().square().sum()
         total = rot.double().square().sum()
         for rule, blocks in self.rules.items():
             r_out, r_in = blocks[layer.kind]
-            block = torch.topk(rot[:r_out, :r_in].flatten().abs(), layer.k).values.double().square().sum()
+            # a block over every output row is in the standard output basis (sparsegrad_core.block)
+            inside = g_in[:, :r_in] if r_out == layer.out_features else rot[:r_out, :r_in]
+            block = torch.topk(inside.flatten().abs(), layer.k).values.double().square().sum()
             self.rows.append({"rule": rule, "step": step, "kind": layer.kind,
                               "share": float(block / exact) if exact > 0 else 1.0,
                               "exact_topk_of_total": float(exact / total) if total > 0 else 0.0,

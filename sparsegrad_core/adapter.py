@@ -8,7 +8,8 @@ Layout (PEFT spirit)::
                                   selection) and "<name>.sg_delta" (float32);
                                   densely trained tensors (task head, biases...) under their own names
     sparsegrad_bases.safetensors  "<kind>.u_out", "<kind>.u_in" once per projection kind (block
-                                  selection: only the leading r_out / r_in columns)
+                                  selection: only the leading r_out / r_in columns, and no u_out
+                                  where the block spans every output row: the standard basis)
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def save_adapter(model: nn.Module, path: str | Path, *, metadata: dict[str, Any]
         tensors[f"{name}.sg_delta"] = values.float().cpu().contiguous()
         fingerprints[name] = getattr(layer, "base_fingerprint", "")
         if layer.kind not in kinds:
-            bases[f"{layer.kind}.u_out"] = layer.u_out.cpu().contiguous()
+            if layer.out_basis is not None:
+                bases[f"{layer.kind}.u_out"] = layer.out_basis.cpu().contiguous()
             bases[f"{layer.kind}.u_in"] = layer.u_in.cpu().contiguous()
             kinds[layer.kind] = {"out_features": layer.out_features, "in_features": layer.in_features,
                                  "r_out": layer.r_out, "r_in": layer.r_in}
@@ -149,10 +151,10 @@ def load_adapter(base_model: nn.Module, path: str | Path, *, check_fingerprint: 
             )
     kinds = {
         kind: KindBasis(
-            u_out=bases[f"{kind}.u_out"], u_in=bases[f"{kind}.u_in"],
-            eig_out=torch.empty(0), eig_in=torch.empty(0),
+            u_out=bases.get(f"{kind}.u_out"), u_in=bases[f"{kind}.u_in"],
+            eig_out=torch.empty(0), eig_in=torch.empty(0), out_features=meta["out_features"],
         )
-        for kind in config["kinds"]
+        for kind, meta in config["kinds"].items()
     }
     supports = {}
     if config["selection"] == "fixed":

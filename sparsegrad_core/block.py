@@ -8,6 +8,12 @@ The HOSVD bases are ordered by calibration gradient energy, so the exact top-k e
 
 only, at a cost of ``T·(out·r_out + in·r_in + r_out·r_in)`` instead of a full rotation.
 
+**A block over every output row** (``r_out = out``) uses the standard output basis instead of the HOSVD one:
+both span the whole output space, so the block holds the same subspace of updates, but the identity costs
+nothing (no ``out²·r_in`` rotation in the gradient and the push-back, no ``out × out`` basis to store) and,
+on the measured models, its top-k keeps as much of the gradient energy or more
+(bench/results/block_fidelity_*.json). The rule measures that variant, not the fully rotated one.
+
 **The rule** (:class:`BlockShareGrid`, :func:`choose_block`): over the calibration gradients of one
 projection kind, for every block on a grid of sizes (per side the full size, then down by factors of
 ``2^(1/3)`` to 1/128 of it), the mean share of the exact top-k energy of ``G̃`` that the top-k inside the
@@ -64,21 +70,29 @@ class BlockShareGrid:
         self.sum = torch.zeros(len(self.r_out), len(self.r_in), dtype=torch.float64, device=device)
         self.count = 0
 
-    def add(self, rotated: torch.Tensor) -> None:
-        """``rotated``: one calibration gradient in the HOSVD basis, ``u_outᵀ G u_in`` (out, in)."""
-        in_f = self.shape[1]
+    def add(self, g_in: torch.Tensor, u_out: torch.Tensor) -> None:
+        """One calibration gradient rotated on the input side, ``G u_in`` (out, in), and the HOSVD output
+        basis: shares of ``G̃ = u_outᵀ G u_in``'s top-k energy for the grid's blocks, the last grid row
+        (``r_out = out``) measured in the standard output basis."""
+        rotated = u_out.T @ g_in
         top = torch.topk(rotated.reshape(-1).abs(), self.m, sorted=True)
         energy = top.values.to(torch.float64).square()
         exact = energy[: self.k].sum()
         if float(exact) <= 0:
             return
-        rows, cols = top.indices // in_f, top.indices % in_f
-        col_inside = cols.unsqueeze(0) < self._r_in  # (Gi, m)
-        for i, r_out in enumerate(self.r_out):
-            inside = col_inside & (rows < r_out).unsqueeze(0)
-            take = inside & (inside.cumsum(1) <= self.k)
-            self.sum[i] += (take.to(torch.float64) * energy).sum(1) / exact
+        for i, r_out in enumerate(self.r_out[:-1]):
+            self.sum[i] += self._kept(top.indices, energy, r_out) / exact
+        top_id = torch.topk(g_in.reshape(-1).abs(), self.m, sorted=True)
+        self.sum[-1] += self._kept(top_id.indices, top_id.values.to(torch.float64).square(), self.shape[0]) / exact
         self.count += 1
+
+    def _kept(self, flat: torch.Tensor, energy: torch.Tensor, r_out: int) -> torch.Tensor:
+        """Per ``r_in`` on the grid: the energy of the top-k inside the ``r_out × r_in`` block, from the
+        largest entries ``flat`` (descending, flat indices into (out, in)) and their ``energy``."""
+        rows, cols = flat // self.shape[1], flat % self.shape[1]
+        inside = (cols.unsqueeze(0) < self._r_in) & (rows < r_out).unsqueeze(0)  # (Gi, m)
+        take = inside & (inside.cumsum(1) <= self.k)
+        return (take.to(torch.float64) * energy).sum(1)
 
     def shares(self) -> torch.Tensor:
         """Mean kept share per grid block, (len(r_out), len(r_in))."""
@@ -95,9 +109,12 @@ class BlockShareGrid:
 
 def block_step_cost(shape: tuple[int, int], r_out: int, r_in: int, tokens: float) -> float:
     """Multiply-adds per step of one block layer with ``tokens`` rows: ``x u_in`` in the forward, the block
-    gradient by its cheaper association, and the push-back ``W += u_out S u_inᵀ`` by its cheaper one."""
+    gradient by its cheaper association, and the push-back ``W += u_out S u_inᵀ`` by its cheaper one (with
+    no output rotation when ``r_out = out``)."""
     out_f, in_f = shape
     xu = tokens * in_f * r_in
+    if r_out == out_f:
+        return xu + tokens * out_f * r_in + out_f * r_in * in_f
     grad = min(tokens * r_out * (out_f + r_in), r_in * (tokens * out_f + out_f * r_out))
     push = min(out_f * r_out * r_in + out_f * r_in * in_f, r_out * r_in * in_f + out_f * r_out * in_f)
     return xu + grad + push
@@ -140,9 +157,12 @@ def choose_block(
     return BlockChoice(r_out, r_in, float(shares[r_out_grid.index(r_out), r_in_grid.index(r_in)]))
 
 
-def block_gradient(g: torch.Tensor, xu: torch.Tensor, u_out: torch.Tensor) -> torch.Tensor:
+def block_gradient(g: torch.Tensor, xu: torch.Tensor, u_out: torch.Tensor | None) -> torch.Tensor:
     """``(g u_out)ᵀ xu`` (r_out, r_in) for ``g`` (T, out), ``xu = x u_in`` (T, r_in), ``u_out`` (out, r_out),
-    by the cheaper association: ``T·r_out·(out + r_in)`` or ``r_in·(T·out + out·r_out)`` multiply-adds."""
+    by the cheaper association: ``T·r_out·(out + r_in)`` or ``r_in·(T·out + out·r_out)`` multiply-adds.
+    ``u_out`` None: the standard output basis, ``gᵀ xu`` (out, r_in)."""
+    if u_out is None:
+        return g.T @ xu
     t, out_f = g.shape
     r_out, r_in = u_out.shape[1], xu.shape[1]
     if t * r_out * (out_f + r_in) <= r_in * (t * out_f + out_f * r_out):

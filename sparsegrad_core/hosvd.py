@@ -27,22 +27,32 @@ from .targets import find_target_modules, linear_shape, module_weight, projectio
 class KindBasis:
     """Orthogonal bases of one projection kind: ``W̃ = u_outᵀ W u_in``."""
 
-    u_out: torch.Tensor  # (out, r_out), columns = eigenvectors of C_out by descending eigenvalue
+    u_out: torch.Tensor | None
+    """(out, r_out), columns = eigenvectors of C_out by descending eigenvalue; None: the standard basis
+    (a block over every output row, see :mod:`sparsegrad_core.block`)."""
     u_in: torch.Tensor  # (in, r_in), columns = eigenvectors of C_in by descending eigenvalue
     eig_out: torch.Tensor  # (out,) float64, descending
     eig_in: torch.Tensor  # (in,) float64, descending
     num_gradients: int = 0
+    out_features: int | None = None
+    """Rows of the weight; needed only when ``u_out`` is None."""
 
     @property
     def ranks(self) -> tuple[int, int]:
         """``(r_out, r_in)``: the leading directions kept (the full sizes unless block selection truncated them)."""
-        return int(self.u_out.shape[1]), int(self.u_in.shape[1])
+        r_out = self.u_out.shape[1] if self.u_out is not None else self.out_features
+        assert r_out is not None, "KindBasis without u_out needs out_features"
+        return int(r_out), int(self.u_in.shape[1])
 
     def truncated(self, r_out: int, r_in: int) -> KindBasis:
-        """The leading ``r_out`` / ``r_in`` directions (the spectra stay whole)."""
+        """The leading ``r_out`` / ``r_in`` directions (the spectra stay whole); ``r_out = out``: the
+        standard output basis."""
+        assert self.u_out is not None, "truncating an already truncated basis"
+        out_f = int(self.u_out.shape[0])
         return KindBasis(
-            u_out=self.u_out[:, :r_out].contiguous(), u_in=self.u_in[:, :r_in].contiguous(),
-            eig_out=self.eig_out, eig_in=self.eig_in, num_gradients=self.num_gradients,
+            u_out=None if r_out == out_f else self.u_out[:, :r_out].contiguous(),
+            u_in=self.u_in[:, :r_in].contiguous(),
+            eig_out=self.eig_out, eig_in=self.eig_in, num_gradients=self.num_gradients, out_features=out_f,
         )
 
 
@@ -230,6 +240,7 @@ def _block_choices(
         choices = {}
         for kind, kb in kinds.items():
             r_out, r_in = cfg.block_sizes[kind]
+            assert kb.u_out is not None
             out_f, in_f = kb.u_out.shape[0], kb.u_in.shape[0]
             if r_out > out_f or r_in > in_f:
                 raise ValueError(f"block_sizes[{kind!r}] = {(r_out, r_in)} exceeds the weight shape {(out_f, in_f)}")
@@ -243,11 +254,12 @@ def _block_choices(
         kind = layers[name]
         if kind not in maps:
             out_f, in_f = linear_shape(module)
-            maps[kind] = BlockShareGrid(out_f, in_f, cfg.k_for(out_f, in_f), kinds[kind].u_out.device)
+            maps[kind] = BlockShareGrid(out_f, in_f, cfg.k_for(out_f, in_f), kinds[kind].u_in.device)
 
     def add(name: str, g: torch.Tensor) -> None:
         b = kinds[layers[name]]
-        maps[layers[name]].add(b.u_out.T @ g.to(torch.float32) @ b.u_in)
+        assert b.u_out is not None
+        maps[layers[name]].add(g.to(torch.float32) @ b.u_in, b.u_out)
 
     for batch in batches:
         backward_pass(batch, add)
@@ -279,6 +291,7 @@ def _fixed_supports(
 
     def add(name: str, g: torch.Tensor) -> None:
         b = kinds[layers[name]]
+        assert b.u_out is not None
         rot = b.u_out.T @ g.to(torch.float32) @ b.u_in
         e = rot.square()
         if name in energy:

@@ -17,7 +17,9 @@ last block) are dropped before any gradient product (the sparse-by-dense backwar
 Block selection (``selection="block"``): ``u_out`` (out, r_out) and ``u_in`` (in, r_in) are the truncated
 bases; the forward saves ``x u_in`` (T, r_in) instead of ``x``; backward computes only the block
 ``G̃_B = (g u_out)ᵀ (x u_in)`` and keeps its top-k; the trained delta ``S`` is dense over the block
-(``sg_delta``, r_out·r_in values) and is pushed into ``W`` every step as ``u_out S_step u_inᵀ``.
+(``sg_delta``, r_out·r_in values) and is pushed into ``W`` every step as ``u_out S_step u_inᵀ``. A block
+over every output row (``r_out = out``) uses the standard output basis (``out_basis`` None, ``u_out`` the
+identity): no output rotation anywhere.
 """
 
 from __future__ import annotations
@@ -105,13 +107,14 @@ class SparseGradLinear(nn.Module):
     Attributes: ``weight`` (out, in) the current dense weight in the original basis (a buffer, never
     a dense gradient), ``bias`` (a parameter with the caller's trainability), ``u_out`` (out, r_out) and
     ``u_in`` (in, r_in) bases with orthonormal columns shared by all layers of one kind (square unless
-    ``selection="block"``), ``sg_indices``/``sg_delta`` the trained delta ``ΔW̃``: flat row-major indices
+    ``selection="block"``; ``out_basis`` holds ``u_out``, or None for the standard basis of a block over
+    every output row), ``sg_indices``/``sg_delta`` the trained delta ``ΔW̃``: flat row-major indices
     into (out, in), sorted, and values; for block selection ``sg_indices`` is empty and ``sg_delta`` holds
     the whole (r_out, r_in) block, row-major.
     """
 
     weight: torch.Tensor
-    u_out: torch.Tensor
+    out_basis: torch.Tensor | None
     u_in: torch.Tensor
     sg_indices: torch.Tensor
     sg_delta: torch.Tensor
@@ -121,7 +124,7 @@ class SparseGradLinear(nn.Module):
         self,
         weight: torch.Tensor,
         bias: nn.Parameter | None,
-        u_out: torch.Tensor,
+        u_out: torch.Tensor | None,
         u_in: torch.Tensor,
         k: int,
         *,
@@ -132,10 +135,13 @@ class SparseGradLinear(nn.Module):
     ) -> None:
         super().__init__()
         out_f, in_f = weight.shape
-        r_out, r_in = (u_out.shape[1], u_in.shape[1]) if selection == "block" else (out_f, in_f)
-        if tuple(u_out.shape) != (out_f, r_out) or tuple(u_in.shape) != (in_f, r_in) or r_out > out_f or r_in > in_f:
+        if u_out is None and selection != "block":
+            raise ValueError("only block selection can use the standard output basis (u_out None)")
+        out_shape = (out_f, out_f) if u_out is None else tuple(u_out.shape)
+        r_out, r_in = (out_shape[1], u_in.shape[1]) if selection == "block" else (out_f, in_f)
+        if out_shape != (out_f, r_out) or tuple(u_in.shape) != (in_f, r_in) or r_out > out_f or r_in > in_f:
             raise ValueError(
-                f"basis shapes {tuple(u_out.shape)}/{tuple(u_in.shape)} do not match weight {tuple(weight.shape)}"
+                f"basis shapes {out_shape}/{tuple(u_in.shape)} do not match weight {tuple(weight.shape)}"
             )
         if selection == "block" and k > r_out * r_in:
             raise ValueError(f"k = {k} entries do not fit in the {r_out} x {r_in} block")
@@ -149,7 +155,7 @@ class SparseGradLinear(nn.Module):
         self.bias = bias
         # The base model's bias: what a LoRA export's bias delta is taken against.
         self.register_buffer("bias_base", None if bias is None else bias.detach().clone(), persistent=False)
-        self.register_buffer("u_out", u_out, persistent=False)
+        self.register_buffer("out_basis", u_out, persistent=False)
         self.register_buffer("u_in", u_in, persistent=False)
         # Gradients flow into the sparse path only while this scalar requires grad.
         self.sg_anchor = nn.Parameter(torch.zeros((), device=weight.device))
@@ -191,6 +197,17 @@ class SparseGradLinear(nn.Module):
             + (f", block=({self.r_out}, {self.r_in})" if self.selection == "block" else "")
         )
 
+    @property
+    def u_out(self) -> torch.Tensor:
+        """The output basis (out, r_out); the identity where ``out_basis`` is None (the standard basis)."""
+        if self.out_basis is not None:
+            return self.out_basis
+        return torch.eye(self.out_features, dtype=self.u_in.dtype, device=self.u_in.device)
+
+    def out_rotated(self, s: torch.Tensor) -> torch.Tensor:
+        """``u_out @ s`` for ``s`` (r_out, c): ``s`` itself in the standard output basis."""
+        return s if self.out_basis is None else self.out_basis @ s
+
     def merged_weight(self) -> torch.Tensor:
         """The current dense weight in the original basis, (out, in)."""
         return self.weight.detach()
@@ -198,7 +215,7 @@ class SparseGradLinear(nn.Module):
     def delta_weight(self) -> torch.Tensor:
         """``u_out ΔW̃ u_inᵀ``: the trained change in the original basis, dense (out, in)."""
         if self.selection == "block":
-            return self.u_out @ self.sg_delta.view(self.r_out, self.r_in) @ self.u_in.T
+            return self.out_rotated(self.sg_delta.view(self.r_out, self.r_in)) @ self.u_in.T
         d = torch.zeros(self.out_features * self.in_features, dtype=torch.float32, device=self.weight.device)
         d[self.sg_indices] = self.sg_delta
         d2 = d.view(self.out_features, self.in_features)
@@ -249,7 +266,7 @@ class SparseGradLinear(nn.Module):
         g = g.float()
         if not self.track_original_share:
             x = None
-        block = block_gradient(g, xu.float(), self.u_out)
+        block = block_gradient(g, xu.float(), self.out_basis)
         if self._acc is not None:
             block = block.add_(self._acc)
             self._acc = None
@@ -361,9 +378,10 @@ class SparseGradLinear(nn.Module):
         """``W += u_out[:, R] · S · u_in[:, C]ᵀ`` where ``S`` holds ``values`` at flat ``idx`` of W̃."""
         if self.selection == "block":
             # Dense over the block, so no data-dependent shapes (no host sync on CUDA).
-            s_mat = torch.zeros(self.r_out * self.r_in, dtype=self.u_out.dtype, device=self.weight.device)
+            s_mat = torch.zeros(self.r_out * self.r_in, dtype=self.u_in.dtype, device=self.weight.device)
             s_mat.index_copy_(0, idx, values.to(s_mat.dtype))
-            p, q = low_rank_product(self.u_out, s_mat.view(self.r_out, self.r_in), self.u_in)
+            s_block = s_mat.view(self.r_out, self.r_in)
+            p, q = (s_block, self.u_in) if self.out_basis is None else low_rank_product(self.out_basis, s_block, self.u_in)
             self.weight.addmm_(p.to(self.weight.dtype), q.T.to(self.weight.dtype))
             return
         if self._support is not None and idx is self._support["idx"]:

@@ -3,7 +3,8 @@
 A block-selection layer's trained change is ``ΔW = u_out S u_inᵀ`` with ``u_out`` (out, r_out),
 ``S`` (r_out, r_in) and ``u_in`` (in, r_in): exactly a LoRA of rank ``r = min(r_out, r_in)``
 
-* ``r_in ≤ r_out``: ``B = u_out S`` (out, r_in), ``A = u_inᵀ`` (r_in, in);
+* ``r_in ≤ r_out``: ``B = u_out S`` (out, r_in), ``A = u_inᵀ`` (r_in, in) (``B = S`` where the block
+  spans every output row, in the standard basis);
 * otherwise:       ``B = u_out`` (out, r_out),   ``A = S u_inᵀ`` (r_out, in);
 
 with ``lora_alpha = r`` (scaling 1). Ranks differ per projection kind (``rank_pattern``). What else
@@ -48,7 +49,7 @@ def lora_factors(layer: SparseGradLinear) -> tuple[torch.Tensor, torch.Tensor]:
     """``(A, B)`` with ``B @ A == u_out S u_inᵀ``: A (r, in), B (out, r), r = min(r_out, r_in)."""
     s = layer.sg_delta.view(layer.r_out, layer.r_in)
     if layer.r_in <= layer.r_out:
-        return layer.u_in.T, layer.u_out @ s
+        return layer.u_in.T, layer.out_rotated(s)
     return s @ layer.u_in.T, layer.u_out
 
 

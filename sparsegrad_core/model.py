@@ -55,7 +55,7 @@ def apply_sparsegrad(model: nn.Module, basis: SparseGradBasis, cfg: SparseGradCo
         layer = SparseGradLinear(
             weight,
             module.bias,
-            kb.u_out.to(device),
+            None if kb.u_out is None else kb.u_out.to(device),
             kb.u_in.to(device),
             cfg.k_for(out_f, in_f),
             selection=cfg.selection,
@@ -74,13 +74,13 @@ def apply_sparsegrad(model: nn.Module, basis: SparseGradBasis, cfg: SparseGradCo
 
 def _share_bases(model: nn.Module) -> None:
     """Make all layers of one kind point at the same basis tensors (one copy per kind in memory)."""
-    seen: dict[tuple[str, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+    seen: dict[tuple[str, torch.device], tuple[torch.Tensor | None, torch.Tensor]] = {}
     for _, layer in sparsegrad_layers(model):
         key = (layer.kind, layer.weight.device)
         if key in seen:
-            layer.u_out, layer.u_in = seen[key]
+            layer.out_basis, layer.u_in = seen[key]
         else:
-            seen[key] = (layer.u_out, layer.u_in)
+            seen[key] = (layer.out_basis, layer.u_in)
 
 
 def sparsegrad_layers(model: nn.Module) -> Iterator[tuple[str, SparseGradLinear]]:

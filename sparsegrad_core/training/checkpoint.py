@@ -3,7 +3,7 @@
 Layout under ``<output_dir>/checkpoints/``::
 
     basis/                     written once after calibration (bases are fixed from then on)
-        bases.safetensors      "<kind>.u_out|u_in|eig_out|eig_in", "support.<layer>" (fixed selection)
+        bases.safetensors      "<kind>.u_out|u_in|eig_out|eig_in" (no u_out: standard basis), "support.<layer>" (fixed selection)
         basis.json             layer → kind, calibration stats
     step-00000040/             one per checkpoint (the newest ``keep_checkpoints`` are kept)
         model_state.safetensors  every trainable tensor + per SparseGradLinear ``weight`` (the exact
@@ -115,13 +115,15 @@ def save_basis(basis: SparseGradBasis, directory: Path) -> Path:
     tensors: dict[str, torch.Tensor] = {}
     for kind, kb in basis.kinds.items():
         for attr in ("u_out", "u_in", "eig_out", "eig_in"):
-            tensors[f"{kind}.{attr}"] = getattr(kb, attr).detach().cpu().contiguous()
+            if getattr(kb, attr) is not None:  # u_out: None for the standard basis
+                tensors[f"{kind}.{attr}"] = getattr(kb, attr).detach().cpu().contiguous()
     for layer, support in basis.supports.items():
         tensors[f"support.{layer}"] = support.detach().cpu().contiguous()
     meta = {
         "layers": basis.layers,
         "stats": basis.stats,
         "num_gradients": {k: kb.num_gradients for k, kb in basis.kinds.items()},
+        "out_features": {k: kb.ranks[0] for k, kb in basis.kinds.items() if kb.u_out is None},
     }
 
     def write(tmp: Path) -> None:
@@ -136,8 +138,9 @@ def load_basis(directory: Path) -> SparseGradBasis:
     meta = json.loads((directory / "basis.json").read_text())
     kinds = {
         kind: KindBasis(
-            u_out=tensors[f"{kind}.u_out"], u_in=tensors[f"{kind}.u_in"],
+            u_out=tensors.get(f"{kind}.u_out"), u_in=tensors[f"{kind}.u_in"],
             eig_out=tensors[f"{kind}.eig_out"], eig_in=tensors[f"{kind}.eig_in"], num_gradients=int(n),
+            out_features=meta.get("out_features", {}).get(kind),
         )
         for kind, n in meta["num_gradients"].items()
     }

@@ -34,8 +34,8 @@ def _block_pair(out_f: int, in_f: int, r_out: int, r_in: int, k: int, orthogonal
     dense = nn.Linear(in_f, out_f)
     layer = SparseGradLinear(
         dense.weight.detach().clone(), nn.Parameter(dense.bias.detach().clone()),
-        orthogonal(out_f, seed + 1)[:, :r_out].contiguous(), orthogonal(in_f, seed + 2)[:, :r_in].contiguous(),
-        k, selection="block",
+        None if r_out == out_f else orthogonal(out_f, seed + 1)[:, :r_out].contiguous(),
+        orthogonal(in_f, seed + 2)[:, :r_in].contiguous(), k, selection="block",
     )
     return dense, layer
 
@@ -49,11 +49,13 @@ def _block_reference(layer: SparseGradLinear, g: torch.Tensor, x: torch.Tensor) 
 # --------------------------------------------------------------------------- layer
 
 
-@pytest.mark.parametrize("shape", [(24, 40, 6, 9), (40, 24, 10, 4)], ids=["wide", "tall"])
+@pytest.mark.parametrize("shape", [(24, 40, 6, 9), (40, 24, 10, 4), (24, 40, 24, 3)],
+                         ids=["wide", "tall", "all-rows-standard-basis"])
 def test_block_layer_matches_dense_and_selects_exactly_k_inside_the_block(shape, orthogonal, rel_err):
     out_f, in_f, r_out, r_in = shape
     dense, layer = _block_pair(out_f, in_f, r_out, r_in, k=13, orthogonal=orthogonal)
     assert layer.u_out.shape == (out_f, r_out) and layer.u_in.shape == (in_f, r_in)
+    assert (layer.out_basis is None) == (r_out == out_f)
     x = torch.randn(3, 5, in_f)
     xd, xs = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     yd, ys = dense(xd), layer(xs)
@@ -76,9 +78,10 @@ def test_block_layer_rejects_k_larger_than_the_block(orthogonal):
         _block_pair(12, 8, 2, 3, k=7, orthogonal=orthogonal)
 
 
-def test_sync_free_path_keeps_padding_rows_and_selects_the_same(orthogonal):
-    _, a = _block_pair(24, 16, 8, 6, k=9, orthogonal=orthogonal)
-    _, b = _block_pair(24, 16, 8, 6, k=9, orthogonal=orthogonal)
+@pytest.mark.parametrize("r_out", [8, 24])
+def test_sync_free_path_keeps_padding_rows_and_selects_the_same(r_out, orthogonal):
+    _, a = _block_pair(24, 16, r_out, 6, k=9, orthogonal=orthogonal)
+    _, b = _block_pair(24, 16, r_out, 6, k=9, orthogonal=orthogonal)
     b.sync_free = True
     x = torch.randn(10, 16)
     gy = torch.randn(10, 24)
@@ -98,8 +101,9 @@ def test_sync_free_path_keeps_padding_rows_and_selects_the_same(orthogonal):
 def test_choose_block_picks_the_cheapest_block_reaching_the_share():
     grid_out, grid_in = [2, 4, 8, 16], [2, 4, 8]
     shape, tokens = (16, 8), 100.0
-    # the kept share grows with the block; (4, 4) is the smallest reaching 0.9
-    shares = torch.tensor([[0.2, 0.5, 0.6], [0.5, 0.92, 0.95], [0.6, 0.95, 0.99], [0.7, 0.96, 1.0]])
+    # the kept share grows with the block; (4, 4) is the smallest reaching 0.9 (the full-row block, in the
+    # standard output basis and cheaper, falls short of it here)
+    shares = torch.tensor([[0.2, 0.5, 0.6], [0.5, 0.92, 0.95], [0.6, 0.95, 0.99], [0.3, 0.6, 0.89]])
     c = choose_block(shares, grid_out, grid_in, shape, k=4, target=0.9, tokens=tokens, max_cost=10.0)
     assert (c.r_out, c.r_in, c.kept_share) == (4, 4, pytest.approx(0.92))
     # k larger than 4 x 4: the cheapest block with k entries that keeps the share
@@ -116,24 +120,40 @@ def test_choose_block_picks_the_cheapest_block_reaching_the_share():
     assert c.kept_share == pytest.approx(0.5)
 
 
+def test_full_row_block_costs_no_output_rotation_and_wins_when_it_keeps_the_share():
+    shape, tokens = (16, 8), 100.0
+    # no out·r_out terms: x u_in, gᵀ(x u_in), S u_inᵀ
+    assert block_step_cost(shape, 16, 2, tokens) == tokens * 8 * 2 + tokens * 16 * 2 + 16 * 2 * 8
+    assert block_step_cost(shape, 16, 2, tokens) < block_step_cost(shape, 8, 2, tokens)
+    shares = torch.tensor([[0.5, 0.92, 0.95], [0.6, 0.95, 0.99], [0.93, 0.97, 1.0]])
+    c = choose_block(shares, [4, 8, 16], [2, 4, 8], shape, k=4, target=0.9, tokens=tokens, max_cost=10.0)
+    assert (c.r_out, c.r_in) == (16, 2)
+
+
 def test_share_grid_is_the_in_block_topk_share():
     """The grid's share for a block equals the in-block top-k energy over the exact top-k energy."""
     gen = torch.Generator().manual_seed(3)
     out_f, in_f, k = 60, 40, 30
     scale = torch.outer(0.9 ** torch.arange(out_f, dtype=torch.float32), 0.93 ** torch.arange(in_f, dtype=torch.float32))
+    u_out = torch.linalg.qr(torch.randn(out_f, out_f, generator=gen, dtype=torch.float64))[0].float()
     rotated = [scale * torch.randn(out_f, in_f, generator=gen) for _ in range(5)]
+    g_in = [u_out @ r for r in rotated]  # G u_in, whose output rotation is ``rotated``
     grid = BlockShareGrid(out_f, in_f, k, torch.device("cpu"))
-    for r in rotated:
-        grid.add(r)
+    for gi in g_in:
+        grid.add(gi, u_out)
     shares = grid.shares()
+    assert grid.r_out[-1] == out_f
     for i, a in enumerate(grid.r_out):
         for j, b in enumerate(grid.r_in):
             if a * b < k:
                 continue
             ref = []
-            for r in rotated:
+            for gi in g_in:
+                r = u_out.T @ gi  # as the grid rotates it (float32)
                 exact = torch.topk(r.flatten().abs(), k).values.double().square().sum()
-                inside = torch.topk(r[:a, :b].flatten().abs(), k).values.double().square().sum()
+                # the full-row block is taken in the standard output basis
+                block = gi[:, :b] if a == out_f else r[:a, :b]
+                inside = torch.topk(block.flatten().abs(), k).values.double().square().sum()
                 ref.append(float(inside / exact))
             assert float(shares[i, j]) == pytest.approx(sum(ref) / len(ref), abs=1e-9), (a, b)
     choice = grid.choose(0.9, tokens=50.0, max_cost=1.0)
@@ -168,10 +188,10 @@ def test_calibration_truncates_bases_and_records_the_block(block_bert):
         assert recorded[kind] == (r_out, r_in)
         assert (stats["kinds"][kind]["r_out"], stats["kinds"][kind]["r_in"]) == (r_out, r_in)
         assert stats["kinds"][kind]["kept_share"] >= 0.9
-        eye_o, eye_i = kb.u_out.T @ kb.u_out, kb.u_in.T @ kb.u_in
-        torch.testing.assert_close(eye_o, torch.eye(r_out), atol=1e-5, rtol=0)
-        torch.testing.assert_close(eye_i, torch.eye(r_in), atol=1e-5, rtol=0)
-        assert r_out < kb.u_out.shape[0] or r_in < kb.u_in.shape[0], "the rule kept the whole basis"
+        if kb.u_out is not None:  # None: the block spans every output row, in the standard basis
+            torch.testing.assert_close(kb.u_out.T @ kb.u_out, torch.eye(r_out), atol=1e-5, rtol=0)
+        torch.testing.assert_close(kb.u_in.T @ kb.u_in, torch.eye(r_in), atol=1e-5, rtol=0)
+        assert r_in < kb.u_in.shape[0] or (kb.u_out is not None and r_out < kb.u_out.shape[0]), "whole basis kept"
     for _, layer in sparsegrad_layers(model):
         assert layer.u_out.shape[1] == layer.r_out and layer.k <= layer.r_out * layer.r_in
 
@@ -180,7 +200,7 @@ def test_cost_budget_bounds_the_chosen_block(block_bert, make_cls_batch):
     prepared, batches = block_bert(share=0.99, max_cost=0.3)
     tokens = sum(int(b["attention_mask"].sum()) for b in batches) / len(batches)
     for kind, kb in prepared.basis.kinds.items():
-        out_f, in_f = kb.u_out.shape[0], kb.u_in.shape[0]
+        out_f, in_f = kb.out_features or kb.u_out.shape[0], kb.u_in.shape[0]
         assert block_step_cost((out_f, in_f), *kb.ranks, tokens) <= 0.3 * tokens * out_f * in_f
         assert prepared.basis.stats["block"]["kinds"][kind]["kept_share"] < 0.99
 
@@ -197,8 +217,12 @@ def test_given_block_sizes_are_used_and_checked(block_bert):
         block_bert(sizes={"intermediate.dense": (8, 4), "output.dense": (6, 12)})
 
 
-def test_training_moves_only_the_block_and_state_stays_bounded(block_bert, rel_err):
-    prepared, batches = block_bert()
+@pytest.mark.parametrize("sizes", [None, {"intermediate.dense": (64, 4), "output.dense": (6, 12)}],
+                         ids=["rule", "all-rows-standard-basis"])
+def test_training_moves_only_the_block_and_state_stays_bounded(sizes, block_bert, rel_err):
+    prepared, batches = block_bert(sizes=sizes)
+    if sizes is not None:
+        assert prepared.basis.kinds["intermediate.dense"].u_out is None
     model = prepared.model.train()
     w0 = {n: layer.weight.clone() for n, layer in sparsegrad_layers(model)}
     opt = build_optimizer(model, lr=1e-2)
@@ -276,10 +300,14 @@ def test_block_step_runs_under_cuda_sync_debug_mode_error(orthogonal):
 # --------------------------------------------------------------------------- PEFT LoRA export
 
 
-@pytest.mark.parametrize("setting", ["peft", "paper"])
-def test_lora_export_loads_in_peft_and_reproduces_outputs(setting, block_bert, make_bert, make_cls_batch, tmp_path,
-                                                         rel_err):
-    prepared, batches = block_bert(setting=setting)
+@pytest.mark.parametrize(("setting", "sizes"), [
+    ("peft", None), ("paper", None),
+    ("peft", {"intermediate.dense": (64, 4), "output.dense": (32, 12)}),  # both kinds in the standard out basis
+    ("peft", {"intermediate.dense": (24, 8), "output.dense": (6, 24)}),  # r_out < r_in: B = u_out
+])
+def test_lora_export_loads_in_peft_and_reproduces_outputs(setting, sizes, block_bert, make_bert, make_cls_batch,
+                                                         tmp_path, rel_err):
+    prepared, batches = block_bert(setting=setting, sizes=sizes)
     model = prepared.model.train()
     opt = build_optimizer(model, lr=1e-2)
     for step in range(4):
