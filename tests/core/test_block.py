@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 from peft import PeftModel
+from safetensors.torch import load_file
 from torch import nn
 
 from sparsegrad_core import (
@@ -19,10 +20,13 @@ from sparsegrad_core import (
     build_optimizer,
     calibrate,
     export_lora,
+    load_adapter,
+    save_adapter,
     sparsegrad_layers,
 )
 from sparsegrad_core.block import BlockShareGrid, block_step_cost, choose_block
 from sparsegrad_core.methods import MethodSpec, prepare_model
+from sparsegrad_core.training.checkpoint import load_basis, save_basis
 
 SYNC_OPS = {"aten::nonzero", "aten::unique", "aten::_unique", "aten::_unique2", "aten::unique_dim",
             "aten::unique_consecutive", "aten::item", "aten::_local_scalar_dense", "aten::masked_select",
@@ -342,3 +346,25 @@ def test_lora_export_refuses_what_it_cannot_carry(make_bert, make_cls_batch, blo
     prepared.model.bert.embeddings.LayerNorm.weight.requires_grad_(True)  # half a module trained
     with pytest.raises(LoraExportError, match="only some of their parameters"):
         export_lora(prepared.model, tmp_path / "b")
+
+
+def test_standard_output_basis_survives_the_checkpoint_and_the_adapter(block_bert, make_bert, tmp_path, rel_err):
+    prepared, batches = block_bert(sizes={"intermediate.dense": (64, 4), "output.dense": (6, 12)})
+    back = load_basis(save_basis(prepared.basis, tmp_path / "basis"))
+    for kind, kb in prepared.basis.kinds.items():
+        assert back.kinds[kind].ranks == kb.ranks
+        assert (back.kinds[kind].u_out is None) == (kb.u_out is None)
+    assert back.kinds["intermediate.dense"].u_out is None
+    model = prepared.model.train()
+    opt = build_optimizer(model, lr=1e-2)
+    for step in range(3):
+        model(**batches[step % 4]).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    save_adapter(model.eval(), tmp_path / "adapter")
+    assert "intermediate.dense.u_out" not in load_file(str(tmp_path / "adapter" / "sparsegrad_bases.safetensors"))
+    loaded = load_adapter(make_bert(seed=0, hidden=32, intermediate=64), tmp_path / "adapter").eval()
+    with torch.no_grad():
+        assert rel_err(loaded(**batches[0]).logits, model(**batches[0]).logits) <= 1e-5
+    for (_, a), (_, b) in zip(sparsegrad_layers(loaded), sparsegrad_layers(model), strict=True):
+        assert (a.out_basis is None) == (b.out_basis is None)
