@@ -142,7 +142,7 @@ def worker(p: dict[str, Any]) -> dict[str, Any]:
         sg_info = {
             "layers": len(layers),
             "k_per_layer": [layer.k for layer in layers],
-            "touched_entries_per_layer": [int(layer.export_delta()[0].numel()) for layer in layers],
+            "touched_entries_per_layer": [int(layer.touched_entries()) for layer in layers],
             "block_per_layer": [[layer.r_out, layer.r_in] for layer in layers] if layers[0].selection == "block" else None,
             "block_stats": (prepared.basis.stats.get("block") if prepared.basis is not None else None),
             "sparse_state_bytes": sparse.state_bytes(),

@@ -5,7 +5,8 @@ Layout (PEFT spirit)::
     adapter_config.json           method, config, targets, kinds, fingerprint, task metadata
     adapter_model.safetensors     per target: "<name>.sg_indices" (int32, flat row-major into the
                                   rotated (out, in) weight, or into the (r_out, r_in) block for block
-                                  selection) and "<name>.sg_delta" (float32);
+                                  selection; none when the block is stored whole) and
+                                  "<name>.sg_delta" (float32);
                                   densely trained tensors (task head, biases...) under their own names
     sparsegrad_bases.safetensors  "<kind>.u_out", "<kind>.u_in" once per projection kind (block
                                   selection: only the leading r_out / r_in columns, and no u_out

@@ -222,19 +222,30 @@ class SparseGradLinear(nn.Module):
         return self.u_out @ d2 @ self.u_in.T
 
     def export_delta(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The trained delta as ``(flat indices, values)``; for a block, only its non-zero entries."""
+        """The trained delta as ``(flat indices, values)``. For a block: its non-zero entries, or, when at least
+        half of it is non-zero (indices would cost more than they save), no indices and the whole block."""
         if self.selection == "block":
             idx = self.sg_delta.nonzero().squeeze(1)
+            if 2 * idx.numel() >= self.sg_delta.numel():
+                return idx[:0], self.sg_delta
             return idx, self.sg_delta.index_select(0, idx)
         return self.sg_indices, self.sg_delta
+
+    def touched_entries(self) -> int:
+        """Entries of ``ΔW̃`` the training has moved so far."""
+        return int(self.sg_delta.count_nonzero()) if self.selection == "block" else int(self.sg_indices.numel())
 
     @torch.no_grad()
     def load_delta(self, indices: torch.Tensor, values: torch.Tensor) -> None:
         """Set the trained delta from :meth:`export_delta`'s form and add it to ``weight``."""
         device = self.weight.device
         if self.selection == "block":
-            self.sg_delta = torch.zeros(self.r_out * self.r_in, dtype=torch.float32, device=device)
-            self.sg_delta[indices.long().to(device)] = values.float().to(device)
+            size = self.r_out * self.r_in
+            if indices.numel() == 0 and values.numel() == size:  # the whole block
+                self.sg_delta = values.float().to(device).clone()
+            else:
+                self.sg_delta = torch.zeros(size, dtype=torch.float32, device=device)
+                self.sg_delta[indices.long().to(device)] = values.float().to(device)
         else:
             self.sg_indices = indices.long().to(device)
             self.sg_delta = values.float().to(device)

@@ -368,3 +368,20 @@ def test_standard_output_basis_survives_the_checkpoint_and_the_adapter(block_ber
         assert rel_err(loaded(**batches[0]).logits, model(**batches[0]).logits) <= 1e-5
     for (_, a), (_, b) in zip(sparsegrad_layers(loaded), sparsegrad_layers(model), strict=True):
         assert (a.out_basis is None) == (b.out_basis is None)
+
+
+@pytest.mark.parametrize("filled", [5, 40])
+def test_block_delta_export_is_sparse_or_whole_and_loads_back(filled, orthogonal, rel_err):
+    _, a = _block_pair(12, 10, 8, 6, k=5, orthogonal=orthogonal)
+    _, b = _block_pair(12, 10, 8, 6, k=5, orthogonal=orthogonal)
+    delta = torch.zeros(48)
+    delta[torch.randperm(48, generator=torch.Generator().manual_seed(filled))[:filled]] = torch.randn(filled)
+    a.sg_delta = delta.clone()
+    idx, vals = a.export_delta()
+    assert a.touched_entries() == filled
+    # indices only while they save space: a block at least half full is stored whole, without them
+    assert (idx.numel(), vals.numel()) == ((0, 48) if filled >= 24 else (filled, filled))
+    w0 = b.weight.clone()
+    b.load_delta(idx, vals)
+    assert torch.equal(b.sg_delta, delta)
+    assert rel_err(b.weight - w0, b.delta_weight()) <= 1e-5
