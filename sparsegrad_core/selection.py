@@ -4,7 +4,9 @@ The rotation is computed by the cheaper association for the number of token rows
 after the sparse-by-dense row drop:
 
 * dense:    ``u_outᵀ (gᵀx) u_in``      — ``T·out·in + out·in·(out+in)`` multiply-adds;
-* factored: ``(g u_out)ᵀ (x u_in)``    — ``T·(out² + in² + out·in)``.
+* factored: ``(g u_out)ᵀ (x u_in)``    — ``T·(out² + in² + out·in)``;
+* mixed:    ``((g u_out)ᵀ x) u_in``    — ``T·out² + T·out·in + out·in²``,
+  or        ``u_outᵀ (gᵀ (x u_in))``   — ``T·in² + T·out·in + out²·in``.
 
 Selecting exactly ``k`` of ``out·in`` magnitudes uses a sampled threshold that provably keeps the
 top-k in a small candidate set (``torch.topk`` over a few thousand values instead of millions).
@@ -73,8 +75,19 @@ def rotate_gradient(
     if grad is None:
         assert g is not None and x is not None
         t = g.shape[0]
-        if t * (out_f * out_f + in_f * in_f + out_f * in_f) < t * out_f * in_f + out_f * in_f * (out_f + in_f):
+        costs = {
+            "dense": t * out_f * in_f + out_f * in_f * (out_f + in_f),
+            "factored": t * (out_f * out_f + in_f * in_f + out_f * in_f),
+            "out_first": t * out_f * out_f + t * out_f * in_f + out_f * in_f * in_f,
+            "in_first": t * in_f * in_f + t * out_f * in_f + out_f * out_f * in_f,
+        }
+        best = min(costs, key=costs.__getitem__)
+        if best == "factored":
             return (g @ u_out).T @ (x @ u_in)
+        if best == "out_first":
+            return ((g @ u_out).T @ x) @ u_in
+        if best == "in_first":
+            return u_out.T @ (g.T @ (x @ u_in))
         grad = g.T @ x
     if out_f >= in_f:
         return u_out.T @ (grad @ u_in)
