@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 GLUE_TASKS = ("sst2", "mrpc", "cola")
-METHODS = ("sparsegrad", "sparsegrad-fixed", "lora", "meprop", "full")
+SPARSEGRAD_SELECTIONS = {"sparsegrad": "dynamic", "sparsegrad-fixed": "fixed", "sparsegrad-block": "block"}
+"""Benchmark method name -> ``SparseGradConfig.selection`` (the paper's exact method is plain ``sparsegrad``)."""
+METHODS = (*SPARSEGRAD_SELECTIONS, "lora", "meprop", "full")
 DECODER_METHODS = ("sparsegrad", "lora", "meprop")
 SETTINGS = ("paper", "peft")
 SWEEP_DENSITIES = (0.005, 0.01, 0.02, 0.04)
@@ -35,7 +37,8 @@ DEV_SIZES = {"sst2": 872, "mrpc": 408, "cola": 1043}
 # Seconds per optimizer step of the real MiniLM-L6 at batch 32 x 64 tokens, paper setting, 2 vCPUs: SparseGrad
 # and LoRA scaled from the smoke run (0.38 and 0.19 s/step at batch 16 x 64, group_by_length on SST-2);
 # full/MeProp from the step-time ratios of docs/BENCHMARKS.md (not measured here yet).
-STEP_S_MINILM = {"sparsegrad": 0.76, "sparsegrad-fixed": 0.76, "lora": 0.38, "meprop": 0.68, "full": 0.65}
+STEP_S_MINILM = {"sparsegrad": 0.76, "sparsegrad-fixed": 0.76, "sparsegrad-block": 0.6, "lora": 0.38, "meprop": 0.68,
+                 "full": 0.65}
 # Rough guesses for SmolLM2-135M at batch 8 x 256 tokens (not measured yet; refine from runs.jsonl).
 STEP_S_SMOLLM = {"sparsegrad": 3.0, "lora": 1.5, "meprop": 2.5}
 PEFT_FACTOR = 0.8
@@ -217,11 +220,11 @@ def planned_final_count(opts: PlanOptions) -> int:
 
 def service_method(method: str, setting: str, density: float, calibration_steps: int) -> dict[str, Any]:
     """The same spec as the body of ``POST /v1/fine_tuning/jobs`` (``method``)."""
-    kind = "sparsegrad" if method.startswith("sparsegrad") else method
+    kind = "sparsegrad" if method in SPARSEGRAD_SELECTIONS else method
     body: dict[str, Any] = {"type": kind, "setting": setting}
     if kind == "sparsegrad":
         body["sparsegrad"] = {"density": density, "calibration_steps": calibration_steps,
-                              "selection": "fixed" if method == "sparsegrad-fixed" else "dynamic"}
+                              "selection": SPARSEGRAD_SELECTIONS[method]}
     elif kind == "meprop":
         body["meprop"] = {"density": density}
     elif kind == "lora":
@@ -280,7 +283,7 @@ def estimate_seconds(run: Run) -> float:
     if run.setting == "peft" and run.method != "full":
         step *= PEFT_FACTOR
     per_row_fwd = step / run.batch_size / 3  # a forward pass is about a third of a training step
-    calib = 1.3 * run.calibration_steps * step if run.method.startswith("sparsegrad") else 0.0
+    calib = 1.3 * run.calibration_steps * step if run.method in SPARSEGRAD_SELECTIONS else 0.0
     return RUN_OVERHEAD_S + calib + run.steps * step + eval_rows * per_row_fwd
 
 

@@ -20,14 +20,14 @@ from sparsegrad_core.tasks import load_base_model, tokenize_dataset
 from sparsegrad_core.training import Trainer, TrainingArguments, prepare_for_training
 
 from quality_data import run_datasets  # isort: skip  (bench/quality is on sys.path)
-from quality_plan import hyperparameters  # isort: skip
+from quality_plan import SPARSEGRAD_SELECTIONS, hyperparameters  # isort: skip
 
 
 def method_spec(method: str, setting: str, density: float, calibration_steps: int) -> MethodSpec:
     """The library's spec for a benchmark method name (LoRA: equal trainable parameters; MeProp: equal k)."""
-    selection = "fixed" if method == "sparsegrad-fixed" else "dynamic"
-    kind = "sparsegrad" if method.startswith("sparsegrad") else method
-    sg = SparseGradConfig(density=density, calibration_steps=calibration_steps, selection=selection)
+    kind = "sparsegrad" if method in SPARSEGRAD_SELECTIONS else method
+    sg = SparseGradConfig(density=density, calibration_steps=calibration_steps,
+                          selection=SPARSEGRAD_SELECTIONS.get(method, "dynamic"))  # type: ignore[arg-type]
     return MethodSpec(type=kind, setting=setting, sparsegrad=sg)  # type: ignore[arg-type]
 
 

@@ -24,14 +24,14 @@ def _opts(**kw):
 def test_quick_plan_size_and_budget() -> None:
     opts = _opts()
     sel = qp.selection_runs(opts)
-    # 3 tasks x (4 methods + full once) x 2 learning rates, seed 0, paper setting
-    assert len(sel) == 3 * 5 * 2
+    # 3 tasks x (5 methods + full once) x 2 learning rates, seed 0, paper setting
+    assert len(sel) == 3 * 6 * 2
     assert {r.phase for r in sel} == {"select"} and {r.seed for r in sel} == {0}
     assert {r.lr for r in sel} == set(qp.PROFILES["quick"].lr_grid)
-    assert qp.planned_final_count(opts) == 3 * 5 * 3
+    assert qp.planned_final_count(opts) == 3 * 6 * 3
     n_sel, n_fin, est = qp.estimate_plan(opts)
-    assert (n_sel, n_fin) == (30, 45)
-    assert est < 3600, "the quick profile must fit in an hour"
+    assert (n_sel, n_fin) == (36, 54)
+    assert est < 75 * 60, "the quick profile (six methods) must fit in about an hour"
     assert all(r.train_size == qp.PROFILES["quick"].train_size[r.task] for r in sel)
 
 
@@ -39,7 +39,7 @@ def test_full_profile_has_both_settings_and_full_runs_once() -> None:
     sel = qp.selection_runs(_opts(profile="full"))
     assert {r.setting for r in sel if r.method == "lora"} == {"paper", "peft"}
     assert {r.setting for r in sel if r.method == "full"} == {"paper"}
-    assert len(sel) == 3 * (4 * 2 + 1) * 4
+    assert len(sel) == 3 * (5 * 2 + 1) * 4
 
 
 def test_final_runs_use_chosen_lr_and_sweep_shares_default_point() -> None:

@@ -1,0 +1,99 @@
+"""The GPU step benchmark's LLaMA suite on CPU (the llama-tiny shape): every method runs with gradient
+checkpointing, and a case that runs out of GPU memory is recorded as not fitting while the others go on."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import gpu_step  # noqa: E402
+
+SMOKE = [
+    "--device",
+    "cpu",
+    "--suite",
+    "llama",
+    "--llama-steps",
+    "1",
+    "--llama-warmup",
+    "1",
+    "--llama-batch-size",
+    "2",
+    "--llama-seq-len",
+    "64",
+    "--threads",
+    "1",
+]
+
+
+@pytest.fixture(autouse=True)
+def _restore_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The script patches ``calibrate`` (its calibration memo) and sets the thread count: undo both."""
+    import sparsegrad_core.methods as methods
+
+    monkeypatch.setattr(methods, "calibrate", methods.calibrate)
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _rows(path: Path) -> list[dict[str, Any]]:
+    return json.loads(path.read_text())["rows"]  # type: ignore[no-any-return]
+
+
+def test_llama_suite_runs_every_method_on_cpu(tmp_path: Path) -> None:
+    out = tmp_path / "gpu_step.json"
+    gpu_step.main([*SMOKE, "--out", str(out)])
+    rows = _rows(out)
+    assert [r["method"] for r in rows] == ["full", "lora", "sg_block", "sg_dynamic", "frozen_mlp"]
+    for r in rows:
+        assert r["status"] == "ok" and r["model"] == "llama-tiny" and r["precision"] == "fp32", r
+        assert r["gradient_checkpointing"] is True and r["setting"] == "peft"
+        assert r["steps_per_s"] > 0 and r["prepare_peak_bytes"] is not None
+    by_method = {r["method"]: r for r in rows}
+    assert by_method["frozen_mlp"]["trainable_params"] == 0
+    assert by_method["full"]["trainable_params"] > by_method["lora"]["trainable_params"] > 0
+
+
+def test_a_case_out_of_memory_is_recorded_and_the_run_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = gpu_step.run_llama
+
+    def run_llama(
+        args: Any, shape: str, dtype: torch.dtype, method: str, device: torch.device
+    ) -> dict[str, Any]:
+        if method == "full":
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 26.00 GiB")
+        return real(args, shape, dtype, method, device)
+
+    monkeypatch.setattr(gpu_step, "run_llama", run_llama)
+    out = tmp_path / "gpu_step.json"
+    gpu_step.main([*SMOKE, "--llama-methods", "full,lora", "--out", str(out)])
+    full, lora = _rows(out)
+    assert full["status"] == "OOM: does not fit" and full["note"] == "OOM: does not fit"
+    assert full.get("steps_per_s") is None and "26.00 GiB" in full["error"]
+    assert lora["status"] == "ok" and lora["x_full"] is None and lora["mem_x_lora"] == 1.0
+
+
+def test_other_failures_are_recorded_then_exit_nonzero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def run_llama(*_: Any) -> dict[str, Any]:
+        raise RuntimeError("expected m1 and m2 to have the same dtype")
+
+    monkeypatch.setattr(gpu_step, "run_llama", run_llama)
+    out = tmp_path / "gpu_step.json"
+    with pytest.raises(SystemExit, match="1 case"):
+        gpu_step.main([*SMOKE, "--llama-methods", "sg_dynamic", "--out", str(out)])
+    (row,) = _rows(out)
+    assert row["status"] == "error: RuntimeError: expected m1 and m2 to have the same dtype"
