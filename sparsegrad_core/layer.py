@@ -404,34 +404,35 @@ class SparseGradLinear(nn.Module):
             rows, r_inv = torch.unique(idx // self.in_features, return_inverse=True)
             cols, c_inv = torch.unique(idx % self.in_features, return_inverse=True)
             a, b = self.u_out.index_select(1, rows), self.u_in.index_select(1, cols)
+        # The product is formed in the bases' precision (float32) and its factors are cast to the weight's.
         nr, nc = rows.numel(), cols.numel()
-        vals = values.to(self.weight.dtype)
+        vals = values.to(a.dtype)
         if not self.weight.is_cuda:
-            self._add_sparse_product(a, b, r_inv, c_inv, vals)
-            return
-        s_mat = torch.zeros(nr, nc, dtype=self.weight.dtype, device=self.weight.device)
-        s_mat.index_put_((r_inv, c_inv), vals, accumulate=True)
-        out_f, in_f = self.out_features, self.in_features
-        if out_f * nr * nc + out_f * nc * in_f <= nr * nc * in_f + out_f * nr * in_f:
-            self.weight.addmm_(a @ s_mat, b.T)
+            p, q = self._sparse_product_factors(a, b, r_inv, c_inv, vals)
         else:
-            self.weight.addmm_(a, s_mat @ b.T)
+            s_mat = torch.zeros(nr, nc, dtype=a.dtype, device=self.weight.device)
+            s_mat.index_put_((r_inv, c_inv), vals, accumulate=True)
+            out_f, in_f = self.out_features, self.in_features
+            if out_f * nr * nc + out_f * nc * in_f <= nr * nc * in_f + out_f * nr * in_f:
+                p, q = a @ s_mat, b
+            else:
+                p, q = a, b @ s_mat.T
+        self.weight.addmm_(p.to(self.weight.dtype), q.T.to(self.weight.dtype))
 
-    def _add_sparse_product(self, a: torch.Tensor, b: torch.Tensor, r_inv: torch.Tensor, c_inv: torch.Tensor,
-                            vals: torch.Tensor) -> None:
-        """``W += a S bᵀ`` with ``S`` (|R|, |C|) holding the k ``vals`` at ``(r_inv, c_inv)``, multiplied as a
-        sparse matrix: ``out·k + out·|C|·in`` or ``k·in + out·|R|·in`` multiply-adds instead of a densified
-        |R|×|C| block's ``out·|R|·|C|`` on top (|R|, |C| are nearly full sizes, so that costs a rotation)."""
+    def _sparse_product_factors(self, a: torch.Tensor, b: torch.Tensor, r_inv: torch.Tensor, c_inv: torch.Tensor,
+                                vals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(p, q)`` with ``p qᵀ = a S bᵀ``, ``S`` (|R|, |C|) holding the k ``vals`` at ``(r_inv, c_inv)``,
+        multiplied as a sparse matrix: ``out·k + out·|C|·in`` or ``k·in + out·|R|·in`` multiply-adds instead of a
+        densified |R|×|C| block's ``out·|R|·|C|`` on top (|R|, |C| are nearly full sizes: that costs a rotation)."""
         nr, nc = a.shape[1], b.shape[1]
         out_f, in_f, k = self.out_features, self.in_features, vals.numel()
         with warnings.catch_warnings():  # sparse CSR is "beta" in torch and says so once per process
             warnings.simplefilter("ignore", UserWarning)
             if out_f * k + out_f * nc * in_f <= k * in_f + out_f * nr * in_f:
                 st = torch.sparse_coo_tensor(torch.stack([c_inv, r_inv]), vals, (nc, nr)).coalesce().to_sparse_csr()
-                self.weight.addmm_(torch.sparse.mm(st, a.T.contiguous()).T, b.T)  # (S_ᵀ aᵀ)ᵀ = a S
-            else:
-                sm = torch.sparse_coo_tensor(torch.stack([r_inv, c_inv]), vals, (nr, nc)).coalesce().to_sparse_csr()
-                self.weight.addmm_(a, torch.sparse.mm(sm, b.T.contiguous()))
+                return torch.sparse.mm(st, a.T.contiguous()).T, b  # (Sᵀ aᵀ)ᵀ = a S
+            sm = torch.sparse_coo_tensor(torch.stack([r_inv, c_inv]), vals, (nr, nc)).coalesce().to_sparse_csr()
+            return a, torch.sparse.mm(sm, b.T.contiguous()).T  # b Sᵀ, so that p qᵀ = a S bᵀ
 
     def clear_step_state(self) -> None:
         self.selected = None

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from sparsegrad_core import SparseGradConfig, SparseGradLinear
+from sparsegrad_core import SparseGradConfig, SparseGradLinear, build_optimizer
 
 
 def _make_pair(out_f: int, in_f: int, bias: bool, orthogonal, k: int = 10, seed: int = 0):
@@ -325,3 +325,24 @@ def test_selection_exact_when_mass_is_concentrated():
     _backward_with(layer, torch.eye(in_f), grad.T.contiguous())
     idx, _ = layer.selected
     assert set(idx.tolist()) == set(hot.tolist())
+
+
+@pytest.mark.parametrize("selection", ["dynamic", "fixed", "block"])
+def test_bf16_weights_train_with_the_delta_formed_in_float32(selection, orthogonal, rel_err):
+    """bf16 weights (e.g. a LLaMA loaded in bf16): the push-back is formed with the float32 bases."""
+    torch.manual_seed(0)
+    out_f, in_f, k = 24, 16, 12
+    weight = torch.randn(out_f, in_f).to(torch.bfloat16)
+    u_out, u_in = orthogonal(out_f, 1), orthogonal(in_f, 2)
+    if selection == "block":
+        u_out, u_in = u_out[:, :8].contiguous(), u_in[:, :6].contiguous()
+    support = torch.randperm(out_f * in_f)[:k] if selection == "fixed" else None
+    layer = SparseGradLinear(weight.clone(), None, u_out, u_in, k, selection=selection, support=support)
+    opt = build_optimizer(layer, lr=0.5)  # Adam moves entries by ~lr: far above bf16's resolution near |W| ~ 1
+    x = torch.randn(5, in_f, dtype=torch.bfloat16)
+    (layer(x).float() ** 2).sum().backward()
+    opt.step()
+    assert layer.weight.dtype == torch.bfloat16
+    change = layer.weight.float() - weight.float()
+    assert float(change.norm()) > 0
+    assert rel_err(change, layer.delta_weight()) <= 5e-2  # bf16 rounding of W + ΔW (2^-8 of |W| per entry)
