@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +142,82 @@ def make_batches(
         out.append(
             {k: v.to(device) for k, v in (("input_ids", ids), ("attention_mask", mask), ("labels", labels))}
         )
+    return out
+
+
+# --------------------------------------------------------------------------- decoder models (LLaMA family)
+
+LLAMA_PRESETS: dict[str, dict[str, int]] = {
+    # LLaMA-2-7B's shape (multi-head attention, 6.7B parameters).
+    "llama-2-7b": {
+        "hidden": 4096,
+        "intermediate": 11008,
+        "layers": 32,
+        "heads": 32,
+        "kv_heads": 32,
+        "vocab": 32000,
+    },
+    # TinyLlama-1.1B's shape (grouped-query attention, 4 key/value heads): full fine-tuning fits on one GPU.
+    "llama-1b": {
+        "hidden": 2048,
+        "intermediate": 5632,
+        "layers": 22,
+        "heads": 32,
+        "kv_heads": 4,
+        "vocab": 32000,
+    },
+    # CPU smoke check of the decoder code path (seconds per step on 2 cores).
+    "llama-tiny": {"hidden": 64, "intermediate": 176, "layers": 2, "heads": 4, "kv_heads": 2, "vocab": 1000},
+}
+
+
+@contextlib.contextmanager
+def default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Within this block new floating-point tensors (and so freshly built modules) have ``dtype``."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def build_llama(name: str, device: str | torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """A random-init ``LlamaForCausalLM`` of preset ``name`` (seed 0), built directly on ``device`` in
+    ``dtype`` (no float32 CPU copy first: a 7B model initialises in seconds on a GPU), SDPA attention and
+    no KV cache (training only)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if name not in LLAMA_PRESETS:
+        raise SystemExit(f"unknown LLaMA shape {name!r}; choose from {', '.join(LLAMA_PRESETS)}")
+    shape = LLAMA_PRESETS[name]
+    cfg = LlamaConfig(
+        vocab_size=shape["vocab"],
+        hidden_size=shape["hidden"],
+        intermediate_size=shape["intermediate"],
+        num_hidden_layers=shape["layers"],
+        num_attention_heads=shape["heads"],
+        num_key_value_heads=shape["kv_heads"],
+        max_position_embeddings=4096,
+        use_cache=False,
+    )
+    cfg._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    with torch.device(device), default_dtype(dtype):
+        model = LlamaForCausalLM(cfg)
+    return model
+
+
+def make_lm_batches(
+    n: int, batch_size: int, seq_len: int, *, vocab: int, seed: int, device: str | torch.device = "cpu"
+) -> list[dict[str, torch.Tensor]]:
+    """Deterministic random token ids, no padding (so SDPA runs its causal kernel without a mask), and the
+    causal-LM labels (the ids themselves; the model shifts them)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        ids = torch.randint(0, vocab, (batch_size, seq_len), generator=g).to(device)
+        out.append({"input_ids": ids, "labels": ids})
     return out
 
 

@@ -154,6 +154,10 @@ def submit(
     lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
     max_seq_length: Annotated[int | None, typer.Option(help="Tokens per row after truncation.")] = None,
     checkpoint_every: Annotated[int | None, typer.Option(help="Steps between resumable checkpoints.")] = None,
+    gradient_checkpointing: Annotated[bool | None, typer.Option(
+        "--gradient-checkpointing/--no-gradient-checkpointing",
+        help="Recompute activations in the backward: much less activation memory, ~30% more compute. "
+             "Default: the service's (off).")] = None,
     task: Annotated[Task | None, typer.Option(help="Default: inferred from the data and the model.")] = None,
     text_column: Annotated[str | None, typer.Option(help="Text column or key (name or 0-based index).")] = None,
     text_pair_column: Annotated[str | None, typer.Option(help="Second-sentence column (pair tasks).")] = None,
@@ -186,7 +190,8 @@ def submit(
     if sub:
         method_body[method.value] = sub
     hyperparameters = _given(n_epochs=epochs, max_steps=max_steps, batch_size=batch_size, learning_rate=lr,
-                             max_seq_length=max_seq_length, checkpoint_every=checkpoint_every)
+                             max_seq_length=max_seq_length, checkpoint_every=checkpoint_every,
+                             gradient_checkpointing=gradient_checkpointing)
     extra = _given(seed=seed, suffix=suffix, merge_model=True if merge else None)
     mapping = _given(task=task.value if task else None, **columns)
     with make_client(url, api_key) as client:

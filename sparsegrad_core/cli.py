@@ -32,6 +32,7 @@ from .config import SparseGradConfig
 from .methods import MethodSpec
 from .tasks import load_base_model, tokenize_dataset
 from .training import (
+    GradientCheckpointingUnsupported,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -181,10 +182,14 @@ def _run_training(
             prepared = prepare_for_training(
                 model, spec, train_data, batch_size=args.batch_size, seed=args.seed,
                 output_dir=args.output_dir, resume_from=resume, callbacks=[progress, interrupt],
+                gradient_checkpointing=args.gradient_checkpointing,
             )
         except TrainingCancelled as exc:
             err_console.print(str(exc))
             raise typer.Exit(130) from exc
+        except GradientCheckpointingUnsupported as exc:
+            err_console.print(f"error: {exc}", markup=False, highlight=False)
+            raise typer.Exit(2) from exc
         console.print(f"method {spec.type} ({spec.setting} setting): {prepared.trainable_params:,} trainable parameters")
         trainer = Trainer(prepared, train_data, eval_data, tokenizer, args, [progress, interrupt],
                           run_info={"model": model_name})
@@ -234,6 +239,8 @@ def train(
     max_grad_norm: Annotated[float | None, typer.Option(help="Clip the gradient norm.")] = None,
     checkpoint_every: Annotated[int | None, typer.Option(help="Write a resumable checkpoint every N steps.")] = None,
     group_by_length: Annotated[bool, typer.Option(help="Batch rows of similar length (less padding).")] = True,
+    gradient_checkpointing: Annotated[bool, typer.Option(
+        help="Recompute activations in the backward: much less activation memory, ~30% more compute.")] = False,
     original_share_every: Annotated[int | None, typer.Option(
         help="SparseGrad: every N steps also log the top-k energy share in the original basis.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of initialization, data order and dropout.")] = 42,
@@ -259,7 +266,8 @@ def train(
             "warmup_ratio": warmup_ratio, "weight_decay": weight_decay, "max_grad_norm": max_grad_norm,
             "eval_every": eval_every, "early_stopping_patience": early_stopping_patience, "seed": seed,
             "checkpoint_every": checkpoint_every, "output_dir": output, "max_seq_length": max_seq_length,
-            "group_by_length": group_by_length, "log_every": 1, "original_share_every": original_share_every,
+            "group_by_length": group_by_length, "gradient_checkpointing": gradient_checkpointing,
+            "log_every": 1, "original_share_every": original_share_every,
         },
     )
     _run_training(model_name=model, data=data, spec=spec, args=args, resume=resume, gguf_file=gguf_file)

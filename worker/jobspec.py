@@ -112,6 +112,7 @@ def training_arguments(
         output_dir=output_dir,
         max_seq_length=int(_given(hp, "max_seq_length", 128)),
         group_by_length=bool(_given(hp, "group_by_length", True)),
+        gradient_checkpointing=bool(_given(hp, "gradient_checkpointing", False)),
         log_every=1,
         original_share_every=hp.get("original_share_every") if method_type(spec) == "sparsegrad" else None,
         bf16=bf16,

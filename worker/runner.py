@@ -24,7 +24,13 @@ from sqlalchemy.exc import OperationalError
 from torch import nn
 
 from sparsegrad_core.tasks import load_base_model, tokenize_dataset
-from sparsegrad_core.training import Trainer, TrainingCancelled, TrainResult, prepare_for_training
+from sparsegrad_core.training import (
+    GradientCheckpointingUnsupported,
+    Trainer,
+    TrainingCancelled,
+    TrainResult,
+    prepare_for_training,
+)
 from sparsegrad_service import lifecycle
 from sparsegrad_service.db import session_scope
 from sparsegrad_service.enums import EventType, JobStatus
@@ -181,11 +187,14 @@ class JobRunner:
         try:
             prepared = prepare_for_training(
                 model, method, train_data, batch_size=args.batch_size, seed=args.seed, output_dir=attempt.run_dir,
-                resume_from=resume_from, callbacks=[callback],
+                resume_from=resume_from, callbacks=[callback], gradient_checkpointing=args.gradient_checkpointing,
             )
         except TrainingCancelled:
             callback.flush()
             return self._stopped(attempt, step=0, checkpointed=False)
+        except GradientCheckpointingUnsupported as exc:
+            raise JobError("invalid_hyperparameters", f"{exc} (model {job.model})",
+                           "hyperparameters.gradient_checkpointing") from exc
         block = prepared.basis.stats.get("block") if prepared.basis is not None else None
         if block:
             chosen = "; ".join(

@@ -27,6 +27,7 @@ HYPERPARAMETER_DEFAULTS: dict[str, Any] = {
     "max_seq_length": 128, "max_steps": None, "gradient_accumulation_steps": 1, "lr_scheduler": "constant",
     "warmup_ratio": 0.0, "weight_decay": 0.0, "max_grad_norm": None, "eval_every": None,
     "early_stopping_patience": None, "checkpoint_every": None, "group_by_length": True, "original_share_every": 25,
+    "gradient_checkpointing": False,
 }
 """Normalized defaults (``checkpoint_every`` None here means ``Settings.checkpoint_every``)."""
 
@@ -122,6 +123,9 @@ class Hyperparameters(StrictModel):
     group_by_length: Annotated[bool | None, Auto] = Field(default=None, description="Batch rows of similar length (less padding). Default true.")
     original_share_every: Annotated[int | None, Auto] = Field(
         default=None, ge=0, le=10_000_000, description="SparseGrad: every N steps log the top-k energy share in the original basis; 0 turns it off. Default 25.")
+    gradient_checkpointing: Annotated[bool | None, Auto] = Field(
+        default=None, description="Recompute activations in the backward instead of keeping them: much less activation memory "
+        "(larger batches or models fit) for about 30% more compute per step. Models without support fail the job. Default false.")
 
 
 class SupervisedParams(StrictModel):

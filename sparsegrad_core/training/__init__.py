@@ -16,6 +16,7 @@ from .checkpoint import (
 )
 from .evaluation import classification_metrics, evaluate, regression_metrics
 from .export import export_trained, merge_exported, read_training_info
+from .gradient_checkpointing import GradientCheckpointingUnsupported, enable_gradient_checkpointing
 from .preparation import TrainingCancelled, calibration_batches, prepare_for_training
 from .schedule import lr_scale
 from .trainer import SUMMARY_FILE, Trainer, TrainResult, seed_everything
@@ -23,6 +24,7 @@ from .trainer import SUMMARY_FILE, Trainer, TrainResult, seed_everything
 __all__ = [
     "SUMMARY_FILE",
     "CallbackList",
+    "GradientCheckpointingUnsupported",
     "Phase",
     "TrainResult",
     "Trainer",
@@ -32,6 +34,7 @@ __all__ = [
     "TrainingCancelled",
     "calibration_batches",
     "classification_metrics",
+    "enable_gradient_checkpointing",
     "evaluate",
     "export_trained",
     "find_checkpoint",

@@ -4,7 +4,8 @@
 from the training data itself (the first ``calibration_steps`` micro-batches of a dedicated seeded
 shuffle, independent of the training order), reports progress through the callbacks, and stores
 the bases once under ``<output_dir>/checkpoints/basis``. Resuming loads those bases instead of
-calibrating again.
+calibrating again. With ``gradient_checkpointing`` the calibration passes already recompute activations
+(and a model that cannot is refused before any work).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..methods import MethodSpec, PreparedModel, prepare_model
 from ..tasks import CALIBRATION_STREAM, BatchOrder, TokenizedDataset
 from .callbacks import CallbackList, TrainerCallback
 from .checkpoint import BASIS_DIR, CHECKPOINTS_DIR, basis_dir_for, find_checkpoint, load_basis, save_basis
+from .gradient_checkpointing import cache_disabled, enable_gradient_checkpointing
 
 
 class TrainingCancelled(RuntimeError):
@@ -51,6 +53,7 @@ def prepare_for_training(
     output_dir: str | Path | None = None,
     resume_from: str | Path | None = None,
     callbacks: Sequence[TrainerCallback] = (),
+    gradient_checkpointing: bool = False,
 ) -> PreparedModel:
     """Set trainability and install ``spec``'s method on ``model`` (in place) for training on ``train_data``.
 
@@ -58,8 +61,13 @@ def prepare_for_training(
     rows (never stepping the model), unless ``resume_from`` names a checkpoint whose run stored its
     bases, which are then reused exactly. With ``output_dir`` the new bases are saved there once.
     Raises :class:`TrainingCancelled` if a callback asks to stop during calibration.
+    ``gradient_checkpointing`` (pass ``TrainingArguments.gradient_checkpointing``) switches it on first,
+    raising :class:`~sparsegrad_core.training.gradient_checkpointing.GradientCheckpointingUnsupported` for a
+    model without it, so calibration needs no more activation memory than training.
     """
     cb = CallbackList(callbacks)
+    if gradient_checkpointing:
+        enable_gradient_checkpointing(model)
     if spec.type != "sparsegrad":
         return prepare_model(model, spec)
     if resume_from is not None:
@@ -83,7 +91,8 @@ def prepare_for_training(
     batches: Iterable[dict[str, Any]] = calibration_batches(
         train_data, spec.sparsegrad.calibration_steps, batch_size, seed, device
     )
-    prepared = prepare_model(model, spec, batches, progress=progress)
+    with cache_disabled(model, active=gradient_checkpointing):
+        prepared = prepare_model(model, spec, batches, progress=progress)
     assert prepared.basis is not None
     if output_dir is not None:
         prepared.info["basis_dir"] = str(save_basis(prepared.basis, Path(output_dir) / CHECKPOINTS_DIR / BASIS_DIR))

@@ -44,6 +44,7 @@ from .checkpoint import (
 )
 from .evaluation import default_metric, evaluate, greater_is_better, metric_key, metric_names
 from .export import export_trained
+from .gradient_checkpointing import cache_disabled, enable_gradient_checkpointing
 from .schedule import lr_scale
 from .telemetry import (
     METRICS_FILE,
@@ -95,7 +96,8 @@ class Trainer:
 
     ``train_ds``/``eval_ds`` are validated ``sparsegrad_data.Dataset`` objects (tokenized here with
     ``args.max_seq_length``) or already :class:`~sparsegrad_core.tasks.TokenizedDataset`. ``run_info``
-    (e.g. the base model alias) is copied into the export's metadata and eval_summary.json.
+    (e.g. the base model alias) is copied into the export's metadata and eval_summary.json. With
+    ``args.gradient_checkpointing`` it is switched on here unless :func:`prepare_for_training` already did.
     """
 
     def __init__(
@@ -115,6 +117,8 @@ class Trainer:
         self.callbacks = CallbackList(callbacks or [])
         self.run_info = dict(run_info or {})
         self.device = next(self.model.parameters()).device
+        if args.gradient_checkpointing:
+            enable_gradient_checkpointing(self.model)
         self.order = BatchOrder(
             len(self.train_data), args.batch_size, args.seed, args.gradient_accumulation_steps,
             lengths=self.train_data.lengths() if args.group_by_length else None,
@@ -213,7 +217,7 @@ class Trainer:
             batch = {k: v.to(self.device) for k, v in self.train_data.collate(indices).items()}
             tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
             with accumulating_gradients(model, active=i < len(micro_batches) - 1):
-                with self.autocast():
+                with self.autocast(), cache_disabled(model, active=args.gradient_checkpointing):
                     loss = model(**batch).loss * (units[i] / total_units)
                 loss.backward()
             loss_value += float(loss.detach())

@@ -31,6 +31,7 @@ def test_defaults_are_filled_in_and_the_job_is_queued(service: Service, acme: Te
     assert job["method"] == {"type": "sparsegrad", "setting": "paper",
                              "sparsegrad": {"density": 0.01, "calibration_steps": 10, "selection": "dynamic"}}
     assert job["hyperparameters"]["n_epochs"] == 3 and job["hyperparameters"]["batch_size"] == 16
+    assert job["hyperparameters"]["group_by_length"] is True and job["hyperparameters"]["gradient_checkpointing"] is False
     assert job["hyperparameters"]["checkpoint_every"] == service.settings.checkpoint_every
     assert job["task"] == {"type": "classification", "text_column": "text", "text_pair_column": None,
                            "label_column": "label", "messages_column": "messages", "has_header": True,
@@ -61,7 +62,8 @@ def test_full_spec(service: Service, acme: TenantClient) -> None:
                    "sparsegrad": {"density": 0.05, "calibration_steps": 3, "selection": "fixed"}},
         "hyperparameters": {"n_epochs": 2, "batch_size": 8, "learning_rate": 3e-4, "max_seq_length": 64,
                             "max_steps": 100, "lr_scheduler": "cosine", "warmup_ratio": 0.1,
-                            "checkpoint_every": 7, "original_share_every": 0, "group_by_length": False},
+                            "checkpoint_every": 7, "original_share_every": 0, "group_by_length": False,
+                            "gradient_checkpointing": True},
         "seed": 7, "suffix": "mine", "metadata": {"team": "nlp"}, "validation_split": 0.2, "merge_model": True,
     }
     job = acme.create_job(body)
@@ -72,7 +74,9 @@ def test_full_spec(service: Service, acme: TenantClient) -> None:
     assert (hp["n_epochs"], hp["batch_size"], hp["learning_rate"], hp["max_seq_length"]) == (2, 8, 3e-4, 64)
     assert (hp["max_steps"], hp["lr_scheduler"], hp["checkpoint_every"]) == (100, "cosine", 7)
     assert hp["original_share_every"] is None and hp["group_by_length"] is False
+    assert hp["gradient_checkpointing"] is True
     spec = job_spec(service, job["id"])
+    assert spec["hyperparameters"] == hp
     assert spec["merge_model"] is True and spec["validation_split"] == 0.2
     assert spec["method"]["sparsegrad"] == {"density": 0.05, "calibration_steps": 3, "selection": "fixed"}
 
@@ -122,6 +126,7 @@ def test_block_selection_and_its_rule_are_stored(service: Service, acme: TenantC
     ({"hyperparameters": {"learning_rate": 0}}, "hyperparameters.learning_rate", "(got 0)"),
     ({"hyperparameters": {"max_seq_length": 4}}, "hyperparameters.max_seq_length", "(got 4)"),
     ({"hyperparameters": {"max_steps": 0}}, "hyperparameters.max_steps", "(got 0)"),
+    ({"hyperparameters": {"gradient_checkpointing": "maybe"}}, "hyperparameters.gradient_checkpointing", "boolean"),
     ({"hyperparameters": {"learning_rate": 1e-4, "learning_rate_multiplier": 2}},
      "hyperparameters.learning_rate_multiplier", "either"),
     ({"task": {"type": "summarization"}}, "task.type", '"summarization"'),

@@ -127,13 +127,14 @@ def _add_artifacts(live: LiveService, job_id: str, tmp_path: Path, corrupt: bool
 
 def test_cli_submit_jobs_download_and_exit_codes(live_service: LiveService, train_jsonl: Path, tmp_path: Path) -> None:
     submitted = _cli(live_service, "submit", "--model", "minilm-l6", "--train", str(train_jsonl), "--max-steps", "2",
-                     "--density", "0.02", "--lora-rank", "4", "--batch-size", "4")
+                     "--density", "0.02", "--lora-rank", "4", "--batch-size", "4", "--gradient-checkpointing")
     assert submitted.exit_code == 0, submitted.output  # type: ignore[attr-defined]
     job_id = submitted.stdout.strip().splitlines()[-1]  # type: ignore[attr-defined]
     assert job_id.startswith("ftjob-")
     with SparseGradClient(live_service.url, live_service.api_key) as client:
         job = client.get_job(job_id)
         assert job["method"]["sparsegrad"]["density"] == 0.02 and job["hyperparameters"]["max_steps"] == 2
+        assert job["hyperparameters"]["gradient_checkpointing"] is True
         client.cancel_job(job_id)
 
     listed = _cli(live_service, "jobs", "--limit", "5")

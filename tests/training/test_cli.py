@@ -92,3 +92,21 @@ def test_train_resumes_from_a_checkpoint(tiny_model_dir, tmp_path):
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [1, 2, 3, 4, 5, 6]
     assert [x["loss"] for x in lines] == losses
+
+
+def test_gradient_checkpointing_flag_reaches_the_run(tiny_model_dir, tmp_path, monkeypatch):
+    from transformers import BertForSequenceClassification
+
+    train = _head(sample_path("sst2_train"), tmp_path / "train.tsv", 33)
+    common = ["train", "--model", str(tiny_model_dir), "--train", str(train), "--glue", "sst2", "--density", "0.05",
+              "--calibration-steps", "1", "--max-steps", "2", "--batch-size", "8", "--max-seq-length", "32",
+              "--gradient-checkpointing"]
+    result = runner.invoke(app, [*common, "--output", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "run" / "eval_summary.json").read_text())
+    assert summary["args"]["gradient_checkpointing"] is True
+
+    monkeypatch.setattr(BertForSequenceClassification, "supports_gradient_checkpointing", False)
+    result = runner.invoke(app, [*common, "--output", str(tmp_path / "refused")])
+    assert result.exit_code == 2
+    assert "gradient_checkpointing: BertForSequenceClassification does not support" in result.output

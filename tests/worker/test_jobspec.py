@@ -19,6 +19,22 @@ def test_sparsegrad_spec_and_arguments(tmp_path: Path) -> None:
     assert (args.max_steps, args.batch_size, args.max_seq_length, args.seed) == (20, 8, 32, 3)
     assert (args.checkpoint_every, args.keep_checkpoints, args.log_every, args.original_share_every) == (8, 2, 1, 5)
     assert args.n_epochs is None and args.output_dir == tmp_path and not args.bf16
+    assert args.group_by_length and not args.gradient_checkpointing
+
+
+def test_gradient_checkpointing_reaches_the_training_arguments(tmp_path: Path) -> None:
+    def arguments(hyperparameters: dict[str, object]) -> bool:
+        spec = job_spec(hyperparameters=hyperparameters)
+        args = training_arguments(spec, seed=0, output_dir=tmp_path, default_checkpoint_every=50, bf16=False)
+        return args.gradient_checkpointing
+
+    assert arguments({"gradient_checkpointing": True}) is True
+    assert arguments({"gradient_checkpointing": False}) is False
+    assert arguments({"gradient_checkpointing": "auto"}) is False  # OpenAI's "auto": the default
+    spec = job_spec()
+    del spec["hyperparameters"]["gradient_checkpointing"]  # a spec stored before the field existed
+    assert training_arguments(spec, seed=0, output_dir=tmp_path, default_checkpoint_every=50,
+                              bf16=False).gradient_checkpointing is False
 
 
 def test_block_selection_rule_reaches_the_core_config() -> None:

@@ -63,6 +63,18 @@ def test_unknown_model_and_invalid_hyperparameters(
     assert "batch_size" in assert_failed(settings, job_id, "invalid_hyperparameters", "hyperparameters")
 
 
+def test_gradient_checkpointing_on_a_model_without_it_names_the_field(
+    sqlite_db: str, make_settings: Callable[..., Settings], sst2_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(BertForSequenceClassification, "supports_gradient_checkpointing", False)
+    settings = make_settings(sqlite_db)
+    job_id = create_job(settings, sst2_bytes, job_spec(hyperparameters={"gradient_checkpointing": True}))
+    assert JobRunner(settings, job_id).run() == Outcome.failed
+    message = assert_failed(settings, job_id, "invalid_hyperparameters", "hyperparameters.gradient_checkpointing")
+    assert "BertForSequenceClassification does not support gradient checkpointing" in message
+    assert "calibrating" not in [e.data["phase"] for e in events(settings, job_id) if e.type == "phase"]
+
+
 def _exploding_forward(monkeypatch: pytest.MonkeyPatch, explode: Callable[[], None]) -> None:
     """Training forward passes after calibration and the first steps call ``explode``."""
     original = BertForSequenceClassification.forward

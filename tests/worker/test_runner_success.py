@@ -213,3 +213,15 @@ def test_causal_lm_chat_job_succeeds(pg_db: str, make_settings: Callable[..., Se
     assert "eval_perplexity" in summary["after"] and summary["eval_source"] == "split"
     assert [s for s, _ in metric_series(settings, job_id, "eval_perplexity")] == [0, 6]
     assert set(artifacts(settings, job_id)) == {"adapter", "metrics"}
+
+
+def test_gradient_checkpointing_job_succeeds(
+    sqlite_db: str, make_settings: Callable[..., Settings], sst2_bytes: bytes
+) -> None:
+    from sparsegrad_core.training.gradient_checkpointing import is_gradient_checkpointing
+
+    settings = make_settings(sqlite_db)
+    spec = job_spec(hyperparameters={"max_steps": 4, "checkpoint_every": 2, "gradient_checkpointing": True})
+    runner = JobRunner(settings, create_job(settings, sst2_bytes, spec), keep_model=True)
+    assert runner.run() == Outcome.succeeded
+    assert runner.trained_model is not None and is_gradient_checkpointing(runner.trained_model)

@@ -40,7 +40,7 @@ BASE_SPEC: dict[str, Any] = {
                         "max_seq_length": 32, "max_steps": 20, "gradient_accumulation_steps": 1,
                         "lr_scheduler": "constant", "warmup_ratio": 0.0, "weight_decay": 0.0, "max_grad_norm": None,
                         "eval_every": None, "early_stopping_patience": None, "checkpoint_every": 8,
-                        "group_by_length": True, "original_share_every": 5},
+                        "group_by_length": True, "original_share_every": 5, "gradient_checkpointing": False},
     "validation_split": 0.2,
     "merge_model": False,
 }
