@@ -166,7 +166,8 @@ class SparseGradLinear(nn.Module):
         self.accumulating = False  # set for all but the last micro-batch of an accumulated step
         self.track_original_share = False
         self.sync_free: bool | None = None
-        """Keep zero-gradient token rows instead of finding them (a host sync); None: on CUDA only."""
+        """Keep zero-gradient token rows instead of finding them, and push updates back with dense products
+        instead of sparse ones (both need data-dependent shapes, a host sync on CUDA); None: on CUDA only."""
         self.selected: tuple[torch.Tensor, torch.Tensor] | None = None
         self._acc: torch.Tensor | None = None
         self._acc_dense: torch.Tensor | None = None  # block selection, tracked share: the summed G
@@ -389,6 +390,9 @@ class SparseGradLinear(nn.Module):
     def add_rotated_delta(self, idx: torch.Tensor, values: torch.Tensor) -> None:
         """``W += u_out[:, R] · S · u_in[:, C]ᵀ`` where ``S`` holds ``values`` at flat ``idx`` of W̃."""
         if self.selection == "block":
+            if self.drops_rows(self.weight):  # CPU: the step's k entries as a sparse S, k·in multiply-adds, not out·r_in·in
+                self._add_sparse_block(idx, values.to(self.u_in.dtype))
+                return
             # Dense over the block, so no data-dependent shapes (no host sync on CUDA).
             s_mat = torch.zeros(self.r_out * self.r_in, dtype=self.u_in.dtype, device=self.weight.device)
             s_mat.index_copy_(0, idx, values.to(s_mat.dtype))
@@ -407,7 +411,7 @@ class SparseGradLinear(nn.Module):
         # The product is formed in the bases' precision (float32) and its factors are cast to the weight's.
         nr, nc = rows.numel(), cols.numel()
         vals = values.to(a.dtype)
-        if not self.weight.is_cuda:
+        if self.drops_rows(self.weight):
             p, q = self._sparse_product_factors(a, b, r_inv, c_inv, vals)
         else:
             s_mat = torch.zeros(nr, nc, dtype=a.dtype, device=self.weight.device)
@@ -418,6 +422,20 @@ class SparseGradLinear(nn.Module):
             else:
                 p, q = a, b @ s_mat.T
         self.weight.addmm_(p.to(self.weight.dtype), q.T.to(self.weight.dtype))
+
+    def _add_sparse_block(self, idx: torch.Tensor, vals: torch.Tensor) -> None:
+        """``W += u_out S u_inᵀ`` for a block update ``S`` holding ``vals`` at flat ``idx`` of (r_out, r_in),
+        multiplied as a sparse matrix (CPU)."""
+        rows, cols = idx // self.r_in, idx % self.r_in
+        if self.out_basis is not None:
+            p, q = self._sparse_product_factors(self.out_basis, self.u_in, rows, cols, vals)
+            self.weight.addmm_(p.to(self.weight.dtype), q.T.to(self.weight.dtype))
+            return
+        with warnings.catch_warnings():  # sparse CSR is "beta" in torch and says so once per process
+            warnings.simplefilter("ignore", UserWarning)
+            sm = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (self.r_out, self.r_in))
+            product = torch.sparse.mm(sm.coalesce().to_sparse_csr(), self.u_in.T.contiguous())  # (out, in)
+        self.weight.add_(product.to(self.weight.dtype))
 
     def _sparse_product_factors(self, a: torch.Tensor, b: torch.Tensor, r_inv: torch.Tensor, c_inv: torch.Tensor,
                                 vals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
