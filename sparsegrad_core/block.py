@@ -110,8 +110,8 @@ class BlockShareGrid:
 def block_step_cost(shape: tuple[int, int], r_out: int, r_in: int, tokens: float) -> float:
     """Multiply-adds per step of one block layer with ``tokens`` rows: ``x u_in`` in the forward, the block
     gradient by its cheaper association, and the push-back ``W += u_out S u_inᵀ`` by its cheaper one (with
-    no output rotation when ``r_out = out``), with a dense ``S`` as on CUDA; on CPU the push-back multiplies
-    the step's k entries as a sparse ``S`` and costs less than this."""
+    no output rotation when ``r_out = out``), with a dense ``S`` (faster than a sparse one at these sizes, also
+    on CPU: measured 6 vs 8 ms for a 3072×384 block with k = 23.6 k)."""
     out_f, in_f = shape
     xu = tokens * in_f * r_in
     if r_out == out_f:

@@ -390,9 +390,6 @@ class SparseGradLinear(nn.Module):
     def add_rotated_delta(self, idx: torch.Tensor, values: torch.Tensor) -> None:
         """``W += u_out[:, R] · S · u_in[:, C]ᵀ`` where ``S`` holds ``values`` at flat ``idx`` of W̃."""
         if self.selection == "block":
-            if self.drops_rows(self.weight):  # CPU: the step's k entries as a sparse S, k·in multiply-adds, not out·r_in·in
-                self._add_sparse_block(idx, values.to(self.u_in.dtype))
-                return
             # Dense over the block, so no data-dependent shapes (no host sync on CUDA).
             s_mat = torch.zeros(self.r_out * self.r_in, dtype=self.u_in.dtype, device=self.weight.device)
             s_mat.index_copy_(0, idx, values.to(s_mat.dtype))
@@ -422,20 +419,6 @@ class SparseGradLinear(nn.Module):
             else:
                 p, q = a, b @ s_mat.T
         self.weight.addmm_(p.to(self.weight.dtype), q.T.to(self.weight.dtype))
-
-    def _add_sparse_block(self, idx: torch.Tensor, vals: torch.Tensor) -> None:
-        """``W += u_out S u_inᵀ`` for a block update ``S`` holding ``vals`` at flat ``idx`` of (r_out, r_in),
-        multiplied as a sparse matrix (CPU)."""
-        rows, cols = idx // self.r_in, idx % self.r_in
-        if self.out_basis is not None:
-            p, q = self._sparse_product_factors(self.out_basis, self.u_in, rows, cols, vals)
-            self.weight.addmm_(p.to(self.weight.dtype), q.T.to(self.weight.dtype))
-            return
-        with warnings.catch_warnings():  # sparse CSR is "beta" in torch and says so once per process
-            warnings.simplefilter("ignore", UserWarning)
-            sm = torch.sparse_coo_tensor(torch.stack([rows, cols]), vals, (self.r_out, self.r_in))
-            product = torch.sparse.mm(sm.coalesce().to_sparse_csr(), self.u_in.T.contiguous())  # (out, in)
-        self.weight.add_(product.to(self.weight.dtype))
 
     def _sparse_product_factors(self, a: torch.Tensor, b: torch.Tensor, r_inv: torch.Tensor, c_inv: torch.Tensor,
                                 vals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

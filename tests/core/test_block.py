@@ -385,21 +385,3 @@ def test_block_delta_export_is_sparse_or_whole_and_loads_back(filled, orthogonal
     b.load_delta(idx, vals)
     assert torch.equal(b.sg_delta, delta)
     assert rel_err(b.weight - w0, b.delta_weight()) <= 1e-5
-
-
-@pytest.mark.parametrize("r_out", [8, 24])
-def test_sparse_push_back_equals_the_dense_one(r_out, orthogonal, rel_err):
-    """CPU pushes the step's k entries back as a sparse product; the sync-free (CUDA) path densifies the block."""
-    _, sparse = _block_pair(24, 16, r_out, 6, k=9, orthogonal=orthogonal)
-    _, dense = _block_pair(24, 16, r_out, 6, k=9, orthogonal=orthogonal)
-    dense.sync_free = True
-    w0 = sparse.weight.clone()
-    idx = torch.randperm(r_out * 6, generator=torch.Generator().manual_seed(r_out))[:9]
-    vals = torch.randn(9)
-    for layer in (sparse, dense):
-        layer.add_rotated_delta(idx, vals)
-    s = torch.zeros(r_out * 6)
-    s[idx] = vals
-    expected = sparse.u_out @ s.view(r_out, 6) @ sparse.u_in.T
-    assert rel_err(sparse.weight - w0, expected) <= 1e-5
-    assert rel_err(dense.weight - w0, expected) <= 1e-5

@@ -346,3 +346,20 @@ def test_bf16_weights_train_with_the_delta_formed_in_float32(selection, orthogon
     change = layer.weight.float() - weight.float()
     assert float(change.norm()) > 0
     assert rel_err(change, layer.delta_weight()) <= 5e-2  # bf16 rounding of W + ΔW (2^-8 of |W| per entry)
+
+
+def test_sparse_push_back_equals_the_dense_one(orthogonal, rel_err):
+    """CPU pushes the step's k entries back as a sparse product; the sync-free (CUDA) path densifies them."""
+    torch.manual_seed(0)
+    w = torch.randn(24, 16)
+    sparse, dense = (SparseGradLinear(w.clone(), None, orthogonal(24, 1), orthogonal(16, 2), 9) for _ in range(2))
+    dense.sync_free = True
+    idx = torch.randperm(24 * 16, generator=torch.Generator().manual_seed(1))[:9]
+    vals = torch.randn(9)
+    for layer in (sparse, dense):
+        layer.add_rotated_delta(idx, vals)
+    s = torch.zeros(24 * 16)
+    s[idx] = vals
+    expected = sparse.u_out @ s.view(24, 16) @ sparse.u_in.T
+    assert rel_err(sparse.weight - w, expected) <= 1e-5
+    assert rel_err(dense.weight - w, expected) <= 1e-5
