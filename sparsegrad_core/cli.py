@@ -28,7 +28,7 @@ from sparsegrad_data import (
     sample_path,
 )
 
-from .config import SparseGradConfig
+from .config import JOB_SELECTION, SparseGradConfig
 from .methods import MethodSpec
 from .tasks import load_base_model, tokenize_dataset
 from .training import (
@@ -70,6 +70,9 @@ class Selection(StrEnum):
     dynamic = "dynamic"
     fixed = "fixed"
     block = "block"
+
+
+DEFAULT_SELECTION = Selection(JOB_SELECTION)
 
 
 class Scheduler(StrEnum):
@@ -222,7 +225,7 @@ def train(
     setting: Annotated[Setting, typer.Option(help="paper: all non-MLP parameters train densely; peft: only the head.")] = Setting.paper,
     density: Annotated[float, typer.Option(help="SparseGrad/MeProp share of entries updated per step.")] = 0.01,
     calibration_steps: Annotated[int, typer.Option(help="SparseGrad calibration backward passes.")] = 10,
-    selection: Annotated[Selection, typer.Option(help="SparseGrad: dynamic top-k per step, a fixed support, or top-k inside a leading block of the bases.")] = Selection.dynamic,
+    selection: Annotated[Selection, typer.Option(help="SparseGrad: top-k inside a leading block of the bases (the default), dynamic top-k per step (the paper's exact method), or a fixed support.")] = DEFAULT_SELECTION,
     lora_rank: Annotated[int | None, typer.Option(help="LoRA rank (default: equal trainable parameters to SparseGrad).")] = None,
     epochs: Annotated[int, typer.Option(help="Epochs (unless --max-steps).")] = 3,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (overrides --epochs).")] = None,
@@ -312,7 +315,7 @@ def demo(
     train_ds = load_dataset(sample_path("sst2_train"), task, mapping)
     dev_ds = load_dataset(sample_path("sst2_dev"), task, mapping, label_names=train_ds.label_names)
     spec, args = _build_config(
-        {"type": "sparsegrad", "setting": "paper", "density": 0.01, "calibration_steps": 10, "selection": "dynamic"},
+        {"type": "sparsegrad", "setting": "paper", "density": 0.01, "calibration_steps": 10, "selection": JOB_SELECTION},
         {"learning_rate": 1e-4, "sparse_learning_rate": sparse_lr, "batch_size": 32, "max_steps": max_steps,
          "max_seq_length": 64, "group_by_length": True, "seed": 42, "output_dir": output, "log_every": 1},
     )

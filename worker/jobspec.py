@@ -73,7 +73,7 @@ def method_spec(spec: dict[str, Any]) -> MethodSpec:
     config = SparseGradConfig(
         density=density,
         calibration_steps=_given(sg, "calibration_steps", 10),
-        selection=_given(sg, "selection", "dynamic"),
+        selection=_given(sg, "selection", "dynamic"),  # specs stored before selections existed ran the exact method
         **rule,
     )
     return MethodSpec(

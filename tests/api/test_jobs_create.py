@@ -29,7 +29,7 @@ def test_defaults_are_filled_in_and_the_job_is_queued(service: Service, acme: Te
     assert job["status"] == "queued" and job["queue_position"] == 1 and job["progress"] == 0.0
     assert job["model"] == "minilm-l6" and job["training_file"] == file_id and job["validation_file"] is None
     assert job["method"] == {"type": "sparsegrad", "setting": "paper",
-                             "sparsegrad": {"density": 0.01, "calibration_steps": 10, "selection": "dynamic"}}
+                             "sparsegrad": {"density": 0.01, "calibration_steps": 10, "selection": "block"}}
     assert job["hyperparameters"]["n_epochs"] == 3 and job["hyperparameters"]["batch_size"] == 16
     assert job["hyperparameters"]["group_by_length"] is True and job["hyperparameters"]["gradient_checkpointing"] is False
     assert job["hyperparameters"]["checkpoint_every"] == service.settings.checkpoint_every
@@ -210,3 +210,11 @@ def test_a_broker_outage_keeps_the_job_queued_with_a_warning(service: Service, a
     assert job["status"] == "queued"
     events = acme.get(f"{JOBS}/{job['id']}/events", params={"order": "asc"}).json()["data"]
     assert [e["level"] for e in events] == ["info", "warn"] and "unreachable" in events[1]["message"]
+
+
+def test_the_default_selection_is_the_librarys_job_selection() -> None:
+    """The API cannot import the library (torch); its job default and the CLIs' must still be one value."""
+    from api.schemas.job_create import SparseGradParams
+    from sparsegrad_core.config import JOB_SELECTION
+
+    assert SparseGradParams().selection == JOB_SELECTION == "block"
