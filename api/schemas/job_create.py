@@ -159,7 +159,7 @@ class JobCreate(StrictModel):
     validation_file: str | None = Field(
         default=None, max_length=100, description="Id of an uploaded evaluation file. Default: hold out `validation_split` of the training file.")
     task: TaskIn | None = Field(default=None, description="Default: the task and columns the training file validated with on upload.")
-    method: MethodIn | None = Field(default=None, description="Default: SparseGrad, density 0.01, 10 calibration steps, dynamic selection, paper setting.")
+    method: MethodIn | None = Field(default=None, description="Default: SparseGrad, density 0.01, 10 calibration steps, block selection, paper setting.")
     hyperparameters: Hyperparameters | None = Field(default=None, description="Default: every hyperparameter at its default.")
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description="Seed of initialization, data order and dropout. Default 42.")
     suffix: str | None = Field(default=None, min_length=1, max_length=64, description="Added to the fine-tuned model name. Default: none.")
