@@ -11,7 +11,8 @@ progress) until every job is terminal or ``--timeout`` passes, then checks each 
 * its status is terminal and it ran exactly one attempt (one "Attempt … started" event);
 * it has exactly one closing event (an event whose data carries the final status), and that status is the
   job's;
-* a succeeded job lists its adapter and metrics artifacts and one loss point per training step.
+* a succeeded job lists its adapter (also as a PEFT LoRA: the default block selection) and metrics artifacts
+  and one loss point per training step.
 
 Reports throughput (jobs finished per minute, from the first submission to the last finish), the queue wait
 (``started_at - queued_at``: median, p99, slowest) and the run time per job; writes
@@ -36,6 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from service_common import Scratch, epoch, job_body, percentiles, save_run, scratch_deployment, shown
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
+
+EXPECTED_ARTIFACTS = {"adapter", "lora", "metrics"}
+"""What a default SparseGrad job (block selection) stores."""
 
 
 def submit_all(scratch: Scratch, n: int, max_steps: int, threads: int) -> list[str]:
@@ -128,7 +132,7 @@ def check_jobs(scratch: Scratch, ids: list[str], max_steps: int) -> tuple[list[s
         if closing.get(job_id) != [job.status]:
             problems.append(f"{job_id}: closing events {closing.get(job_id)} for status {job.status}")
         if job.status == "succeeded":
-            if kinds.get(job_id) != {"adapter", "metrics"}:
+            if kinds.get(job_id) != EXPECTED_ARTIFACTS:
                 problems.append(f"{job_id}: artifacts {sorted(kinds.get(job_id, ()))}")
             if losses.get(job_id) != max_steps:
                 problems.append(f"{job_id}: {losses.get(job_id)} loss points for {max_steps} steps")
