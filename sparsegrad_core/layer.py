@@ -331,7 +331,10 @@ class SparseGradLinear(nn.Module):
 
     def _select(self, grad: torch.Tensor | None = None, g: torch.Tensor | None = None,
                 x: torch.Tensor | None = None) -> None:
-        idx, vals, total = select_rotated_topk(self.u_out, self.u_in, self.k, grad=grad, g=g, x=x)
+        ref = grad if grad is not None else g
+        assert ref is not None
+        idx, vals, total = select_rotated_topk(self.u_out, self.u_in, self.k, grad=grad, g=g, x=x,
+                                               sync_free=not self.drops_rows(ref))
         self.selected = (idx, vals)
         self.last_energy["kept"] = vals.square().sum()
         self.last_energy["total"] = total

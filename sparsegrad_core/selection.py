@@ -22,15 +22,16 @@ import math
 import torch
 
 
-def topk_abs_indices(values: torch.Tensor, k: int) -> torch.Tensor:
+def topk_abs_indices(values: torch.Tensor, k: int, *, sync_free: bool = False) -> torch.Tensor:
     """Indices of exactly ``k`` largest-magnitude entries of a 1-D tensor (any order).
 
     Exact: a threshold estimated from a strided sample keeps a candidate set that provably
     contains the top-k whenever it holds at least k entries; otherwise full ``topk`` is used.
+    ``sync_free``: always the full ``topk`` (the candidate set has a data-dependent size, a host sync on CUDA).
     """
     n = values.numel()
     a = values.abs()
-    if n <= 8 * k or n < 1 << 16:
+    if sync_free or n <= 8 * k or n < 1 << 16:
         return torch.topk(a, k, sorted=False).indices
     stride = max(1, n // 32768)
     sample = a[::stride]
@@ -52,13 +53,14 @@ def select_rotated_topk(
     grad: torch.Tensor | None = None,
     g: torch.Tensor | None = None,
     x: torch.Tensor | None = None,
+    sync_free: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-k entries of ``G̃ = u_outᵀ G u_in`` with ``G = grad`` or ``G = gᵀ x`` (g: (T, out), x: (T, in)).
 
     Returns ``(flat row-major indices into (out, in), values, total energy ‖G̃‖² = ‖G‖²)``.
     """
     rot = rotate_gradient(u_out, u_in, grad=grad, g=g, x=x).reshape(-1)
-    idx = topk_abs_indices(rot, k)
+    idx = topk_abs_indices(rot, k, sync_free=sync_free)
     return idx, rot.index_select(0, idx), rot.square().sum()
 
 

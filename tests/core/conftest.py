@@ -45,6 +45,14 @@ def _deterministic_single_thread():
 
 
 @pytest.fixture
+def sync_ops() -> set[str]:
+    """Ops that need a host synchronisation on CUDA (their output size or value is read back)."""
+    return {"aten::nonzero", "aten::unique", "aten::_unique", "aten::_unique2", "aten::unique_dim",
+            "aten::unique_consecutive", "aten::item", "aten::_local_scalar_dense", "aten::masked_select",
+            "aten::is_nonzero", "aten::equal"}
+
+
+@pytest.fixture
 def vocab() -> int:
     return VOCAB
 
