@@ -8,7 +8,10 @@ Conventions (``nn.Linear``: ``y = x Wᵀ + b``, ``W ∈ R^{out×in}``):
   parameter whose gradient is the dense layer's;
 * per step, exactly ``k`` entries of ``G̃`` are selected (dynamic top-k of ``|G̃|``, or a fixed
   support); the optimizer updates their values ``ΔW̃`` and pushes the update back to ``W`` as the
-  low-rank correction ``W += u_out[:, R] · S · u_in[:, C]ᵀ`` over the touched rows ``R`` / cols ``C``.
+  low-rank correction ``W += u_out[:, R] · S · u_in[:, C]ᵀ`` over the touched rows ``R`` / cols ``C``;
+* the trained delta ``ΔW̃`` (``sg_delta``) has a fixed shape: dense over (out, in) for dynamic selection
+  (4 bytes per entry, like the dense moments of torch's SparseAdam), dense over the block for block
+  selection, the k support values for fixed selection. No step changes a tensor's shape.
 
 Token rows whose output gradient is exactly zero (padding, non-pooled positions of a classifier's
 last block) are dropped before any gradient product (the sparse-by-dense backward); on CUDA (or with
@@ -109,9 +112,10 @@ class SparseGradLinear(nn.Module):
     a dense gradient), ``bias`` (a parameter with the caller's trainability), ``u_out`` (out, r_out) and
     ``u_in`` (in, r_in) bases with orthonormal columns shared by all layers of one kind (square unless
     ``selection="block"``; ``out_basis`` holds ``u_out``, or None for the standard basis of a block over
-    every output row), ``sg_indices``/``sg_delta`` the trained delta ``ΔW̃``: flat row-major indices
-    into (out, in), sorted, and values; for block selection ``sg_indices`` is empty and ``sg_delta`` holds
-    the whole (r_out, r_in) block, row-major.
+    every output row), ``sg_indices``/``sg_delta`` the trained delta ``ΔW̃``: for fixed selection the
+    support's flat row-major indices into (out, in), sorted, and their values; otherwise ``sg_indices`` is
+    empty and ``sg_delta`` holds the whole (r_out, r_in) block row-major (for dynamic selection the block is
+    the whole (out, in) matrix).
     """
 
     weight: torch.Tensor
@@ -181,7 +185,7 @@ class SparseGradLinear(nn.Module):
             assert self._support is not None
             self.sg_indices = self._support["idx"].clone()
             self.sg_delta = torch.zeros(self.k, dtype=torch.float32, device=weight.device)
-        if selection == "block":
+        else:
             self.sg_delta = torch.zeros(self.r_out * self.r_in, dtype=torch.float32, device=weight.device)
 
     # ------------------------------------------------------------------ forward
@@ -216,7 +220,7 @@ class SparseGradLinear(nn.Module):
 
     def delta_weight(self) -> torch.Tensor:
         """``u_out ΔW̃ u_inᵀ``: the trained change in the original basis, dense (out, in)."""
-        if self.selection == "block":
+        if self.selection != "fixed":
             return self.out_rotated(self.sg_delta.view(self.r_out, self.r_in)) @ self.u_in.T
         d = torch.zeros(self.out_features * self.in_features, dtype=torch.float32, device=self.weight.device)
         d[self.sg_indices] = self.sg_delta
@@ -224,9 +228,10 @@ class SparseGradLinear(nn.Module):
         return self.u_out @ d2 @ self.u_in.T
 
     def export_delta(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The trained delta as ``(flat indices, values)``. For a block: its non-zero entries, or, when at least
-        half of it is non-zero (indices would cost more than they save), no indices and the whole block."""
-        if self.selection == "block":
+        """The trained delta as ``(flat indices, values)`` into the (r_out, r_in) block (for dynamic selection
+        the whole matrix): its non-zero entries, or, when at least half of it is non-zero (indices would cost
+        more than they save), no indices and the whole block. Fixed selection: the support and its values."""
+        if self.selection != "fixed":
             idx = self.sg_delta.nonzero().squeeze(1)
             if 2 * idx.numel() >= self.sg_delta.numel():
                 return idx[:0], self.sg_delta
@@ -235,13 +240,20 @@ class SparseGradLinear(nn.Module):
 
     def touched_entries(self) -> int:
         """Entries of ``ΔW̃`` the training has moved so far."""
-        return int(self.sg_delta.count_nonzero()) if self.selection == "block" else int(self.sg_indices.numel())
+        return int(self.sg_delta.count_nonzero()) if self.selection != "fixed" else int(self.sg_indices.numel())
 
     @torch.no_grad()
     def load_delta(self, indices: torch.Tensor, values: torch.Tensor) -> None:
         """Set the trained delta from :meth:`export_delta`'s form and add it to ``weight``."""
+        self.set_delta(indices, values)
+        self.weight.add_(self.delta_weight().to(self.weight.dtype))
+
+    @torch.no_grad()
+    def set_delta(self, indices: torch.Tensor, values: torch.Tensor) -> None:
+        """Set the trained delta (``sg_indices``/``sg_delta``) from :meth:`export_delta`'s form, or from the
+        sorted sparse form earlier versions kept for dynamic selection; ``weight`` is left as it is."""
         device = self.weight.device
-        if self.selection == "block":
+        if self.selection != "fixed":
             size = self.r_out * self.r_in
             if indices.numel() == 0 and values.numel() == size:  # the whole block
                 self.sg_delta = values.float().to(device).clone()
@@ -251,7 +263,6 @@ class SparseGradLinear(nn.Module):
         else:
             self.sg_indices = indices.long().to(device)
             self.sg_delta = values.float().to(device)
-        self.weight.add_(self.delta_weight().to(self.weight.dtype))
 
     # ------------------------------------------------------------------ backward side
     def drops_rows(self, t: torch.Tensor) -> bool:
@@ -392,8 +403,10 @@ class SparseGradLinear(nn.Module):
     @torch.no_grad()
     def add_rotated_delta(self, idx: torch.Tensor, values: torch.Tensor) -> None:
         """``W += u_out[:, R] · S · u_in[:, C]ᵀ`` where ``S`` holds ``values`` at flat ``idx`` of W̃."""
-        if self.selection == "block":
-            # Dense over the block, so no data-dependent shapes (no host sync on CUDA).
+        if self.selection == "block" or (self.selection == "dynamic" and not self.drops_rows(self.weight)):
+            # Dense over the block (for dynamic selection the whole matrix: the k entries touch nearly every
+            # row and most columns, so the product costs what the touched-rows/cols one does), so no
+            # data-dependent shapes (no host sync on CUDA).
             s_mat = torch.zeros(self.r_out * self.r_in, dtype=self.u_in.dtype, device=self.weight.device)
             s_mat.index_copy_(0, idx, values.to(s_mat.dtype))
             s_block = s_mat.view(self.r_out, self.r_in)

@@ -134,19 +134,23 @@ def energy_share(model: nn.Module) -> dict[str, float]:
     track it, what the same k would have kept in the original basis. Block selection computes only the
     block, so there the share of the whole gradient is known only on tracked steps; every step gives
     ``topk_block_energy_share`` (the top-k's share of the block's energy)."""
-    sums = {"kept": 0.0, "total": 0.0, "original_kept": 0.0, "block_kept": 0.0, "block_total": 0.0}
-    seen = set()
+    parts: dict[str, list[torch.Tensor]] = {key: [] for key in ("kept", "total", "original_kept", "block_kept", "block_total")}
     for _, layer in sparsegrad_layers(model):
         e = layer.last_energy
         if "kept" in e and "total" in e:
-            sums["kept"] += float(e["kept"])
-            sums["total"] += float(e["total"])
+            parts["kept"].append(e["kept"])
+            parts["total"].append(e["total"])
         if "original_kept" in e:
-            sums["original_kept"] += float(e["original_kept"])
-            seen.add("original_kept")
+            parts["original_kept"].append(e["original_kept"])
         if "kept" in e and "block_total" in e:
-            sums["block_kept"] += float(e["kept"])
-            sums["block_total"] += float(e["block_total"])
+            parts["block_kept"].append(e["kept"])
+            parts["block_total"].append(e["block_total"])
+    present = [key for key, ts in parts.items() if ts]
+    seen = set(present)
+    # One transfer for every layer's sums (one host sync on CUDA, not one per layer).
+    device = parts[present[0]][0].device if present else None
+    values = torch.stack([torch.stack([t.float().to(device) for t in parts[key]]).sum() for key in present]).tolist() if present else []
+    sums = dict.fromkeys(parts, 0.0) | dict(zip(present, values, strict=True))
     out: dict[str, float] = {}
     if sums["total"] > 0:
         out["topk_energy_share"] = sums["kept"] / sums["total"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -14,13 +13,14 @@ from .model import sparsegrad_layers
 
 
 class SparseEntryAdam(torch.optim.Optimizer):
-    """Lazy Adam over the selected entries of SparseGradLinear layers.
+    """Lazy Adam over the selected entries of SparseGradLinear layers, with state of fixed shape.
 
-    Unlike ``torch.optim.SparseAdam`` (dense moment buffers of the full weight size), moments exist
-    only for entries that were ever selected: per layer they are aligned with the layer's sorted
-    ``sg_indices``. For block selection the moments are dense over the ``r_out × r_in`` block: fixed
-    shape, no growth, no data-dependent shapes (see :meth:`state_bytes`). Bias correction uses the step count of the layer, like SparseAdam. No weight
-    decay is applied to ``ΔW̃``.
+    Per layer the moments are aligned with the trained delta ``sg_delta``: dense over the ``r_out × r_in``
+    block for block selection, dense over the whole (out, in) matrix for dynamic selection (as in
+    ``torch.optim.SparseAdam``), one per support entry for fixed selection. Only the selected entries' moments
+    and deltas change in a step (lazy Adam); no step changes a shape, reads a value back to the host or grows
+    the state (see :meth:`state_bytes`). Bias correction uses the step count of the layer, like SparseAdam.
+    No weight decay is applied to ``ΔW̃``.
     """
 
     def __init__(
@@ -47,12 +47,14 @@ class SparseEntryAdam(torch.optim.Optimizer):
                 idx, grad = layer.selected
                 layer.selected = None
                 state = self.state[anchor]
-                if not state:
-                    n = layer.sg_delta.numel()  # the layer may already hold a trained delta
-                    state["step"] = 0
+                n = layer.sg_delta.numel()
+                if not state or state["exp_avg"].numel() != n:
+                    # New, or resumed from a checkpoint of a version that kept sparse moments: start them at zero.
+                    state["step"] = state.get("step", 0)
                     state["exp_avg"] = torch.zeros(n, device=grad.device)
                     state["exp_avg_sq"] = torch.zeros(n, device=grad.device)
-                pos = self._positions(layer, state, idx)
+                # Dense and block deltas are indexed by the flat entry; a fixed support by its sorted position.
+                pos = torch.searchsorted(layer.sg_indices, idx) if layer.selection == "fixed" else idx
                 state["step"] += 1
                 t = state["step"]
                 m, v = state["exp_avg"], state["exp_avg_sq"]
@@ -64,40 +66,6 @@ class SparseEntryAdam(torch.optim.Optimizer):
                 update = m_sel.div(v_sel.div(bc2).sqrt_().add_(eps)).mul_(-lr / bc1)
                 layer.sg_delta.index_add_(0, pos, update)
                 layer.add_rotated_delta(idx, update)
-
-    @staticmethod
-    def _positions(layer: SparseGradLinear, state: dict[str, Any], idx: torch.Tensor) -> torch.Tensor:
-        """Positions of ``idx`` in the layer's sorted index set, growing it (and the moments) if needed."""
-        if layer.selection == "block":
-            return idx  # dense over the block: an entry's position is its flat index
-        old = layer.sg_indices
-        n_old = old.numel()
-        if n_old:
-            pos = torch.searchsorted(old, idx).clamp_(max=n_old - 1)
-            present = old.index_select(0, pos) == idx
-            if bool(present.all()):
-                return pos
-            fresh = torch.sort(idx[~present]).values
-        else:
-            fresh = torch.sort(idx).values
-        # Merge two sorted index sets in O(n + k log n): each element's new position is its old
-        # position plus the number of elements of the other set that precede it.
-        new_pos_old = torch.arange(n_old, device=old.device) + torch.searchsorted(fresh, old)
-        new_pos_fresh = torch.arange(fresh.numel(), device=old.device) + torch.searchsorted(old, fresh)
-        total = n_old + fresh.numel()
-        union = torch.empty(total, dtype=old.dtype, device=old.device)
-        union[new_pos_old] = old
-        union[new_pos_fresh] = fresh
-        for key, holder in (("delta", None), ("exp_avg", state), ("exp_avg_sq", state)):
-            src = layer.sg_delta if holder is None else holder[key]
-            grown = torch.zeros(total, dtype=src.dtype, device=src.device)
-            grown[new_pos_old] = src
-            if holder is None:
-                layer.sg_delta = grown
-            else:
-                holder[key] = grown
-        layer.sg_indices = union
-        return torch.searchsorted(union, idx)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for layer in self._layers:
@@ -178,20 +146,22 @@ def build_optimizer(
     return CombinedOptimizer(optimizers)
 
 
-def clip_grad_norm(model: nn.Module, max_norm: float) -> float:
-    """Clip dense gradients and the pending SparseGrad selections together to ``max_norm``."""
+def clip_grad_norm(model: nn.Module, max_norm: float) -> torch.Tensor:
+    """Clip dense gradients and the pending SparseGrad selections together to ``max_norm``; returns the total
+    norm before clipping as a 0-dim tensor. Nothing is read back to the host (no sync on CUDA): the scale
+    ``min(1, max_norm / norm)`` is applied on the device."""
     dense = [p.grad for p in model.parameters() if p.grad is not None]
-    sq = [g.detach().float().square().sum() for g in dense]
     layers = [layer for _, layer in sparsegrad_layers(model) if layer.selected is not None]
+    sq = [g.detach().float().square().sum() for g in dense]
     sq += [layer.selected[1].square().sum() for layer in layers]  # type: ignore[index]
     if not sq:
-        return 0.0
-    total = math.sqrt(float(torch.stack(sq).sum()))
-    if total > max_norm > 0:
-        scale = max_norm / (total + 1e-6)
-        for g in dense:
-            g.mul_(scale)
+        return torch.zeros(())
+    total = torch.stack([t.to(sq[0].device) for t in sq]).sum().sqrt()
+    if max_norm > 0:
+        scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
+        if dense:
+            torch._foreach_mul_(dense, scale.to(dense[0].device))
         for layer in layers:
             idx, vals = layer.selected  # type: ignore[misc]
-            layer.selected = (idx, vals * scale)
+            layer.selected = (idx, vals * scale.to(vals.device))
     return total

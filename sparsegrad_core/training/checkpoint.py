@@ -96,11 +96,10 @@ def restore_trainable_state(model: nn.Module, tensors: dict[str, torch.Tensor]) 
             params[name].copy_(t)
             continue
         layer_name, buf = name.rsplit(".", 1)
-        layer = layers[layer_name]
         if buf == "weight":
-            layer.weight.copy_(t)
-        else:
-            setattr(layer, buf, t.to(layer.weight.device))
+            layers[layer_name].weight.copy_(t)
+    for layer_name, layer in layers.items():
+        layer.set_delta(tensors[f"{layer_name}.sg_indices"], tensors[f"{layer_name}.sg_delta"])
 
 
 def trainable_state_names(model: nn.Module) -> list[str]:

@@ -212,29 +212,33 @@ class Trainer:
         track = bool(self.sg_layers and args.original_share_every and state.global_step % args.original_share_every == 0)
         for layer in self.sg_layers:
             layer.track_original_share = track
-        loss_value, tokens = 0.0, 0
+        # Losses and the gradient norm stay on the device until the step is queued: one host sync per step.
+        losses, tokens = [], 0
         for i, indices in enumerate(micro_batches):
-            batch = {k: v.to(self.device) for k, v in self.train_data.collate(indices).items()}
-            tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+            cpu_batch = self.train_data.collate(indices)
+            tokens += int(cpu_batch["attention_mask"].sum()) if "attention_mask" in cpu_batch else cpu_batch["input_ids"].numel()
+            batch = {k: v.to(self.device) for k, v in cpu_batch.items()}
             with accumulating_gradients(model, active=i < len(micro_batches) - 1):
                 with self.autocast(), cache_disabled(model, active=args.gradient_checkpointing):
                     loss = model(**batch).loss * (units[i] / total_units)
                 loss.backward()
-            loss_value += float(loss.detach())
+            losses.append(loss.detach().float())
+        on_device = {"loss": torch.stack(losses).sum()}
+        scale = lr_scale(state.global_step, self.total_steps, self.warmup_steps, args.lr_scheduler)
+        self.optimizer.set_lr_scale(scale)
+        if args.max_grad_norm is not None:
+            on_device["grad_norm"] = clip_grad_norm(model, args.max_grad_norm).to(on_device["loss"].device)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
         metrics: dict[str, float] = energy_share(model) if self.sg_layers else {}
         if track:
             for layer in self.sg_layers:
                 layer.track_original_share = False
                 layer.last_energy.pop("original_kept", None)
-        scale = lr_scale(state.global_step, self.total_steps, self.warmup_steps, args.lr_scheduler)
-        self.optimizer.set_lr_scale(scale)
-        if args.max_grad_norm is not None:
-            metrics["grad_norm"] = clip_grad_norm(model, args.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        metrics.update(zip(on_device, torch.stack(list(on_device.values())).tolist(), strict=True))
         elapsed = time.perf_counter() - started
         metrics.update(
-            loss=loss_value, lr=args.learning_rate * scale, step_time_s=elapsed,
+            lr=args.learning_rate * scale, step_time_s=elapsed,
             tokens_per_s=tokens / max(elapsed, 1e-9), peak_memory_mb=peak_memory_mb(self.device),
         )
         return metrics

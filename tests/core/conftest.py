@@ -204,9 +204,12 @@ def rel_err() -> Callable[[torch.Tensor, torch.Tensor], float]:
 
 @pytest.fixture
 def scatter_dense() -> Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor]:
-    """Dense (out, in) float64 matrix holding ``values`` at flat row-major ``indices``."""
+    """Dense (out, in) float64 matrix holding ``values`` at flat row-major ``indices``; with no indices and
+    ``out·in`` values (a layer's dense ``sg_delta``), the values themselves, row-major."""
 
     def make(indices: torch.Tensor, values: torch.Tensor, out_f: int, in_f: int) -> torch.Tensor:
+        if indices.numel() == 0 and values.numel() == out_f * in_f:
+            return values.double().view(out_f, in_f).clone()
         d = torch.zeros(out_f * in_f, dtype=torch.float64)
         d[indices.long()] = values.double()
         return d.view(out_f, in_f)

@@ -247,56 +247,6 @@ def test_training_moves_only_the_block_and_state_stays_bounded(sizes, block_bert
         assert float(delta.norm()) > 0
 
 
-def test_block_step_has_no_host_synchronising_ops(orthogonal, sync_ops):
-    """Forward, backward and the sparse Adam step of block layers, sync-free, as the CUDA path runs them.
-    (Biases are frozen: torch's AdamW reads its CPU-resident step counters with ``item``.)"""
-    torch.manual_seed(0)
-    layers = []
-    for i, (o, n) in enumerate(((48, 16), (16, 48))):
-        lin = nn.Linear(n, o)
-        layer = SparseGradLinear(lin.weight.detach().clone(), nn.Parameter(lin.bias.detach().clone(), requires_grad=False),
-                                 orthogonal(o, 2 * i)[:, :8].contiguous(), orthogonal(n, 2 * i + 1)[:, :6].contiguous(),
-                                 10, selection="block")
-        layer.sync_free = True
-        layers.append(layer)
-    model = nn.Sequential(layers[0], nn.GELU(), layers[1])
-    opt = build_optimizer(model, lr=1e-3)
-    assert [type(o).__name__ for o in opt.optimizers] == ["SparseEntryAdam"]
-    x = torch.randn(4, 7, 16)
-    x[:, 5:] = 0
-    for _ in range(2):  # the first step creates optimizer state; profile a later one
-        model(x).square().mean().backward()
-        opt.step()
-        opt.zero_grad()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        model(x).square().mean().backward()
-        opt.step()
-        opt.zero_grad()
-    names = {e.name for e in prof.events()}
-    assert "aten::topk" in names, "the profile did not see the selection"
-    assert not names & sync_ops, f"host-synchronising ops in a block step: {sorted(names & sync_ops)}"
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_block_step_runs_under_cuda_sync_debug_mode_error(orthogonal):
-    torch.manual_seed(0)
-    lin = nn.Linear(32, 64).cuda()
-    layer = SparseGradLinear(lin.weight.detach().clone(), nn.Parameter(lin.bias.detach().clone()),
-                             orthogonal(64, 0)[:, :16].cuda(), orthogonal(32, 1)[:, :8].cuda(), 20, selection="block")
-    opt = build_optimizer(layer, lr=1e-3)
-    x = torch.randn(8, 32, device="cuda")
-    layer(x).square().mean().backward()
-    opt.step()
-    opt.zero_grad()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        layer(x).square().mean().backward()
-        opt.step()
-        opt.zero_grad()
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-
-
 # --------------------------------------------------------------------------- PEFT LoRA export
 
 
