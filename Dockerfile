@@ -21,6 +21,7 @@ WORKDIR /app
 # ----------------------------------------------------------------------------------------------- sources
 FROM base AS source
 COPY pyproject.toml README.md alembic.ini ./
+COPY sparsegrad_contract ./sparsegrad_contract
 COPY sparsegrad_core ./sparsegrad_core
 COPY sparsegrad_data ./sparsegrad_data
 COPY sparsegrad_service ./sparsegrad_service

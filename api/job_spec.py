@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sparsegrad_contract.defaults import DEFAULT_METHOD, MethodType, resolve_method
+
 from .errors import ApiError
 from .schemas import Hyperparameters, JobCreate, MethodIn
 from .schemas.job_create import (
@@ -15,23 +17,23 @@ from .schemas.job_create import (
     SparseGradParams,
 )
 
-TRAINING_METHODS = ("sparsegrad", "lora", "meprop", "full")
-UNSUPPORTED_METHODS = ("dpo", "reinforcement")
+TRAINING_METHODS = tuple(m.value for m in MethodType)
 
 
 def normalize_method(method: MethodIn | None) -> dict[str, Any]:
     """``{"type", "setting", "sparsegrad", "lora", "meprop"}`` with defaults; ``supervised`` → SparseGrad."""
     method = method or MethodIn()
-    if method.type in UNSUPPORTED_METHODS:
-        raise ApiError(400, f"Method type '{method.type}' is not supported; use one of: "
-                       f"{', '.join(TRAINING_METHODS)} (or 'supervised', which means sparsegrad).",
-                       param="method.type", code="unsupported_method")
-    kind = "sparsegrad" if method.type == "supervised" else method.type
+    try:
+        kind = resolve_method(method.type).value
+    except ValueError:
+        raise ApiError(400, f"Method type '{method.type.value}' is not supported; use one of: "
+                       f"{', '.join(TRAINING_METHODS)} (or 'supervised', which means {DEFAULT_METHOD.value}).",
+                       param="method.type", code="unsupported_method") from None
     sparsegrad = method.sparsegrad or SparseGradParams()
     lora = method.lora or LoraParams()
     meprop = method.meprop or MePropParams()
     return {
-        "type": kind, "setting": method.setting,
+        "type": kind, "setting": method.setting.value,
         "sparsegrad": sparsegrad.model_dump(exclude_none=True), "lora": lora.model_dump(), "meprop": meprop.model_dump(),
     }
 

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from sparsegrad_data import TaskType
+from sparsegrad_data import MIN_EXAMPLES_TO_SPLIT, TaskType
 from sparsegrad_service.enums import EventLevel, EventType, JobStatus
 from sparsegrad_service.lifecycle import add_event
 from sparsegrad_service.models import File, Job, utcnow
@@ -178,9 +178,9 @@ def resolve_task(
         validate_dataset(_stored_bytes(context, valid), valid.filename, settings, task=task_type, mapping=mapping,
                          param="validation_file", label_names=label_names if classification else None,
                          min_classes=1)
-    elif examples < 2:
+    elif examples < MIN_EXAMPLES_TO_SPLIT:
         raise ApiError(400, f"The training file has {examples} example(s); holding out a validation share needs "
-                       "at least 2 (or pass a validation_file).", param="training_file", code="too_few_examples")
+                       f"at least {MIN_EXAMPLES_TO_SPLIT} (or pass a validation_file).", param="training_file", code="too_few_examples")
     return {
         "type": task_type.value, "text_column": mapping.text, "text_pair_column": mapping.text_pair,
         "label_column": mapping.label, "messages_column": mapping.messages, "has_header": mapping.has_header,

@@ -7,7 +7,6 @@ import json
 import shutil
 import tempfile
 import time
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sparsegrad_contract.defaults import DEFAULT_METHOD, Selection, Setting
+from sparsegrad_contract.defaults import MethodType as Method
 from sparsegrad_data import TaskType as Task
 from sparsegrad_service.enums import ArtifactKind
 
@@ -36,24 +37,6 @@ from .watch import JobWatcher, describe_outcome
 
 jobs_app = typer.Typer(help="List jobs (`sparsegrad jobs`), or show one (`sparsegrad jobs show ID`).")
 LARGE_UPLOAD = 1024 * 1024
-
-
-class Method(StrEnum):
-    sparsegrad = "sparsegrad"
-    lora = "lora"
-    meprop = "meprop"
-    full = "full"
-
-
-class Setting(StrEnum):
-    paper = "paper"
-    peft = "peft"
-
-
-class Selection(StrEnum):
-    dynamic = "dynamic"
-    fixed = "fixed"
-    block = "block"
 
 
 def _given(**values: Any) -> dict[str, Any]:
@@ -142,7 +125,7 @@ def submit(
     model: Annotated[str, typer.Option(help="A base model the service registers (`sparsegrad models`).")],
     train: Annotated[Path, typer.Option("--train", exists=True, dir_okay=False, help="Training data (JSONL/CSV/TSV).")],
     eval_file: Annotated[Path | None, typer.Option("--eval", exists=True, dir_okay=False, help="Validation data.")] = None,
-    method: Annotated[Method, typer.Option(help="How the MLP projections train.")] = Method.sparsegrad,
+    method: Annotated[Method, typer.Option(help="How the MLP projections train.")] = DEFAULT_METHOD,
     setting: Annotated[Setting | None, typer.Option(help="paper: non-MLP parameters train densely; peft: only the head.")] = None,
     density: Annotated[float | None, typer.Option(help="SparseGrad/MeProp share of entries updated per step.")] = None,
     calibration_steps: Annotated[int | None, typer.Option(help="SparseGrad calibration backward passes.")] = None,

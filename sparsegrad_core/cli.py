@@ -10,7 +10,6 @@ from __future__ import annotations
 import signal
 import time
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +17,9 @@ import torch
 import typer
 from rich.console import Console
 
+from sparsegrad_contract import defaults
+from sparsegrad_contract.defaults import JOB_SELECTION, Scheduler, Selection, Setting
+from sparsegrad_contract.defaults import MethodType as Method
 from sparsegrad_data import (
     ColumnMapping,
     Dataset,
@@ -28,7 +30,7 @@ from sparsegrad_data import (
     sample_path,
 )
 
-from .config import JOB_SELECTION, SparseGradConfig
+from .config import SparseGradConfig
 from .methods import MethodSpec
 from .tasks import load_base_model, tokenize_dataset
 from .training import (
@@ -52,33 +54,6 @@ err_console = Console(stderr=True)
 
 DEMO_MAX_STEPS = 200
 """1.6 epochs of the 4,000-sentence sample at batch 32: ~105 s on 2 quiet CPU cores, dev accuracy 0.47 → 0.83."""
-
-
-class Method(StrEnum):
-    sparsegrad = "sparsegrad"
-    lora = "lora"
-    meprop = "meprop"
-    full = "full"
-
-
-class Setting(StrEnum):
-    paper = "paper"
-    peft = "peft"
-
-
-class Selection(StrEnum):
-    dynamic = "dynamic"
-    fixed = "fixed"
-    block = "block"
-
-
-DEFAULT_SELECTION = Selection(JOB_SELECTION)
-
-
-class Scheduler(StrEnum):
-    constant = "constant"
-    linear = "linear"
-    cosine = "cosine"
 
 
 class StopOnInterrupt(TrainerCallback):
@@ -221,32 +196,32 @@ def train(
     label_column: Annotated[str | None, typer.Option(help="Label column.")] = None,
     messages_column: Annotated[str | None, typer.Option(help="Chat messages key (causal_lm JSONL).")] = None,
     no_header: Annotated[bool, typer.Option(help="CSV/TSV without a header row (columns are indices).")] = False,
-    method: Annotated[Method, typer.Option(help="How the MLP projections train.")] = Method.sparsegrad,
-    setting: Annotated[Setting, typer.Option(help="paper: all non-MLP parameters train densely; peft: only the head.")] = Setting.paper,
-    density: Annotated[float, typer.Option(help="SparseGrad/MeProp share of entries updated per step.")] = 0.01,
-    calibration_steps: Annotated[int, typer.Option(help="SparseGrad calibration backward passes.")] = 10,
-    selection: Annotated[Selection, typer.Option(help="SparseGrad: top-k inside a leading block of the bases (the default), dynamic top-k per step (the paper's exact method), or a fixed support.")] = DEFAULT_SELECTION,
+    method: Annotated[Method, typer.Option(help="How the MLP projections train.")] = defaults.DEFAULT_METHOD,
+    setting: Annotated[Setting, typer.Option(help="paper: all non-MLP parameters train densely; peft: only the head.")] = defaults.DEFAULT_SETTING,
+    density: Annotated[float, typer.Option(help="SparseGrad/MeProp share of entries updated per step.")] = defaults.DENSITY,
+    calibration_steps: Annotated[int, typer.Option(help="SparseGrad calibration backward passes.")] = defaults.CALIBRATION_STEPS,
+    selection: Annotated[Selection, typer.Option(help="SparseGrad: top-k inside a leading block of the bases (the default), dynamic top-k per step (the paper's exact method), or a fixed support.")] = JOB_SELECTION,
     lora_rank: Annotated[int | None, typer.Option(help="LoRA rank (default: equal trainable parameters to SparseGrad).")] = None,
-    epochs: Annotated[int, typer.Option(help="Epochs (unless --max-steps).")] = 3,
+    epochs: Annotated[int, typer.Option(help="Epochs (unless --max-steps).")] = defaults.N_EPOCHS,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (overrides --epochs).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Rows per micro-batch.")] = 32,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-4,
+    batch_size: Annotated[int, typer.Option(help="Rows per micro-batch.")] = defaults.BATCH_SIZE,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = defaults.LEARNING_RATE,
     sparse_lr: Annotated[float | None, typer.Option(help="Learning rate of SparseGrad entries (default: --lr).")] = None,
-    max_seq_length: Annotated[int, typer.Option(help="Tokens per row after truncation.")] = 128,
-    scheduler: Annotated[Scheduler, typer.Option(help="Learning-rate schedule after warmup.")] = Scheduler.constant,
-    warmup_ratio: Annotated[float, typer.Option(help="Warmup share of the steps.")] = 0.0,
-    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = 1,
+    max_seq_length: Annotated[int, typer.Option(help="Tokens per row after truncation.")] = defaults.MAX_SEQ_LENGTH,
+    scheduler: Annotated[Scheduler, typer.Option(help="Learning-rate schedule after warmup.")] = defaults.LR_SCHEDULER,
+    warmup_ratio: Annotated[float, typer.Option(help="Warmup share of the steps.")] = defaults.WARMUP_RATIO,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per optimizer step.")] = defaults.GRADIENT_ACCUMULATION_STEPS,
     eval_every: Annotated[int | None, typer.Option(help="Evaluate every N steps (default: before and after).")] = None,
     early_stopping_patience: Annotated[int | None, typer.Option(help="Stop after N evaluations without improvement.")] = None,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = defaults.WEIGHT_DECAY,
     max_grad_norm: Annotated[float | None, typer.Option(help="Clip the gradient norm.")] = None,
     checkpoint_every: Annotated[int | None, typer.Option(help="Write a resumable checkpoint every N steps.")] = None,
-    group_by_length: Annotated[bool, typer.Option(help="Batch rows of similar length (less padding).")] = True,
+    group_by_length: Annotated[bool, typer.Option(help="Batch rows of similar length (less padding).")] = defaults.GROUP_BY_LENGTH,
     gradient_checkpointing: Annotated[bool, typer.Option(
-        help="Recompute activations in the backward: much less activation memory, ~30% more compute.")] = False,
+        help="Recompute activations in the backward: much less activation memory, ~30% more compute.")] = defaults.GRADIENT_CHECKPOINTING,
     original_share_every: Annotated[int | None, typer.Option(
-        help="SparseGrad: every N steps also log the top-k energy share in the original basis.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of initialization, data order and dropout.")] = 42,
+        help="SparseGrad: every N steps also log the top-k energy share in the original basis; 0 turns it off.")] = defaults.ORIGINAL_SHARE_EVERY,
+    seed: Annotated[int, typer.Option(help="Seed of initialization, data order and dropout.")] = defaults.SEED,
     resume: Annotated[Path | None, typer.Option(help="Resume from a checkpoint or a run folder.")] = None,
     gguf_file: Annotated[str | None, typer.Option(help="GGUF file inside the --model folder.")] = None,
 ) -> None:
@@ -270,7 +245,7 @@ def train(
             "eval_every": eval_every, "early_stopping_patience": early_stopping_patience, "seed": seed,
             "checkpoint_every": checkpoint_every, "output_dir": output, "max_seq_length": max_seq_length,
             "group_by_length": group_by_length, "gradient_checkpointing": gradient_checkpointing,
-            "log_every": 1, "original_share_every": original_share_every,
+            "log_every": 1, "original_share_every": original_share_every or None,
         },
     )
     _run_training(model_name=model, data=data, spec=spec, args=args, resume=resume, gguf_file=gguf_file)
@@ -315,9 +290,11 @@ def demo(
     train_ds = load_dataset(sample_path("sst2_train"), task, mapping)
     dev_ds = load_dataset(sample_path("sst2_dev"), task, mapping, label_names=train_ds.label_names)
     spec, args = _build_config(
-        {"type": "sparsegrad", "setting": "paper", "density": 0.01, "calibration_steps": 10, "selection": JOB_SELECTION},
-        {"learning_rate": 1e-4, "sparse_learning_rate": sparse_lr, "batch_size": 32, "max_steps": max_steps,
-         "max_seq_length": 64, "group_by_length": True, "seed": 42, "output_dir": output, "log_every": 1},
+        {"type": defaults.DEFAULT_METHOD.value, "setting": defaults.DEFAULT_SETTING.value, "density": defaults.DENSITY,
+         "calibration_steps": defaults.CALIBRATION_STEPS, "selection": JOB_SELECTION.value},
+        # The demo's own recipe: larger batches of shorter rows than a job's defaults (SST-2 sentences are short).
+        {"sparse_learning_rate": sparse_lr, "batch_size": 32, "max_steps": max_steps, "max_seq_length": 64,
+         "output_dir": output, "log_every": 1},
     )
     summary = _run_training(model_name="minilm-l6", data=DataFiles(train_ds, dev_ds), spec=spec, args=args, resume=None)
     before, after = summary.get("before") or {}, summary.get("after") or {}

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-Selection = Literal["dynamic", "fixed", "block"]
-SELECTIONS: tuple[str, ...] = ("dynamic", "fixed", "block")
-JOB_SELECTION: Selection = "block"
-"""The selection of new training jobs (the CLIs, the service's job spec, the dashboard, the demos): block
-selection, which matched the exact method within one standard deviation on SST-2 and MRPC, 3 seeds, both
-settings (bench/results/quality_block/), at about half its step time. ``SparseGradConfig`` itself defaults to
-the paper's exact method."""
+from sparsegrad_contract import defaults
+from sparsegrad_contract.defaults import JOB_SELECTION, Selection
+
+SELECTIONS: tuple[str, ...] = tuple(s.value for s in Selection)
+__all__ = ["JOB_SELECTION", "SELECTIONS", "Selection", "SparseGradConfig"]
 
 
 @dataclass
@@ -22,13 +20,13 @@ class SparseGradConfig:
     projection are chosen afresh at every step (``selection="dynamic"``).
     """
 
-    density: float = 0.01
+    density: float = defaults.DENSITY
     """Share of the entries of each target weight updated per step: ``k = round(density * out * in)``."""
 
-    calibration_steps: int = 10
+    calibration_steps: int = defaults.CALIBRATION_STEPS
     """Backward passes (never optimizer steps) whose gradients define the HOSVD bases."""
 
-    selection: Selection = "dynamic"
+    selection: str = defaults.LIBRARY_SELECTION.value
     """``"dynamic"``: top-k of |G̃| at every step (the paper's method).
     ``"fixed"``: a variant — the support is the top-k of the calibration-time rotated gradient
     energy of each layer and never changes; only G̃ at those entries is computed (faster, LoRA-like
@@ -38,11 +36,11 @@ class SparseGradConfig:
     layers keep only the truncated bases, optimizer state is dense over the block (bounded), and the
     trained delta ``u_out[:, :r_out] S u_in[:, :r_in]ᵀ`` is a LoRA of rank ``min(r_out, r_in)``."""
 
-    block_energy_share: float = 0.97
+    block_energy_share: float = defaults.BLOCK_ENERGY_SHARE
     """Block selection: the chosen block is the cheapest ``r_out × r_in`` whose exact top-k entries keep
     at least this share of the unrestricted top-k energy, on average over the calibration gradients."""
 
-    block_max_cost: float = 1.0
+    block_max_cost: float = defaults.BLOCK_MAX_COST
     """Block selection: the chosen block's per-step cost (block gradient, ``x u_in`` and the push-back into
     ``W``) is at most this multiple of a dense weight gradient ``T·out·in``, with ``T`` the mean token count
     of the calibration batches. When no block within it reaches ``block_energy_share``, the block keeping
@@ -75,6 +73,7 @@ class SparseGradConfig:
             raise ValueError(f"calibration_steps must be >= 1, got {self.calibration_steps!r}")
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}; got {self.selection!r}")
+        self.selection = Selection(self.selection).value  # a plain string, also when given as the enum
         if not 0.0 < float(self.block_energy_share) <= 1.0:
             raise ValueError(f"block_energy_share must be in (0, 1], got {self.block_energy_share!r}")
         self.block_energy_share = float(self.block_energy_share)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .block import block_gradient, low_rank_product
-from .config import Selection
+from .config import SELECTIONS
 from .selection import select_rotated_topk
 
 
@@ -133,13 +133,15 @@ class SparseGradLinear(nn.Module):
         u_in: torch.Tensor,
         k: int,
         *,
-        selection: Selection = "dynamic",
+        selection: str = "dynamic",
         support: torch.Tensor | None = None,
         kind: str = "",
         base_layer_type: Literal["linear", "conv1d"] = "linear",
     ) -> None:
         super().__init__()
         out_f, in_f = weight.shape
+        if selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}; got {selection!r}")
         if u_out is None and selection != "block":
             raise ValueError("only block selection can use the standard output basis (u_out None)")
         out_shape = (out_f, out_f) if u_out is None else tuple(u_out.shape)

@@ -14,19 +14,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
+
+from sparsegrad_contract import defaults
+from sparsegrad_contract.defaults import MethodType, Setting
 
 from .config import SparseGradConfig
 from .hosvd import ProgressFn, SparseGradBasis, calibrate
 from .model import apply_sparsegrad, count_trainable
 from .targets import find_target_modules, linear_shape
 
-MethodType = Literal["sparsegrad", "lora", "meprop", "full", "frozen_mlp"]
-Setting = Literal["paper", "peft"]
-METHODS: tuple[str, ...] = ("sparsegrad", "lora", "meprop", "full", "frozen_mlp")
+FROZEN_MLP = "frozen_mlp"
+"""The lower bound the benchmarks compare against (MLP weights frozen); not a method a job can ask for."""
+METHODS: tuple[str, ...] = (*(m.value for m in MethodType), FROZEN_MLP)
+SETTINGS: tuple[str, ...] = tuple(s.value for s in Setting)
 HEAD_PREFIXES = ("classifier", "score", "pooler", "qa_outputs")
 
 
@@ -34,20 +38,21 @@ HEAD_PREFIXES = ("classifier", "score", "pooler", "qa_outputs")
 class MethodSpec:
     """Which method trains the MLP projections, and what else trains."""
 
-    type: MethodType = "sparsegrad"
-    setting: Setting = "paper"
+    type: str = defaults.DEFAULT_METHOD.value
+    setting: str = defaults.DEFAULT_SETTING.value
     sparsegrad: SparseGradConfig = field(default_factory=SparseGradConfig)
     lora_rank: int | None = None
     """None: the rank giving the same trainable MLP parameters as SparseGrad at ``sparsegrad.density``."""
     lora_alpha: float | None = None
     """None: ``2 * rank``."""
-    lora_dropout: float = 0.0
+    lora_dropout: float = defaults.LORA_DROPOUT
 
     def __post_init__(self) -> None:
         if self.type not in METHODS:
             raise ValueError(f"method type must be one of {', '.join(METHODS)}; got {self.type!r}")
-        if self.setting not in ("paper", "peft"):
-            raise ValueError(f"setting must be 'paper' or 'peft'; got {self.setting!r}")
+        if self.setting not in SETTINGS:
+            raise ValueError(f"setting must be one of {', '.join(SETTINGS)}; got {self.setting!r}")
+        self.type, self.setting = str(self.type), str(self.setting)  # plain strings, also when given as enums
         if self.lora_rank is not None and self.lora_rank < 1:
             raise ValueError(f"lora_rank must be >= 1; got {self.lora_rank}")
         if not 0.0 <= self.lora_dropout < 1.0:

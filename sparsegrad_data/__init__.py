@@ -11,7 +11,7 @@ Typical use::
 Every problem in a file is reported at once, with its line and field, in a DatasetError.
 """
 
-from .dataset import Dataset
+from .dataset import MIN_EXAMPLES_TO_SPLIT, Dataset
 from .formats import detect_format
 from .glue import glue_mapping
 from .issues import DatasetError, DatasetIssue
@@ -21,6 +21,7 @@ from .sample_files import sample_path
 from .schema import ColumnMapping, DatasetFormat, Example, TaskType
 
 __all__ = [
+    "MIN_EXAMPLES_TO_SPLIT",
     "ColumnMapping",
     "Dataset",
     "DatasetError",

@@ -7,6 +7,10 @@ from dataclasses import dataclass, replace
 
 from .schema import DatasetFormat, Example, TaskType
 
+MIN_EXAMPLES_TO_SPLIT = 2
+"""The fewest examples a training file can have and still hold out a validation share (one example on each
+side). The API refuses a job below it that names no validation file; the worker splits every file from it."""
+
 
 @dataclass
 class Dataset:
@@ -36,7 +40,7 @@ class Dataset:
         """
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"fraction must be between 0 and 1 (exclusive), got {fraction}")
-        if len(self.examples) < 2:
+        if len(self.examples) < MIN_EXAMPLES_TO_SPLIT:
             raise ValueError(f"cannot split {len(self.examples)} example(s) into two non-empty parts")
         size = min(max(round(len(self.examples) * fraction), 1), len(self.examples) - 1)
         order = list(range(len(self.examples)))

@@ -2,8 +2,8 @@
 directory or the API, never an assumed shared disk) and parse them with ``sparsegrad_data``.
 
 The validation file is read with the training file's label names, so class ids agree. Without one, a
-``validation_split`` share of a training file of at least :data:`MIN_EXAMPLES_TO_SPLIT` examples is
-held out (a seeded split).
+``validation_split`` share of the training file is held out (a seeded split; the API refuses a file too small
+to split, :data:`sparsegrad_data.MIN_EXAMPLES_TO_SPLIT`).
 """
 
 from __future__ import annotations
@@ -12,13 +12,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sparsegrad_data import Dataset, DatasetError, TaskType, parse_dataset_bytes
+from sparsegrad_data import MIN_EXAMPLES_TO_SPLIT, Dataset, DatasetError, TaskType, parse_dataset_bytes
 from sparsegrad_service.store import ArtifactStore
 
 from .errors import JobError
 from .jobspec import TaskSpec
-
-MIN_EXAMPLES_TO_SPLIT = 20
 
 
 @dataclass(frozen=True)

@@ -20,14 +20,18 @@ from pydantic import (
     field_validator,
 )
 
-DEFAULT_SEED = 42
-DEFAULT_LEARNING_RATE = 1e-4
+from sparsegrad_contract import defaults as D
+from sparsegrad_contract.defaults import JOB_SELECTION, RequestedMethod, Scheduler, Selection, Setting
+
+DEFAULT_SEED = D.SEED
+DEFAULT_LEARNING_RATE = D.LEARNING_RATE
 HYPERPARAMETER_DEFAULTS: dict[str, Any] = {
-    "n_epochs": 3, "batch_size": 16, "learning_rate": DEFAULT_LEARNING_RATE, "sparse_learning_rate": None,
-    "max_seq_length": 128, "max_steps": None, "gradient_accumulation_steps": 1, "lr_scheduler": "constant",
-    "warmup_ratio": 0.0, "weight_decay": 0.0, "max_grad_norm": None, "eval_every": None,
-    "early_stopping_patience": None, "checkpoint_every": None, "group_by_length": True, "original_share_every": 25,
-    "gradient_checkpointing": False,
+    "n_epochs": D.N_EPOCHS, "batch_size": D.BATCH_SIZE, "learning_rate": D.LEARNING_RATE, "sparse_learning_rate": None,
+    "max_seq_length": D.MAX_SEQ_LENGTH, "max_steps": None, "gradient_accumulation_steps": D.GRADIENT_ACCUMULATION_STEPS,
+    "lr_scheduler": D.LR_SCHEDULER, "warmup_ratio": D.WARMUP_RATIO, "weight_decay": D.WEIGHT_DECAY,
+    "max_grad_norm": None, "eval_every": None, "early_stopping_patience": None, "checkpoint_every": None,
+    "group_by_length": D.GROUP_BY_LENGTH, "original_share_every": D.ORIGINAL_SHARE_EVERY,
+    "gradient_checkpointing": D.GRADIENT_CHECKPOINTING,
 }
 """Normalized defaults (``checkpoint_every`` None here means ``Settings.checkpoint_every``)."""
 
@@ -80,55 +84,55 @@ class TaskIn(StrictModel):
 
 
 class SparseGradParams(StrictModel):
-    density: float = Field(default=0.01, gt=0, le=1, description="Share of each MLP weight's rotated gradient entries updated per step, in (0, 1]. Default 0.01.")
-    calibration_steps: int = Field(default=10, ge=1, le=1000, description="Backward passes that define the HOSVD bases, 1-1000. Default 10.")
-    selection: Literal["dynamic", "fixed", "block"] = Field(
-        default="block",  # sparsegrad_core.config.JOB_SELECTION (the API does not import the library; a test ties them)
+    density: float = Field(default=D.DENSITY, gt=0, le=1, description=f"Share of each MLP weight's rotated gradient entries updated per step, in (0, 1]. Default {D.DENSITY}.")
+    calibration_steps: int = Field(default=D.CALIBRATION_STEPS, ge=1, le=1000, description=f"Backward passes that define the HOSVD bases, 1-1000. Default {D.CALIBRATION_STEPS}.")
+    selection: Selection = Field(
+        default=JOB_SELECTION,
         description="`block`: top-k inside a leading block of the HOSVD bases chosen at calibration (about half the "
         "exact method's step time at equal measured quality; the adapter is also offered as a PEFT LoRA); `dynamic`: "
         "fresh top-k of the whole rotated gradient every step (the paper's exact method); `fixed`: the calibration-time "
-        "support. Default `block`.")
+        f"support. Default `{JOB_SELECTION.value}`.")
     block_energy_share: float | None = Field(
-        default=None, gt=0, le=1, description="Block selection: the block keeps at least this share of the top-k gradient energy on calibration, in (0, 1]. Default: the library's `SparseGradConfig.block_energy_share`.")
+        default=None, gt=0, le=1, description=f"Block selection: the block keeps at least this share of the top-k gradient energy on calibration, in (0, 1]. Default {D.BLOCK_ENERGY_SHARE}.")
     block_max_cost: float | None = Field(
-        default=None, gt=0, le=100, description="Block selection: the block's step cost is at most this multiple of a dense weight gradient. Default: the library's `SparseGradConfig.block_max_cost`.")
+        default=None, gt=0, le=100, description=f"Block selection: the block's step cost is at most this multiple of a dense weight gradient. Default {D.BLOCK_MAX_COST}.")
 
 
 class LoraParams(StrictModel):
     rank: int | None = Field(default=None, ge=1, le=1024, description="LoRA rank, 1-1024. Default: the rank with as many trainable MLP parameters as SparseGrad at `method.sparsegrad.density`.")
     alpha: float | None = Field(default=None, gt=0, le=10_000, description="LoRA alpha. Default `2 * rank`.")
-    dropout: float = Field(default=0.0, ge=0, lt=1, description="LoRA dropout in [0, 1). Default 0.")
+    dropout: float = Field(default=D.LORA_DROPOUT, ge=0, lt=1, description=f"LoRA dropout in [0, 1). Default {D.LORA_DROPOUT}.")
 
 
 class MePropParams(StrictModel):
-    density: float = Field(default=0.01, gt=0, le=1, description="Share of output gradient entries kept, in (0, 1]. Default 0.01.")
+    density: float = Field(default=D.DENSITY, gt=0, le=1, description=f"Share of output gradient entries kept, in (0, 1]. Default {D.DENSITY}.")
 
 
 class Hyperparameters(StrictModel):
     """Training loop settings; absent, null or `"auto"` means the default given for each."""
 
-    n_epochs: Annotated[int | None, Auto] = Field(default=None, ge=1, le=100, description="Passes over the training data, 1-100 (ignored with `max_steps`). Default 3.")
-    batch_size: Annotated[int | None, Auto] = Field(default=None, ge=1, le=1024, description="Rows per micro-batch, 1-1024. Default 16.")
-    learning_rate: Annotated[float | None, Auto] = Field(default=None, gt=0, le=1, description="Peak learning rate in (0, 1]. Default 1e-4.")
+    n_epochs: Annotated[int | None, Auto] = Field(default=None, ge=1, le=100, description=f"Passes over the training data, 1-100 (ignored with `max_steps`). Default {D.N_EPOCHS}.")
+    batch_size: Annotated[int | None, Auto] = Field(default=None, ge=1, le=1024, description=f"Rows per micro-batch, 1-1024. Default {D.BATCH_SIZE}.")
+    learning_rate: Annotated[float | None, Auto] = Field(default=None, gt=0, le=1, description=f"Peak learning rate in (0, 1]. Default {D.LEARNING_RATE:g}.")
     learning_rate_multiplier: Annotated[float | None, Auto] = Field(
-        default=None, gt=0, le=1000, description="OpenAI-style: learning_rate = 1e-4 × this. Exclusive with `learning_rate`.")
+        default=None, gt=0, le=1000, description=f"OpenAI-style: learning_rate = {D.LEARNING_RATE:g} × this. Exclusive with `learning_rate`.")
     sparse_learning_rate: Annotated[float | None, Auto] = Field(default=None, gt=0, le=1, description="Learning rate of the SparseGrad entries. Default: `learning_rate`.")
-    max_seq_length: Annotated[int | None, Auto] = Field(default=None, ge=8, le=8192, description="Tokens per row after truncation, 8-8192. Default 128.")
+    max_seq_length: Annotated[int | None, Auto] = Field(default=None, ge=8, le=8192, description=f"Tokens per row after truncation, 8-8192. Default {D.MAX_SEQ_LENGTH}.")
     max_steps: Annotated[int | None, Auto] = Field(default=None, ge=1, le=10_000_000, description="Total optimizer steps (overrides `n_epochs`). Default: none.")
-    gradient_accumulation_steps: Annotated[int | None, Auto] = Field(default=None, ge=1, le=1024, description="Micro-batches per optimizer step. Default 1.")
-    lr_scheduler: Annotated[Literal["constant", "linear", "cosine"] | None, Auto] = Field(default=None, description="Schedule after warmup. Default `constant`.")
-    warmup_ratio: Annotated[float | None, Auto] = Field(default=None, ge=0, lt=1, description="Warmup share of the steps in [0, 1). Default 0.")
-    weight_decay: Annotated[float | None, Auto] = Field(default=None, ge=0, le=10, description="AdamW weight decay of dense matrices. Default 0.")
+    gradient_accumulation_steps: Annotated[int | None, Auto] = Field(default=None, ge=1, le=1024, description=f"Micro-batches per optimizer step. Default {D.GRADIENT_ACCUMULATION_STEPS}.")
+    lr_scheduler: Annotated[Scheduler | None, Auto] = Field(default=None, description=f"Schedule after warmup. Default `{D.LR_SCHEDULER.value}`.")
+    warmup_ratio: Annotated[float | None, Auto] = Field(default=None, ge=0, lt=1, description=f"Warmup share of the steps in [0, 1). Default {D.WARMUP_RATIO:g}.")
+    weight_decay: Annotated[float | None, Auto] = Field(default=None, ge=0, le=10, description=f"AdamW weight decay of dense matrices. Default {D.WEIGHT_DECAY:g}.")
     max_grad_norm: Annotated[float | None, Auto] = Field(default=None, gt=0, le=1e6, description="Clip the gradient norm. Default: no clipping.")
     eval_every: Annotated[int | None, Auto] = Field(default=None, ge=1, le=10_000_000, description="Evaluate every N steps. Default: before and after training only.")
     early_stopping_patience: Annotated[int | None, Auto] = Field(default=None, ge=1, le=10_000, description="Stop after N evaluations without improvement. Default: never.")
     checkpoint_every: Annotated[int | None, Auto] = Field(default=None, ge=1, le=10_000_000, description="Steps between resumable checkpoints. Default: the deployment's setting (50).")
-    group_by_length: Annotated[bool | None, Auto] = Field(default=None, description="Batch rows of similar length (less padding). Default true.")
+    group_by_length: Annotated[bool | None, Auto] = Field(default=None, description=f"Batch rows of similar length (less padding). Default {str(D.GROUP_BY_LENGTH).lower()}.")
     original_share_every: Annotated[int | None, Auto] = Field(
-        default=None, ge=0, le=10_000_000, description="SparseGrad: every N steps log the top-k energy share in the original basis; 0 turns it off. Default 25.")
+        default=None, ge=0, le=10_000_000, description=f"SparseGrad: every N steps log the top-k energy share in the original basis; 0 turns it off. Default {D.ORIGINAL_SHARE_EVERY}.")
     gradient_checkpointing: Annotated[bool | None, Auto] = Field(
         default=None, description="Recompute activations in the backward instead of keeping them: much less activation memory "
-        "(larger batches or models fit) for about 30% more compute per step. Models without support fail the job. Default false.")
+        f"(larger batches or models fit) for about 30% more compute per step. Models without support fail the job. Default {str(D.GRADIENT_CHECKPOINTING).lower()}.")
 
 
 class SupervisedParams(StrictModel):
@@ -138,11 +142,12 @@ class SupervisedParams(StrictModel):
 class MethodIn(StrictModel):
     """How the MLP projections train (every other parameter per `setting`)."""
 
-    type: Literal["sparsegrad", "lora", "meprop", "full", "supervised", "dpo", "reinforcement"] = Field(
-        default="sparsegrad", description="Default `sparsegrad`. `supervised` (OpenAI clients) means the default, SparseGrad; "
-                                  "`dpo` and `reinforcement` are refused.")
-    setting: Literal["paper", "peft"] = Field(
-        default="paper", description="`paper`: every non-MLP parameter trains densely; `peft`: only the task head besides the method. Default `paper`.")
+    type: RequestedMethod = Field(
+        default=RequestedMethod(D.DEFAULT_METHOD.value),
+        description=f"Default `{D.DEFAULT_METHOD.value}`. `supervised` (OpenAI clients) means the default, "
+                    f"{D.DEFAULT_METHOD.value}; `dpo` and `reinforcement` are refused.")
+    setting: Setting = Field(
+        default=D.DEFAULT_SETTING, description=f"`paper`: every non-MLP parameter trains densely; `peft`: only the task head besides the method. Default `{D.DEFAULT_SETTING.value}`.")
     sparsegrad: SparseGradParams | None = Field(default=None, description="SparseGrad parameters (defaults as listed).")
     lora: LoraParams | None = Field(default=None, description="LoRA parameters (defaults as listed).")
     meprop: MePropParams | None = Field(default=None, description="MeProp parameters (defaults as listed).")
@@ -159,13 +164,14 @@ class JobCreate(StrictModel):
     validation_file: str | None = Field(
         default=None, max_length=100, description="Id of an uploaded evaluation file. Default: hold out `validation_split` of the training file.")
     task: TaskIn | None = Field(default=None, description="Default: the task and columns the training file validated with on upload.")
-    method: MethodIn | None = Field(default=None, description="Default: SparseGrad, density 0.01, 10 calibration steps, block selection, paper setting.")
+    method: MethodIn | None = Field(default=None, description=f"Default: {D.DEFAULT_METHOD.value}, density {D.DENSITY}, {D.CALIBRATION_STEPS} calibration steps, "
+                    f"{JOB_SELECTION.value} selection, {D.DEFAULT_SETTING.value} setting.")
     hyperparameters: Hyperparameters | None = Field(default=None, description="Default: every hyperparameter at its default.")
-    seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description="Seed of initialization, data order and dropout. Default 42.")
+    seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description=f"Seed of initialization, data order and dropout. Default {D.SEED}.")
     suffix: str | None = Field(default=None, min_length=1, max_length=64, description="Added to the fine-tuned model name. Default: none.")
     metadata: dict[str, str] | None = Field(
         default=None, description=f"Up to {MAX_METADATA_KEYS} string pairs (keys ≤ 64, values ≤ 512 characters). Default: none.")
-    validation_split: float = Field(default=0.1, gt=0, le=0.5, description="Share of the training file held out for evaluation when no `validation_file` is given, in (0, 0.5]. Default 0.1.")
+    validation_split: float = Field(default=D.VALIDATION_SPLIT, gt=0, le=0.5, description=f"Share of the training file held out for evaluation when no `validation_file` is given, in (0, 0.5]. Default {D.VALIDATION_SPLIT}.")
     merge_model: bool = Field(default=False, description="Also produce a merged model artifact. Default false.")
     integrations: list[Any] | None = Field(default=None, description="OpenAI compatibility: only null or [] (no integrations).")
 

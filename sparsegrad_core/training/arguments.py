@@ -4,38 +4,40 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-SchedulerType = Literal["constant", "linear", "cosine"]
-SCHEDULERS: tuple[str, ...] = ("constant", "linear", "cosine")
+from sparsegrad_contract import defaults
+from sparsegrad_contract.defaults import Scheduler
+
+SCHEDULERS: tuple[str, ...] = tuple(s.value for s in Scheduler)
 
 
 @dataclass
 class TrainingArguments:
     """How the :class:`~sparsegrad_core.training.Trainer` runs. Steps are optimizer steps."""
 
-    learning_rate: float = 1e-4
+    learning_rate: float = defaults.LEARNING_RATE
     """Peak learning rate of AdamW (dense parameters) and, unless ``sparse_learning_rate`` is set, of
     the sparse Adam on SparseGrad entries."""
     sparse_learning_rate: float | None = None
     """Peak learning rate of the sparse Adam on SparseGrad entries (None: ``learning_rate``)."""
-    batch_size: int = 32
+    batch_size: int = defaults.BATCH_SIZE
     """Rows per micro-batch; an optimizer step sees ``batch_size * gradient_accumulation_steps`` rows."""
     eval_batch_size: int | None = None
     """Rows per evaluation batch (None: ``2 * batch_size``)."""
-    n_epochs: int | None = 3
+    n_epochs: int | None = defaults.N_EPOCHS
     """Passes over the training data (ignored when ``max_steps`` is set)."""
     max_steps: int | None = None
     """Total optimizer steps; overrides ``n_epochs``."""
-    gradient_accumulation_steps: int = 1
+    gradient_accumulation_steps: int = defaults.GRADIENT_ACCUMULATION_STEPS
     """Micro-batches per optimizer step; the loss is the mean over all their loss units."""
-    lr_scheduler: SchedulerType = "constant"
+    lr_scheduler: str = defaults.LR_SCHEDULER.value
     """Learning-rate schedule after warmup: ``constant`` (the paper), ``linear`` or ``cosine`` decay."""
     warmup_steps: int = 0
     """Linear warmup steps (exclusive with ``warmup_ratio``)."""
-    warmup_ratio: float = 0.0
+    warmup_ratio: float = defaults.WARMUP_RATIO
     """Warmup as a share of the total steps (exclusive with ``warmup_steps``)."""
-    weight_decay: float = 0.0
+    weight_decay: float = defaults.WEIGHT_DECAY
     """AdamW weight decay of dense matrices (never biases, LayerNorms or SparseGrad entries)."""
     max_grad_norm: float | None = None
     """Clip the global gradient norm (dense gradients and SparseGrad selections together); None: off."""
@@ -50,7 +52,7 @@ class TrainingArguments:
     """Keep a checkpoint of the best evaluation in ``output_dir/checkpoints/best``."""
     load_best_at_end: bool = False
     """Restore the best evaluation's weights before the final evaluation and export (needs ``keep_best``)."""
-    seed: int = 42
+    seed: int = defaults.SEED
     """Seeds Python, NumPy and torch at the start of a fresh run, and keys the data order."""
     checkpoint_every: int | None = None
     """Write a resumable checkpoint every this many steps (None: only on stop/cancellation)."""
@@ -58,14 +60,14 @@ class TrainingArguments:
     """Most recent step checkpoints kept on disk (older ones are deleted)."""
     output_dir: str | Path | None = None
     """Where checkpoints, metrics.jsonl, eval_summary.json and the adapter go (None: write nothing)."""
-    max_seq_length: int = 128
+    max_seq_length: int = defaults.MAX_SEQ_LENGTH
     """Tokens per row after truncation."""
-    group_by_length: bool = False
+    group_by_length: bool = defaults.GROUP_BY_LENGTH
     """Batch rows of similar length together (shuffled windows, see ``BatchOrder``): much less padding
     compute on short-text data; batches are then less random than a plain shuffle."""
     log_every: int = 1
     """Call ``on_step`` and append to metrics.jsonl every this many steps (and on the last step)."""
-    original_share_every: int | None = None
+    original_share_every: int | None = defaults.ORIGINAL_SHARE_EVERY
     """SparseGrad: every this many steps also measure what the same top-k keeps in the original basis
     (``original_basis_topk_energy_share``; costs one dense gradient product per layer that step)."""
     eval_before: bool = True
@@ -75,7 +77,7 @@ class TrainingArguments:
     bf16: bool = False
     """Run forward passes (training and evaluation) under ``torch.autocast(dtype=bfloat16)`` when the model
     is on CUDA; weights, gradients, optimizer state and calibration stay float32. Ignored on CPU."""
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = defaults.GRADIENT_CHECKPOINTING
     """Recompute each transformer block's activations in the backward instead of keeping them: much less
     activation memory for about 30% more compute per step; results are unchanged. Applies to Hugging Face
     models that support it, through their own switch with ``{"use_reentrant": False}``
@@ -100,6 +102,7 @@ class TrainingArguments:
             raise ValueError("set n_epochs or max_steps (both are None)")
         if self.lr_scheduler not in SCHEDULERS:
             raise ValueError(f"lr_scheduler must be one of {', '.join(SCHEDULERS)}; got {self.lr_scheduler!r}")
+        self.lr_scheduler = Scheduler(self.lr_scheduler).value
         if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be an integer >= 0; got {self.warmup_steps!r}")
         if not 0.0 <= float(self.warmup_ratio) < 1.0:

@@ -34,6 +34,7 @@ def test_public_api() -> None:
         "DatasetFormat",
         "Example",
         "Dataset",
+        "MIN_EXAMPLES_TO_SPLIT",
         "DatasetIssue",
         "DatasetError",
         "load_dataset",

@@ -63,7 +63,8 @@ def test_accumulating_2x4_equals_one_batch_of_8(tokenizer, sst2_small, method):
     spec = MethodSpec(type=method, sparsegrad=SG)
     grads = []
     for bs, accum in ((4, 2), (8, 1)):
-        args = TrainingArguments(batch_size=bs, gradient_accumulation_steps=accum, max_steps=1, eval_before=False)
+        args = TrainingArguments(batch_size=bs, gradient_accumulation_steps=accum, max_steps=1, eval_before=False,
+                                 group_by_length=False)  # the same 8 rows in both runs
         model = tiny_bert(tokenizer, dropout=0.0)
         prepared = prepare_for_training(model, spec, data, batch_size=8, seed=args.seed)
         trainer = Trainer(prepared, data, None, tokenizer, args)
@@ -77,8 +78,8 @@ def test_accumulating_2x4_equals_one_batch_of_8(tokenizer, sst2_small, method):
             torch.testing.assert_close(sa["state"][key]["exp_avg"], sb["state"][key]["exp_avg"], rtol=1e-4, atol=1e-9)
     if method == "sparsegrad":  # the same top-k entries were selected from the summed rotated gradient
         for name in w_a:
-            if name.endswith("sg_indices"):
-                assert torch.equal(w_a[name], w_b[name])
+            if name.endswith("sg_delta"):
+                assert torch.equal(w_a[name].ne(0), w_b[name].ne(0))
     for name in w_a:
         torch.testing.assert_close(w_a[name], w_b[name], rtol=1e-5, atol=1e-6)
 

@@ -1,0 +1,110 @@
+"""Names and defaults of a fine-tuning job, each written once.
+
+The library's ``SparseGradConfig`` / ``TrainingArguments`` / ``MethodSpec``, the offline CLI, the API's request
+schema and normalizer, the worker's spec reader, the client CLI and the dashboard take their defaults and choices
+from here. Only the stdlib is imported.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class MethodType(StrEnum):
+    """How a job trains the MLP projections."""
+
+    sparsegrad = "sparsegrad"
+    lora = "lora"
+    meprop = "meprop"
+    full = "full"
+
+
+class RequestedMethod(StrEnum):
+    """What a job request may name: the training methods plus OpenAI's method types (``supervised`` means
+    :data:`DEFAULT_METHOD`; ``dpo`` and ``reinforcement`` are refused)."""
+
+    sparsegrad = "sparsegrad"
+    lora = "lora"
+    meprop = "meprop"
+    full = "full"
+    supervised = "supervised"
+    dpo = "dpo"
+    reinforcement = "reinforcement"
+
+
+UNSUPPORTED_METHODS: tuple[RequestedMethod, ...] = (RequestedMethod.dpo, RequestedMethod.reinforcement)
+DEFAULT_METHOD = MethodType.sparsegrad
+
+
+def resolve_method(requested: str) -> MethodType:
+    """The training method a requested type means (OpenAI's ``supervised``: the default method). Raises
+    ``ValueError`` for a type no job can train."""
+    value = RequestedMethod(requested)
+    if value in UNSUPPORTED_METHODS:
+        raise ValueError(f"method type {value.value!r} is not supported")
+    return DEFAULT_METHOD if value is RequestedMethod.supervised else MethodType(value.value)
+
+
+class Setting(StrEnum):
+    """What trains besides the method: ``paper`` every non-MLP parameter densely, ``peft`` only the task head."""
+
+    paper = "paper"
+    peft = "peft"
+
+
+DEFAULT_SETTING = Setting.paper
+
+
+class Selection(StrEnum):
+    """How SparseGrad picks its k entries per step."""
+
+    dynamic = "dynamic"
+    fixed = "fixed"
+    block = "block"
+
+
+LIBRARY_SELECTION = Selection.dynamic
+"""``SparseGradConfig``'s default: the paper's exact method."""
+JOB_SELECTION = Selection.block
+"""The selection of new training jobs (the CLIs, the service's job spec, the dashboard, the demos): block
+selection, which matched the exact method within one standard deviation on SST-2 and MRPC, 3 seeds, both
+settings (bench/results/quality_block/), at about half its step time."""
+STORED_SPEC_SELECTION = Selection.dynamic
+"""A stored job spec without a selection was written before selections existed and ran the exact method."""
+
+
+class Scheduler(StrEnum):
+    """Learning-rate schedule after warmup."""
+
+    constant = "constant"
+    linear = "linear"
+    cosine = "cosine"
+
+
+# SparseGrad / MeProp
+DENSITY = 0.01
+CALIBRATION_STEPS = 10
+BLOCK_ENERGY_SHARE = 0.97
+BLOCK_MAX_COST = 1.0
+
+# LoRA (rank None: as many trainable MLP parameters as SparseGrad at DENSITY; alpha None: 2 × rank)
+LORA_DROPOUT = 0.0
+
+# Training loop
+LEARNING_RATE = 1e-4
+BATCH_SIZE = 16
+N_EPOCHS = 3
+MAX_SEQ_LENGTH = 128
+GRADIENT_ACCUMULATION_STEPS = 1
+LR_SCHEDULER = Scheduler.constant
+WARMUP_RATIO = 0.0
+WEIGHT_DECAY = 0.0
+GROUP_BY_LENGTH = True
+ORIGINAL_SHARE_EVERY = 25
+"""SparseGrad: every this many steps also measure the top-k energy share in the original basis."""
+GRADIENT_CHECKPOINTING = False
+SEED = 42
+
+# Data
+VALIDATION_SPLIT = 0.1
+"""Share of the training file held out for evaluation when a job names no validation file."""
