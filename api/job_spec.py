@@ -1,68 +1,82 @@
-"""Turn the method and hyperparameters of a ``JobCreate`` into the normalized ``Job.spec`` shape of the
-service contract (every default filled in; the worker trusts it). Pure: no database, no files."""
+"""Resolve the method and hyperparameters of a ``JobCreate`` into the typed job spec
+(:class:`sparsegrad_service.job_spec.JobSpec`) the worker runs: every default the contract's. Pure: no
+database, no files."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sparsegrad_contract.defaults import DEFAULT_METHOD, MethodType, resolve_method
+from pydantic import TypeAdapter
+
+from sparsegrad_contract.defaults import DEFAULT_METHOD, LEARNING_RATE, MethodType, resolve_method
+from sparsegrad_service.job_spec import JobSpec, MethodConfig, ResolvedHyperparameters
 
 from .errors import ApiError
-from .schemas import Hyperparameters, JobCreate, MethodIn
-from .schemas.job_create import (
-    DEFAULT_LEARNING_RATE,
-    HYPERPARAMETER_DEFAULTS,
-    LoraParams,
-    MePropParams,
-    SparseGradParams,
-)
+from .schemas import Hyperparameters as HyperparametersIn
+from .schemas import JobCreate, MethodIn
+from .schemas.job_create import SparseGradParams
 
 TRAINING_METHODS = tuple(m.value for m in MethodType)
+_METHOD_CONFIG: TypeAdapter[Any] = TypeAdapter(MethodConfig)
 
 
-def normalize_method(method: MethodIn | None) -> dict[str, Any]:
-    """``{"type", "setting", "sparsegrad", "lora", "meprop"}`` with defaults; ``supervised`` → SparseGrad."""
+def resolve_method_config(method: MethodIn | None) -> MethodConfig:
+    """The method the job trains with, its parameters resolved; ``supervised`` → the default method."""
     method = method or MethodIn()
     try:
-        kind = resolve_method(method.type).value
+        kind = resolve_method(method.type)
     except ValueError:
         raise ApiError(400, f"Method type '{method.type.value}' is not supported; use one of: "
                        f"{', '.join(TRAINING_METHODS)} (or 'supervised', which means {DEFAULT_METHOD.value}).",
                        param="method.type", code="unsupported_method") from None
-    sparsegrad = method.sparsegrad or SparseGradParams()
-    lora = method.lora or LoraParams()
-    meprop = method.meprop or MePropParams()
-    return {
-        "type": kind, "setting": method.setting.value,
-        "sparsegrad": sparsegrad.model_dump(exclude_none=True), "lora": lora.model_dump(), "meprop": meprop.model_dump(),
-    }
+    given = {MethodType.sparsegrad: method.sparsegrad, MethodType.lora: method.lora,
+             MethodType.meprop: method.meprop}.get(kind)
+    params = given.model_dump(exclude_none=True) if given is not None else {}
+    if kind is MethodType.lora:  # LoRA's default rank matches SparseGrad's trainable parameters at its density
+        params["density"] = (method.sparsegrad or SparseGradParams()).density
+    config: MethodConfig = _METHOD_CONFIG.validate_python({"type": kind, "setting": method.setting, **params})
+    return config
 
 
-def _merged(body: JobCreate) -> tuple[Hyperparameters, str]:
+def _merged(body: JobCreate) -> tuple[HyperparametersIn, str]:
     """Top-level hyperparameters overlaid with ``method.supervised.hyperparameters`` (which win), and the
     param prefix to blame in errors."""
-    top = body.hyperparameters or Hyperparameters()
+    top = body.hyperparameters or HyperparametersIn()
     inner = body.method.supervised.hyperparameters if body.method and body.method.supervised else None
     if inner is None:
         return top, "hyperparameters"
-    values = top.model_dump(exclude_unset=True) | inner.model_dump(exclude_unset=True)
-    return Hyperparameters.model_validate(values), "method.supervised.hyperparameters"
+    given_top, given_inner = top.model_dump(exclude_unset=True), inner.model_dump(exclude_unset=True)
+    for name in sorted(given_top.keys() & given_inner.keys()):
+        if given_top[name] != given_inner[name]:
+            raise ApiError(400, f"hyperparameters.{name} ({_shown(given_top[name])}) and "
+                           f"method.supervised.hyperparameters.{name} ({_shown(given_inner[name])}) disagree; "
+                           "set it in one place.", param=f"method.supervised.hyperparameters.{name}",
+                           code="conflicting_values")
+    return HyperparametersIn.model_validate(given_top | given_inner), "method.supervised.hyperparameters"
 
 
-def normalize_hyperparameters(body: JobCreate, checkpoint_every: int) -> dict[str, Any]:
-    """Every hyperparameter of the contract; ``learning_rate_multiplier`` becomes ``learning_rate``."""
+def _shown(value: Any) -> str:
+    return '"auto"' if value is None else repr(value)
+
+
+def resolve_hyperparameters(body: JobCreate, checkpoint_every: int) -> ResolvedHyperparameters:
+    """Every hyperparameter resolved: ``learning_rate_multiplier`` becomes ``learning_rate``, an unset
+    ``checkpoint_every`` the deployment's, ``original_share_every`` 0 "off" (None)."""
     hp, prefix = _merged(body)
-    values = hp.model_dump()
-    multiplier = values.pop("learning_rate_multiplier")
+    values = hp.model_dump(exclude_none=True)
+    multiplier = values.pop("learning_rate_multiplier", None)
     if multiplier is not None:
-        if values["learning_rate"] is not None:
+        if "learning_rate" in values:
             raise ApiError(400, f"Set either {prefix}.learning_rate or {prefix}.learning_rate_multiplier, not both.",
                            param=f"{prefix}.learning_rate_multiplier", code="invalid_value")
-        values["learning_rate"] = DEFAULT_LEARNING_RATE * multiplier
-    normalized = {name: (default if values[name] is None else values[name])
-                  for name, default in HYPERPARAMETER_DEFAULTS.items()}
-    if normalized["checkpoint_every"] is None:
-        normalized["checkpoint_every"] = checkpoint_every
-    if normalized["original_share_every"] == 0:
-        normalized["original_share_every"] = None
-    return normalized
+        values["learning_rate"] = LEARNING_RATE * multiplier
+    values.setdefault("checkpoint_every", checkpoint_every)
+    if values.get("original_share_every") == 0:
+        values["original_share_every"] = None
+    return ResolvedHyperparameters(**values)
+
+
+def resolve_spec(body: JobCreate, task: dict[str, Any], checkpoint_every: int) -> JobSpec:
+    return JobSpec(task=task, method=resolve_method_config(body.method),  # type: ignore[arg-type]
+                   hyperparameters=resolve_hyperparameters(body, checkpoint_every),
+                   validation_split=body.validation_split, merge_model=body.merge_model)

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from sparsegrad_contract.defaults import SEED
 from sparsegrad_data import MIN_EXAMPLES_TO_SPLIT, TaskType
 from sparsegrad_service.enums import EventLevel, EventType, JobStatus
 from sparsegrad_service.lifecycle import add_event
@@ -24,9 +25,8 @@ from sparsegrad_service.registry import RegisteredModel
 from .context import ServiceContext
 from .datasets import column_mapping, mapping_from_dict, validate_dataset
 from .errors import ApiError, conflict
-from .job_spec import normalize_hyperparameters, normalize_method
+from .job_spec import resolve_spec
 from .schemas import JobCreate, TaskIn
-from .schemas.job_create import DEFAULT_SEED
 
 log = logging.getLogger("sparsegrad.api.jobs")
 
@@ -62,18 +62,12 @@ def submit_job(
     model = _registered_model(context, body.model)
     train = _tenant_file(session, tenant_id, body.training_file, "training_file")
     valid = _tenant_file(session, tenant_id, body.validation_file, "validation_file") if body.validation_file else None
-    spec: dict[str, Any] = {
-        "task": resolve_task(context, body.task, train, valid, model),
-        "method": normalize_method(body.method),
-        "hyperparameters": normalize_hyperparameters(body, context.settings.checkpoint_every),
-        "validation_split": body.validation_split,
-        "merge_model": body.merge_model,
-    }
+    spec = resolve_spec(body, resolve_task(context, body.task, train, valid, model), context.settings.checkpoint_every)
     now = utcnow()
     job = Job(
         tenant_id=tenant_id, model=model.name, training_file_id=train.id,
-        validation_file_id=valid.id if valid else None, spec=spec, status=str(JobStatus.queued),
-        seed=DEFAULT_SEED if body.seed is None else body.seed, suffix=body.suffix, metadata_=body.metadata,
+        validation_file_id=valid.id if valid else None, spec=spec.stored(), status=str(JobStatus.queued),
+        seed=SEED if body.seed is None else body.seed, suffix=body.suffix, metadata_=body.metadata,
         idempotency_key=idempotency_key, request_hash=digest, created_at=now, queued_at=now,
         max_attempts=context.settings.max_attempts, progress=0.0, step=0, attempts=0,
     )
@@ -81,7 +75,7 @@ def submit_job(
     try:
         session.flush()
         add_event(session, job.id, EventType.message, "Job created", data={
-            "model": model.name, "method": spec["method"]["type"], "task": spec["task"]["type"]})
+            "model": model.name, "method": spec.method.type.value, "task": spec.task.type.value})
         session.commit()
     except IntegrityError:
         session.rollback()

@@ -11,6 +11,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, aliased
 
 from sparsegrad_service.enums import JobStatus
+from sparsegrad_service.job_spec import JobSpec
 from sparsegrad_service.models import Artifact, Checkpoint, File, Job, JobEvent, MetricPoint
 
 from .schemas import (
@@ -35,11 +36,11 @@ def file_object(row: File) -> FileObject:
     )
 
 
-def public_method(method: dict[str, Any]) -> dict[str, Any]:
-    """``{"type": T, T: {its parameters}, "setting": ...}`` from the normalized spec's method."""
-    kind = str(method.get("type", "sparsegrad"))
-    params = method.get(kind) if isinstance(method.get(kind), dict) else {}
-    return {"type": kind, kind: params, "setting": method.get("setting", "paper")}
+def public_method(spec: JobSpec) -> dict[str, Any]:
+    """``{"type": T, T: {its parameters}, "setting": ...}`` (OpenAI's shape) from the spec's method."""
+    params = spec.method.model_dump(mode="json", exclude={"type", "setting"})
+    kind = spec.method.type.value
+    return {"type": kind, kind: params, "setting": spec.method.setting.value}
 
 
 def _job_error(error: dict[str, Any] | None) -> JobError | None:
@@ -107,19 +108,19 @@ def job_object(session: Session, job: Job, position: int | Literal[False] | None
 
 def job_public(job: Job | Row[Any], result_files: list[str], queue_position: int | None) -> JobPublic:
     """``job``: the ORM object, or a row (or named tuple) of its columns under their attribute names."""
-    spec = job.spec or {}
+    spec = JobSpec.from_stored(job.spec)
     return JobPublic(
         id=job.id, status=job.status, model=job.model, created_at=unix_required(job.created_at),
         started_at=unix(job.started_at), finished_at=unix(job.finished_at), error=_job_error(job.error),
-        method=public_method(spec.get("method") or {}), hyperparameters=dict(spec.get("hyperparameters") or {}),
+        method=public_method(spec), hyperparameters=spec.hyperparameters,
         training_file=job.training_file_id, validation_file=job.validation_file_id,
         trained_tokens=job.trained_tokens, result_files=result_files, fine_tuned_model=job.fine_tuned_model,
         estimated_finish=unix(job.estimated_finish), metadata=job.metadata_, seed=job.seed, suffix=job.suffix,
         organization_id=job.tenant_id, phase=job.phase, progress=float(job.progress or 0.0),
-        queue_position=queue_position, task=dict(spec.get("task") or {}), attempts=job.attempts,
+        queue_position=queue_position, task=spec.task, attempts=job.attempts,
         step=job.step, total_steps=job.total_steps, summary=job.summary,
-        pause_requested=bool(job.pause_requested), validation_split=spec.get("validation_split"),
-        merge_model=bool(spec.get("merge_model", False)),
+        pause_requested=bool(job.pause_requested), validation_split=spec.validation_split,
+        merge_model=spec.merge_model,
     )
 
 

@@ -19,6 +19,7 @@ from sparsegrad_core.training import TrainingArguments, TrainResult
 from sparsegrad_core.training.export import lora_export_dir, read_training_info
 from sparsegrad_core.training.telemetry import json_safe
 from sparsegrad_service.enums import ArtifactKind, EventType, JobStatus
+from sparsegrad_service.job_spec import ADAPTER_METHODS
 from sparsegrad_service.settings import Settings
 from sparsegrad_service.store import ArtifactStore
 
@@ -26,7 +27,6 @@ from .artifacts import StoredArtifact, discard_artifacts, store_folder, store_me
 from .attempt import Attempt, Outcome
 from .callbacks import ServiceCallback
 from .data import JobData
-from .jobspec import ADAPTER_METHODS, merge_requested
 from .probe import reference_outputs
 
 SUMMARY_KEYS = (
@@ -47,6 +47,8 @@ class TrainedRun:
     args: TrainingArguments
     result: TrainResult
     callback: ServiceCallback
+    merge_model: bool
+    """The job asked for a merged model too."""
 
 
 def fine_tuned_model_name(model: str, suffix: str | None, job_id: str) -> str:
@@ -90,7 +92,7 @@ def _store_outputs(settings: Settings, store: ArtifactStore, attempt: Attempt, r
             return stop
     elif error := read_training_info(export_dir).get("lora_export_error"):
         attempt.journal.event(EventType.message, f"No LoRA-format adapter: {error}")
-    if is_adapter and merge_requested(job.spec):
+    if is_adapter and run.merge_model:
         merged = write_merged_model(run.model_source, export_dir, attempt.run_dir / "merged")
         if stop := _interrupted(attempt):
             return stop

@@ -34,6 +34,7 @@ from sparsegrad_core.training import (
 from sparsegrad_service import lifecycle
 from sparsegrad_service.db import session_scope
 from sparsegrad_service.enums import EventType, JobStatus
+from sparsegrad_service.job_spec import JobSpec
 from sparsegrad_service.registry import model_registry
 from sparsegrad_service.settings import Settings
 from sparsegrad_service.store import ArtifactStore, StoreError, make_store
@@ -47,7 +48,7 @@ from .device import release_memory, select_device
 from .errors import JobError
 from .finalize import TrainedRun, complete
 from .heartbeat import HeartbeatThread, StopFlags
-from .jobspec import method_spec, task_spec, training_arguments, validation_split
+from .jobspec import method_spec, task_spec, training_arguments
 from .journal import JobJournal
 
 log = logging.getLogger("sparsegrad.worker")
@@ -148,14 +149,18 @@ class JobRunner:
         registered = model_registry(settings).get(job.model)
         if registered is None:
             raise JobError("model_not_available", f"model {job.model!r} is not served by this deployment", "model")
-        task = task_spec(job.spec)
+        try:
+            spec = JobSpec.from_stored(job.spec)
+        except ValueError as exc:
+            raise JobError("invalid_job_spec", f"the stored job spec is invalid: {exc}", "spec") from exc
         data = load_job_data(
-            self.store, task, job.training_file, job.validation_file, validation_split=validation_split(job.spec),
-            seed=job.seed, max_bytes=settings.max_upload_bytes, max_examples=settings.max_upload_examples,
+            self.store, task_spec(spec), job.training_file, job.validation_file,
+            validation_split=spec.validation_split, seed=job.seed, max_bytes=settings.max_upload_bytes,
+            max_examples=settings.max_upload_examples,
         )
         try:
-            method = method_spec(job.spec)
-            args = training_arguments(job.spec, seed=job.seed, output_dir=attempt.run_dir,
+            method = method_spec(spec)
+            args = training_arguments(spec, seed=job.seed, output_dir=attempt.run_dir,
                                       default_checkpoint_every=settings.checkpoint_every, bf16=attempt.device.bf16)
         except (TypeError, ValueError) as exc:
             raise JobError("invalid_hyperparameters", str(exc), "hyperparameters") from exc
@@ -221,7 +226,7 @@ class JobRunner:
             return self._stopped(attempt, step=result.global_step, checkpointed=False)
         if self.keep_model:
             self.trained_model = prepared.model
-        trained = TrainedRun(registered.source, prepared, tokenizer, data, args, result, callback)
+        trained = TrainedRun(registered.source, prepared, tokenizer, data, args, result, callback, spec.merge_model)
         return complete(self.settings, self.store, attempt, trained)
 
     # ------------------------------------------------------------------------------------------ pieces

@@ -23,18 +23,6 @@ from pydantic import (
 from sparsegrad_contract import defaults as D
 from sparsegrad_contract.defaults import JOB_SELECTION, RequestedMethod, Scheduler, Selection, Setting
 
-DEFAULT_SEED = D.SEED
-DEFAULT_LEARNING_RATE = D.LEARNING_RATE
-HYPERPARAMETER_DEFAULTS: dict[str, Any] = {
-    "n_epochs": D.N_EPOCHS, "batch_size": D.BATCH_SIZE, "learning_rate": D.LEARNING_RATE, "sparse_learning_rate": None,
-    "max_seq_length": D.MAX_SEQ_LENGTH, "max_steps": None, "gradient_accumulation_steps": D.GRADIENT_ACCUMULATION_STEPS,
-    "lr_scheduler": D.LR_SCHEDULER, "warmup_ratio": D.WARMUP_RATIO, "weight_decay": D.WEIGHT_DECAY,
-    "max_grad_norm": None, "eval_every": None, "early_stopping_patience": None, "checkpoint_every": None,
-    "group_by_length": D.GROUP_BY_LENGTH, "original_share_every": D.ORIGINAL_SHARE_EVERY,
-    "gradient_checkpointing": D.GRADIENT_CHECKPOINTING,
-}
-"""Normalized defaults (``checkpoint_every`` None here means ``Settings.checkpoint_every``)."""
-
 MAX_METADATA_KEYS = 16
 
 
@@ -45,6 +33,13 @@ class StrictModel(BaseModel):
 def _auto_to_none(value: Any) -> Any:
     """OpenAI clients send ``"auto"`` for "the service's default"."""
     return None if isinstance(value, str) and value.strip().lower() == "auto" else value
+
+
+def _auto_number(value: Any) -> Any:
+    """``"auto"`` → the default; a boolean is not a number (JSON ``true`` would otherwise pass as 1)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    return _auto_to_none(value)
 
 
 def _column(value: Any) -> str | int:
@@ -60,6 +55,7 @@ def _column(value: Any) -> str | int:
 
 
 Auto = BeforeValidator(_auto_to_none)
+AutoNumber = BeforeValidator(_auto_number)
 Column = Annotated[
     str | int, PlainValidator(_column),
     WithJsonSchema({"anyOf": [{"type": "string", "minLength": 1}, {"type": "integer", "minimum": 0}]}),
@@ -111,24 +107,24 @@ class MePropParams(StrictModel):
 class Hyperparameters(StrictModel):
     """Training loop settings; absent, null or `"auto"` means the default given for each."""
 
-    n_epochs: Annotated[int | None, Auto] = Field(default=None, ge=1, le=100, description=f"Passes over the training data, 1-100 (ignored with `max_steps`). Default {D.N_EPOCHS}.")
-    batch_size: Annotated[int | None, Auto] = Field(default=None, ge=1, le=1024, description=f"Rows per micro-batch, 1-1024. Default {D.BATCH_SIZE}.")
-    learning_rate: Annotated[float | None, Auto] = Field(default=None, gt=0, le=1, description=f"Peak learning rate in (0, 1]. Default {D.LEARNING_RATE:g}.")
-    learning_rate_multiplier: Annotated[float | None, Auto] = Field(
+    n_epochs: Annotated[int | None, AutoNumber] = Field(default=None, ge=1, le=100, description=f"Passes over the training data, 1-100 (ignored with `max_steps`). Default {D.N_EPOCHS}.")
+    batch_size: Annotated[int | None, AutoNumber] = Field(default=None, ge=1, le=1024, description=f"Rows per micro-batch, 1-1024. Default {D.BATCH_SIZE}.")
+    learning_rate: Annotated[float | None, AutoNumber] = Field(default=None, gt=0, le=1, description=f"Peak learning rate in (0, 1]. Default {D.LEARNING_RATE:g}.")
+    learning_rate_multiplier: Annotated[float | None, AutoNumber] = Field(
         default=None, gt=0, le=1000, description=f"OpenAI-style: learning_rate = {D.LEARNING_RATE:g} × this. Exclusive with `learning_rate`.")
-    sparse_learning_rate: Annotated[float | None, Auto] = Field(default=None, gt=0, le=1, description="Learning rate of the SparseGrad entries. Default: `learning_rate`.")
-    max_seq_length: Annotated[int | None, Auto] = Field(default=None, ge=8, le=8192, description=f"Tokens per row after truncation, 8-8192. Default {D.MAX_SEQ_LENGTH}.")
-    max_steps: Annotated[int | None, Auto] = Field(default=None, ge=1, le=10_000_000, description="Total optimizer steps (overrides `n_epochs`). Default: none.")
-    gradient_accumulation_steps: Annotated[int | None, Auto] = Field(default=None, ge=1, le=1024, description=f"Micro-batches per optimizer step. Default {D.GRADIENT_ACCUMULATION_STEPS}.")
+    sparse_learning_rate: Annotated[float | None, AutoNumber] = Field(default=None, gt=0, le=1, description="Learning rate of the SparseGrad entries. Default: `learning_rate`.")
+    max_seq_length: Annotated[int | None, AutoNumber] = Field(default=None, ge=8, le=8192, description=f"Tokens per row after truncation, 8-8192. Default {D.MAX_SEQ_LENGTH}.")
+    max_steps: Annotated[int | None, AutoNumber] = Field(default=None, ge=1, le=10_000_000, description="Total optimizer steps (overrides `n_epochs`). Default: none.")
+    gradient_accumulation_steps: Annotated[int | None, AutoNumber] = Field(default=None, ge=1, le=1024, description=f"Micro-batches per optimizer step. Default {D.GRADIENT_ACCUMULATION_STEPS}.")
     lr_scheduler: Annotated[Scheduler | None, Auto] = Field(default=None, description=f"Schedule after warmup. Default `{D.LR_SCHEDULER.value}`.")
-    warmup_ratio: Annotated[float | None, Auto] = Field(default=None, ge=0, lt=1, description=f"Warmup share of the steps in [0, 1). Default {D.WARMUP_RATIO:g}.")
-    weight_decay: Annotated[float | None, Auto] = Field(default=None, ge=0, le=10, description=f"AdamW weight decay of dense matrices. Default {D.WEIGHT_DECAY:g}.")
-    max_grad_norm: Annotated[float | None, Auto] = Field(default=None, gt=0, le=1e6, description="Clip the gradient norm. Default: no clipping.")
-    eval_every: Annotated[int | None, Auto] = Field(default=None, ge=1, le=10_000_000, description="Evaluate every N steps. Default: before and after training only.")
-    early_stopping_patience: Annotated[int | None, Auto] = Field(default=None, ge=1, le=10_000, description="Stop after N evaluations without improvement. Default: never.")
-    checkpoint_every: Annotated[int | None, Auto] = Field(default=None, ge=1, le=10_000_000, description="Steps between resumable checkpoints. Default: the deployment's setting (50).")
+    warmup_ratio: Annotated[float | None, AutoNumber] = Field(default=None, ge=0, lt=1, description=f"Warmup share of the steps in [0, 1). Default {D.WARMUP_RATIO:g}.")
+    weight_decay: Annotated[float | None, AutoNumber] = Field(default=None, ge=0, le=10, description=f"AdamW weight decay of dense matrices. Default {D.WEIGHT_DECAY:g}.")
+    max_grad_norm: Annotated[float | None, AutoNumber] = Field(default=None, gt=0, le=1e6, description="Clip the gradient norm. Default: no clipping.")
+    eval_every: Annotated[int | None, AutoNumber] = Field(default=None, ge=1, le=10_000_000, description="Evaluate every N steps. Default: before and after training only.")
+    early_stopping_patience: Annotated[int | None, AutoNumber] = Field(default=None, ge=1, le=10_000, description="Stop after N evaluations without improvement. Default: never.")
+    checkpoint_every: Annotated[int | None, AutoNumber] = Field(default=None, ge=1, le=10_000_000, description="Steps between resumable checkpoints. Default: the deployment's setting (50).")
     group_by_length: Annotated[bool | None, Auto] = Field(default=None, description=f"Batch rows of similar length (less padding). Default {str(D.GROUP_BY_LENGTH).lower()}.")
-    original_share_every: Annotated[int | None, Auto] = Field(
+    original_share_every: Annotated[int | None, AutoNumber] = Field(
         default=None, ge=0, le=10_000_000, description=f"SparseGrad: every N steps log the top-k energy share in the original basis; 0 turns it off. Default {D.ORIGINAL_SHARE_EVERY}.")
     gradient_checkpointing: Annotated[bool | None, Auto] = Field(
         default=None, description="Recompute activations in the backward instead of keeping them: much less activation memory "

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from sparsegrad_service.job_spec import ResolvedHyperparameters, TaskSpec
+
 
 class JobError(BaseModel):
     code: str | None
@@ -24,7 +26,7 @@ class JobPublic(BaseModel):
     finished_at: int | None
     error: JobError | None
     method: dict[str, Any] = Field(description='`{"type": T, T: {parameters}, "setting": "paper"|"peft"}`.')
-    hyperparameters: dict[str, Any] = Field(description="Every hyperparameter, defaults filled in.")
+    hyperparameters: ResolvedHyperparameters = Field(description="Every hyperparameter, defaults filled in.")
     training_file: str
     validation_file: str | None
     trained_tokens: int | None
@@ -39,13 +41,13 @@ class JobPublic(BaseModel):
     phase: str | None = Field(description="While running: calibrating, training, evaluating or saving.")
     progress: float = Field(description="0-1: calibration is the first 5%, training 5-95%, evaluation and saving the rest.")
     queue_position: int | None = Field(description="1 + queued jobs ahead of this one (all tenants); null unless queued.")
-    task: dict[str, Any] = Field(description="Task type and column mapping, with num_labels/label_names.")
+    task: TaskSpec = Field(description="Task type and column mapping, with num_labels/label_names.")
     attempts: int
     step: int
     total_steps: int | None
     summary: dict[str, Any] | None = Field(description="Results: before/after evaluation, trainable parameters, spectra.")
     pause_requested: bool = Field(description="A pause was asked for and the running job has not reached it yet.")
-    validation_split: float | None = Field(description="Share of the training file held out when there is no validation_file.")
+    validation_split: float = Field(description="Share of the training file held out when there is no validation_file (0: none).")
     merge_model: bool = Field(description="The job also produces a merged_model artifact.")
 
 

@@ -29,7 +29,8 @@ def test_defaults_are_filled_in_and_the_job_is_queued(service: Service, acme: Te
     assert job["status"] == "queued" and job["queue_position"] == 1 and job["progress"] == 0.0
     assert job["model"] == "minilm-l6" and job["training_file"] == file_id and job["validation_file"] is None
     assert job["method"] == {"type": "sparsegrad", "setting": "paper",
-                             "sparsegrad": {"density": 0.01, "calibration_steps": 10, "selection": "block"}}
+                             "sparsegrad": {"density": 0.01, "calibration_steps": 10, "selection": "block",
+                                            "block_energy_share": 0.97, "block_max_cost": 1.0}}
     assert job["hyperparameters"]["n_epochs"] == 3 and job["hyperparameters"]["batch_size"] == 16
     assert job["hyperparameters"]["group_by_length"] is True and job["hyperparameters"]["gradient_checkpointing"] is False
     assert job["hyperparameters"]["checkpoint_every"] == service.settings.checkpoint_every
@@ -42,9 +43,10 @@ def test_defaults_are_filled_in_and_the_job_is_queued(service: Service, acme: Te
                 "phase", "organization_id", "attempts", "step", "total_steps", "summary"):
         assert key in job
     spec = job_spec(service, job["id"])
-    assert set(spec) == {"task", "method", "hyperparameters", "validation_split", "merge_model"}
-    assert spec["method"]["lora"] == {"rank": None, "alpha": None, "dropout": 0.0}
-    assert spec["method"]["meprop"] == {"density": 0.01} and spec["validation_split"] == 0.1
+    assert set(spec) == {"version", "task", "method", "hyperparameters", "validation_split", "merge_model"}
+    assert spec["version"] == 2 and spec["validation_split"] == 0.1
+    assert spec["method"] == {"type": "sparsegrad", "setting": "paper", **job["method"]["sparsegrad"]}
+    assert spec["hyperparameters"] == job["hyperparameters"] and spec["task"] == job["task"]
     # the message reached the (filesystem) broker
     messages = list((service.settings.broker_dir / "queue").glob("*.msg"))
     assert len(messages) == 1 and job["id"] in messages[0].read_text()
@@ -69,7 +71,9 @@ def test_full_spec(service: Service, acme: TenantClient) -> None:
     job = acme.create_job(body)
     assert job["validation_file"] == valid and job["seed"] == 7 and job["suffix"] == "mine"
     assert job["metadata"] == {"team": "nlp"}
-    assert job["method"] == {"type": "lora", "lora": {"rank": 8, "alpha": 16.0, "dropout": 0.1}, "setting": "peft"}
+    # density: SparseGrad's, which a LoRA job names for its equal-parameter default rank
+    assert job["method"] == {"type": "lora", "lora": {"rank": 8, "alpha": 16.0, "dropout": 0.1, "density": 0.05},
+                             "setting": "peft"}
     hp = job["hyperparameters"]
     assert (hp["n_epochs"], hp["batch_size"], hp["learning_rate"], hp["max_seq_length"]) == (2, 8, 3e-4, 64)
     assert (hp["max_steps"], hp["lr_scheduler"], hp["checkpoint_every"]) == (100, "cosine", 7)
@@ -78,18 +82,30 @@ def test_full_spec(service: Service, acme: TenantClient) -> None:
     spec = job_spec(service, job["id"])
     assert spec["hyperparameters"] == hp
     assert spec["merge_model"] is True and spec["validation_split"] == 0.2
-    assert spec["method"]["sparsegrad"] == {"density": 0.05, "calibration_steps": 3, "selection": "fixed"}
+    assert spec["method"] == {"type": "lora", "setting": "peft", **job["method"]["lora"]}
 
 
 def test_openai_sdk_shapes(acme: TenantClient) -> None:
     job = acme.create_job(
         method={"type": "supervised", "supervised": {"hyperparameters": {
-            "batch_size": 8, "n_epochs": "auto", "learning_rate_multiplier": 2}}},
-        hyperparameters={"n_epochs": 5, "batch_size": "auto"}, integrations=None, seed=None, suffix=None,
+            "batch_size": 8, "n_epochs": 5, "learning_rate_multiplier": 2}}},
+        hyperparameters={"n_epochs": 5, "warmup_ratio": "auto"}, integrations=None, seed=None, suffix=None,
     )
     assert job["method"]["type"] == "sparsegrad"
     hp = job["hyperparameters"]
-    assert hp["batch_size"] == 8 and hp["n_epochs"] == 3 and hp["learning_rate"] == pytest.approx(2e-4)
+    assert hp["batch_size"] == 8 and hp["n_epochs"] == 5 and hp["learning_rate"] == pytest.approx(2e-4)
+    assert hp["warmup_ratio"] == 0.0
+    # the same hyperparameter given twice with different values is refused, naming both places
+    for top, inner in ((5, 3), ("auto", 3), (5, "auto")):
+        r = acme.post(JOBS, json={"model": "minilm-l6", "training_file": acme.upload_id(),
+                                  "hyperparameters": {"n_epochs": top},
+                                  "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": inner}}}})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "conflicting_values", r.text
+        assert r.json()["error"]["param"] == "method.supervised.hyperparameters.n_epochs"
+        assert "hyperparameters.n_epochs" in r.json()["error"]["message"]
+    # JSON true is not the number 1
+    r = acme.post(JOBS, json={"model": "minilm-l6", "training_file": acme.upload_id(), "hyperparameters": {"n_epochs": True}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "hyperparameters.n_epochs", r.text
     assert acme.create_job(integrations=[])["status"] == "queued"
     r = acme.post(JOBS, json={"model": "minilm-l6", "training_file": acme.upload_id(),
                               "integrations": [{"type": "wandb", "wandb": {"project": "x"}}]})
@@ -105,7 +121,7 @@ def test_block_selection_and_its_rule_are_stored(service: Service, acme: TenantC
     sg = {"selection": "block", "block_energy_share": 0.9, "block_max_cost": 2.0}
     job = acme.create_job(training_file=acme.upload_id(), method={"type": "sparsegrad", "sparsegrad": sg})
     assert job["method"]["sparsegrad"] == {"density": 0.01, "calibration_steps": 10, **sg}
-    assert job_spec(service, job["id"])["method"]["sparsegrad"] == job["method"]["sparsegrad"]
+    assert job_spec(service, job["id"])["method"] == {"type": "sparsegrad", "setting": "paper", **job["method"]["sparsegrad"]}
 
 
 @pytest.mark.parametrize(("body", "param", "fragment"), [
@@ -218,3 +234,18 @@ def test_the_default_selection_is_the_librarys_job_selection() -> None:
     from sparsegrad_core.config import JOB_SELECTION
 
     assert SparseGradParams().selection == JOB_SELECTION == "block"
+
+
+def test_the_defaults_endpoint_answers_what_a_bare_request_resolves_to(service: Service, acme: TenantClient) -> None:
+    defaults = acme.get("/v1/fine_tuning/defaults").json()
+    job = acme.create_job(training_file=acme.upload_id())
+    kind = defaults["methods"][0]
+    assert kind == job["method"]["type"] and set(defaults["methods"]) == {"sparsegrad", "lora", "meprop", "full"}
+    assert {"type": kind, **job["method"][kind], "setting": job["method"]["setting"]} == defaults["method"][kind]
+    assert defaults["hyperparameters"] == job["hyperparameters"]
+    assert defaults["seed"] == job["seed"] and defaults["validation_split"] == job["validation_split"]
+    assert set(defaults["selections"]) == {"dynamic", "fixed", "block"}
+    for method in defaults["methods"]:  # each method's defaults are what a request naming only it gets
+        body = {"method": {"type": method}}
+        got = acme.create_job(training_file=acme.upload_id(), **body)["method"]
+        assert {"type": method, **got.get(method, {}), "setting": got["setting"]} == defaults["method"][method]

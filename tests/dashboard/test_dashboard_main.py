@@ -104,8 +104,11 @@ def test_new_job_upload_errors_inline_then_submit_double_click_makes_one_job(
     sign_in(page, dep, tenant_key, "#/new")
     page.wait_for_selector("h1:has-text('New fine-tuning job')")
     page.wait_for_selector("#model option[value='tiny-bert']", state="attached")
+    page.wait_for_selector("#sg-selection option[value='block']", state="attached")  # the contract's defaults came
     assert page.input_value("#hp-n_epochs") == "3" and page.input_value("#hp-batch_size") == "16"
     assert page.input_value("#sg-density") == "0.01" and page.is_checked("#method-sparsegrad")
+    assert page.input_value("#sg-selection") == "block" and page.input_value("#setting") == "paper"
+    assert page.input_value("#seed") == "42" and page.input_value("#validation-split") == "0.1"
     assert page.is_hidden("#lora-rank")  # only the chosen method's parameters show
     page.check("#method-lora")
     assert page.is_visible("#lora-rank") and page.is_hidden("#sg-calibration")

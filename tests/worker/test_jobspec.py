@@ -1,4 +1,4 @@
-"""The normalized job spec becomes the core library's method spec and training arguments."""
+"""The stored job spec (any version) becomes the core library's method spec and training arguments."""
 
 from __future__ import annotations
 
@@ -8,7 +8,20 @@ import pytest
 from worker_helpers import job_spec
 
 from sparsegrad_data import TaskType
-from worker.jobspec import method_spec, task_spec, training_arguments
+from sparsegrad_service.job_spec import JobSpec
+from worker import jobspec
+
+
+def method_spec(stored):  # type: ignore[no-untyped-def]
+    return jobspec.method_spec(JobSpec.from_stored(stored))
+
+
+def task_spec(stored):  # type: ignore[no-untyped-def]
+    return jobspec.task_spec(JobSpec.from_stored(stored))
+
+
+def training_arguments(stored, **kw):  # type: ignore[no-untyped-def]
+    return jobspec.training_arguments(JobSpec.from_stored(stored), **kw)
 
 
 def test_sparsegrad_spec_and_arguments(tmp_path: Path) -> None:
@@ -71,3 +84,27 @@ def test_task_spec_mapping() -> None:
     assert task.task == TaskType.REGRESSION and task.num_labels is None
     assert (task.mapping.text, task.mapping.label, task.mapping.has_header) == (0, 2, False)
     assert task_spec(job_spec()).label_names == ["0", "1"]
+
+
+def test_a_version_1_spec_and_its_version_2_form_run_the_same(tmp_path: Path) -> None:
+    """Specs stored before the typed contract (version 1, worker_helpers.BASE_SPEC) keep running, and their upgraded
+    form stores and reads back unchanged."""
+    for v1 in (job_spec(), job_spec(method={"type": "lora"}), job_spec(method={"type": "meprop"}),
+               job_spec(method={"type": "full"}, hyperparameters={"max_steps": None, "n_epochs": "auto"})):
+        typed = JobSpec.from_stored(v1)
+        assert typed.version == 2 and JobSpec.from_stored(typed.stored()) == typed
+        kw = {"seed": 1, "output_dir": tmp_path, "default_checkpoint_every": 50, "bf16": False}
+        assert jobspec.method_spec(typed).to_dict() == method_spec(typed.stored()).to_dict()
+        assert jobspec.training_arguments(typed, **kw) == training_arguments(v1, **kw)
+    # a version-1 SparseGrad section without a selection predates selections: the exact method it ran
+    old = job_spec()
+    del old["method"]["sparsegrad"]["selection"]
+    assert method_spec(old).sparsegrad.selection == "dynamic"
+    assert JobSpec().method.selection == "block"  # what a new job gets
+
+
+def test_an_invalid_stored_spec_names_the_field() -> None:
+    with pytest.raises(ValueError, match=r"method\.lora\.rnk"):
+        JobSpec.from_stored({"version": 2, "method": {"type": "lora", "rnk": 3}})
+    with pytest.raises(ValueError, match="batch_size"):
+        JobSpec.from_stored(job_spec(hyperparameters={"batch_size": "eight"}))

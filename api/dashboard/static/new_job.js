@@ -7,24 +7,26 @@
  */
 import { apiFetch, el, formatBytes, toast } from "./api.js";
 
+/** Display names of the methods; which methods exist, their order and every default value come from
+ * `GET /v1/fine_tuning/defaults` (the job contract), filled in once it answers. */
 const METHODS = [
-  { type: "sparsegrad", label: "SparseGrad (default)", short: "SparseGrad" },
+  { type: "sparsegrad", label: "SparseGrad", short: "SparseGrad" },
   { type: "lora", label: "LoRA", short: "LoRA" },
   { type: "meprop", label: "MeProp", short: "MeProp" },
   { type: "full", label: "Full fine-tuning", short: "Full" },
 ];
-/** Hyperparameter inputs: [name, label, default shown ("" = server default), placeholder, hint]. */
+/** Hyperparameter inputs: [name, label, placeholder when the default is none, hint]. */
 const HYPER = [
-  ["n_epochs", "Epochs", "3", "", "Passes over the data (ignored with max steps)."],
-  ["batch_size", "Batch size", "16", "", "Rows per micro-batch."],
-  ["learning_rate", "Learning rate", "1e-4", "", "Peak learning rate."],
-  ["max_seq_length", "Max sequence length", "128", "", "Tokens per row after truncation."],
-  ["max_steps", "Max steps", "", "none (use epochs)", "Overrides epochs when set."],
-  ["checkpoint_every", "Checkpoint every", "", "server default", "Steps between resumable checkpoints."],
+  ["n_epochs", "Epochs", "", "Passes over the data (ignored with max steps)."],
+  ["batch_size", "Batch size", "", "Rows per micro-batch."],
+  ["learning_rate", "Learning rate", "", "Peak learning rate."],
+  ["max_seq_length", "Max sequence length", "", "Tokens per row after truncation."],
+  ["max_steps", "Max steps", "none (use epochs)", "Overrides epochs when set."],
+  ["checkpoint_every", "Checkpoint every", "server default", "Steps between resumable checkpoints."],
 ];
 const MORE = [
-  ["warmup_ratio", "Warmup ratio", "0", "", "Share of steps, in [0, 1)."],
-  ["eval_every", "Evaluate every", "", "before and after only", "Steps between evaluations."],
+  ["warmup_ratio", "Warmup ratio", "", "Share of steps, in [0, 1)."],
+  ["eval_every", "Evaluate every", "before and after only", "Steps between evaluations."],
 ];
 
 /** @returns {string} a random UUID (also outside secure contexts, where crypto.randomUUID is missing). */
@@ -109,19 +111,19 @@ export function renderNewJobPage(root) {
   modelSet.querySelector(".field").insertBefore(modelDesc, modelSet.querySelector("#model-error"));
 
   // ---------------------------------------------------------------- method
-  const radios = METHODS.map((m) => el("input", { type: "radio", name: "method", value: m.type, checked: m.type === "sparsegrad", id: `method-${m.type}` }));
+  const radios = METHODS.map((m, i) => el("input", { type: "radio", name: "method", value: m.type, checked: i === 0, id: `method-${m.type}` }));
   const compareBoxes = METHODS.map((m) => el("input", { type: "checkbox", value: m.type, id: `compare-${m.type}` }));
-  const setting = select([["paper", "paper"], ["peft", "peft"]], "paper");
+  const setting = select([], "");
   const panels = {
     sparsegrad: el("div", { class: "method-params fields", "data-method": "sparsegrad" },
-      field("sg-density", "SparseGrad density", num("0.01", { min: "0", max: "1" }), { hint: "Share of rotated gradient entries kept, (0, 1].", params: ["method.sparsegrad.density"] }),
-      field("sg-calibration", "Calibration steps", num("10", { min: "1", step: "1" }), { hint: "Backward passes that define the bases.", params: ["method.sparsegrad.calibration_steps"] }),
-      field("sg-selection", "Selection", select([["block", "block"], ["dynamic", "dynamic"], ["fixed", "fixed"]], "block"), { hint: "Block (default): top-k inside a leading block of the bases (about half the step time of dynamic at equal measured quality; also exported as a PEFT LoRA); dynamic: fresh top-k every step (the paper's exact method); fixed: the calibration-time support.", params: ["method.sparsegrad.selection"] })),
+      field("sg-density", "SparseGrad density", num("", { min: "0", max: "1" }), { hint: "Share of rotated gradient entries kept, (0, 1].", params: ["method.sparsegrad.density"] }),
+      field("sg-calibration", "Calibration steps", num("", { min: "1", step: "1" }), { hint: "Backward passes that define the bases.", params: ["method.sparsegrad.calibration_steps"] }),
+      field("sg-selection", "Selection", select([], ""), { hint: "Block: top-k inside a leading block of the bases (about half the step time of dynamic at equal measured quality; also exported as a PEFT LoRA); dynamic: fresh top-k every step (the paper's exact method); fixed: the calibration-time support.", params: ["method.sparsegrad.selection"] })),
     lora: el("div", { class: "method-params fields", "data-method": "lora" },
       field("lora-rank", "LoRA rank", num("", { min: "1", step: "1", placeholder: "auto" }), { hint: "Auto: as many MLP parameters as SparseGrad.", params: ["method.lora.rank"] }),
       field("lora-alpha", "LoRA alpha", num("", { min: "0", placeholder: "2 × rank" }), { params: ["method.lora.alpha"] })),
     meprop: el("div", { class: "method-params fields", "data-method": "meprop" },
-      field("meprop-density", "MeProp density", num("0.01", { min: "0", max: "1" }), { hint: "Share of output gradient entries kept.", params: ["method.meprop.density"] })),
+      field("meprop-density", "MeProp density", num("", { min: "0", max: "1" }), { hint: "Share of output gradient entries kept.", params: ["method.meprop.density"] })),
   };
   const settingField = field("setting", "Setting", setting, { hint: "paper: every non-MLP parameter also trains; peft: only the task head besides the method.", params: ["method.setting"] });
   const methodError = el("p", { class: "field-error", id: "method-error", "aria-live": "polite" });
@@ -141,18 +143,18 @@ export function renderNewJobPage(root) {
   showPanels();
 
   // ---------------------------------------------------------------- hyperparameters
-  const hyperField = ([name, label, value, placeholder, hint]) =>
-    field(`hp-${name}`, label, num(value, { placeholder: placeholder || null, min: "0" }), { hint, params: [`hyperparameters.${name}`] });
-  const scheduler = select([["constant", "constant"], ["linear", "linear"], ["cosine", "cosine"]], "constant");
+  const hyperField = ([name, label, placeholder, hint]) =>
+    field(`hp-${name}`, label, num("", { placeholder: placeholder || null, min: "0" }), { hint, params: [`hyperparameters.${name}`] });
+  const scheduler = select([["constant", "constant"], ["linear", "linear"], ["cosine", "cosine"]], "");
   const mergeBox = el("input", { type: "checkbox", id: "merge-model" });
   const hyperSet = el("fieldset", null, el("legend", null, "Hyperparameters"),
     el("div", { class: "fields" }, HYPER.map(hyperField)),
     el("details", { class: "more" }, el("summary", null, "More options"),
       el("div", { class: "fields" }, MORE.map(hyperField),
         field("hp-lr_scheduler", "LR schedule", scheduler, { params: ["hyperparameters.lr_scheduler"] }),
-        field("seed", "Seed", num("42", { min: "0", step: "1" }), { params: ["seed"] }),
+        field("seed", "Seed", num("", { min: "0", step: "1" }), { params: ["seed"] }),
         field("suffix", "Model name suffix", text({ placeholder: "none", maxlength: "64" }), { params: ["suffix"] }),
-        field("validation-split", "Validation split", num("0.1", { min: "0", max: "0.5" }), { hint: "Held out when no validation file is given.", params: ["validation_split"] })),
+        field("validation-split", "Validation split", num("", { min: "0", max: "0.5" }), { hint: "Held out when no validation file is given.", params: ["validation_split"] })),
       el("label", { class: "choice", for: "merge-model" }, mergeBox, "Also produce a merged model")));
 
   // ---------------------------------------------------------------- actions
@@ -183,6 +185,27 @@ export function renderNewJobPage(root) {
     modelSelect.addEventListener("change", describe);
     describe();
   }).catch((exc) => { if (exc.name !== "AbortError") setError(byParam.get("model"), `Could not load the models: ${exc.message}`); });
+
+  // ---------------------------------------------------------------- defaults (the job contract's)
+  apiFetch("/v1/fine_tuning/defaults", { signal: controller.signal }).then((d) => {
+    const setValue = (id, value) => { if (value !== null && value !== undefined) inputs[id].value = String(value); };
+    const options = (input, values, chosen) => input.replaceChildren(...values.map((v) => el("option", { value: v, selected: v === chosen }, v)));
+    radios.forEach((r, i) => {
+      r.closest("label").hidden = compareBoxes[i].closest("label").hidden = !d.methods.includes(r.value);
+      r.checked = r.value === d.methods[0];
+    });
+    radios[METHODS.findIndex((m) => m.type === d.methods[0])].closest("label").append(" (default)");
+    options(setting, d.settings, d.method[d.methods[0]].setting);
+    options(inputs["sg-selection"], d.selections, d.method.sparsegrad.selection);
+    setValue("sg-density", d.method.sparsegrad.density);
+    setValue("sg-calibration", d.method.sparsegrad.calibration_steps);
+    setValue("meprop-density", d.method.meprop.density);
+    for (const [name] of [...HYPER, ...MORE]) if (name !== "checkpoint_every") setValue(`hp-${name}`, d.hyperparameters[name]);
+    scheduler.value = d.hyperparameters.lr_scheduler;
+    setValue("seed", d.seed);
+    setValue("validation-split", d.validation_split);
+    showPanels();
+  }).catch((exc) => { if (exc.name !== "AbortError") formError.replaceChildren(issuesAlert(`Could not load the defaults: ${exc.message}`, null)); });
 
   // ---------------------------------------------------------------- uploads
   function mappingForm(fd) {

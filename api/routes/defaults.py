@@ -1,0 +1,42 @@
+"""What a job gets when it leaves something out: the methods, settings and selections a job may name and every
+default, from the job contract (the dashboard's new-job form fills itself from this)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field, TypeAdapter
+
+from sparsegrad_contract import defaults as D
+from sparsegrad_contract.defaults import MethodType, Selection, Setting
+from sparsegrad_service.job_spec import JobSpec, MethodConfig, ResolvedHyperparameters
+
+from ..deps import ContextDep, CurrentTenant
+from ..schemas.common import error_responses
+
+router = APIRouter(prefix="/fine_tuning", tags=["fine-tuning jobs"], responses=error_responses(401))
+_METHOD: TypeAdapter[MethodConfig] = TypeAdapter(MethodConfig)
+
+
+class JobDefaults(BaseModel):
+    object: Literal["fine_tuning.defaults"] = "fine_tuning.defaults"
+    methods: list[MethodType] = Field(description="The training methods, the default first.")
+    settings: list[Setting]
+    selections: list[Selection]
+    method: dict[str, MethodConfig] = Field(description="Each method's parameters when the request gives none.")
+    hyperparameters: ResolvedHyperparameters = Field(description="Every hyperparameter's default in this deployment.")
+    validation_split: float
+    seed: int
+
+
+@router.get("/defaults", response_model=JobDefaults)
+def job_defaults(context: ContextDep, _tenant: CurrentTenant) -> JobDefaults:
+    """The defaults a job request resolves to (the same values `POST /v1/fine_tuning/jobs` fills in)."""
+    methods = sorted(MethodType, key=lambda m: m is not D.DEFAULT_METHOD)
+    spec = JobSpec(hyperparameters=ResolvedHyperparameters(checkpoint_every=context.settings.checkpoint_every))
+    return JobDefaults(
+        methods=methods, settings=list(Setting), selections=list(Selection),
+        method={m.value: _METHOD.validate_python({"type": m}) for m in methods},
+        hyperparameters=spec.hyperparameters, validation_split=spec.validation_split, seed=D.SEED,
+    )
