@@ -15,7 +15,7 @@ from sparsegrad_service.models import Artifact
 from sparsegrad_service.store import LocalArtifactStore, artifact_key
 
 OBJECT_PARAMS = {"file_id", "job_id", "artifact_id"}
-TENANT_NEUTRAL = {"/v1/models", "/v1/models/{model_id}"}
+TENANT_NEUTRAL = {"/v1/models", "/v1/models/{model_id}", "/v1/fine_tuning/defaults"}
 NO_OBJECT = {("GET", "/v1/files"), ("POST", "/v1/files"), ("GET", "/v1/fine_tuning/jobs"),
              ("POST", "/v1/fine_tuning/jobs")}
 
