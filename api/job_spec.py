@@ -77,6 +77,8 @@ def resolve_hyperparameters(body: JobCreate, checkpoint_every: int) -> ResolvedH
 
 
 def resolve_spec(body: JobCreate, task: dict[str, Any], checkpoint_every: int) -> JobSpec:
+    asked = body.model_dump(mode="json", exclude_unset=True, include={"method", "hyperparameters"})
     return JobSpec(task=task, method=resolve_method_config(body.method),  # type: ignore[arg-type]
                    hyperparameters=resolve_hyperparameters(body, checkpoint_every),
-                   validation_split=body.validation_split, merge_model=body.merge_model)
+                   validation_split=body.validation_split, merge_model=body.merge_model,
+                   requested={"method": asked.get("method"), "hyperparameters": asked.get("hyperparameters")})

@@ -25,6 +25,7 @@ from .schemas import (
     JobPublic,
     MetricPointPublic,
 )
+from .schemas.jobs import PublicHyperparameters
 from .timestamps import unix, unix_required
 
 EVENT_ID_PREFIX = "ftevent-"
@@ -49,6 +50,7 @@ def public_method(spec: JobSpec) -> dict[str, Any]:
 class _PublicSpec:
     spec: JobSpec
     method: dict[str, Any]
+    hyperparameters: PublicHyperparameters
 
 
 _PUBLIC_SPECS: dict[str, _PublicSpec] = {}
@@ -62,7 +64,7 @@ def _public_spec(job_id: str, stored: dict[str, Any] | None) -> _PublicSpec:
     hit = _PUBLIC_SPECS.get(job_id)
     if hit is None:
         spec = JobSpec.from_stored(stored)
-        hit = _PublicSpec(spec, public_method(spec))
+        hit = _PublicSpec(spec, public_method(spec), PublicHyperparameters(**dict(spec.hyperparameters)))
         with _PUBLIC_SPECS_LOCK:
             if len(_PUBLIC_SPECS) >= _PUBLIC_SPECS_MAX:
                 _PUBLIC_SPECS.clear()
@@ -140,7 +142,7 @@ def job_public(job: Job | Row[Any], result_files: list[str], queue_position: int
     return JobPublic(
         id=job.id, status=job.status, model=job.model, created_at=unix_required(job.created_at),
         started_at=unix(job.started_at), finished_at=unix(job.finished_at), error=_job_error(job.error),
-        method=public.method, hyperparameters=spec.hyperparameters,
+        method=public.method, hyperparameters=public.hyperparameters, requested=spec.requested,
         training_file=job.training_file_id, validation_file=job.validation_file_id,
         trained_tokens=job.trained_tokens, result_files=result_files, fine_tuned_model=job.fine_tuned_model,
         estimated_finish=unix(job.estimated_finish), metadata=job.metadata_, seed=job.seed, suffix=job.suffix,

@@ -113,6 +113,9 @@ class JobSpec(_Spec):
     validation_split: float = D.VALIDATION_SPLIT
     """Share of the training file held out when the job names no validation file; 0: none."""
     merge_model: bool = False
+    requested: dict[str, Any] | None = None
+    """The request's ``method`` and ``hyperparameters`` as given (JSON, unset fields left out; null stands for
+    ``"auto"``), echoed in the job object next to what they resolved to. Not read by the worker."""
 
     @classmethod
     def from_stored(cls, stored: dict[str, Any] | None) -> JobSpec:

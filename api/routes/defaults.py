@@ -14,6 +14,7 @@ from sparsegrad_service.job_spec import JobSpec, MethodConfig, ResolvedHyperpara
 
 from ..deps import ContextDep, CurrentTenant
 from ..schemas.common import error_responses
+from ..schemas.jobs import PublicHyperparameters
 
 router = APIRouter(prefix="/fine_tuning", tags=["fine-tuning jobs"], responses=error_responses(401))
 _METHOD: TypeAdapter[MethodConfig] = TypeAdapter(MethodConfig)
@@ -25,7 +26,7 @@ class JobDefaults(BaseModel):
     settings: list[Setting]
     selections: list[Selection]
     method: dict[str, MethodConfig] = Field(description="Each method's parameters when the request gives none.")
-    hyperparameters: ResolvedHyperparameters = Field(description="Every hyperparameter's default in this deployment.")
+    hyperparameters: PublicHyperparameters = Field(description="Every hyperparameter's default in this deployment.")
     validation_split: float
     seed: int
 
@@ -38,5 +39,5 @@ def job_defaults(context: ContextDep, _tenant: CurrentTenant) -> JobDefaults:
     return JobDefaults(
         methods=methods, settings=list(Setting), selections=list(Selection),
         method={m.value: _METHOD.validate_python({"type": m}) for m in methods},
-        hyperparameters=spec.hyperparameters, validation_split=spec.validation_split, seed=D.SEED,
+        hyperparameters=PublicHyperparameters(**dict(spec.hyperparameters)), validation_split=spec.validation_split, seed=D.SEED,
     )

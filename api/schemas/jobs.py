@@ -5,9 +5,20 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
+from sparsegrad_contract.defaults import LEARNING_RATE
 from sparsegrad_service.job_spec import ResolvedHyperparameters, TaskSpec
+
+
+class PublicHyperparameters(ResolvedHyperparameters):
+    """Every hyperparameter the job runs with, and OpenAI's ``learning_rate_multiplier`` it amounts to."""
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def learning_rate_multiplier(self) -> float:
+        """``learning_rate`` over the default learning rate."""
+        return self.learning_rate / LEARNING_RATE
 
 
 class JobError(BaseModel):
@@ -25,8 +36,12 @@ class JobPublic(BaseModel):
     started_at: int | None
     finished_at: int | None
     error: JobError | None
-    method: dict[str, Any] = Field(description='`{"type": T, T: {parameters}, "setting": "paper"|"peft"}`.')
-    hyperparameters: ResolvedHyperparameters = Field(description="Every hyperparameter, defaults filled in.")
+    method: dict[str, Any] = Field(description='What the job trains with: `{"type": T, T: {parameters}, "setting": "paper"|"peft"}`, '
+                                   'every parameter resolved (`supervised` is the default method).')
+    hyperparameters: PublicHyperparameters = Field(description="Every hyperparameter, defaults filled in.")
+    requested: dict[str, Any] | None = Field(
+        default=None, description="`method` and `hyperparameters` as the request gave them (fields it left out are "
+        "absent; null stands for `auto`); null for jobs created before this was recorded.")
     training_file: str
     validation_file: str | None
     trained_tokens: int | None

@@ -43,10 +43,12 @@ def test_defaults_are_filled_in_and_the_job_is_queued(service: Service, acme: Te
                 "phase", "organization_id", "attempts", "step", "total_steps", "summary"):
         assert key in job
     spec = job_spec(service, job["id"])
-    assert set(spec) == {"version", "task", "method", "hyperparameters", "validation_split", "merge_model"}
+    assert set(spec) == {"version", "task", "method", "hyperparameters", "validation_split", "merge_model", "requested"}
     assert spec["version"] == 2 and spec["validation_split"] == 0.1
     assert spec["method"] == {"type": "sparsegrad", "setting": "paper", **job["method"]["sparsegrad"]}
-    assert spec["hyperparameters"] == job["hyperparameters"] and spec["task"] == job["task"]
+    assert spec["hyperparameters"] | {"learning_rate_multiplier": 1.0} == job["hyperparameters"]
+    assert spec["task"] == job["task"]
+    assert job["requested"] == spec["requested"] == {"method": None, "hyperparameters": None}
     # the message reached the (filesystem) broker
     messages = list((service.settings.broker_dir / "queue").glob("*.msg"))
     assert len(messages) == 1 and job["id"] in messages[0].read_text()
@@ -80,7 +82,8 @@ def test_full_spec(service: Service, acme: TenantClient) -> None:
     assert hp["original_share_every"] is None and hp["group_by_length"] is False
     assert hp["gradient_checkpointing"] is True
     spec = job_spec(service, job["id"])
-    assert spec["hyperparameters"] == hp
+    assert spec["hyperparameters"] | {"learning_rate_multiplier": hp["learning_rate_multiplier"]} == hp
+    assert hp["learning_rate_multiplier"] == pytest.approx(3.0)
     assert spec["merge_model"] is True and spec["validation_split"] == 0.2
     assert spec["method"] == {"type": "lora", "setting": "peft", **job["method"]["lora"]}
 
@@ -94,7 +97,11 @@ def test_openai_sdk_shapes(acme: TenantClient) -> None:
     assert job["method"]["type"] == "sparsegrad"
     hp = job["hyperparameters"]
     assert hp["batch_size"] == 8 and hp["n_epochs"] == 5 and hp["learning_rate"] == pytest.approx(2e-4)
-    assert hp["warmup_ratio"] == 0.0
+    assert hp["warmup_ratio"] == 0.0 and hp["learning_rate_multiplier"] == pytest.approx(2)
+    # what was asked, as asked: OpenAI's method type and "auto" (null) next to what it resolved to
+    assert job["requested"]["method"] == {"type": "supervised", "supervised": {"hyperparameters": {
+        "batch_size": 8, "n_epochs": 5, "learning_rate_multiplier": 2.0}}}
+    assert job["requested"]["hyperparameters"] == {"n_epochs": 5, "warmup_ratio": None}
     # the same hyperparameter given twice with different values is refused, naming both places
     for top, inner in ((5, 3), ("auto", 3), (5, "auto")):
         r = acme.post(JOBS, json={"model": "minilm-l6", "training_file": acme.upload_id(),
