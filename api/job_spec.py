@@ -10,11 +10,11 @@ from pydantic import TypeAdapter
 
 from sparsegrad_contract.defaults import DEFAULT_METHOD, LEARNING_RATE, MethodType, resolve_method
 from sparsegrad_service.job_spec import JobSpec, MethodConfig, ResolvedHyperparameters
+from sparsegrad_service.schemas import Hyperparameters as HyperparametersIn
+from sparsegrad_service.schemas import JobCreate, MethodIn
+from sparsegrad_service.schemas.job_create import SparseGradParams
 
 from .errors import ApiError
-from .schemas import Hyperparameters as HyperparametersIn
-from .schemas import JobCreate, MethodIn
-from .schemas.job_create import SparseGradParams
 
 TRAINING_METHODS = tuple(m.value for m in MethodType)
 _METHOD_CONFIG: TypeAdapter[Any] = TypeAdapter(MethodConfig)

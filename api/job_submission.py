@@ -21,12 +21,12 @@ from sparsegrad_service.enums import EventLevel, EventType, JobStatus
 from sparsegrad_service.lifecycle import add_event
 from sparsegrad_service.models import File, Job, utcnow
 from sparsegrad_service.registry import RegisteredModel
+from sparsegrad_service.schemas import JobCreate, TaskIn
 
 from .context import ServiceContext
 from .datasets import column_mapping, mapping_from_dict, validate_dataset
 from .errors import ApiError, conflict
 from .job_spec import resolve_spec
-from .schemas import JobCreate, TaskIn
 
 log = logging.getLogger("sparsegrad.api.jobs")
 

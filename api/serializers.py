@@ -15,8 +15,7 @@ from sqlalchemy.orm import Session, aliased
 from sparsegrad_service.enums import JobStatus
 from sparsegrad_service.job_spec import JobSpec
 from sparsegrad_service.models import Artifact, Checkpoint, File, Job, JobEvent, MetricPoint
-
-from .schemas import (
+from sparsegrad_service.schemas import (
     ArtifactPublic,
     CheckpointPublic,
     FileObject,
@@ -25,7 +24,8 @@ from .schemas import (
     JobPublic,
     MetricPointPublic,
 )
-from .schemas.jobs import PublicHyperparameters
+from sparsegrad_service.schemas.jobs import PublicHyperparameters
+
 from .timestamps import unix, unix_required
 
 EVENT_ID_PREFIX = "ftevent-"

@@ -7,12 +7,12 @@ from fastapi.responses import FileResponse
 from sqlalchemy import select
 
 from sparsegrad_service.models import Artifact
+from sparsegrad_service.schemas import ArtifactPublic, ArtifactsPublic
+from sparsegrad_service.schemas.common import error_responses
 
 from ..deps import ContextDep, CurrentTenant, SessionDep
 from ..errors import ApiError
 from ..ownership import tenant_artifact, tenant_job
-from ..schemas import ArtifactPublic, ArtifactsPublic
-from ..schemas.common import error_responses
 from ..serializers import artifact_object
 
 router = APIRouter(tags=["artifacts"], responses=error_responses(401, 404))

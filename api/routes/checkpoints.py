@@ -8,12 +8,12 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select
 
 from sparsegrad_service.models import Checkpoint
+from sparsegrad_service.schemas import CheckpointsPublic
+from sparsegrad_service.schemas.common import error_responses
 
 from ..deps import CurrentTenant, SessionDep
 from ..errors import ApiError
 from ..ownership import tenant_job
-from ..schemas import CheckpointsPublic
-from ..schemas.common import error_responses
 from ..serializers import checkpoint_object
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["checkpoints"], responses=error_responses(400, 401, 404))

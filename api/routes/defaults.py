@@ -11,10 +11,10 @@ from pydantic import BaseModel, Field, TypeAdapter
 from sparsegrad_contract import defaults as D
 from sparsegrad_contract.defaults import MethodType, Selection, Setting
 from sparsegrad_service.job_spec import JobSpec, MethodConfig, ResolvedHyperparameters
+from sparsegrad_service.schemas.common import error_responses
+from sparsegrad_service.schemas.jobs import PublicHyperparameters
 
 from ..deps import ContextDep, CurrentTenant
-from ..schemas.common import error_responses
-from ..schemas.jobs import PublicHyperparameters
 
 router = APIRouter(prefix="/fine_tuning", tags=["fine-tuning jobs"], responses=error_responses(401))
 _METHOD: TypeAdapter[MethodConfig] = TypeAdapter(MethodConfig)

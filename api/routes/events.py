@@ -11,13 +11,13 @@ from sqlalchemy.orm import Session
 from sse_starlette import EventSourceResponse
 
 from sparsegrad_service.models import JobEvent
+from sparsegrad_service.schemas import JobEventsPublic
+from sparsegrad_service.schemas.common import error_responses
 
 from ..deps import ContextDep, CurrentTenant
 from ..errors import ApiError
 from ..event_stream import PING_S, job_events
 from ..ownership import tenant_job
-from ..schemas import JobEventsPublic
-from ..schemas.common import error_responses
 from ..serializers import EVENT_ID_PREFIX, event_object
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["events"], responses=error_responses(400, 401, 404))

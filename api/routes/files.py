@@ -10,6 +10,8 @@ from sqlalchemy import or_, select
 
 from sparsegrad_service.models import File as FileRow
 from sparsegrad_service.models import new_id, utcnow
+from sparsegrad_service.schemas import FileDeleted, FileObject, FilesPublic
+from sparsegrad_service.schemas.common import error_responses
 from sparsegrad_service.store import StoreError, file_key
 
 from ..datasets import (
@@ -24,8 +26,6 @@ from ..datasets import (
 from ..deps import ContextDep, CurrentTenant, SessionDep
 from ..errors import ApiError
 from ..ownership import tenant_file
-from ..schemas import FileDeleted, FileObject, FilesPublic
-from ..schemas.common import error_responses
 from ..serializers import file_object
 
 router = APIRouter(prefix="/files", tags=["files"], responses=error_responses(400, 401, 404))

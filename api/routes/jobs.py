@@ -14,13 +14,13 @@ from sqlalchemy.orm import Session
 from sparsegrad_service.enums import ArtifactKind, EventType, JobStatus
 from sparsegrad_service.lifecycle import add_event, request_cancel, request_pause, request_resume
 from sparsegrad_service.models import Artifact, Job
+from sparsegrad_service.schemas import JobCreate, JobPublic, JobsPublic
+from sparsegrad_service.schemas.common import error_responses
 
 from ..deps import ContextDep, CurrentTenant, SessionDep
 from ..errors import ApiError, conflict, not_found
 from ..job_submission import enqueue_or_warn, submit_job
 from ..ownership import tenant_job
-from ..schemas import JobCreate, JobPublic, JobsPublic
-from ..schemas.common import error_responses
 from ..serializers import (
     artifact_ids_statement,
     job_object,

@@ -9,11 +9,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sparsegrad_service.models import MetricPoint
+from sparsegrad_service.schemas import MetricsPublic
+from sparsegrad_service.schemas.common import error_responses
 
 from ..deps import ContextDep, CurrentTenant
 from ..ownership import tenant_job
-from ..schemas import MetricsPublic
-from ..schemas.common import error_responses
 from ..serializers import metric_point
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["metrics"], responses=error_responses(400, 401, 404))

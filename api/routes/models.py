@@ -5,12 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from sparsegrad_service.registry import RegisteredModel
+from sparsegrad_service.schemas import ModelObject, ModelsPublic
+from sparsegrad_service.schemas.common import error_responses
 
 from ..context import ServiceContext
 from ..deps import ContextDep, CurrentTenant
 from ..errors import not_found
-from ..schemas import ModelObject, ModelsPublic
-from ..schemas.common import error_responses
 
 router = APIRouter(prefix="/models", tags=["models"], responses=error_responses(401, 404))
 

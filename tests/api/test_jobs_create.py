@@ -237,8 +237,8 @@ def test_a_broker_outage_keeps_the_job_queued_with_a_warning(service: Service, a
 
 def test_the_default_selection_is_the_librarys_job_selection() -> None:
     """The API cannot import the library (torch); its job default and the CLIs' must still be one value."""
-    from api.schemas.job_create import SparseGradParams
     from sparsegrad_core.config import JOB_SELECTION
+    from sparsegrad_service.schemas.job_create import SparseGradParams
 
     assert SparseGradParams().selection == JOB_SELECTION == "block"
 

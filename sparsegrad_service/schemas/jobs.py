@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, computed_field
+from pydantic import BaseModel, Field, computed_field, model_validator
 
 from sparsegrad_contract.defaults import LEARNING_RATE
 from sparsegrad_service.job_spec import ResolvedHyperparameters, TaskSpec
@@ -13,6 +13,14 @@ from sparsegrad_service.job_spec import ResolvedHyperparameters, TaskSpec
 
 class PublicHyperparameters(ResolvedHyperparameters):
     """Every hyperparameter the job runs with, and OpenAI's ``learning_rate_multiplier`` it amounts to."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_computed(cls, data: Any) -> Any:
+        """Read back what this model writes: ``learning_rate_multiplier`` follows from ``learning_rate``."""
+        if isinstance(data, dict) and "learning_rate_multiplier" in data:
+            return {k: v for k, v in data.items() if k != "learning_rate_multiplier"}
+        return data
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -1,5 +1,9 @@
 """Request and response bodies of the REST API (pydantic), named like the resources: ``FileObject``,
-``JobCreate``, ``JobPublic``, ``JobsPublic``..."""
+``JobCreate``, ``JobPublic``, ``JobsPublic``...
+
+The public contract of ``/v1``: the API validates requests with these models and answers with them, and
+``sparsegrad_client`` parses the answers into them. Torch-free and free of the SQL layer, so that a client
+imports them with pydantic alone."""
 
 from .common import ErrorDetail, ErrorResponse
 from .files import FileDeleted, FileObject, FilesPublic
