@@ -26,6 +26,7 @@ COPY sparsegrad_core ./sparsegrad_core
 COPY sparsegrad_data ./sparsegrad_data
 COPY sparsegrad_service ./sparsegrad_service
 COPY sparsegrad_client ./sparsegrad_client
+COPY sparsegrad_cli ./sparsegrad_cli
 COPY api ./api
 COPY worker ./worker
 COPY migrations ./migrations
@@ -54,7 +55,7 @@ RUN pip install \
 COPY --from=source /app /app
 RUN pip install --no-deps . \
     && SPARSEGRAD_DATA_DIR=/tmp/import-check python -c \
-        "import sys; sys.modules['torch'] = None; import api.main, sparsegrad_client.cli, migrations" \
+        "import sys; sys.modules['torch'] = None; import api.main, sparsegrad_cli.app, sparsegrad_client, migrations" \
     && rm -rf /tmp/import-check
 USER sparsegrad
 EXPOSE 8000

@@ -1,7 +1,8 @@
-"""Python client and ``sparsegrad`` command line of the SparseGrad fine-tuning service.
+"""Python client of the SparseGrad fine-tuning service's REST API.
 
-``from sparsegrad_client import SparseGradClient`` needs only httpx; the command line (``cli``) adds the
-embedded-service launcher and job commands. Nothing here imports torch at module level.
+``SparseGradClient`` returns the API's response models (``JobPublic``, ``FileObject``, ``JobsPublic``... from
+:mod:`sparsegrad_service.schemas`); it needs httpx and pydantic only: no torch, no API or worker code (an
+import-linter contract). The ``sparsegrad`` command line lives in :mod:`sparsegrad_cli`.
 """
 
 from .client import ApiError, DownloadError, SparseGradClient

@@ -1,9 +1,9 @@
 """``SparseGradClient``: the service's REST API (``/v1``) over httpx, with typed errors, resumable event
 streams and verified artifact downloads.
 
-Every method returns the API's JSON as plain dicts (the shapes of the OpenAI fine-tuning API plus the
-service's fields); an error answer raises :class:`ApiError` whose message names the field, line or value
-at fault.
+Every method returns the API's own response models (:mod:`sparsegrad_service.schemas`: ``JobPublic``,
+``FileObject``, ``JobsPublic``...), the shapes of the OpenAI fine-tuning API plus the service's fields; an
+error answer raises :class:`ApiError` whose message names the field, line or value at fault.
 """
 
 from __future__ import annotations
@@ -13,18 +13,39 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import httpx
+from pydantic import BaseModel
 
 from sparsegrad_service.enums import TERMINAL_STATUSES
+from sparsegrad_service.schemas import (
+    ArtifactsPublic,
+    CheckpointsPublic,
+    FileDeleted,
+    FileObject,
+    FilesPublic,
+    Hyperparameters,
+    JobEventPublic,
+    JobEventsPublic,
+    JobPublic,
+    JobsPublic,
+    MethodIn,
+    MetricsPublic,
+    ModelsPublic,
+    TaskIn,
+)
 
-from .sse import ServerSentEvent, parse_sse
+from .sse import parse_sse
 
 Progress = Callable[[int, int | None], None]
 """Transfer progress callback: ``(bytes done, total bytes or None)``."""
+
+Model = TypeVar("Model", bound=BaseModel)
+RequestPart = BaseModel | Mapping[str, Any]
+"""A part of a job request: its model (``TaskIn``, ``MethodIn``, ``Hyperparameters``) or the same as a dict."""
 
 RETRY_STATUSES = frozenset({502, 503, 504})
 """Answers of a service that is restarting or behind a proxy that lost it: an event stream retries them."""
@@ -101,6 +122,13 @@ class _ProgressReader:
         return self._file.seek(offset, whence)
 
 
+def _body(part: RequestPart | None) -> Any:
+    """A request part as JSON: a model with only the fields it was given (the API tells given from default)."""
+    if isinstance(part, BaseModel):
+        return part.model_dump(mode="json", exclude_unset=True)
+    return None if part is None else dict(part)
+
+
 def _filename_from(response: httpx.Response) -> str | None:
     match = re.search(r'filename="?([^";]+)"?', response.headers.get("content-disposition", ""))
     return Path(match.group(1)).name if match else None
@@ -139,6 +167,10 @@ class SparseGradClient:
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self._request(method, path, **kwargs).json()
 
+    def _call(self, model: type[Model], method: str, path: str, **kwargs: Any) -> Model:
+        """The answer parsed into its response model."""
+        return model.model_validate_json(self._request(method, path, **kwargs).content)
+
     @staticmethod
     def _params(**values: Any) -> dict[str, Any]:
         return {k: v for k, v in values.items() if v is not None}
@@ -154,7 +186,7 @@ class SparseGradClient:
     # ---------------------------------------------------------------------------------------------- files
     def upload_file(
         self, path: str | Path, *, purpose: str = "fine-tune", progress: Progress | None = None, **mapping: Any
-    ) -> dict[str, Any]:
+    ) -> FileObject:
         """Upload a JSONL/CSV/TSV dataset; ``mapping`` form fields (``text_column="sentence"``, ``task``,
         ``label_column``, ...) tell the validator where the fields are. Returns the file object."""
         path = Path(path)
@@ -163,104 +195,102 @@ class SparseGradClient:
         with open(path, "rb") as f:
             body: Any = f if progress is None else _ProgressReader(f, total, progress)
             files = {"file": (path.name, body, "application/octet-stream")}
-            result: dict[str, Any] = self._json(
-                "POST", "/v1/files", data={"purpose": purpose, **fields}, files=files,
-                timeout=httpx.Timeout(60.0, write=None, read=600.0),
-            )
-        return result
+            return self._call(FileObject, "POST", "/v1/files", data={"purpose": purpose, **fields}, files=files,
+                              timeout=httpx.Timeout(60.0, write=None, read=600.0))
 
-    def list_files(self) -> dict[str, Any]:
-        return self._json("GET", "/v1/files")  # type: ignore[no-any-return]
+    def list_files(self) -> FilesPublic:
+        return self._call(FilesPublic, "GET", "/v1/files")
 
-    def get_file(self, file_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/v1/files/{file_id}")  # type: ignore[no-any-return]
+    def get_file(self, file_id: str) -> FileObject:
+        return self._call(FileObject, "GET", f"/v1/files/{file_id}")
 
-    def delete_file(self, file_id: str) -> dict[str, Any]:
-        return self._json("DELETE", f"/v1/files/{file_id}")  # type: ignore[no-any-return]
+    def delete_file(self, file_id: str) -> FileDeleted:
+        return self._call(FileDeleted, "DELETE", f"/v1/files/{file_id}")
 
-    def list_models(self) -> dict[str, Any]:
-        return self._json("GET", "/v1/models")  # type: ignore[no-any-return]
+    def list_models(self) -> ModelsPublic:
+        return self._call(ModelsPublic, "GET", "/v1/models")
 
     # ----------------------------------------------------------------------------------------------- jobs
     def create_job(
         self, model: str, training_file: str, validation_file: str | None = None, *,
-        task: dict[str, Any] | None = None, method: dict[str, Any] | None = None,
-        hyperparameters: dict[str, Any] | None = None, idempotency_key: str | None = None, **extra: Any,
-    ) -> dict[str, Any]:
-        """Create a fine-tuning job. The ``Idempotency-Key`` (generated when not given) makes retries safe:
-        a request lost in transit is sent again with the same key and yields the same job."""
+        task: TaskIn | Mapping[str, Any] | None = None, method: MethodIn | Mapping[str, Any] | None = None,
+        hyperparameters: Hyperparameters | Mapping[str, Any] | None = None, idempotency_key: str | None = None,
+        **extra: Any,
+    ) -> JobPublic:
+        """Create a fine-tuning job (the fields of ``JobCreate``; ``extra``: ``seed``, ``suffix``, ``metadata``,
+        ``merge_model``...). The ``Idempotency-Key`` (generated when not given) makes retries safe: a request
+        lost in transit is sent again with the same key and yields the same job."""
         body: dict[str, Any] = {"model": model, "training_file": training_file}
-        body.update(self._params(validation_file=validation_file, task=task, method=method,
-                                 hyperparameters=hyperparameters, **extra))
+        body.update(self._params(validation_file=validation_file, task=_body(task), method=_body(method),
+                                 hyperparameters=_body(hyperparameters), **extra))
         headers = {"Idempotency-Key": idempotency_key or f"sgcli-{uuid.uuid4().hex}"}
         for attempt in range(3):
             try:
-                return self._json("POST", "/v1/fine_tuning/jobs", json=body, headers=headers)  # type: ignore[no-any-return]
+                return self._call(JobPublic, "POST", "/v1/fine_tuning/jobs", json=body, headers=headers)
             except httpx.TransportError:
                 if attempt == 2:
                     raise
                 time.sleep(1.0 + attempt)
         raise AssertionError("unreachable")
 
-    def request_merge(self, job_id: str) -> dict[str, Any]:
+    def request_merge(self, job_id: str) -> JobPublic:
         """Ask for a merged-model artifact of a succeeded job (produced by a worker)."""
-        return self._json("POST", f"/v1/fine_tuning/jobs/{job_id}/merge")  # type: ignore[no-any-return]
+        return self._call(JobPublic, "POST", f"/v1/fine_tuning/jobs/{job_id}/merge")
 
-    def get_job(self, job_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/v1/fine_tuning/jobs/{job_id}")  # type: ignore[no-any-return]
+    def get_job(self, job_id: str) -> JobPublic:
+        return self._call(JobPublic, "GET", f"/v1/fine_tuning/jobs/{job_id}")
 
-    def list_jobs(self, status: str | None = None, limit: int | None = None, after: str | None = None) -> dict[str, Any]:
-        """One page: ``{"object": "list", "data": [...], "has_more": bool}``, newest first."""
+    def list_jobs(self, status: str | None = None, limit: int | None = None, after: str | None = None) -> JobsPublic:
+        """One page of jobs, newest first (``has_more``: older jobs exist; pass the last id as ``after``)."""
         params = self._params(status=status, limit=limit, after=after)
-        return self._json("GET", "/v1/fine_tuning/jobs", params=params)  # type: ignore[no-any-return]
+        return self._call(JobsPublic, "GET", "/v1/fine_tuning/jobs", params=params)
 
-    def iter_jobs(self, status: str | None = None, page_size: int = 100) -> Iterator[dict[str, Any]]:
+    def iter_jobs(self, status: str | None = None, page_size: int = 100) -> Iterator[JobPublic]:
         """Every job of the tenant, page after page."""
         after: str | None = None
         while True:
             page = self.list_jobs(status=status, limit=page_size, after=after)
-            data = page.get("data") or []
-            yield from data
-            if not page.get("has_more") or not data:
+            yield from page.data
+            if not page.has_more or not page.data:
                 return
-            after = data[-1]["id"]
+            after = page.data[-1].id
 
-    def cancel_job(self, job_id: str) -> dict[str, Any]:
-        return self._json("POST", f"/v1/fine_tuning/jobs/{job_id}/cancel")  # type: ignore[no-any-return]
+    def cancel_job(self, job_id: str) -> JobPublic:
+        return self._call(JobPublic, "POST", f"/v1/fine_tuning/jobs/{job_id}/cancel")
 
-    def pause_job(self, job_id: str) -> dict[str, Any]:
-        return self._json("POST", f"/v1/fine_tuning/jobs/{job_id}/pause")  # type: ignore[no-any-return]
+    def pause_job(self, job_id: str) -> JobPublic:
+        return self._call(JobPublic, "POST", f"/v1/fine_tuning/jobs/{job_id}/pause")
 
-    def resume_job(self, job_id: str) -> dict[str, Any]:
-        return self._json("POST", f"/v1/fine_tuning/jobs/{job_id}/resume")  # type: ignore[no-any-return]
+    def resume_job(self, job_id: str) -> JobPublic:
+        return self._call(JobPublic, "POST", f"/v1/fine_tuning/jobs/{job_id}/resume")
 
-    def wait_for_job(self, job_id: str, poll_s: float = 2.0, timeout: float | None = None) -> dict[str, Any]:
+    def wait_for_job(self, job_id: str, poll_s: float = 2.0, timeout: float | None = None) -> JobPublic:
         """Poll until the job is succeeded, failed or cancelled; returns the final job object."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             job = self.get_job(job_id)
-            if job.get("status") in TERMINAL_STATUSES:
+            if job.status in TERMINAL_STATUSES:
                 return job
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} is still {job.get('status')} after {timeout:.0f} s")
+                raise TimeoutError(f"job {job_id} is still {job.status} after {timeout:.0f} s")
             time.sleep(poll_s)
 
     # --------------------------------------------------------------------------------------------- events
     def list_events(
         self, job_id: str, after: str | None = None, limit: int | None = None, order: str | None = None
-    ) -> dict[str, Any]:
+    ) -> JobEventsPublic:
         params = self._params(after=after, limit=limit, order=order)
-        return self._json("GET", f"/v1/fine_tuning/jobs/{job_id}/events", params=params)  # type: ignore[no-any-return]
+        return self._call(JobEventsPublic, "GET", f"/v1/fine_tuning/jobs/{job_id}/events", params=params)
 
     def stream_events(
         self, job_id: str, last_event_id: str | None = None, *, max_retries: int = 20,
         read_timeout: float = 90.0,
-    ) -> Iterator[ServerSentEvent]:
+    ) -> Iterator[JobEventPublic]:
         """Live events of a job (Server-Sent Events) until the server sends ``event: end``.
 
         A dropped connection is reopened with ``Last-Event-ID``, so no event is lost or repeated; after
-        ``max_retries`` consecutive failures the last error is raised. ``event.json()`` is the event
-        object (``{"id", "type", "level", "message", "data", ...}``).
+        ``max_retries`` consecutive failures the last error is raised. ``last_event_id`` is the stream's
+        event id (the seq of ``ftevent-<seq>``) after which to start.
         """
         failures, delay = 0, 1.0
         timeout = httpx.Timeout(10.0, read=read_timeout)
@@ -285,9 +315,9 @@ class SparseGradClient:
                             return
                         if event.id is not None:
                             last_event_id = event.id
-                        yield event
+                        yield JobEventPublic.model_validate_json(event.data)
                 # closed without `end` (a server restart): reconnect, unless the job is over and nothing is left
-                if not received and self.get_job(job_id).get("status") in TERMINAL_STATUSES:
+                if not received and self.get_job(job_id).status in TERMINAL_STATUSES:
                     return
                 failures += 1
             except httpx.TransportError:
@@ -297,15 +327,17 @@ class SparseGradClient:
             time.sleep(min(delay * failures, 10.0))
 
     # ------------------------------------------------------------------------------ metrics and outputs
-    def get_metrics(self, job_id: str, name: str | None = None, after_step: int | None = None) -> dict[str, Any]:
+    def get_metrics(self, job_id: str, name: str | None = None, after_step: int | None = None) -> MetricsPublic:
         params = self._params(name=name, after_step=after_step)
-        return self._json("GET", f"/v1/fine_tuning/jobs/{job_id}/metrics", params=params)  # type: ignore[no-any-return]
+        return self._call(MetricsPublic, "GET", f"/v1/fine_tuning/jobs/{job_id}/metrics", params=params)
 
-    def list_checkpoints(self, job_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/v1/fine_tuning/jobs/{job_id}/checkpoints")  # type: ignore[no-any-return]
+    def list_checkpoints(self, job_id: str, after: str | None = None, limit: int | None = None) -> CheckpointsPublic:
+        """One page of the job's checkpoints, newest step first."""
+        params = self._params(after=after, limit=limit)
+        return self._call(CheckpointsPublic, "GET", f"/v1/fine_tuning/jobs/{job_id}/checkpoints", params=params)
 
-    def list_artifacts(self, job_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/v1/fine_tuning/jobs/{job_id}/artifacts")  # type: ignore[no-any-return]
+    def list_artifacts(self, job_id: str) -> ArtifactsPublic:
+        return self._call(ArtifactsPublic, "GET", f"/v1/fine_tuning/jobs/{job_id}/artifacts")
 
     def download_artifact(
         self, artifact_id: str, dest: str | Path, progress: Progress | None = None, *,

@@ -41,7 +41,7 @@ class ServiceRunner:
             mapping: dict[str, Any] = ({"task": "causal_lm"} if chat else
                                        {"task": "classification", "text_column": "text", "label_column": "label",
                                         "text_pair_column": "text_pair" if pair else None})
-            self.cache[digest] = self.client.upload_file(path, **mapping)["id"]
+            self.cache[digest] = self.client.upload_file(path, **mapping).id
             self.out.mkdir(parents=True, exist_ok=True)
             self.cache_path.write_text(json.dumps(self.cache, indent=1))
         return self.cache[digest]
@@ -65,16 +65,16 @@ class ServiceRunner:
             metadata={"bench": "quality", "run_key": run.key[:512]},
             idempotency_key=f"quality-{stem}",
         )
-        return str(job["id"])
+        return job.id
 
     def run_all(self, runs: Sequence[Any], timeout_s: float | None = None) -> Iterator[tuple[Any, dict[str, Any]]]:
         """Submit every run (the service queues them), then wait for each in order."""
         jobs = [(run, self.submit(run)) for run in runs]
         for run, job_id in jobs:
             job = self.client.wait_for_job(job_id, poll_s=5.0, timeout=timeout_s)
-            summary = job.get("summary") or {}
-            if job.get("status") != "succeeded" or not summary.get("after"):
-                raise RuntimeError(f"job {job_id} ({run.key}) ended {job.get('status')}: {job.get('error')}")
+            summary = job.summary or {}
+            if job.status != "succeeded" or not summary.get("after"):
+                raise RuntimeError(f"job {job_id} ({run.key}) ended {job.status}: {job.error}")
             train_time = float(summary.get("train_time_s") or 0.0)
             steps = int(summary.get("steps") or run.steps)
             yield run, {

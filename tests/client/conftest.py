@@ -1,6 +1,6 @@
 """Fixtures of the client tests: a clean service environment (embedded defaults, no DATABASE_URL or
-REDIS_URL from the caller), free ports, and a real API server (uvicorn in a subprocess, no worker) with an
-API key, on a temporary data dir."""
+REDIS_URL from the caller), free ports, a job object as the API serializes it, and a real API server
+(uvicorn in a subprocess, no worker) with an API key, on a temporary data dir."""
 
 from __future__ import annotations
 
@@ -13,9 +13,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+
+from sparsegrad_service.job_spec import ResolvedHyperparameters, TaskSpec
+from sparsegrad_service.schemas import JobPublic
+from sparsegrad_service.schemas.jobs import PublicHyperparameters
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICE_ENV_PREFIXES = ("SPARSEGRAD_",)
@@ -50,6 +55,21 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float, log
             pass
         time.sleep(0.2)
     raise RuntimeError(f"server not ready after {timeout_s} s:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def job_object(job_id: str, status: str = "queued", **fields: Any) -> dict[str, Any]:
+    """A job object as the API serializes it (``JobPublic``, every field)."""
+    job = JobPublic(
+        id=job_id, status=status, model="minilm-l6", created_at=1_700_000_000, started_at=None, finished_at=None,
+        error=None, method={"type": "sparsegrad", "sparsegrad": {"density": 0.01}, "setting": "paper"},
+        hyperparameters=PublicHyperparameters(**dict(ResolvedHyperparameters(learning_rate=2e-4))),
+        requested={"method": {"type": "sparsegrad"}}, training_file="file-1", validation_file=None,
+        trained_tokens=None, result_files=[], fine_tuned_model=None, estimated_finish=None, metadata=None,
+        seed=42, suffix=None, organization_id="org-1", phase=None, progress=0.0, queue_position=1,
+        task=TaskSpec(), attempts=0, step=0, total_steps=None, summary=None, pause_requested=False,
+        validation_split=0.1, merge_model=False,
+    )
+    return {**job.model_dump(mode="json"), **fields}
 
 
 @pytest.fixture(autouse=True)

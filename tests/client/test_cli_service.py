@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, inspect
 from typer.testing import CliRunner
 
-from sparsegrad_client.cli import app
+from sparsegrad_cli.app import app
 
 from .conftest import REPO, clean_env, free_port
 
@@ -118,7 +118,7 @@ def test_service_commands_do_not_import_torch(tmp_path: Path) -> None:
         "import sys\n"
         "sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
         "from typer.testing import CliRunner\n"
-        "from sparsegrad_client.cli import app\n"
+        "from sparsegrad_cli.app import app\n"
         f"r = CliRunner().invoke(app, ['keys', 'create', '--tenant', 't', '--data-dir', {str(tmp_path)!r}])\n"
         "assert r.exit_code == 0, r.output\n"
         "r = CliRunner().invoke(app, ['--help'])\n"

@@ -7,12 +7,14 @@ import hashlib
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
+from sparsegrad_cli.app import app
 from sparsegrad_client import ApiError, SparseGradClient
-from sparsegrad_client.cli import app
 from sparsegrad_data import sample_path
+from sparsegrad_service.schemas import FileObject, JobEventPublic, JobPublic
 
 from .conftest import LiveService
 
@@ -40,15 +42,16 @@ def _cli(live: LiveService, *args: str) -> object:
 def test_files_upload_list_get_delete(client: SparseGradClient, train_jsonl: Path, tmp_path: Path) -> None:
     seen: list[int] = []
     file = client.upload_file(train_jsonl, progress=lambda done, total: seen.append(done))
-    assert file["object"] == "file" and file["num_examples"] == 40 and file["format"] == "jsonl"
+    assert isinstance(file, FileObject)
+    assert file.object == "file" and file.num_examples == 40 and file.format == "jsonl"
     assert seen and seen[-1] == train_jsonl.stat().st_size
-    assert client.get_file(file["id"])["filename"] == "train.jsonl"
-    assert file["id"] in [f["id"] for f in client.list_files()["data"]]
+    assert client.get_file(file.id).filename == "train.jsonl"
+    assert file.id in [f.id for f in client.list_files().data]
     tsv = client.upload_file(sample_path("sst2_dev"), text_column="sentence", label_column="label")
-    assert tsv["format"] == "tsv" and tsv["num_examples"] == 872
-    assert client.delete_file(file["id"])["deleted"] is True
+    assert tsv.format == "tsv" and tsv.num_examples == 872
+    assert client.delete_file(file.id).deleted is True
     with pytest.raises(ApiError) as info:
-        client.get_file(file["id"])
+        client.get_file(file.id)
     assert info.value.status == 404
 
 
@@ -68,39 +71,42 @@ def test_a_bad_key_is_refused(live_service: LiveService) -> None:
 
 
 def test_models_list_the_bundled_ones(client: SparseGradClient) -> None:
-    names = {m["id"] for m in client.list_models()["data"]}
+    names = {m.id for m in client.list_models().data}
     assert {"minilm-l6", "smollm2-135m"} <= names
 
 
 def test_job_lifecycle_idempotency_events_and_paging(client: SparseGradClient, train_jsonl: Path) -> None:
-    file_id = client.upload_file(train_jsonl)["id"]
+    file_id = client.upload_file(train_jsonl).id
     body = {"hyperparameters": {"max_steps": 3, "batch_size": 4}, "method": {"type": "sparsegrad"}}
     job = client.create_job("minilm-l6", file_id, idempotency_key="idem-1", **body)
-    assert job["object"] == "fine_tuning.job" and job["status"] == "queued"
-    assert client.create_job("minilm-l6", file_id, idempotency_key="idem-1", **body)["id"] == job["id"]
+    assert isinstance(job, JobPublic)
+    assert job.object == "fine_tuning.job" and job.status == "queued"
+    assert job.hyperparameters.max_steps == 3 and job.requested == body
+    assert client.create_job("minilm-l6", file_id, idempotency_key="idem-1", **body).id == job.id
     with pytest.raises(ApiError) as info:
         client.create_job("minilm-l6", file_id, idempotency_key="idem-1", hyperparameters={"max_steps": 4})
     assert info.value.status == 409
     other = client.create_job("minilm-l6", file_id, hyperparameters={"max_steps": 2})
-    assert other["id"] != job["id"]
+    assert other.id != job.id
 
-    assert client.pause_job(job["id"])["status"] == "paused"
-    assert client.resume_job(job["id"])["status"] == "queued"
-    assert client.cancel_job(job["id"])["status"] == "cancelled"
-    assert client.get_job(job["id"])["status"] == "cancelled"
+    assert client.pause_job(job.id).status == "paused"
+    assert client.resume_job(job.id).status == "queued"
+    assert client.cancel_job(job.id).status == "cancelled"
+    assert client.get_job(job.id).status == "cancelled"
 
-    ids = [j["id"] for j in client.iter_jobs(page_size=1)]
-    assert ids.index(other["id"]) < ids.index(job["id"])  # newest first, across pages
-    assert [j["id"] for j in client.list_jobs(status="cancelled")["data"]].count(job["id"]) == 1
+    ids = [j.id for j in client.iter_jobs(page_size=1)]
+    assert ids.index(other.id) < ids.index(job.id)  # newest first, across pages
+    assert [j.id for j in client.list_jobs(status="cancelled").data].count(job.id) == 1
 
-    events = client.list_events(job["id"])["data"]
-    assert any("cancelled" in e["message"].lower() for e in events)
-    streamed = [e.json() for e in client.stream_events(job["id"])]  # terminal job: the stream ends
-    assert [e["id"] for e in streamed] == sorted((e["id"] for e in events), key=lambda i: int(i.split("-")[-1]))
-    assert client.get_metrics(job["id"])["data"] == []
-    assert client.list_checkpoints(job["id"])["data"] == []
-    assert client.list_artifacts(job["id"])["data"] == []
-    client.cancel_job(other["id"])
+    events = client.list_events(job.id).data
+    assert any("cancelled" in e.message.lower() for e in events)
+    streamed = list(client.stream_events(job.id))  # terminal job: the stream ends
+    assert all(isinstance(e, JobEventPublic) for e in streamed)
+    assert [e.id for e in streamed] == sorted((e.id for e in events), key=lambda i: int(i.split("-")[-1]))
+    assert client.get_metrics(job.id).data == []
+    assert client.list_checkpoints(job.id).data == []
+    assert client.list_artifacts(job.id).data == []
+    client.cancel_job(other.id)
 
 
 def _add_artifacts(live: LiveService, job_id: str, tmp_path: Path, corrupt: bool = False) -> None:
@@ -133,14 +139,17 @@ def test_cli_submit_jobs_download_and_exit_codes(live_service: LiveService, trai
     assert job_id.startswith("ftjob-")
     with SparseGradClient(live_service.url, live_service.api_key) as client:
         job = client.get_job(job_id)
-        assert job["method"]["sparsegrad"]["density"] == 0.02 and job["hyperparameters"]["max_steps"] == 2
-        assert job["hyperparameters"]["gradient_checkpointing"] is True
+        assert job.method["sparsegrad"]["density"] == 0.02 and job.hyperparameters.max_steps == 2
+        assert job.hyperparameters.gradient_checkpointing is True
         client.cancel_job(job_id)
 
     listed = _cli(live_service, "jobs", "--limit", "5")
     assert listed.exit_code == 0 and job_id in listed.stdout  # type: ignore[attr-defined]
     shown = _cli(live_service, "jobs", "show", job_id)
     assert shown.exit_code == 0 and json.loads(shown.stdout)["status"] == "cancelled"  # type: ignore[attr-defined]
+    as_served = httpx.get(f"{live_service.url}/v1/fine_tuning/jobs/{job_id}",
+                          headers={"Authorization": f"Bearer {live_service.api_key}"}).json()
+    assert json.loads(shown.stdout) == as_served  # type: ignore[attr-defined]  # the job object, field for field
     watched = _cli(live_service, "watch", job_id)
     assert watched.exit_code == 1 and "cancelled" in watched.stdout  # type: ignore[attr-defined]
     again = _cli(live_service, "pause", job_id)
@@ -162,10 +171,10 @@ def test_cli_submit_jobs_download_and_exit_codes(live_service: LiveService, trai
 
 def test_cli_refuses_a_corrupt_download_and_bad_files(live_service: LiveService, train_jsonl: Path, tmp_path: Path) -> None:
     with SparseGradClient(live_service.url, live_service.api_key) as client:
-        job = client.create_job("minilm-l6", client.upload_file(train_jsonl)["id"])
-        client.cancel_job(job["id"])
-    _add_artifacts(live_service, job["id"], tmp_path, corrupt=True)
-    got = _cli(live_service, "download", job["id"], "-o", str(tmp_path / "dl"))
+        job = client.create_job("minilm-l6", client.upload_file(train_jsonl).id)
+        client.cancel_job(job.id)
+    _add_artifacts(live_service, job.id, tmp_path, corrupt=True)
+    got = _cli(live_service, "download", job.id, "-o", str(tmp_path / "dl"))
     assert got.exit_code == 1 and "corrupt" in got.stderr  # type: ignore[attr-defined]
     assert not (tmp_path / "dl" / "adapter_config.json").exists()
     bad = tmp_path / "bad.csv"

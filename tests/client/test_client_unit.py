@@ -1,18 +1,26 @@
 """The client without a server (httpx MockTransport): SSE parsing, reconnecting with Last-Event-ID,
-error parsing, idempotency keys on retries, and download verification."""
+error parsing, idempotency keys on retries, download verification, answers parsed into the API's response
+models, and a client import that pulls in neither the API, the worker, SQL nor torch."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from sparsegrad_client import ApiError, DownloadError, SparseGradClient
 from sparsegrad_client.sse import parse_sse
+from sparsegrad_service.job_spec import TaskSpec
+from sparsegrad_service.schemas import Hyperparameters, JobEventPublic, JobPublic, JobsPublic, MethodIn
+
+from .conftest import REPO, clean_env, job_object
 
 
 def test_parse_sse_follows_the_event_stream_rules() -> None:
@@ -61,8 +69,9 @@ def test_stream_events_reconnects_with_last_event_id(monkeypatch: pytest.MonkeyP
                               content=_event(3) + b"event: end\ndata: {}\n\n" + _event(4))
 
     client = SparseGradClient("http://svc/v1", "sg-k", transport=httpx.MockTransport(handler))
-    messages = [e.json()["message"] for e in client.stream_events("ftjob-1")]
-    assert messages == ["m1", "m2", "m3"]
+    events = list(client.stream_events("ftjob-1"))
+    assert all(isinstance(e, JobEventPublic) for e in events)
+    assert [e.message for e in events] == ["m1", "m2", "m3"]
     assert seen == [None, "ftevent-2"]
 
 
@@ -102,11 +111,11 @@ def test_create_job_retries_a_lost_request_with_the_same_idempotency_key(monkeyp
             raise httpx.ConnectError("refused", request=request)
         body = json.loads(request.content)
         assert body == {"model": "minilm-l6", "training_file": "file-1", "method": {"type": "lora"}, "seed": 3}
-        return httpx.Response(200, json={"id": "ftjob-1", "status": "queued"})
+        return httpx.Response(200, json=job_object("ftjob-1"))
 
     client = SparseGradClient("http://svc", "sg-k", transport=httpx.MockTransport(handler))
     job = client.create_job("minilm-l6", "file-1", method={"type": "lora"}, seed=3)
-    assert job["id"] == "ftjob-1"
+    assert job.id == "ftjob-1"
     assert len(keys) == 2 and keys[0] == keys[1]
     client.create_job("minilm-l6", "file-1", method={"type": "lora"}, seed=3, idempotency_key="mine")
     assert keys[-1] == "mine"
@@ -134,7 +143,7 @@ def test_download_verifies_sha256_and_leaves_nothing_when_corrupt(tmp_path: Path
 
 
 def test_iter_jobs_walks_every_page() -> None:
-    jobs = [{"id": f"ftjob-{i}"} for i in range(5)]
+    jobs = [job_object(f"ftjob-{i}") for i in range(5)]
 
     def handler(request: httpx.Request) -> httpx.Response:
         after, limit = request.url.params.get("after"), int(request.url.params["limit"])
@@ -143,7 +152,54 @@ def test_iter_jobs_walks_every_page() -> None:
         return httpx.Response(200, json={"object": "list", "data": page, "has_more": start + limit < len(jobs)})
 
     client = SparseGradClient("http://svc", "sg-k", transport=httpx.MockTransport(handler))
-    assert [j["id"] for j in client.iter_jobs(page_size=2)] == [j["id"] for j in jobs]
+    assert [j.id for j in client.iter_jobs(page_size=2)] == [j["id"] for j in jobs]
+
+
+def test_answers_are_the_api_response_models_read_back_field_for_field() -> None:
+    served = job_object("ftjob-7", "running", phase="training", step=12, total_steps=40, progress=0.3)
+    assert served["hyperparameters"]["learning_rate_multiplier"] == pytest.approx(2.0)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/fine_tuning/jobs":
+            return httpx.Response(200, json={"object": "list", "data": [served], "has_more": False})
+        return httpx.Response(200, json=served)
+
+    client = SparseGradClient("http://svc", "sg-k", transport=httpx.MockTransport(handler))
+    job = client.get_job("ftjob-7")
+    assert isinstance(job, JobPublic) and isinstance(job.task, TaskSpec)
+    assert (job.status, job.phase, job.step, job.total_steps) == ("running", "training", 12, 40)
+    assert job.hyperparameters.learning_rate == 2e-4 and job.hyperparameters.learning_rate_multiplier == pytest.approx(2.0)
+    assert job.model_dump(mode="json") == served  # nothing lost or added on the way through the client
+    page = client.list_jobs()
+    assert isinstance(page, JobsPublic) and page.data == [job] and page.has_more is False
+
+
+def test_create_job_sends_request_models_with_only_the_fields_given() -> None:
+    bodies: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return httpx.Response(200, json=job_object("ftjob-1"))
+
+    client = SparseGradClient("http://svc", "sg-k", transport=httpx.MockTransport(handler))
+    client.create_job("minilm-l6", "file-1", method=MethodIn(type="lora"),
+                      hyperparameters=Hyperparameters(max_steps=5, learning_rate=None))
+    assert bodies[-1] == {"model": "minilm-l6", "training_file": "file-1", "method": {"type": "lora"},
+                          "hyperparameters": {"max_steps": 5, "learning_rate": None}}
+
+
+def test_the_client_imports_neither_the_api_the_worker_sql_nor_torch() -> None:
+    code = (
+        "import sys\n"
+        "import sparsegrad_client\n"
+        "heavy = {'api', 'worker', 'sparsegrad_cli', 'sparsegrad_core', 'torch', 'transformers', 'sqlalchemy',\n"
+        "         'fastapi', 'celery', 'redis', 'pydantic_settings'}\n"
+        "loaded = sorted({m.split('.')[0] for m in sys.modules} & heavy)\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=clean_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
 
 
 def test_stream_events_retries_while_the_service_restarts(monkeypatch: pytest.MonkeyPatch) -> None:

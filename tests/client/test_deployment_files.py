@@ -56,7 +56,7 @@ def _dockerfile_stages() -> dict[str, str]:
 
 def _check_command(command: list[str]) -> None:
     """The command runs something that exists: a `sparsegrad` subcommand, uvicorn's app module, Celery's app."""
-    from sparsegrad_client.cli import app
+    from sparsegrad_cli.app import app
 
     if command[0] == "sparsegrad":
         names = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}

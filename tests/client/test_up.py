@@ -16,7 +16,7 @@ import psutil
 
 from .conftest import REPO, clean_env, free_port, wait_ready
 
-UP = [sys.executable, "-m", "sparsegrad_client.cli", "up"]
+UP = [sys.executable, "-m", "sparsegrad_cli", "up"]
 
 
 def _start(data_dir: Path, port: int, log: Path, *extra: str) -> subprocess.Popen[bytes]:

@@ -105,7 +105,7 @@ class Deployment:
         return "\n".join(out)
 
     def create_key(self, tenant: str) -> str:
-        result = subprocess.run([sys.executable, "-m", "sparsegrad_client.cli", "keys", "create", "--tenant",
+        result = subprocess.run([sys.executable, "-m", "sparsegrad_cli", "keys", "create", "--tenant",
                                  tenant], env=self.env, cwd=REPO, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr + result.stdout
         return result.stdout.strip().splitlines()[-1]

@@ -24,7 +24,7 @@ def test_sparsegrad_up_runs_a_job_on_sqlite_and_the_filesystem_broker(
     env.update({"SPARSEGRAD_MODELS": json.dumps({"tiny-bert": str(tiny_model_dir)}), "PYTHONUNBUFFERED": "1",
                 "SPARSEGRAD_TORCH_THREADS": "1"})
     log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
-    up = subprocess.Popen([sys.executable, "-m", "sparsegrad_client.cli", "up", "--port", str(port),
+    up = subprocess.Popen([sys.executable, "-m", "sparsegrad_cli", "up", "--port", str(port),
                            "--data-dir", str(data_dir)], env=env, cwd=REPO, stdout=log,
                           stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -37,7 +37,7 @@ def test_sparsegrad_up_runs_a_job_on_sqlite_and_the_filesystem_broker(
                 return False
 
         wait_for(ready, 90, "sparsegrad up to be ready")
-        keys = subprocess.run([sys.executable, "-m", "sparsegrad_client.cli", "keys", "create", "--tenant",
+        keys = subprocess.run([sys.executable, "-m", "sparsegrad_cli", "keys", "create", "--tenant",
                                "local", "--data-dir", str(data_dir)], env=env, cwd=REPO, capture_output=True,
                               text=True, timeout=120)
         assert keys.returncode == 0, keys.stderr

@@ -11,10 +11,12 @@ from typing import Any
 
 from rich.markup import escape
 
-from .cli_support import console, fail
-from .client import SparseGradClient
+from sparsegrad_client import SparseGradClient
+from sparsegrad_service.schemas import JobPublic
+
 from .job_commands import download_artifact_of, upload, watch_until_stopped
 from .launcher import EmbeddedService, ServiceError
+from .support import console, fail
 
 DEMO_TENANT = "demo"
 DEMO_MODEL = "minilm-l6"
@@ -65,14 +67,13 @@ def evaluate_adapter(adapter_dir: Path, max_seq_length: int = 64) -> tuple[float
     return before, after
 
 
-def _reported_accuracy(client: SparseGradClient, job: dict[str, Any]) -> tuple[float | None, float | None]:
+def _reported_accuracy(client: SparseGradClient, job: JobPublic) -> tuple[float | None, float | None]:
     """The job's own before/after dev accuracy: its summary, else its eval_accuracy metric series."""
-    summary = job.get("summary") or {}
+    summary = job.summary or {}
     before = (summary.get("before") or {}).get("eval_accuracy")
     after = (summary.get("after") or {}).get("eval_accuracy")
     if after is None:
-        points = client.get_metrics(job["id"], name="eval_accuracy").get("data") or []
-        values = sorted((p.get("step", 0), p.get("value")) for p in points if p.get("value") is not None)
+        values = sorted((p.step, p.value) for p in client.get_metrics(job.id, name="eval_accuracy").data)
         if values:
             before = values[0][1] if values[0][0] == 0 else before
             after = values[-1][1]
@@ -102,12 +103,12 @@ def run_service_demo(port: int, data_dir: Path, max_steps: int) -> None:
         with SparseGradClient(service.url, key) as client:
             train = upload(client, sample_path("sst2_train"), DEMO_MAPPING)
             dev = upload(client, sample_path("sst2_dev"), DEMO_MAPPING)
-            job = client.create_job(DEMO_MODEL, train["id"], dev["id"], **demo_job_body(max_steps))
-            console.print(f"submitted job [bold]{job['id']}[/] ({job.get('status')})")
-            final = watch_until_stopped(client, job["id"])
-            if final.get("status") != "succeeded":
-                raise fail(f"the demo job ended {final.get('status')}; see {service.log_dir}/worker1.log")
-            adapter_dir = download_artifact_of(client, job["id"], "adapter", data_dir / "downloads" / job["id"] / "adapter")
+            job = client.create_job(DEMO_MODEL, train.id, dev.id, **demo_job_body(max_steps))
+            console.print(f"submitted job [bold]{job.id}[/] ({job.status})")
+            final = watch_until_stopped(client, job.id)
+            if final.status != "succeeded":
+                raise fail(f"the demo job ended {final.status}; see {service.log_dir}/worker1.log")
+            adapter_dir = download_artifact_of(client, job.id, "adapter", data_dir / "downloads" / job.id / "adapter")
             reported = _reported_accuracy(client, final)
     except ServiceError as exc:
         raise fail(str(exc)) from exc
@@ -124,6 +125,6 @@ def run_service_demo(port: int, data_dir: Path, max_steps: int) -> None:
         console.print(f"the job reported {reported[0] if reported[0] is None else f'{reported[0]:.3f}'} → "
                       f"{reported[1]:.3f}; the local evaluation {agree} it")
     url = f"http://127.0.0.1:{port}"
-    console.print(f"job {job['id']} · adapter in {escape(str(adapter_dir))} · {time.perf_counter() - t0:.0f} s in all")
+    console.print(f"job {job.id} · adapter in {escape(str(adapter_dir))} · {time.perf_counter() - t0:.0f} s in all")
     console.print(f"dashboard: {url}/ (the service is stopped now; browse this run again with "
                   f"[bold]sparsegrad up --data-dir {escape(str(data_dir))} --port {port}[/])")

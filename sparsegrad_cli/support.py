@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 
 import httpx
 import typer
@@ -23,7 +23,10 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from .client import ApiError, DownloadError, SparseGradClient
+from sparsegrad_client import ApiError, DownloadError, SparseGradClient
+
+if TYPE_CHECKING:
+    from sparsegrad_service.settings import Settings
 
 console = Console()
 err_console = Console(stderr=True)
@@ -48,7 +51,7 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def load_settings(data_dir: Path | None) -> Any:
+def load_settings(data_dir: Path | None) -> Settings:
     """Service settings from the environment, with ``--data-dir`` overriding ``SPARSEGRAD_DATA_DIR``."""
     from pydantic import ValidationError
 

@@ -1,5 +1,5 @@
-"""The ``sparsegrad`` command line: assembles the service commands (``up``, ``keys``, ``migrate``,
-``worker``), the REST client commands (``submit``, ``jobs``, ``watch``, ``download``, ...), the demo, and
+"""The ``sparsegrad`` command: assembles the service commands (``up``, ``keys``, ``migrate``, ``worker``),
+the job commands over the REST client (``submit``, ``jobs``, ``watch``, ``download``, ...), the demo, and
 the offline ``train``/``merge`` of ``sparsegrad_core.cli`` (imported only when they run, so that the
 service commands start without torch)."""
 

@@ -12,10 +12,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn
 
+from sparsegrad_client import SparseGradClient
 from sparsegrad_service.enums import TERMINAL_STATUSES
+from sparsegrad_service.schemas import JobEventPublic, JobPublic
 
-from .cli_support import format_time, to_timestamp
-from .client import SparseGradClient
+from .support import format_time, to_timestamp
 
 LEVEL_STYLES = {"error": "red", "warn": "yellow", "warning": "yellow"}
 POLL_S = 2.0
@@ -38,7 +39,9 @@ class JobWatcher:
 
     def __init__(self, client: SparseGradClient, job_id: str, console: Console) -> None:
         self.client, self.job_id, self.console = client, job_id, console
-        self.job: dict[str, Any] = {}
+        self.job: JobPublic | None = None
+        self.phase: str | None = None
+        """The running job's phase: the job's, or newer from a ``phase`` event."""
         self.loss: float | None = None
         self.step: int | None = None
         self.total_steps: int | None = None
@@ -53,13 +56,12 @@ class JobWatcher:
         self._task: TaskID | None = None
 
     # ------------------------------------------------------------------------------------------ state
-    def _absorb_job(self, job: dict[str, Any]) -> None:
+    def _absorb_job(self, job: JobPublic) -> None:
         with self._lock:
-            self.job = job
-            if isinstance(job.get("step"), int):
-                self.step = max(self.step or 0, job["step"])
-            if isinstance(job.get("total_steps"), int):
-                self.total_steps = job["total_steps"]
+            self.job, self.phase = job, job.phase
+            self.step = max(self.step or 0, job.step)
+            if job.total_steps is not None:
+                self.total_steps = job.total_steps
 
     def _absorb_metrics(self, data: dict[str, Any]) -> None:
         with self._lock:
@@ -71,21 +73,21 @@ class JobWatcher:
                 self.loss = float(data["loss"])
 
     def _render(self) -> None:
-        if self._task is None:
+        if self._task is None or self.job is None:
             return
         with self._lock:
             job = self.job
-            status = str(job.get("status") or "")
-            label = (job.get("phase") or status) if status == "running" else status
-            progress = float(job.get("progress") or 0.0)
-            finish = to_timestamp(job.get("estimated_finish"))
+            status = job.status
+            label = (self.phase or status) if status == "running" else status
+            progress = job.progress
+            finish = to_timestamp(job.estimated_finish)
             step = ""
             if self.step is not None:
                 step = f"step {self.step}" + (f"/{self.total_steps}" if self.total_steps else "")
             if self.step and self.total_steps and status == "running":
                 progress = max(progress, 0.05 + 0.9 * min(1.0, self.step / self.total_steps))
             loss = f"loss {self.loss:.4f}" if self.loss is not None else ""
-            queue = job.get("queue_position")
+            queue = job.queue_position
             if status == "queued" and queue is not None:
                 step = f"position {queue} in the queue"
         eta = _fmt_eta(finish - time.time()) if finish is not None and status == "running" else "-:--"
@@ -101,8 +103,8 @@ class JobWatcher:
             self._render()
 
     # ----------------------------------------------------------------------------------------- events
-    def _print_event(self, event: dict[str, Any]) -> None:
-        kind, data = event.get("type"), event.get("data") or {}
+    def _print_event(self, event: JobEventPublic) -> None:
+        kind, data = event.type, event.data or {}
         if kind == "metrics":
             self._absorb_metrics(data)
             evals = {k.removeprefix("eval_"): v for k, v in data.items() if k.startswith("eval_")}
@@ -111,30 +113,29 @@ class JobWatcher:
             text = ", ".join(f"{k} {_fmt_metric(v)}" for k, v in evals.items())
             message = f"evaluation at step {data.get('step', '?')}: {text}"
         else:
-            message = str(event.get("message") or "")
+            message = event.message
             if kind == "phase" and data.get("phase"):
                 with self._lock:
-                    self.job = {**self.job, "phase": data["phase"]}
-        stamp = format_time(event.get("created_at"))[-8:]
-        style = LEVEL_STYLES.get(str(event.get("level")), "")
+                    self.phase = str(data["phase"])
+        stamp = format_time(event.created_at)[-8:]
+        style = LEVEL_STYLES.get(event.level, "")
         line = f"[dim]{stamp}[/] {escape(message)}"
         self._progress.console.print(f"[{style}]{line}[/]" if style else line, highlight=False)
 
-    def run(self) -> dict[str, Any]:
-        self._absorb_job(self.client.get_job(self.job_id))
-        if self.job.get("status") in TERMINAL_STATUSES:
-            return self.job
+    def run(self) -> JobPublic:
+        first = self.client.get_job(self.job_id)
+        self._absorb_job(first)
+        if first.status in TERMINAL_STATUSES:
+            return first
         poller = threading.Thread(target=self._poll, name="job-poll", daemon=True)
         with self._progress:
             self._task = self._progress.add_task("", total=1000, step="", loss="", eta="-:--")
             self._render()
             poller.start()
             try:
-                for sse in self.client.stream_events(self.job_id):
-                    event = sse.json()
-                    if isinstance(event, dict):
-                        self._print_event(event)
-                        self._render()
+                for event in self.client.stream_events(self.job_id):
+                    self._print_event(event)
+                    self._render()
             finally:
                 self._done.set()
             final = self.client.get_job(self.job_id)
@@ -144,16 +145,15 @@ class JobWatcher:
         return final
 
 
-def describe_outcome(job: dict[str, Any]) -> tuple[str, int]:
+def describe_outcome(job: JobPublic) -> tuple[str, int]:
     """A one-line summary of a stopped job and the exit code of ``sparsegrad watch``: 0 succeeded,
     1 failed or cancelled, 3 paused (resumable)."""
-    status, job_id = job.get("status"), job.get("id")
+    status, job_id = job.status, job.id
     if status == "succeeded":
-        tokens = job.get("trained_tokens")
-        extra = f", {tokens:,} tokens trained" if isinstance(tokens, int) else ""
+        tokens = job.trained_tokens
+        extra = f", {tokens:,} tokens trained" if tokens is not None else ""
         return f"[bold green]job {job_id} succeeded[/]{extra}", 0
     if status == "paused":
         return f"[yellow]job {job_id} is paused[/]: `sparsegrad resume {job_id}` continues it from its checkpoint", 3
-    error = job.get("error") or {}
-    reason = error.get("message") if isinstance(error, dict) else str(error)
+    reason = job.error.message if job.error is not None else None
     return f"[red]job {job_id} {status}[/]" + (f": {escape(str(reason))}" if reason else ""), 1

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .cli_support import DataDirOption, console, err_console, fail, load_settings, safe_url
+from .support import DataDirOption, console, err_console, fail, load_settings, safe_url
 
 keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke API keys (they belong to a tenant).")
 

@@ -16,12 +16,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from sparsegrad_client import SparseGradClient
 from sparsegrad_contract.defaults import DEFAULT_METHOD, Selection, Setting
 from sparsegrad_contract.defaults import MethodType as Method
 from sparsegrad_data import TaskType as Task
 from sparsegrad_service.enums import ArtifactKind
+from sparsegrad_service.schemas import ArtifactPublic, FileObject, JobPublic
 
-from .cli_support import (
+from .support import (
     DEFAULT_URL,
     ApiKeyOption,
     UrlOption,
@@ -32,7 +34,6 @@ from .cli_support import (
     make_client,
     transfer_progress,
 )
-from .client import SparseGradClient
 from .watch import JobWatcher, describe_outcome
 
 jobs_app = typer.Typer(help="List jobs (`sparsegrad jobs`), or show one (`sparsegrad jobs show ID`).")
@@ -48,18 +49,17 @@ def _column(value: str | None) -> str | int | None:
     return int(value) if value is not None and value.isdigit() else value
 
 
-def upload(client: SparseGradClient, path: Path, mapping: dict[str, Any], out: Console = console) -> dict[str, Any]:
+def upload(client: SparseGradClient, path: Path, mapping: dict[str, Any], out: Console = console) -> FileObject:
     """Upload one dataset file (a progress bar when it is large) and print what the service found."""
     size = path.stat().st_size
     with transfer_progress(f"uploading {path.name}", size, enabled=size > LARGE_UPLOAD) as progress:
         file = client.upload_file(path, progress=progress, **mapping)
-    examples = file.get("num_examples")
-    out.print(f"uploaded {escape(path.name)} → {file['id']} ({file.get('format', '?')}, "
-              f"{examples if examples is not None else '?'} examples)", highlight=False)
+    out.print(f"uploaded {escape(path.name)} → {file.id} ({file.format}, {file.num_examples} examples)",
+              highlight=False)
     return file
 
 
-def watch_until_stopped(client: SparseGradClient, job_id: str, out: Console = console) -> dict[str, Any]:
+def watch_until_stopped(client: SparseGradClient, job_id: str, out: Console = console) -> JobPublic:
     """Follow the job live, print its outcome, and return the final job object."""
     final = JobWatcher(client, job_id, out).run()
     message, _ = describe_outcome(final)
@@ -67,22 +67,22 @@ def watch_until_stopped(client: SparseGradClient, job_id: str, out: Console = co
     return final
 
 
-def _request_merged_model(client: SparseGradClient, job_id: str, out: Console, timeout_s: float = 3600) -> list[dict[str, Any]]:
+def _request_merged_model(client: SparseGradClient, job_id: str, out: Console, timeout_s: float = 3600) -> list[ArtifactPublic]:
     """Ask a worker to merge the job's adapter into its base model and wait for the artifact."""
-    newest = (client.list_events(job_id, limit=1).get("data") or [{}])[0].get("id")
+    latest = client.list_events(job_id, limit=1).data
+    newest = latest[0].id if latest else None
     client.request_merge(job_id)
     deadline = time.monotonic() + timeout_s
     with out.status(f"a worker is merging the adapter of {job_id} into its base model"):
         while time.monotonic() < deadline:
-            found = [a for a in client.list_artifacts(job_id).get("data") or [] if a.get("kind") == "merged_model"]
+            found = [a for a in client.list_artifacts(job_id).data if a.kind == "merged_model"]
             if found:
                 return found
-            events = client.list_events(job_id, limit=20).get("data") or []
-            for event in events:  # newest first; stop at what was there before the request
-                if event.get("id") == newest:
+            for event in client.list_events(job_id, limit=20).data:  # newest first; stop at what was there before
+                if event.id == newest:
                     break
-                if event.get("type") == "error" and str(event.get("message", "")).startswith("Merging the model failed"):
-                    raise fail(str(event.get("message")))
+                if event.type == "error" and event.message.startswith("Merging the model failed"):
+                    raise fail(event.message)
             time.sleep(2.0)
     raise fail(f"no merged model for {job_id} after {timeout_s:.0f} s; is a worker running?")
 
@@ -94,28 +94,28 @@ def download_artifact_of(
     ``./<job>-<kind>``), a metrics CSV is saved into ``out_dir`` (default ``.``). Returns the path."""
     from sparsegrad_service.store import unpack_archive
 
-    artifacts = client.list_artifacts(job_id).get("data") or []
-    found = [a for a in artifacts if a.get("kind") == kind]
-    if not found and kind == "merged_model" and any(a.get("kind") == "adapter" for a in artifacts):
+    artifacts = client.list_artifacts(job_id).data
+    found = [a for a in artifacts if a.kind == kind]
+    if not found and kind == "merged_model" and any(a.kind == "adapter" for a in artifacts):
         found = _request_merged_model(client, job_id, out)
     if not found:
-        kinds = ", ".join(sorted({str(a.get("kind")) for a in artifacts})) or "none yet"
+        kinds = ", ".join(sorted({a.kind for a in artifacts})) or "none yet"
         raise fail(f"job {job_id} has no {kind} artifact; available: {kinds}")
     artifact = found[0]
     archive = kind != "metrics"
     target = out_dir if out_dir is not None else (Path(f"{job_id}-{kind}") if archive else Path("."))
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target, prefix=".download-") as tmp, \
-            transfer_progress(f"downloading {kind}", artifact.get("bytes")) as progress:
-        path = client.download_artifact(artifact["id"], Path(tmp), progress, expected_sha256=artifact.get("sha256"),
-                                        expected_bytes=artifact.get("bytes"))
+            transfer_progress(f"downloading {kind}", artifact.bytes) as progress:
+        path = client.download_artifact(artifact.id, Path(tmp), progress, expected_sha256=artifact.sha256,
+                                        expected_bytes=artifact.bytes)
         if archive:
             unpack_archive(path, target)
             result = target
         else:
             result = target / path.name
             shutil.move(str(path), result)
-    out.print(f"{kind} of {job_id} ({artifact.get('bytes', 0):,} bytes, sha256 verified) → {escape(str(result))}",
+    out.print(f"{kind} of {job_id} ({artifact.bytes:,} bytes, sha256 verified) → {escape(str(result))}",
               highlight=False)
     return result
 
@@ -179,17 +179,17 @@ def submit(
     mapping = _given(task=task.value if task else None, **columns)
     with make_client(url, api_key) as client:
         train_file = upload(client, train, mapping)
-        eval_id = upload(client, eval_file, mapping)["id"] if eval_file is not None else None
-        job = client.create_job(model, train_file["id"], eval_id, task=task_body or None, method=method_body,
+        eval_id = upload(client, eval_file, mapping).id if eval_file is not None else None
+        job = client.create_job(model, train_file.id, eval_id, task=task_body or None, method=method_body,
                                 hyperparameters=hyperparameters or None, idempotency_key=idempotency_key, **extra)
-        queue = job.get("queue_position")
+        queue = job.queue_position
         where = f", position {queue} in the queue" if queue is not None else ""
-        console.print(f"created job {job['id']} ({job.get('status')}{where}); follow it with "
-                      f"`sparsegrad watch {job['id']}`", highlight=False)
+        console.print(f"created job {job.id} ({job.status}{where}); follow it with "
+                      f"`sparsegrad watch {job.id}`", highlight=False)
         if watch:
-            _, code = describe_outcome(watch_until_stopped(client, job["id"]))
+            _, code = describe_outcome(watch_until_stopped(client, job.id))
             raise typer.Exit(code)
-    typer.echo(job["id"])
+    typer.echo(job.id)
 
 
 @jobs_app.callback(invoke_without_command=True)
@@ -211,14 +211,11 @@ def jobs(
     table.add_column("id", no_wrap=True)
     for column in ("status", "phase", "progress", "method", "model", "created"):
         table.add_column(column)
-    for job in page.get("data") or []:
-        method = (job.get("method") or {}).get("type", "")
-        progress = job.get("progress")
-        table.add_row(job["id"], str(job.get("status", "")), str(job.get("phase") or ""),
-                      f"{100 * progress:.0f}%" if isinstance(progress, int | float) else "",
-                      str(method), str(job.get("model", "")), format_time(job.get("created_at")))
+    for job in page.data:
+        table.add_row(job.id, job.status, job.phase or "", f"{100 * job.progress:.0f}%",
+                      str(job.method.get("type", "")), job.model, format_time(job.created_at))
     console.print(table)
-    if page.get("has_more"):
+    if page.has_more:
         console.print("[dim]more jobs exist: raise --limit (at most 100) or filter with --status[/]")
 
 
@@ -236,7 +233,7 @@ def jobs_show(
         url = parent["url"]
     with make_client(url, api_key or parent.get("api_key")) as client:
         job = client.get_job(job_id)
-    typer.echo(json.dumps(job, indent=2))
+    typer.echo(json.dumps(job.model_dump(mode="json"), indent=2))
 
 
 @api_command
@@ -272,8 +269,9 @@ def download(
 
 def _control(action: str, job_id: str, url: str, api_key: str | None) -> None:
     with make_client(url, api_key) as client:
-        job = getattr(client, f"{action}_job")(job_id)
-    console.print(f"job {job['id']}: {job.get('status')}", highlight=False)
+        change = {"cancel": client.cancel_job, "pause": client.pause_job, "resume": client.resume_job}[action]
+        job = change(job_id)
+    console.print(f"job {job.id}: {job.status}", highlight=False)
 
 
 @api_command
@@ -301,8 +299,8 @@ def resume(job_id: Annotated[str, typer.Argument(help="Job id.")], url: UrlOptio
 def models(url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None) -> None:
     """List the base models the service fine-tunes."""
     with make_client(url, api_key) as client:
-        data = client.list_models().get("data") or []
+        data = client.list_models().data
     table = Table("id", "owned by", "description")
     for model in data:
-        table.add_row(str(model.get("id")), str(model.get("owned_by", "")), str(model.get("description", "")))
+        table.add_row(model.id, model.owned_by, model.description)
     console.print(table)

@@ -1,0 +1,5 @@
+"""``python -m sparsegrad_cli ...``: the ``sparsegrad`` command."""
+
+from .app import main
+
+main()

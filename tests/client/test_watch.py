@@ -1,0 +1,72 @@
+"""``sparsegrad watch``'s live view without a server (httpx MockTransport): it follows the typed job and its
+event stream to the end, prints event messages and evaluations, and sums up the outcome with its exit code."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import httpx
+from rich.console import Console
+
+from sparsegrad_cli.watch import JobWatcher, describe_outcome
+from sparsegrad_client import SparseGradClient
+from sparsegrad_service.schemas import JobError, JobPublic
+
+from .conftest import job_object
+
+
+def _sse(seq: int, kind: str, message: str, data: dict[str, object] | None, level: str = "info") -> bytes:
+    body = {"id": f"ftevent-{seq}", "object": "fine_tuning.job.event", "created_at": 1_700_000_000 + seq,
+            "level": level, "message": message, "type": kind, "data": data}
+    return f"id: {seq}\nevent: {kind}\ndata: {json.dumps(body)}\n\n".encode()
+
+
+def test_watch_follows_the_events_to_the_final_job() -> None:
+    gets: list[int] = []
+    stream = (_sse(1, "phase", "Training started", {"phase": "training"})
+              + _sse(2, "metrics", "", {"step": 5, "total_steps": 10, "loss": 0.5})
+              + _sse(3, "metrics", "", {"step": 10, "total_steps": 10, "eval_accuracy": 0.875})
+              + _sse(4, "message", "Adapter saved", None, level="warning")
+              + b"event: end\ndata: {}\n\n")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events/stream"):
+            return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=stream)
+        gets.append(1)
+        if len(gets) == 1:
+            return httpx.Response(200, json=job_object("ftjob-w", "running", phase="calibrating", step=0))
+        return httpx.Response(200, json=job_object("ftjob-w", "succeeded", step=10, total_steps=10, trained_tokens=12345,
+                                             progress=1.0))
+
+    out = io.StringIO()
+    client = SparseGradClient("http://svc", "sg-k", transport=httpx.MockTransport(handler))
+    watcher = JobWatcher(client, "ftjob-w", Console(file=out, width=200, force_terminal=False))
+    final = watcher.run()
+    assert isinstance(final, JobPublic) and final.status == "succeeded"
+    assert (watcher.step, watcher.total_steps, watcher.loss) == (10, 10, 0.5)
+    text = out.getvalue()
+    assert "Training started" in text and "Adapter saved" in text
+    assert "evaluation at step 10: accuracy 0.875" in text
+    message, code = describe_outcome(final)
+    assert code == 0 and "succeeded" in message and "12,345 tokens trained" in message
+
+
+def test_a_stopped_job_returns_at_once_and_outcomes_map_to_exit_codes() -> None:
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        return httpx.Response(200, json=job_object("ftjob-f", "failed", error={"code": "oom", "message": "out of memory"}))
+
+    client = SparseGradClient("http://svc", "sg-k", transport=httpx.MockTransport(handler))
+    final = JobWatcher(client, "ftjob-f", Console(file=io.StringIO())).run()
+    assert calls == ["/v1/fine_tuning/jobs/ftjob-f"]  # no event stream for a job that is over
+    assert final.error == JobError(code="oom", message="out of memory")
+    message, code = describe_outcome(final)
+    assert code == 1 and "failed" in message and "out of memory" in message
+    paused = JobPublic.model_validate(job_object("ftjob-p", "paused"))
+    message, code = describe_outcome(paused)
+    assert code == 3 and "sparsegrad resume ftjob-p" in message
+    cancelled = JobPublic.model_validate(job_object("ftjob-c", "cancelled"))
+    assert describe_outcome(cancelled)[1] == 1
