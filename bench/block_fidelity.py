@@ -36,8 +36,9 @@ import common
 
 from sparsegrad_core import SparseGradConfig, SparseGradLinear, calibrate
 from sparsegrad_core.block import block_step_cost, choose_block
+from sparsegrad_core.loading import load_base_model
 from sparsegrad_core.methods import MethodSpec
-from sparsegrad_core.tasks import load_base_model, tokenize_dataset
+from sparsegrad_core.tokenization import tokenize_dataset
 from sparsegrad_core.training import Trainer, TrainingArguments, prepare_for_training
 from sparsegrad_core.training.preparation import calibration_batches
 from sparsegrad_data import glue_mapping, load_dataset, sample_path

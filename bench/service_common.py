@@ -57,7 +57,7 @@ def build_tiny_model(folder: Path) -> Path:
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from sparsegrad_core.tasks import load_tokenizer
+    from sparsegrad_core.loading import load_tokenizer
 
     tokenizer = load_tokenizer("minilm-l6")
     torch.manual_seed(0)

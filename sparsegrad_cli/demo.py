@@ -42,7 +42,8 @@ def evaluate_adapter(adapter_dir: Path, max_seq_length: int = 64) -> tuple[float
     import torch
     from transformers.utils import logging as hf_logging
 
-    from sparsegrad_core.tasks import load_base_model, tokenize_dataset
+    from sparsegrad_core.loading import load_base_model
+    from sparsegrad_core.tokenization import tokenize_dataset
     from sparsegrad_core.training import merge_exported, read_training_info
     from sparsegrad_core.training.evaluation import evaluate
     from sparsegrad_data import glue_mapping, load_dataset, sample_path

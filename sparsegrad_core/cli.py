@@ -31,8 +31,9 @@ from sparsegrad_data import (
 )
 
 from .config import SparseGradConfig
+from .loading import load_base_model
 from .methods import MethodSpec
-from .tasks import load_base_model, tokenize_dataset
+from .tokenization import tokenize_dataset
 from .training import (
     GradientCheckpointingUnsupported,
     Trainer,

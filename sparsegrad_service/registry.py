@@ -17,7 +17,7 @@ from .settings import Settings
 class RegisteredModel:
     name: str
     source: str
-    """Bundled alias understood by ``sparsegrad_core.tasks.load_base_model``, a local folder or a hub id."""
+    """Bundled alias understood by ``sparsegrad_core.loading.load_base_model``, a local folder or a hub id."""
     architecture: str
     """``encoder`` (classification/regression) or ``decoder`` (also causal-LM SFT)."""
     description: str = ""

@@ -55,7 +55,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from sparsegrad_core.tasks import load_tokenizer
+    from sparsegrad_core.loading import load_tokenizer
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = load_tokenizer("minilm-l6")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sqlalchemy import delete, select
 
-from sparsegrad_core.tasks import load_base_model
+from sparsegrad_core.loading import load_base_model
 from sparsegrad_core.training import merge_exported, read_training_info
 from sparsegrad_service.db import session_scope
 from sparsegrad_service.enums import ArtifactKind, JobStatus

@@ -23,7 +23,8 @@ import torch
 from sqlalchemy.exc import OperationalError
 from torch import nn
 
-from sparsegrad_core.tasks import load_base_model, tokenize_dataset
+from sparsegrad_core.loading import load_base_model
+from sparsegrad_core.tokenization import tokenize_dataset
 from sparsegrad_core.training import (
     GradientCheckpointingUnsupported,
     Trainer,

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 
 from sparsegrad_core.config import SparseGradConfig
+from sparsegrad_core.loading import load_base_model
 from sparsegrad_core.methods import MethodSpec
-from sparsegrad_core.tasks import load_base_model, tokenize_dataset
+from sparsegrad_core.tokenization import tokenize_dataset
 from sparsegrad_core.training import Trainer, TrainingArguments, prepare_for_training
 
 from quality_data import run_datasets  # isort: skip  (bench/quality is on sys.path)

@@ -22,7 +22,8 @@ from torch import nn
 
 from sparsegrad_data import TaskType
 
-from ..tasks import IGNORE_INDEX, TokenizedDataset
+from ..chat import IGNORE_INDEX
+from ..tokenization import TokenizedDataset
 
 LOWER_IS_BETTER = ("loss", "perplexity", "mse")
 

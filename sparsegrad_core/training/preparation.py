@@ -17,8 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..batch_order import CALIBRATION_STREAM, BatchOrder
 from ..methods import MethodSpec, PreparedModel, prepare_model
-from ..tasks import CALIBRATION_STREAM, BatchOrder, TokenizedDataset
+from ..tokenization import TokenizedDataset
 from .callbacks import CallbackList, TrainerCallback
 from .checkpoint import BASIS_DIR, CHECKPOINTS_DIR, basis_dir_for, find_checkpoint, load_basis, save_basis
 from .gradient_checkpointing import cache_disabled, enable_gradient_checkpointing

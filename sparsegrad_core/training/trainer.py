@@ -26,10 +26,11 @@ from transformers import PreTrainedTokenizerBase
 
 from sparsegrad_data import Dataset
 
+from ..batch_order import BatchOrder
 from ..methods import PreparedModel
 from ..model import accumulating_gradients, energy_share, sparsegrad_layers
 from ..optim import build_optimizer, clip_grad_norm
-from ..tasks import BatchOrder, TokenizedDataset, tokenize_dataset
+from ..tokenization import TokenizedDataset, tokenize_dataset
 from .arguments import TrainingArguments
 from .callbacks import CallbackList, TrainerCallback
 from .checkpoint import (
@@ -95,7 +96,7 @@ class Trainer:
     """Train a :class:`~sparsegrad_core.methods.PreparedModel` on a dataset; see :meth:`train`.
 
     ``train_ds``/``eval_ds`` are validated ``sparsegrad_data.Dataset`` objects (tokenized here with
-    ``args.max_seq_length``) or already :class:`~sparsegrad_core.tasks.TokenizedDataset`. ``run_info``
+    ``args.max_seq_length``) or already :class:`~sparsegrad_core.tokenization.TokenizedDataset`. ``run_info``
     (e.g. the base model alias) is copied into the export's metadata and eval_summary.json. With
     ``args.gradient_checkpointing`` it is switched on here unless :func:`prepare_for_training` already did.
     """

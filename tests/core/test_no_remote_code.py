@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sparsegrad_core.tasks import load_base_model
+from sparsegrad_core.loading import load_base_model
 
 
 def test_a_model_with_custom_code_is_refused_without_running_it(tmp_path: Path, tiny_model_dir: Path) -> None:

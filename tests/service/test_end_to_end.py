@@ -50,7 +50,8 @@ def test_job_runs_end_to_end_and_the_adapter_reproduces_the_workers_model(
 ) -> None:
     import torch
 
-    from sparsegrad_core.tasks import load_base_model, tokenize_dataset
+    from sparsegrad_core.loading import load_base_model
+    from sparsegrad_core.tokenization import tokenize_dataset
     from sparsegrad_core.training import merge_exported
     from sparsegrad_core.training.evaluation import evaluate
     from sparsegrad_data import load_dataset

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sparsegrad_core.tasks import load_tokenizer
+from sparsegrad_core.loading import load_tokenizer
 from sparsegrad_data import Dataset, glue_mapping, load_dataset, sample_path
 
 from .tiny import CHATS

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparsegrad_core.tasks import tokenize_dataset
+from sparsegrad_core.tokenization import tokenize_dataset
 from sparsegrad_core.training import classification_metrics, evaluate, regression_metrics
 from sparsegrad_data import load_dataset
 

@@ -11,7 +11,7 @@ from torch import nn
 from sparsegrad_core.config import SparseGradConfig
 from sparsegrad_core.layer import SparseGradLinear
 from sparsegrad_core.methods import MethodSpec
-from sparsegrad_core.tasks import tokenize_dataset
+from sparsegrad_core.tokenization import tokenize_dataset
 from sparsegrad_core.training import (
     GradientCheckpointingUnsupported,
     Trainer,

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from sparsegrad_core.config import SparseGradConfig
+from sparsegrad_core.loading import load_base_model
 from sparsegrad_core.methods import MethodSpec
-from sparsegrad_core.tasks import load_base_model, tokenize_dataset
+from sparsegrad_core.tokenization import tokenize_dataset
 from sparsegrad_core.training import Trainer, TrainingArguments, prepare_for_training
 from sparsegrad_data import glue_mapping, load_dataset, sample_path
 

@@ -11,7 +11,7 @@ import torch
 from sparsegrad_core.config import SparseGradConfig
 from sparsegrad_core.methods import MethodSpec
 from sparsegrad_core.model import sparsegrad_layers
-from sparsegrad_core.tasks import tokenize_dataset
+from sparsegrad_core.tokenization import tokenize_dataset
 from sparsegrad_core.training import (
     SUMMARY_FILE,
     Trainer,

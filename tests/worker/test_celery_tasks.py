@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 from worker_helpers import artifacts, create_job, events, job_row, job_spec, sha256_of
 
-from sparsegrad_core.tasks import load_tokenizer
+from sparsegrad_core.loading import load_tokenizer
 from sparsegrad_service.queue import MERGE_JOB_TASK, RUN_JOB_TASK
 from sparsegrad_service.settings import Settings
 from sparsegrad_service.store import unpack_archive

@@ -24,7 +24,7 @@ from worker_helpers import (
 )
 
 from sparsegrad_core.adapter import load_adapter
-from sparsegrad_core.tasks import load_base_model, load_tokenizer
+from sparsegrad_core.loading import load_base_model, load_tokenizer
 from sparsegrad_core.training import merge_exported
 from sparsegrad_service.settings import Settings
 from sparsegrad_service.store import unpack_archive

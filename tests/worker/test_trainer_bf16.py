@@ -6,8 +6,9 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
+from sparsegrad_core.loading import load_tokenizer
 from sparsegrad_core.methods import MethodSpec
-from sparsegrad_core.tasks import load_tokenizer, tokenize_dataset
+from sparsegrad_core.tokenization import tokenize_dataset
 from sparsegrad_core.training import Trainer, TrainingArguments, prepare_for_training
 from sparsegrad_data import Dataset, DatasetFormat, Example, TaskType
 
