@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from sse_starlette import ServerSentEvent
 
 from sparsegrad_service.enums import JobStatus
-from sparsegrad_service.lifecycle import CHANNEL_PREFIX
+from sparsegrad_service.live import CHANNEL_PREFIX
 from sparsegrad_service.models import Job, JobEvent
 
 from .context import ServiceContext

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from sparsegrad_contract.defaults import SEED
 from sparsegrad_data import MIN_EXAMPLES_TO_SPLIT, TaskType
 from sparsegrad_service.enums import EventLevel, EventType, JobStatus
-from sparsegrad_service.lifecycle import add_event
+from sparsegrad_service.job_records import add_event
 from sparsegrad_service.models import File, Job, utcnow
 from sparsegrad_service.registry import RegisteredModel
 from sparsegrad_service.schemas import JobCreate, TaskIn
@@ -66,7 +66,7 @@ def submit_job(
     now = utcnow()
     job = Job(
         tenant_id=tenant_id, model=model.name, training_file_id=train.id,
-        validation_file_id=valid.id if valid else None, spec=spec.stored(), status=str(JobStatus.queued),
+        validation_file_id=valid.id if valid else None, spec=spec.stored(), status=JobStatus.queued,
         seed=SEED if body.seed is None else body.seed, suffix=body.suffix, metadata_=body.metadata,
         idempotency_key=idempotency_key, request_hash=digest, created_at=now, queued_at=now,
         max_attempts=context.settings.max_attempts, progress=0.0, step=0, attempts=0,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from sparsegrad_service.lifecycle import reap_stale_jobs
+from sparsegrad_service.reaper import reap_stale_jobs
 
 from .context import ServiceContext
 

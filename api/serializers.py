@@ -86,9 +86,9 @@ def queue_position_column() -> Any:
     statement's compiled form is cached."""
     ahead = aliased(Job, name="jobs_ahead")
     count = (select(func.count(ahead.id))
-             .where(ahead.status == str(JobStatus.queued), ahead.queued_at < Job.queued_at)
+             .where(ahead.status == JobStatus.queued, ahead.queued_at < Job.queued_at)
              .scalar_subquery())
-    return case((and_(Job.status == str(JobStatus.queued), Job.queued_at.is_not(None)), count + 1), else_=None)
+    return case((and_(Job.status == JobStatus.queued, Job.queued_at.is_not(None)), count + 1), else_=None)
 
 
 @functools.cache
@@ -105,7 +105,7 @@ def _queue_position(session: Session, job: Job) -> int | None:
     if job.status != JobStatus.queued or job.queued_at is None:
         return None
     ahead = session.scalar(select(func.count(Job.id)).where(
-        Job.status == str(JobStatus.queued), Job.queued_at < job.queued_at))
+        Job.status == JobStatus.queued, Job.queued_at < job.queued_at))
     return 1 + int(ahead or 0)
 
 

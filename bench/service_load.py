@@ -280,8 +280,8 @@ def main() -> None:
                                     args.duration, args.connections, args.wrk_threads, dep.api.pid,
                                     args.profile / "create_job.folded" if args.profile else None)
         with session_factory(scratch.pg_url)() as session:  # nobody will run them: keep them from the worker
-            created = session.execute(update(Job).where(Job.status == str(JobStatus.queued))
-                                      .values(status=str(JobStatus.cancelled))).rowcount  # type: ignore[attr-defined]
+            created = session.execute(update(Job).where(Job.status == JobStatus.queued)
+                                      .values(status=JobStatus.cancelled)).rowcount  # type: ignore[attr-defined]
             session.commit()
         out["create_job"]["jobs_created"] = created
 

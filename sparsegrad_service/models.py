@@ -12,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Enum,
     Float,
     ForeignKey,
     Index,
@@ -23,6 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from .enums import JobStatus
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -32,6 +35,11 @@ NAMING = {
 }
 
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER PRIMARY KEY only
+
+
+JOB_STATUS = Enum(JobStatus, native_enum=False, create_constraint=False, length=20,
+                  values_callable=lambda statuses: [s.value for s in statuses])
+"""``Job.status`` as :class:`JobStatus` in Python, the same ``VARCHAR(20)`` of the status strings in SQL."""
 
 
 def utcnow() -> datetime:
@@ -113,7 +121,7 @@ class Job(Base):
     training_file_id: Mapped[str] = mapped_column(ForeignKey("files.id"))
     validation_file_id: Mapped[str | None] = mapped_column(ForeignKey("files.id"))
     spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    status: Mapped[str] = mapped_column(String(20), default="validating_files")
+    status: Mapped[JobStatus] = mapped_column(JOB_STATUS, default=JobStatus.validating_files)
     phase: Mapped[str | None] = mapped_column(String(20))
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)

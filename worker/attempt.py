@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from .claim import JobSnapshot
+from sparsegrad_service.job_store import JobSnapshot, WorkerJobStore
+
 from .device import DeviceInfo
 from .heartbeat import HeartbeatThread, StopFlags
 from .journal import JobJournal
+
+
+def default_worker_id() -> str:
+    """``hostname:pid``: who holds a claimed job."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class Outcome(StrEnum):
@@ -30,10 +38,14 @@ class Attempt:
     """One claimed attempt: the job snapshot, where it runs, and its links to SQL."""
 
     job: JobSnapshot
-    worker_id: str
+    job_store: WorkerJobStore
     device: DeviceInfo
     run_dir: Path
     flags: StopFlags
     journal: JobJournal
     heartbeat: HeartbeatThread
     resumed_step: int | None = None
+
+    @property
+    def worker_id(self) -> str:
+        return self.job_store.worker_id

@@ -16,15 +16,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select, update
-
 from sparsegrad_core.training.checkpoint import BASIS_DIR, CHECKPOINTS_DIR, step_dir_name
-from sparsegrad_service.db import retry_while_disconnected, session_scope
-from sparsegrad_service.models import Checkpoint, Job
+from sparsegrad_service.job_store import StoredCheckpoint, WorkerJobStore
 from sparsegrad_service.store import (
     ArtifactStore,
     StoreError,
@@ -36,15 +32,6 @@ from sparsegrad_service.store import (
 
 KEEP_STORED = 2
 """Stored checkpoints kept per job (older ones are deleted from the store and SQL)."""
-
-
-@dataclass(frozen=True)
-class StoredCheckpoint:
-    id: str
-    step: int
-    storage_key: str
-    sha256: str
-    metrics: dict[str, Any]
 
 
 def _link_tree(src: Path, dest: Path) -> None:
@@ -75,44 +62,20 @@ def pack_checkpoint(checkpoint_dir: Path, staging: Path) -> Path:
 
 
 def upload_checkpoint(
-    sql_url: str, store: ArtifactStore, job_id: str, worker_id: str, step: int, checkpoint_dir: Path,
-    staging: Path, metrics: dict[str, Any], retry_s: float = 60.0,
+    job_store: WorkerJobStore, store: ArtifactStore, step: int, checkpoint_dir: Path, staging: Path,
+    metrics: dict[str, Any],
 ) -> StoredCheckpoint | None:
     """Pack and store the checkpoint of ``step``, record it (replacing a row of the same step), point
     ``Job.last_checkpoint_step`` at it and prune older stored checkpoints beyond :data:`KEEP_STORED`.
-    Returns None (recording nothing) if the job is no longer held by ``worker_id``. The SQL part waits out
-    a lost database connection for up to ``retry_s`` seconds."""
+    Returns None (recording nothing) if the job is no longer held by this worker. The SQL part waits out
+    a lost database connection for up to the job store's ``retry_s`` seconds."""
     archive = pack_checkpoint(checkpoint_dir, staging)
     try:
-        stored = store.put_file(checkpoint_key(job_id, step), archive)
+        stored = store.put_file(checkpoint_key(job_store.job_id, step), archive)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
-    def record() -> tuple[StoredCheckpoint, list[str]] | None:
-        with session_scope(sql_url) as session:
-            held = session.execute(
-                update(Job).where(Job.id == job_id, Job.worker_id == worker_id)
-                .values(last_checkpoint_step=step).execution_options(synchronize_session=False)
-            )
-            if not held.rowcount:  # type: ignore[attr-defined]
-                return None
-            row = session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step))
-            if row is None:
-                row = Checkpoint(job_id=job_id, step=step)
-                session.add(row)
-            row.storage_key, row.bytes, row.sha256, row.metrics = stored.key, stored.bytes, stored.sha256, metrics
-            session.flush()
-            old = session.scalars(
-                select(Checkpoint).where(Checkpoint.job_id == job_id)
-                .order_by(Checkpoint.step.desc()).offset(KEEP_STORED)
-            ).all()
-            old_keys = [c.storage_key for c in old if c.storage_key != stored.key]
-            if old:
-                session.execute(delete(Checkpoint).where(Checkpoint.id.in_([c.id for c in old])))
-            result = StoredCheckpoint(row.id, step, stored.key, stored.sha256, metrics)
-        return result, old_keys
-
-    recorded = retry_while_disconnected(record, retry_s, f"job {job_id} checkpoint {step}")
+    recorded = job_store.record_checkpoint(step, stored, metrics, keep=KEEP_STORED)
     if recorded is None:
         return None
     result, old_keys = recorded
@@ -120,18 +83,6 @@ def upload_checkpoint(
         with contextlib.suppress(StoreError, OSError):  # an orphan object costs disk, never correctness
             store.delete(key)
     return result
-
-
-def latest_checkpoint(sql_url: str, job_id: str) -> StoredCheckpoint | None:
-    """The checkpoint ``Job.last_checkpoint_step`` points at, if its row exists."""
-    with session_scope(sql_url) as session:
-        step = session.scalar(select(Job.last_checkpoint_step).where(Job.id == job_id))
-        if step is None:
-            return None
-        row = session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.step == step))
-        if row is None:
-            return None
-        return StoredCheckpoint(row.id, row.step, row.storage_key, row.sha256, dict(row.metrics or {}))
 
 
 def restore_checkpoint(store: ArtifactStore, checkpoint: StoredCheckpoint, run_dir: Path) -> Path:

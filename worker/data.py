@@ -13,19 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sparsegrad_data import MIN_EXAMPLES_TO_SPLIT, Dataset, DatasetError, TaskType, parse_dataset_bytes
+from sparsegrad_service.job_store import FileRef
 from sparsegrad_service.store import ArtifactStore
 
 from .errors import JobError
 from .jobspec import TaskSpec
-
-
-@dataclass(frozen=True)
-class FileRef:
-    """What the runner needs of a ``File`` row."""
-
-    id: str
-    filename: str
-    storage_key: str
 
 
 @dataclass

@@ -20,10 +20,11 @@ from sparsegrad_core.training.export import lora_export_dir, read_training_info
 from sparsegrad_core.training.telemetry import json_safe
 from sparsegrad_service.enums import ArtifactKind, EventType, JobStatus
 from sparsegrad_service.job_spec import ADAPTER_METHODS
+from sparsegrad_service.job_store import StoredArtifact
 from sparsegrad_service.settings import Settings
 from sparsegrad_service.store import ArtifactStore
 
-from .artifacts import StoredArtifact, discard_artifacts, store_folder, store_metrics, write_merged_model
+from .artifacts import discard_artifacts, store_folder, store_metrics, write_merged_model
 from .attempt import Attempt, Outcome
 from .callbacks import ServiceCallback
 from .data import JobData
@@ -58,7 +59,7 @@ def fine_tuned_model_name(model: str, suffix: str | None, job_id: str) -> str:
 def _artifact_event(attempt: Attempt, artifact: StoredArtifact) -> None:
     attempt.journal.event(
         EventType.message, f"Saved {artifact.kind} artifact {artifact.filename} ({artifact.bytes:,} bytes).",
-        {"artifact_id": artifact.id, "kind": str(artifact.kind), "bytes": artifact.bytes, "sha256": artifact.sha256},
+        {"artifact_id": artifact.id, "kind": artifact.kind.value, "bytes": artifact.bytes, "sha256": artifact.sha256},
     )
 
 
@@ -74,7 +75,7 @@ def _store_outputs(settings: Settings, store: ArtifactStore, attempt: Attempt, r
                    stored: list[StoredArtifact]) -> Outcome | None:
     """Store every artifact (each appended to ``stored``); stops with ``lost`` or ``cancelled`` as soon as the
     job is either."""
-    job, sql = attempt.job, settings.sql_url
+    job_store = attempt.job_store
     export_dir = run.result.export_dir
     assert export_dir is not None, "the trainer exports completed runs (save_final)"
     scratch = attempt.run_dir / ".artifacts"
@@ -82,11 +83,11 @@ def _store_outputs(settings: Settings, store: ArtifactStore, attempt: Attempt, r
     kind = ArtifactKind.adapter if is_adapter else ArtifactKind.merged_model
     if stop := _interrupted(attempt):
         return stop
-    stored.append(store_folder(sql, store, job.id, kind, export_dir, scratch, attempt.worker_id))
+    stored.append(store_folder(job_store, store, kind, export_dir, scratch))
     _artifact_event(attempt, stored[-1])
     lora_dir = lora_export_dir(export_dir)
     if lora_dir.is_dir():  # block selection: the adapter as a standard PEFT LoRA too
-        stored.append(store_folder(sql, store, job.id, ArtifactKind.lora, lora_dir, scratch, attempt.worker_id))
+        stored.append(store_folder(job_store, store, ArtifactKind.lora, lora_dir, scratch))
         _artifact_event(attempt, stored[-1])
         if stop := _interrupted(attempt):
             return stop
@@ -96,12 +97,12 @@ def _store_outputs(settings: Settings, store: ArtifactStore, attempt: Attempt, r
         merged = write_merged_model(run.model_source, export_dir, attempt.run_dir / "merged")
         if stop := _interrupted(attempt):
             return stop
-        stored.append(store_folder(sql, store, job.id, ArtifactKind.merged_model, merged, scratch, attempt.worker_id))
+        stored.append(store_folder(job_store, store, ArtifactKind.merged_model, merged, scratch))
         _artifact_event(attempt, stored[-1])
     run.callback.flush()
     if stop := _interrupted(attempt):
         return stop
-    stored.append(store_metrics(sql, store, job.id, attempt.worker_id))
+    stored.append(store_metrics(job_store, store))
     _artifact_event(attempt, stored[-1])
     return None
 
@@ -141,7 +142,7 @@ def complete(settings: Settings, store: ArtifactStore, attempt: Attempt, run: Tr
     stored: list[StoredArtifact] = []
     stop = _store_outputs(settings, store, attempt, run, stored)
     if stop == Outcome.cancelled:
-        discard_artifacts(settings.sql_url, store, attempt.job.id, stored)
+        discard_artifacts(attempt.job_store, store, stored)
         attempt.heartbeat.stop()
         removed = f"; its {len(stored)} stored artifact(s) were removed" if stored else ""
         final = attempt.journal.finish(JobStatus.cancelled, f"Job cancelled while saving{removed}.")
@@ -156,7 +157,7 @@ def complete(settings: Settings, store: ArtifactStore, attempt: Attempt, run: Tr
         trained_tokens=int(run.callback.trained_tokens), progress=1.0, step=run.result.global_step,
         total_steps=run.result.total_steps,
     )
-    if final == JobStatus.cancelled:  # the cancel came after the last artifact; finish_job dropped the rows
-        discard_artifacts(settings.sql_url, store, job.id, stored)
+    if final == JobStatus.cancelled:  # the cancel came after the last artifact; finish dropped the rows
+        discard_artifacts(attempt.job_store, store, stored)
         return Outcome.cancelled
     return Outcome.succeeded if final else Outcome.lost

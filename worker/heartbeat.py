@@ -1,7 +1,7 @@
 """The running job's link to SQL besides its own writes: a heartbeat thread, and the stop flags
 (cancel, pause, lost) it and the training loop share.
 
-The heartbeat proves the worker alive (``lifecycle.heartbeat`` every ``heartbeat_interval_s``) and
+The heartbeat proves the worker alive (``WorkerJobStore.heartbeat`` every ``heartbeat_interval_s``) and
 brings back the cancel/pause flags. If the job was taken away (the reaper requeued it and another
 worker claimed it), ``lost`` is set: training stops and writes nothing further.
 """
@@ -13,12 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import select
-
-from sparsegrad_service import lifecycle
-from sparsegrad_service.db import session_scope
-from sparsegrad_service.enums import JobStatus
-from sparsegrad_service.models import Job
+from sparsegrad_service.job_store import LostJobError, WorkerJobStore
 
 log = logging.getLogger("sparsegrad.worker")
 
@@ -41,8 +36,8 @@ class StopFlags:
     (also refreshed by every heartbeat) is served.
     """
 
-    def __init__(self, sql_url: str, job_id: str, worker_id: str, min_interval_s: float) -> None:
-        self.sql_url, self.job_id, self.worker_id = sql_url, job_id, worker_id
+    def __init__(self, job_store: WorkerJobStore, min_interval_s: float) -> None:
+        self.job_store, self.job_id = job_store, job_store.job_id
         self.min_interval_s = min_interval_s
         self._lock = threading.Lock()
         self._flags = Flags()
@@ -71,21 +66,13 @@ class StopFlags:
         if fresh or flags.lost:
             return flags
         try:
-            with session_scope(self.sql_url) as session:
-                row = session.execute(
-                    select(Job.status, Job.worker_id, Job.cancel_requested, Job.pause_requested)
-                    .where(Job.id == self.job_id)
-                ).first()
+            cancel, pause = self.job_store.stop_flags()
+        except LostJobError:
+            return self.set(lost=True)
         except Exception as exc:  # a database hiccup must not stop training; the heartbeat retries too
             log.warning("job %s: reading the stop flags failed: %s", self.job_id, exc)
             return flags
-        if row is None:
-            return self.set(lost=True)
-        if row.status == JobStatus.cancelled:
-            return self.set(cancel=True)
-        if row.worker_id != self.worker_id or row.status not in (JobStatus.running, JobStatus.cancelling):
-            return self.set(lost=True)
-        return self.set(cancel=bool(row.cancel_requested), pause=bool(row.pause_requested))
+        return self.set(cancel=cancel, pause=pause)
 
 
 class HeartbeatThread(threading.Thread):
@@ -101,10 +88,9 @@ class HeartbeatThread(threading.Thread):
         flags = self.flags
         while not self._stopped.wait(self.interval_s):
             try:
-                with session_scope(flags.sql_url) as session:
-                    cancel, pause = lifecycle.heartbeat(session, flags.job_id, flags.worker_id)
+                cancel, pause = flags.job_store.heartbeat()
                 flags.set(cancel=cancel, pause=pause)
-            except lifecycle.LostJobError as exc:
+            except LostJobError as exc:
                 log.warning("%s; stopping without writing anything further", exc)
                 flags.set(lost=True)
                 return

@@ -13,12 +13,9 @@ import tempfile
 from enum import StrEnum
 from pathlib import Path
 
-from sqlalchemy import select
-
-from sparsegrad_service.db import session_scope
 from sparsegrad_service.enums import ArtifactKind, EventLevel, EventType, JobStatus
-from sparsegrad_service.lifecycle import LiveChannel, add_event
-from sparsegrad_service.models import Artifact, Job
+from sparsegrad_service.job_store import JobStore
+from sparsegrad_service.live import LiveChannel
 from sparsegrad_service.registry import model_registry
 from sparsegrad_service.settings import Settings
 from sparsegrad_service.store import ArtifactStore, make_store, unpack_archive
@@ -38,20 +35,19 @@ class MergeJob:
     def __init__(self, settings: Settings, job_id: str, *, store: ArtifactStore | None = None) -> None:
         self.settings, self.job_id = settings, job_id
         self.store: ArtifactStore = store if store is not None else make_store(settings)
+        self.job_store = JobStore(settings.sql_url, job_id)
 
     def _adapter_key(self) -> tuple[str, str]:
         """``(model name, adapter storage key)``; JobError if there is nothing to merge."""
-        with session_scope(self.settings.sql_url) as session:
-            job = session.get(Job, self.job_id)
-            if job is None or job.status != JobStatus.succeeded:
-                raise JobError("job_not_mergeable", f"job {self.job_id} has not succeeded; nothing to merge")
-            artifacts = {a.kind: a for a in session.scalars(select(Artifact).where(Artifact.job_id == job.id))}
-            if ArtifactKind.merged_model in artifacts:
-                return job.model, ""
-            adapter = artifacts.get(str(ArtifactKind.adapter))
-            if adapter is None:
-                raise JobError("job_not_mergeable", f"job {self.job_id} has no adapter artifact")
-            return job.model, adapter.storage_key
+        job = self.job_store.outputs()
+        if job is None or job.status != JobStatus.succeeded:
+            raise JobError("job_not_mergeable", f"job {self.job_id} has not succeeded; nothing to merge")
+        if ArtifactKind.merged_model in job.artifact_keys:
+            return job.model, ""
+        adapter_key = job.artifact_keys.get(ArtifactKind.adapter)
+        if adapter_key is None:
+            raise JobError("job_not_mergeable", f"job {self.job_id} has no adapter artifact")
+        return job.model, adapter_key
 
     def run(self) -> MergeOutcome:
         """Merge, or record why not as an ``error`` event the user sees (then re-raise for the log)."""
@@ -59,9 +55,8 @@ class MergeJob:
             return self._merge()
         except Exception as exc:
             message = exc.message if isinstance(exc, JobError) else f"{type(exc).__name__}: {exc}"
-            with session_scope(self.settings.sql_url) as session:
-                add_event(session, self.job_id, EventType.error, f"Merging the model failed: {message}"[:2000],
-                          data={"code": getattr(exc, "code", "merge_error")}, level=EventLevel.error)
+            self.job_store.add_event(EventType.error, f"Merging the model failed: {message}"[:2000],
+                                     {"code": getattr(exc, "code", "merge_error")}, level=EventLevel.error)
             LiveChannel(self.settings).notify(self.job_id)
             raise
 
@@ -80,13 +75,11 @@ class MergeJob:
             archive.unlink()
             merged = write_merged_model(registered.source, adapter_dir, work / "merged")
             shutil.rmtree(adapter_dir, ignore_errors=True)
-            artifact = store_folder(self.settings.sql_url, self.store, self.job_id, ArtifactKind.merged_model,
-                                    merged, work)
-        with session_scope(self.settings.sql_url) as session:
-            add_event(session, self.job_id, EventType.message,
-                      f"Saved merged_model artifact {artifact.filename} ({artifact.bytes:,} bytes).",
-                      data={"artifact_id": artifact.id, "kind": str(artifact.kind), "bytes": artifact.bytes,
-                            "sha256": artifact.sha256})
+            artifact = store_folder(self.job_store, self.store, ArtifactKind.merged_model, merged, work)
+        self.job_store.add_event(
+            EventType.message, f"Saved merged_model artifact {artifact.filename} ({artifact.bytes:,} bytes).",
+            {"artifact_id": artifact.id, "kind": artifact.kind.value, "bytes": artifact.bytes,
+             "sha256": artifact.sha256})
         LiveChannel(self.settings).notify(self.job_id)
         log.info("job %s: merged model stored (%s bytes)", self.job_id, artifact.bytes)
         return MergeOutcome.merged

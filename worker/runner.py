@@ -32,18 +32,17 @@ from sparsegrad_core.training import (
     TrainResult,
     prepare_for_training,
 )
-from sparsegrad_service import lifecycle
-from sparsegrad_service.db import session_scope
 from sparsegrad_service.enums import EventType, JobStatus
 from sparsegrad_service.job_spec import JobSpec
+from sparsegrad_service.job_store import JobSnapshot, WorkerJobStore
+from sparsegrad_service.live import LiveChannel
 from sparsegrad_service.registry import model_registry
 from sparsegrad_service.settings import Settings
 from sparsegrad_service.store import ArtifactStore, StoreError, make_store
 
-from .attempt import Attempt, Outcome
+from .attempt import Attempt, Outcome, default_worker_id
 from .callbacks import ServiceCallback
-from .checkpoints import latest_checkpoint, restore_checkpoint, upload_checkpoint
-from .claim import JobSnapshot, claim, default_worker_id
+from .checkpoints import restore_checkpoint, upload_checkpoint
 from .data import JobData, load_job_data
 from .device import release_memory, select_device
 from .errors import JobError
@@ -95,23 +94,23 @@ class JobRunner:
     def run(self) -> Outcome:
         settings = self.settings
         device = select_device()
-        job = claim(settings.sql_url, self.job_id, self.worker_id, device.description)
+        job_store = WorkerJobStore(settings.sql_url, self.job_id, self.worker_id, retry_s=settings.heartbeat_timeout_s)
+        job = job_store.claim(device.description)
         if job is None:
             log.info("job %s is not claimable (taken, cancelled, paused or finished); skipping", self.job_id)
             return Outcome.skipped
         try:
-            flags = StopFlags(settings.sql_url, job.id, self.worker_id, settings.stop_check_s)
+            flags = StopFlags(job_store, settings.stop_check_s)
             heartbeat = HeartbeatThread(flags, settings.heartbeat_interval_s)
             run_dir = self._fresh_run_dir(job)
-            journal = JobJournal(settings, job.id, self.worker_id, flags)
+            journal = JobJournal(job_store, flags, LiveChannel(settings))
         except Exception as exc:  # the job is claimed: never leave it running with nobody on it
             log.exception("job %s: attempt setup failed", job.id)
-            with session_scope(settings.sql_url) as session:
-                lifecycle.finish_job(session, job.id, self.worker_id, JobStatus.failed, error={
-                    "code": "worker_setup_error", "param": None,
-                    "message": f"the worker could not set up the run: {exc}"[:MAX_ERROR_CHARS]})
+            message = f"the worker could not set up the run: {exc}"[:MAX_ERROR_CHARS]
+            job_store.finish(JobStatus.failed, message,
+                             error={"code": "worker_setup_error", "param": None, "message": message})
             return Outcome.failed
-        attempt = Attempt(job, self.worker_id, device, run_dir, flags, journal, heartbeat)
+        attempt = Attempt(job, job_store, device, run_dir, flags, journal, heartbeat)
         heartbeat.start()
         log.info("job %s: attempt %d of %d on %s", job.id, job.attempt, job.max_attempts, device.description)
         try:
@@ -168,7 +167,7 @@ class JobRunner:
         journal.event(EventType.message, self._data_message(data))
 
         resume_from, trained_tokens = None, 0
-        stored = latest_checkpoint(settings.sql_url, job.id)
+        stored = attempt.job_store.latest_checkpoint()
         if stored is not None:
             resume_from = restore_checkpoint(self.store, stored, attempt.run_dir)
             attempt.resumed_step, trained_tokens = stored.step, int(stored.metrics.get("trained_tokens") or 0)
@@ -239,8 +238,7 @@ class JobRunner:
                 f"({held}), task {data.train.task.value}.")
 
     def _store_checkpoint(self, attempt: Attempt, step: int, path: Path, metrics: dict[str, Any]) -> str | None:
-        stored = upload_checkpoint(self.settings.sql_url, self.store, attempt.job.id, self.worker_id, step, path,
-                                   attempt.run_dir / ".upload", metrics, retry_s=self.settings.heartbeat_timeout_s)
+        stored = upload_checkpoint(attempt.job_store, self.store, step, path, attempt.run_dir / ".upload", metrics)
         if stored is None:
             attempt.flags.set(lost=True)
             return None

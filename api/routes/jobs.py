@@ -12,10 +12,11 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from sparsegrad_service.enums import ArtifactKind, EventType, JobStatus
-from sparsegrad_service.lifecycle import add_event, request_cancel, request_pause, request_resume
+from sparsegrad_service.job_records import add_event
 from sparsegrad_service.models import Artifact, Job
 from sparsegrad_service.schemas import JobCreate, JobPublic, JobsPublic
 from sparsegrad_service.schemas.common import error_responses
+from sparsegrad_service.transitions import request_cancel, request_pause, request_resume
 
 from ..deps import ContextDep, CurrentTenant, SessionDep
 from ..errors import ApiError, conflict, not_found
@@ -63,7 +64,7 @@ async def list_jobs(
 def _list_jobs(session: Session, tenant_id: str, after: str | None, limit: int, status: JobStatus | None) -> JobsPublic:
     query = select(Job, queue_position_column()).where(Job.tenant_id == tenant_id)
     if status is not None:
-        query = query.where(Job.status == str(status))
+        query = query.where(Job.status == status)
     if after is not None:
         cursor = session.scalar(select(Job).where(Job.id == after, Job.tenant_id == tenant_id))
         if cursor is None:

@@ -18,7 +18,8 @@ from api.event_stream import REDIS_RECHECK_S
 from migrations import upgrade
 from sparsegrad_service.db import session_scope
 from sparsegrad_service.enums import EventType
-from sparsegrad_service.lifecycle import LiveChannel, add_event
+from sparsegrad_service.job_records import add_event
+from sparsegrad_service.live import LiveChannel
 from sparsegrad_service.models import Job
 
 JOBS = "/v1/fine_tuning/jobs"

@@ -9,7 +9,7 @@ import pytest
 from api_harness import Service, TenantClient
 
 from sparsegrad_service.db import session_scope
-from sparsegrad_service.lifecycle import insert_metrics
+from sparsegrad_service.job_records import insert_metrics
 from sparsegrad_service.models import Artifact, Checkpoint
 from sparsegrad_service.store import LocalArtifactStore, artifact_key, checkpoint_key
 

@@ -17,7 +17,7 @@ from openai import AuthenticationError, BadRequestError, NotFoundError, OpenAI
 
 from sparsegrad_service.db import session_scope
 from sparsegrad_service.enums import EventType
-from sparsegrad_service.lifecycle import add_event
+from sparsegrad_service.job_records import add_event
 from sparsegrad_service.models import Checkpoint
 
 

@@ -8,8 +8,9 @@ from collections.abc import Callable
 from sqlalchemy import update
 from worker_helpers import create_job, job_row
 
-from sparsegrad_service import lifecycle
+from sparsegrad_service import transitions
 from sparsegrad_service.db import session_scope
+from sparsegrad_service.job_store import WorkerJobStore
 from sparsegrad_service.models import Job
 from sparsegrad_service.settings import Settings
 from worker.heartbeat import HeartbeatThread, StopFlags
@@ -25,16 +26,16 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 def test_heartbeat_flags_and_loss(pg_db: str, make_settings: Callable[..., Settings], sst2_bytes: bytes) -> None:
     settings = make_settings(pg_db)
     job_id = create_job(settings, sst2_bytes)
-    with session_scope(settings.sql_url) as session:
-        assert lifecycle.claim_job(session, job_id, "me:1") is not None
+    job_store = WorkerJobStore(settings.sql_url, job_id, "me:1")
+    assert job_store.claim("cpu") is not None
     first_beat = job_row(settings, job_id).heartbeat_at
-    flags = StopFlags(settings.sql_url, job_id, "me:1", min_interval_s=60.0)
+    flags = StopFlags(job_store, min_interval_s=60.0)
     thread = HeartbeatThread(flags, interval_s=0.05)
     thread.start()
     try:
         wait_for(lambda: job_row(settings, job_id).heartbeat_at != first_beat)
         with session_scope(settings.sql_url) as session:
-            assert lifecycle.request_pause(session, session.get(Job, job_id))  # type: ignore[arg-type]
+            assert transitions.request_pause(session, session.get(Job, job_id))  # type: ignore[arg-type]
         wait_for(lambda: flags.current.pause)
         assert flags.refresh().stop and not flags.current.cancel  # served from the heartbeat's cache
         with session_scope(settings.sql_url) as session:
@@ -50,11 +51,11 @@ def test_stop_flags_read_sql_at_most_every_interval(
 ) -> None:
     settings = make_settings(pg_db)
     job_id = create_job(settings, sst2_bytes)
+    job_store = WorkerJobStore(settings.sql_url, job_id, "me:1")
+    assert job_store.claim("cpu") is not None
+    flags = StopFlags(job_store, min_interval_s=0.3)
     with session_scope(settings.sql_url) as session:
-        assert lifecycle.claim_job(session, job_id, "me:1") is not None
-    flags = StopFlags(settings.sql_url, job_id, "me:1", min_interval_s=0.3)
-    with session_scope(settings.sql_url) as session:
-        assert lifecycle.request_cancel(session, session.get(Job, job_id))  # type: ignore[arg-type]
+        assert transitions.request_cancel(session, session.get(Job, job_id))  # type: ignore[arg-type]
     assert not flags.refresh().cancel  # cached
     time.sleep(0.35)
     assert flags.refresh().cancel and job_row(settings, job_id).status == "cancelling"

@@ -13,19 +13,21 @@ from sqlalchemy.exc import OperationalError
 from worker_helpers import create_job, events, job_row, metric_series
 
 from sparsegrad_service import db as db_module
+from sparsegrad_service import job_store as job_store_module
 from sparsegrad_service.db import session_scope
 from sparsegrad_service.enums import EventType, JobStatus
+from sparsegrad_service.job_store import WorkerJobStore
+from sparsegrad_service.live import LiveChannel
 from sparsegrad_service.models import Job
 from sparsegrad_service.settings import Settings
-from worker import journal as journal_module
 from worker.heartbeat import StopFlags
 from worker.journal import JobJournal
 
 
 def flaky_sessions(monkeypatch: pytest.MonkeyPatch, failures: int) -> list[int]:
-    """The next ``failures`` transactions of the journal lose their connection; returns the try counter."""
+    """The next ``failures`` transactions of the job store lose their connection; returns the try counter."""
     tries = [0]
-    real = journal_module.session_scope
+    real = job_store_module.session_scope
 
     @contextmanager
     def scope(url: str) -> Iterator[Any]:
@@ -35,7 +37,7 @@ def flaky_sessions(monkeypatch: pytest.MonkeyPatch, failures: int) -> list[int]:
         with real(url) as session:
             yield session
 
-    monkeypatch.setattr(journal_module, "session_scope", scope)
+    monkeypatch.setattr(job_store_module, "session_scope", scope)
     monkeypatch.setattr(db_module, "RETRY_FIRST_S", 0.01)
     return tries
 
@@ -44,7 +46,8 @@ def running_journal(settings: Settings, sst2_bytes: bytes) -> JobJournal:
     job_id = create_job(settings, sst2_bytes[:4000])
     with session_scope(settings.sql_url) as session:
         session.execute(update(Job).where(Job.id == job_id).values(status="running", worker_id="w1"))
-    return JobJournal(settings, job_id, "w1", StopFlags(settings.sql_url, job_id, "w1", 0.0))
+    job_store = WorkerJobStore(settings.sql_url, job_id, "w1", retry_s=settings.heartbeat_timeout_s)
+    return JobJournal(job_store, StopFlags(job_store, 0.0), LiveChannel(settings))
 
 
 def test_writes_and_the_final_status_wait_for_the_database(
@@ -81,7 +84,6 @@ def test_a_database_away_longer_than_the_wait_leaves_the_job_to_the_reaper(
     (no ``failed``), the job stays running with its heartbeat going stale, and the reaper requeues it."""
     from worker_helpers import job_spec
 
-    from worker import checkpoints as checkpoints_module
     from worker.runner import JobRunner, Outcome
 
     settings = make_settings(sqlite_db, heartbeat_timeout_s=0.3)
@@ -92,7 +94,14 @@ def test_a_database_away_longer_than_the_wait_leaves_the_job_to_the_reaper(
         raise OperationalError("UPDATE jobs", {}, Exception("the database system is shutting down"))
         yield  # pragma: no cover
 
-    monkeypatch.setattr(checkpoints_module, "session_scope", unreachable)
+    record_checkpoint = WorkerJobStore.record_checkpoint
+
+    def record_unreachable(self: WorkerJobStore, *args: Any, **kwargs: Any) -> Any:
+        with monkeypatch.context() as patch:  # the database goes away while the checkpoint is recorded
+            patch.setattr(job_store_module, "session_scope", unreachable)
+            return record_checkpoint(self, *args, **kwargs)
+
+    monkeypatch.setattr(WorkerJobStore, "record_checkpoint", record_unreachable)
     monkeypatch.setattr(db_module, "RETRY_FIRST_S", 0.05)
     assert JobRunner(settings, job_id).run() == Outcome.interrupted
     job = job_row(settings, job_id)

@@ -12,11 +12,14 @@ import pytest
 from sqlalchemy import update
 from worker_helpers import create_job, events, job_row, job_spec
 
-from sparsegrad_service import lifecycle
 from sparsegrad_service.db import get_engine, session_scope
 from sparsegrad_service.enums import JobStatus
+from sparsegrad_service.job_store import LostJobError, WorkerJobStore
 from sparsegrad_service.models import Job, utcnow
+from sparsegrad_service.reaper import reap_stale_jobs
 from sparsegrad_service.settings import Settings
+from sparsegrad_service.store import StoredObject
+from sparsegrad_service.transitions import request_resume
 from worker.merge import MergeJob
 from worker.runner import JobRunner, Outcome
 
@@ -33,12 +36,10 @@ def test_a_cancel_that_arrives_while_finishing_wins(
     settings = make_settings(sqlite_db)
     job_id = create_job(settings, sst2_bytes[:4000])
     _set(settings, job_id, status="cancelling", worker_id="w1", cancel_requested=True, pause_requested=True)
-    with session_scope(settings.sql_url) as session:
-        assert lifecycle.finish_job(session, job_id, "w1", target) == JobStatus.cancelled
+    assert WorkerJobStore(settings.sql_url, job_id, "w1").finish(target, "done") == JobStatus.cancelled
     job = job_row(settings, job_id)
     assert job.status == "cancelled" and job.finished_at is not None and not job.pause_requested
-    with session_scope(settings.sql_url) as session:  # another worker's finish changes nothing
-        assert lifecycle.finish_job(session, job_id, "w2", JobStatus.failed) is None
+    assert WorkerJobStore(settings.sql_url, job_id, "w2").finish(JobStatus.failed, "no") is None  # not w2's
 
 
 def test_resume_is_refused_for_a_running_job_without_a_pending_pause(
@@ -48,10 +49,10 @@ def test_resume_is_refused_for_a_running_job_without_a_pending_pause(
     job_id = create_job(settings, sst2_bytes[:4000])
     _set(settings, job_id, status="running", worker_id="w1")
     with session_scope(settings.sql_url) as session:
-        assert not lifecycle.request_resume(session, job_row(settings, job_id))
+        assert not request_resume(session, job_row(settings, job_id))
     _set(settings, job_id, pause_requested=True)
     with session_scope(settings.sql_url) as session:
-        assert lifecycle.request_resume(session, job_row(settings, job_id))
+        assert request_resume(session, job_row(settings, job_id))
     assert not job_row(settings, job_id).pause_requested
 
 
@@ -63,8 +64,8 @@ def test_the_reaper_resends_lost_messages_only_when_the_queue_is_empty(
     queued_at = job_row(settings, job_id).queued_at
     engine, later = get_engine(settings.sql_url), utcnow() + timedelta(hours=2)
     sent: list[str] = []
-    assert lifecycle.reap_stale_jobs(engine, settings, sent.append, now=later, queue_depth=lambda: 1) == []
-    assert lifecycle.reap_stale_jobs(engine, settings, sent.append, now=later, queue_depth=lambda: 0) == [
+    assert reap_stale_jobs(engine, settings, sent.append, now=later, queue_depth=lambda: 1) == []
+    assert reap_stale_jobs(engine, settings, sent.append, now=later, queue_depth=lambda: 0) == [
         (job_id, "resent")]
     assert sent == [job_id] and job_row(settings, job_id).queued_at == queued_at  # queue order kept
 
@@ -76,7 +77,7 @@ def test_a_job_dying_while_cancelling_is_reaped_as_cancelled(
     job_id = create_job(settings, sst2_bytes[:4000])
     _set(settings, job_id, status="cancelling", worker_id="w1", heartbeat_at=utcnow(), attempts=1)
     later = utcnow() + timedelta(hours=1)
-    assert lifecycle.reap_stale_jobs(get_engine(settings.sql_url), settings, lambda _: None, now=later) == [
+    assert reap_stale_jobs(get_engine(settings.sql_url), settings, lambda _: None, now=later) == [
         (job_id, "cancelled")]
     assert job_row(settings, job_id).status == "cancelled"
     assert events(settings, job_id)[-1].level == "warn"
@@ -114,12 +115,11 @@ def test_a_worker_that_lost_its_job_cannot_replace_its_artifacts(
     sqlite_db: str, make_settings: Callable[..., Settings], sst2_bytes: bytes
 ) -> None:
     from sparsegrad_service.enums import ArtifactKind
-    from sparsegrad_service.lifecycle import LostJobError
-    from worker.artifacts import record_artifact
 
     settings = make_settings(sqlite_db)
     job_id = create_job(settings, sst2_bytes[:4000])
     _set(settings, job_id, status="running", worker_id="new-worker")
+    stored = StoredObject("k", 1, "0" * 64)
     with pytest.raises(LostJobError):
-        record_artifact(settings.sql_url, job_id, ArtifactKind.adapter, "a.tar.gz", "k", 1, "0" * 64, "old-worker")
-    record_artifact(settings.sql_url, job_id, ArtifactKind.adapter, "a.tar.gz", "k", 1, "0" * 64, "new-worker")
+        WorkerJobStore(settings.sql_url, job_id, "old-worker").record_artifact(ArtifactKind.adapter, "a.tar.gz", stored)
+    WorkerJobStore(settings.sql_url, job_id, "new-worker").record_artifact(ArtifactKind.adapter, "a.tar.gz", stored)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import redis
 from worker_helpers import create_job, job_spec
 
-from sparsegrad_service.lifecycle import CHANNEL_PREFIX
+from sparsegrad_service.live import CHANNEL_PREFIX
 from sparsegrad_service.settings import Settings
 from worker.runner import JobRunner, Outcome
 

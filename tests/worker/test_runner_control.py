@@ -19,7 +19,7 @@ from worker_helpers import (
     when_step_reached,
 )
 
-from sparsegrad_service import lifecycle
+from sparsegrad_service import transitions
 from sparsegrad_service.db import session_scope
 from sparsegrad_service.models import Job
 from sparsegrad_service.settings import Settings
@@ -43,7 +43,7 @@ def test_cancel_mid_training(
     settings = make_settings(db_url)
     job_id = create_job(settings, sst2_bytes, SPEC)
     slow_training_steps(monkeypatch, 0.1)
-    watcher = when_step_reached(settings, job_id, 3, request(settings, job_id, lifecycle.request_cancel))
+    watcher = when_step_reached(settings, job_id, 3, request(settings, job_id, transitions.request_cancel))
     assert JobRunner(settings, job_id).run() == Outcome.cancelled
     watcher.join()
 
@@ -67,7 +67,7 @@ def test_pause_then_resume_continues_exactly(
     job_id = create_job(settings, sst2_bytes, SPEC)
     with monkeypatch.context() as patch:
         slow_training_steps(patch, 0.1)
-        watcher = when_step_reached(settings, job_id, 3, request(settings, job_id, lifecycle.request_pause))
+        watcher = when_step_reached(settings, job_id, 3, request(settings, job_id, transitions.request_pause))
         assert JobRunner(settings, job_id).run() == Outcome.paused
         watcher.join()
     job = job_row(settings, job_id)
@@ -78,7 +78,7 @@ def test_pause_then_resume_continues_exactly(
     assert events(settings, job_id)[-1].message.startswith(f"Job paused at step {paused_at}")
 
     with session_scope(settings.sql_url) as session:
-        assert lifecycle.request_resume(session, session.get(Job, job_id))  # type: ignore[arg-type]
+        assert transitions.request_resume(session, session.get(Job, job_id))  # type: ignore[arg-type]
     assert JobRunner(settings, job_id).run() == Outcome.succeeded
 
     job = job_row(settings, job_id)
@@ -123,6 +123,6 @@ def test_a_job_that_is_not_queued_is_skipped(
     settings = make_settings(pg_db)
     job_id = create_job(settings, sst2_bytes, SPEC)
     with session_scope(settings.sql_url) as session:
-        assert lifecycle.request_cancel(session, session.get(Job, job_id))  # type: ignore[arg-type]
+        assert transitions.request_cancel(session, session.get(Job, job_id))  # type: ignore[arg-type]
     assert JobRunner(settings, job_id).run() == Outcome.skipped
     assert job_row(settings, job_id).attempts == 0

@@ -16,8 +16,8 @@ from pathlib import Path
 from worker_helpers import checkpoints, create_job, events, job_row, job_spec, metric_series
 
 from sparsegrad_service.db import get_engine
-from sparsegrad_service.lifecycle import reap_stale_jobs
 from sparsegrad_service.models import utcnow
+from sparsegrad_service.reaper import reap_stale_jobs
 from sparsegrad_service.settings import Settings
 from worker.runner import JobRunner, Outcome
 

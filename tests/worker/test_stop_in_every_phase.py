@@ -1,7 +1,7 @@
 """Cancel and pause requested in each phase of a job — queued, calibrating, training, evaluating (a periodic
 evaluation and the final one), saving, and after the last artifact was stored — end in the right state.
 
-The request is made with the same ``lifecycle`` call the API makes, at the moment the worker enters the phase
+The request is made with the same ``transitions`` call the API makes, at the moment the worker enters the phase
 (so the timing is exact, not a race against a sleep), from a separate database session.
 
 Expected:
@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from worker_helpers import artifacts, create_job, events, job_row, job_spec, metric_series
 
-from sparsegrad_service import lifecycle
+from sparsegrad_service import transitions
 from sparsegrad_service.db import session_scope
 from sparsegrad_service.models import Job
 from sparsegrad_service.settings import Settings
@@ -32,7 +32,7 @@ from worker.runner import JobRunner, Outcome
 
 STEPS = 12
 SPEC = job_spec(hyperparameters={"max_steps": STEPS, "eval_every": 4, "checkpoint_every": 6})
-ACTIONS = {"cancel": lifecycle.request_cancel, "pause": lifecycle.request_pause}
+ACTIONS = {"cancel": transitions.request_cancel, "pause": transitions.request_pause}
 
 
 def request(settings: Settings, job_id: str, action: str) -> None:
@@ -78,7 +78,7 @@ def assert_nothing_kept(settings: Settings, job_id: str) -> None:
 
 def assert_resumes_to_the_end(settings: Settings, job_id: str) -> None:
     with session_scope(settings.sql_url) as session:
-        assert lifecycle.request_resume(session, session.get(Job, job_id))  # type: ignore[arg-type]
+        assert transitions.request_resume(session, session.get(Job, job_id))  # type: ignore[arg-type]
     assert JobRunner(settings, job_id).run() == Outcome.succeeded
     job = job_row(settings, job_id)
     assert job.status == "succeeded" and job.step == STEPS and not job.pause_requested
