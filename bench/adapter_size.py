@@ -26,10 +26,9 @@ import common
 
 from sparsegrad_core.config import SparseGradConfig
 from sparsegrad_core.loading import load_base_model
-from sparsegrad_core.methods import MethodSpec, is_head_param
+from sparsegrad_core.methods import MethodSpec, is_head_param, lora_export_dir
 from sparsegrad_core.tokenization import tokenize_dataset
 from sparsegrad_core.training import Trainer, TrainingArguments, prepare_for_training
-from sparsegrad_core.training.export import lora_export_dir
 from sparsegrad_data import glue_mapping, load_dataset, sample_path
 
 RUNS = [("sparsegrad", "dynamic"), ("sparsegrad", "block"), ("lora", None)]

@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from sparsegrad_contract import demo as demo_recipe
+
 from . import job_commands, service_commands
 
 app = typer.Typer(
@@ -52,7 +54,7 @@ def merge(ctx: typer.Context) -> None:
 def demo(
     port: Annotated[int, typer.Option(help="Port of the demo service.")] = 8321,
     data_dir: Annotated[Path, typer.Option(help="Data folder of the demo service.")] = Path("runs/demo-service"),
-    max_steps: Annotated[int, typer.Option(help="Optimizer steps (batch 32).")] = 200,
+    max_steps: Annotated[int, typer.Option(help=f"Optimizer steps (batch {demo_recipe.BATCH_SIZE}).")] = demo_recipe.MAX_STEPS,
     offline: Annotated[bool, typer.Option(help="Train in this process with sparsegrad_core, without the service.")] = False,
 ) -> None:
     """Fine-tune MiniLM-L6 on the bundled SST-2 sample with SparseGrad through the embedded service

@@ -12,6 +12,7 @@ from typing import Any
 from rich.markup import escape
 
 from sparsegrad_client import SparseGradClient
+from sparsegrad_contract import demo
 from sparsegrad_service.schemas import JobPublic
 
 from .job_commands import download_artifact_of, upload, watch_until_stopped
@@ -19,51 +20,43 @@ from .launcher import EmbeddedService, ServiceError
 from .support import console, fail
 
 DEMO_TENANT = "demo"
-DEMO_MODEL = "minilm-l6"
-DEMO_MAPPING = {"task": "classification", "text_column": "sentence", "label_column": "label"}
+DEMO_MAPPING = {"task": "classification", "text_column": demo.TEXT_COLUMN, "label_column": demo.LABEL_COLUMN}
 
 
 def demo_job_body(max_steps: int) -> dict[str, Any]:
-    """The job the demo submits: the offline demo's recipe (``sparsegrad_core.cli.demo``)."""
+    """The job the demo submits: the demo recipe (:mod:`sparsegrad_contract.demo`), the rest the job defaults."""
     return {
-        "task": {"type": "classification", "text_column": "sentence", "label_column": "label"},
-        "method": {"type": "sparsegrad", "setting": "paper",
-                   "sparsegrad": {"density": 0.01, "calibration_steps": 10}},  # the service's default selection
-        "hyperparameters": {"batch_size": 32, "learning_rate": 1e-4, "max_steps": max_steps, "max_seq_length": 64,
-                            "group_by_length": True},
-        "seed": 42,
-        "suffix": "sst2-demo",
+        "task": DEMO_MAPPING,
+        "hyperparameters": {"batch_size": demo.BATCH_SIZE, "max_steps": max_steps,
+                            "max_seq_length": demo.MAX_SEQ_LENGTH},
+        "suffix": f"{demo.GLUE_TASK}-demo",
     }
 
 
-def evaluate_adapter(adapter_dir: Path, max_seq_length: int = 64) -> tuple[float, float]:
-    """Dev accuracy of the base model (head initialized as the worker does, seed 42) and of the base model
-    with the downloaded adapter, computed in this process."""
+def evaluate_adapter(adapter_dir: Path) -> tuple[float, float]:
+    """Dev accuracy of the base model (head initialized as the job's was, from its seed) and of the base model
+    with the downloaded adapter merged in, computed in this process."""
     import torch
     from transformers.utils import logging as hf_logging
 
     from sparsegrad_core.loading import load_base_model
+    from sparsegrad_core.recipe import merge
     from sparsegrad_core.tokenization import tokenize_dataset
-    from sparsegrad_core.training import merge_exported, read_training_info
+    from sparsegrad_core.training import read_training_info
     from sparsegrad_core.training.evaluation import evaluate
     from sparsegrad_data import glue_mapping, load_dataset, sample_path
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     info = read_training_info(adapter_dir)
-    task, mapping = glue_mapping("sst2")
-    dev = load_dataset(sample_path("sst2_dev"), task, mapping, label_names=info.get("label_names"))
-    max_len = int(info.get("max_seq_length") or max_seq_length)
-
-    def load() -> Any:
-        torch.manual_seed(int(info.get("seed", 42)))
-        return load_base_model(DEMO_MODEL, info.get("task", "classification"), num_labels=info.get("num_labels"),
-                               label_names=info.get("label_names"))
-
-    base, tokenizer = load()
-    data = tokenize_dataset(dev, tokenizer, max_len)
+    task, mapping = glue_mapping(demo.GLUE_TASK)
+    dev = load_dataset(sample_path(f"{demo.GLUE_TASK}_dev"), task, mapping, label_names=info.get("label_names"))
+    torch.manual_seed(int(info["seed"]))
+    base, tokenizer = load_base_model(demo.MODEL, info["task"], num_labels=info.get("num_labels"),
+                                      label_names=info.get("label_names"))
+    data = tokenize_dataset(dev, tokenizer, int(info["max_seq_length"]))
     before = evaluate(base, data, batch_size=64)["eval_accuracy"]
-    trained = merge_exported(load()[0], adapter_dir)
+    trained, _ = merge(demo.MODEL, adapter_dir)
     after = evaluate(trained, data, batch_size=64)["eval_accuracy"]
     return before, after
 
@@ -102,9 +95,9 @@ def run_service_demo(port: int, data_dir: Path, max_steps: int) -> None:
             _, key = create_api_key(session, DEMO_TENANT, "demo")
         console.print(f"created an API key for tenant {DEMO_TENANT!r}")
         with SparseGradClient(service.url, key) as client:
-            train = upload(client, sample_path("sst2_train"), DEMO_MAPPING)
-            dev = upload(client, sample_path("sst2_dev"), DEMO_MAPPING)
-            job = client.create_job(DEMO_MODEL, train.id, dev.id, **demo_job_body(max_steps))
+            train = upload(client, sample_path(f"{demo.GLUE_TASK}_train"), DEMO_MAPPING)
+            dev = upload(client, sample_path(f"{demo.GLUE_TASK}_dev"), DEMO_MAPPING)
+            job = client.create_job(demo.MODEL, train.id, dev.id, **demo_job_body(max_steps))
             console.print(f"submitted job [bold]{job.id}[/] ({job.status})")
             final = watch_until_stopped(client, job.id)
             if final.status != "succeeded":

@@ -32,6 +32,8 @@ from .targets import linear_shape, linear_weight
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 BASES_FILE = "sparsegrad_bases.safetensors"
+ADAPTER_FORMAT = "sparsegrad"
+"""``adapter_config.json``'s ``format`` of a SparseGrad adapter."""
 FORMAT_VERSION = 1
 
 
@@ -70,7 +72,7 @@ def save_adapter(model: nn.Module, path: str | Path, *, metadata: dict[str, Any]
         indices, values = layer.export_delta()
         tensors[f"{name}.sg_indices"] = indices.to(torch.int32).cpu().contiguous()
         tensors[f"{name}.sg_delta"] = values.float().cpu().contiguous()
-        fingerprints[name] = getattr(layer, "base_fingerprint", "")
+        fingerprints[name] = layer.base_fingerprint
         if layer.kind not in kinds:
             if layer.out_basis is not None:
                 bases[f"{layer.kind}.u_out"] = layer.out_basis.cpu().contiguous()
@@ -83,9 +85,9 @@ def save_adapter(model: nn.Module, path: str | Path, *, metadata: dict[str, Any]
         raise ValueError(f"tensor names clash: {sorted(clash)}")
     tensors.update(dense)
     first = next(iter(layers.values()))
-    cfg_meta = getattr(model, "_sparsegrad_config", None)
+    cfg_meta = first.config
     config: dict[str, Any] = {
-        "format": "sparsegrad",
+        "format": ADAPTER_FORMAT,
         "format_version": FORMAT_VERSION,
         "method": "sparsegrad",
         "selection": first.selection,
@@ -116,7 +118,7 @@ def read_adapter_config(path: str | Path) -> dict[str, Any]:
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path} not found: not a SparseGrad adapter directory")
     config: dict[str, Any] = json.loads(cfg_path.read_text())
-    if config.get("format") != "sparsegrad":
+    if config.get("format") != ADAPTER_FORMAT:
         raise ValueError(f"{cfg_path}: not a SparseGrad adapter (format={config.get('format')!r})")
     return config
 
@@ -186,6 +188,5 @@ def load_adapter(base_model: nn.Module, path: str | Path, *, check_fingerprint: 
                     "(e.g. a classification head with a different number of labels)"
                 )
             params[n].copy_(src)
-    base_model._sparsegrad_config = cfg  # type: ignore[assignment]
     return base_model
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import torch
 import typer
 from rich.console import Console
 
 from sparsegrad_contract import defaults
+from sparsegrad_contract import demo as demo_recipe
 from sparsegrad_contract.defaults import JOB_SELECTION, Scheduler, Selection, Setting
 from sparsegrad_contract.defaults import MethodType as Method
 from sparsegrad_data import (
@@ -31,18 +31,14 @@ from sparsegrad_data import (
 )
 
 from .config import SparseGradConfig
-from .loading import load_base_model
-from .methods import MethodSpec
-from .tokenization import tokenize_dataset
+from .methods import LoraOptions, MethodSpec, PreparedModel
+from .recipe import DataTokenizationError, finetune
+from .recipe import merge as merge_adapter_into
 from .training import (
     GradientCheckpointingUnsupported,
-    Trainer,
     TrainerCallback,
     TrainingArguments,
     TrainingCancelled,
-    merge_exported,
-    prepare_for_training,
-    read_training_info,
 )
 from .training.console import RichProgress, metrics_table
 
@@ -53,8 +49,13 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 
-DEMO_MAX_STEPS = 200
-"""1.6 epochs of the 4,000-sentence sample at batch 32: ~105 s on 2 quiet CPU cores, dev accuracy 0.47 → 0.83."""
+
+class PrintMethod(TrainerCallback):
+    """Say which method trains and how many parameters, once it is installed."""
+
+    def on_prepared(self, prepared: PreparedModel) -> None:
+        spec = prepared.spec
+        console.print(f"method {spec.type} ({spec.setting} setting): {prepared.trainable_params:,} trainable parameters")
 
 
 class StopOnInterrupt(TrainerCallback):
@@ -133,7 +134,9 @@ def _build_config(spec_kwargs: dict[str, Any], args_kwargs: dict[str, Any]) -> t
     try:
         sg = SparseGradConfig(density=spec_kwargs.pop("density"), calibration_steps=spec_kwargs.pop("calibration_steps"),
                               selection=spec_kwargs.pop("selection"))
-        return MethodSpec(sparsegrad=sg, **spec_kwargs), TrainingArguments(**args_kwargs)
+        rank = spec_kwargs.pop("lora_rank")
+        options = LoraOptions(rank=rank) if spec_kwargs["type"] == Method.lora else None
+        return MethodSpec(sparsegrad=sg, options=options, **spec_kwargs), TrainingArguments(**args_kwargs)
     except ValueError as exc:
         err_console.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from exc
@@ -146,33 +149,19 @@ def _run_training(
     """Load, prepare (calibrate), train, print before/after metrics; returns eval_summary."""
     _quiet_transformers()
     t0 = time.perf_counter()
-    torch.manual_seed(args.seed)  # the task head's initialization
-    model, tokenizer = load_base_model(
-        model_name, data.train.task, num_labels=data.train.num_labels, label_names=data.train.label_names,
-        gguf_file=gguf_file,
-    )
-    console.print(f"loaded [bold]{model_name}[/] for {data.train.task.value} "
-                  f"({len(data.train)} train / {0 if data.eval is None else len(data.eval)} eval examples) "
-                  f"in {time.perf_counter() - t0:.1f}s")
-    train_data = tokenize_dataset(data.train, tokenizer, args.max_seq_length)
-    eval_data = None if data.eval is None else tokenize_dataset(data.eval, tokenizer, args.max_seq_length)
+    console.print(f"loading [bold]{model_name}[/] for {data.train.task.value} "
+                  f"({len(data.train)} train / {0 if data.eval is None else len(data.eval)} eval examples)")
     with RichProgress(console) as progress, StopOnInterrupt() as interrupt:
         try:
-            prepared = prepare_for_training(
-                model, spec, train_data, batch_size=args.batch_size, seed=args.seed,
-                output_dir=args.output_dir, resume_from=resume, callbacks=[progress, interrupt],
-                gradient_checkpointing=args.gradient_checkpointing,
-            )
+            run = finetune(model_name, data.train, data.eval, spec, args, callbacks=[progress, interrupt, PrintMethod()],
+                           resume_from=resume, run_info={"model": model_name}, gguf_file=gguf_file)
         except TrainingCancelled as exc:
             err_console.print(str(exc))
             raise typer.Exit(130) from exc
-        except GradientCheckpointingUnsupported as exc:
+        except (GradientCheckpointingUnsupported, DataTokenizationError) as exc:
             err_console.print(f"error: {exc}", markup=False, highlight=False)
             raise typer.Exit(2) from exc
-        console.print(f"method {spec.type} ({spec.setting} setting): {prepared.trainable_params:,} trainable parameters")
-        trainer = Trainer(prepared, train_data, eval_data, tokenizer, args, [progress, interrupt],
-                          run_info={"model": model_name})
-        result = trainer.train(resume_from=resume)
+    result = run.result
     if result.stopped:
         err_console.print(f"stopped at step {result.global_step}; checkpoint {result.checkpoint}; "
                           f"continue with --resume {args.output_dir}")
@@ -261,43 +250,33 @@ def merge(
 ) -> None:
     """Merge an adapter into its base model: a plain folder that AutoModel*.from_pretrained loads."""
     _quiet_transformers()
-    info = read_training_info(adapter)
-    if not info.get("task"):
-        err_console.print(f"{adapter}: no training_info.json with the task; was it written by `sparsegrad train`?")
-        raise typer.Exit(2)
-    base, tokenizer = load_base_model(model, info["task"], num_labels=info.get("num_labels"),
-                                      label_names=info.get("label_names"), gguf_file=gguf_file)
     try:
-        merged = merge_exported(base, adapter)
+        merge_adapter_into(model, adapter, output, gguf_file=gguf_file)
     except (FileNotFoundError, ValueError) as exc:  # includes AdapterMismatchError
         err_console.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(2) from exc
-    output.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(output)  # type: ignore[operator]
-    tokenizer.save_pretrained(output)
     console.print(f"merged {adapter} into {model}: wrote {output}")
 
 
 @app.command()
 def demo(
     output: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/demo"),
-    max_steps: Annotated[int, typer.Option(help="Optimizer steps (batch 32).")] = DEMO_MAX_STEPS,
+    max_steps: Annotated[int, typer.Option(help=f"Optimizer steps (batch {demo_recipe.BATCH_SIZE}).")] = demo_recipe.MAX_STEPS,
     sparse_lr: Annotated[float | None, typer.Option(help="Learning rate of the SparseGrad entries.")] = None,
 ) -> None:
     """Fine-tune the real MiniLM-L6 on the bundled SST-2 sample with SparseGrad (1% density), offline."""
     console.print("[bold]SparseGrad demo[/]: all-MiniLM-L6-v2, SST-2 sample (4,000 train / 872 dev), "
                   "density 1%, paper setting")
-    task, mapping = glue_mapping("sst2")
-    train_ds = load_dataset(sample_path("sst2_train"), task, mapping)
-    dev_ds = load_dataset(sample_path("sst2_dev"), task, mapping, label_names=train_ds.label_names)
+    task, mapping = glue_mapping(demo_recipe.GLUE_TASK)
+    train_ds = load_dataset(sample_path(f"{demo_recipe.GLUE_TASK}_train"), task, mapping)
+    dev_ds = load_dataset(sample_path(f"{demo_recipe.GLUE_TASK}_dev"), task, mapping, label_names=train_ds.label_names)
     spec, args = _build_config(
         {"type": defaults.DEFAULT_METHOD.value, "setting": defaults.DEFAULT_SETTING.value, "density": defaults.DENSITY,
-         "calibration_steps": defaults.CALIBRATION_STEPS, "selection": JOB_SELECTION.value},
-        # The demo's own recipe: larger batches of shorter rows than a job's defaults (SST-2 sentences are short).
-        {"sparse_learning_rate": sparse_lr, "batch_size": 32, "max_steps": max_steps, "max_seq_length": 64,
-         "output_dir": output, "log_every": 1},
+         "calibration_steps": defaults.CALIBRATION_STEPS, "selection": JOB_SELECTION.value, "lora_rank": None},
+        {"sparse_learning_rate": sparse_lr, "batch_size": demo_recipe.BATCH_SIZE, "max_steps": max_steps,
+         "max_seq_length": demo_recipe.MAX_SEQ_LENGTH, "output_dir": output, "log_every": 1},
     )
-    summary = _run_training(model_name="minilm-l6", data=DataFiles(train_ds, dev_ds), spec=spec, args=args, resume=None)
+    summary = _run_training(model_name=demo_recipe.MODEL, data=DataFiles(train_ds, dev_ds), spec=spec, args=args, resume=None)
     before, after = summary.get("before") or {}, summary.get("after") or {}
     console.print(f"dev accuracy: {before.get('eval_accuracy', float('nan')):.3f} before → "
                   f"[bold]{after.get('eval_accuracy', float('nan')):.3f}[/] after")

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .block import block_gradient, low_rank_product
-from .config import SELECTIONS
+from .config import SELECTIONS, SparseGradConfig
 from .selection import select_rotated_topk
 
 
@@ -124,6 +124,10 @@ class SparseGradLinear(nn.Module):
     sg_indices: torch.Tensor
     sg_delta: torch.Tensor
     bias_base: torch.Tensor | None
+    config: SparseGradConfig | None = None
+    """The configuration the layer was installed with (``apply_sparsegrad``); adapters record it."""
+    base_fingerprint: str = ""
+    """Fingerprint of the base weight the layer was built from; adapters check it when loading."""
 
     def __init__(
         self,

@@ -63,12 +63,13 @@ def apply_sparsegrad(model: nn.Module, basis: SparseGradBasis, cfg: SparseGradCo
             kind=kind,
             base_layer_type=layer_type,  # type: ignore[arg-type]
         )
-        layer.base_fingerprint = weight_fingerprint(weight)  # type: ignore[assignment]
+        layer.base_fingerprint = weight_fingerprint(weight)
         _set_submodule(model, name, layer)
     _share_bases(model)
     if cfg.selection == "block":  # record the sizes the bases were truncated to
         cfg = dataclasses.replace(cfg, block_sizes={kind: kb.ranks for kind, kb in basis.kinds.items()})
-    model._sparsegrad_config = cfg  # type: ignore[assignment]
+    for _, layer in sparsegrad_layers(model):
+        layer.config = cfg
     return model
 
 
@@ -112,21 +113,15 @@ def merge_adapter(model: nn.Module) -> nn.Module:
 @contextlib.contextmanager
 def accumulating_gradients(model: nn.Module, active: bool = True) -> Iterator[None]:
     """Within this block, backward passes add to the pending rotated gradient instead of selecting;
-    the first backward outside it selects the top-k of the summed gradient (exact accumulation).
-    MeProp weights likewise sparsify only the summed gradient."""
+    the first backward outside it selects the top-k of the summed gradient (exact accumulation)."""
     layers = [layer for _, layer in sparsegrad_layers(model)]
-    meprop = [m for m in model.modules() if getattr(m, "_meprop_k", None) is not None]
     for layer in layers:
         layer.accumulating = active
-    for m in meprop:
-        setattr(m, "_meprop_accumulating", active)  # noqa: B010 (plain attribute on nn.Module)
     try:
         yield
     finally:
         for layer in layers:
             layer.accumulating = False
-        for m in meprop:
-            setattr(m, "_meprop_accumulating", False)  # noqa: B010
 
 
 def energy_share(model: nn.Module) -> dict[str, float]:

@@ -75,8 +75,6 @@ class FullMethod(_Method):
 
 
 MethodConfig = Annotated[SparseGradMethod | LoraMethod | MePropMethod | FullMethod, Field(discriminator="type")]
-ADAPTER_METHODS: tuple[MethodType, ...] = (MethodType.sparsegrad, MethodType.lora)
-"""Methods whose export is an adapter; the others export the whole trained model."""
 
 
 class ResolvedHyperparameters(_Spec):

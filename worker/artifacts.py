@@ -14,11 +14,8 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 from pathlib import Path
 
-from sparsegrad_core.loading import load_base_model
-from sparsegrad_core.training import merge_exported, read_training_info
 from sparsegrad_service.enums import ArtifactKind
 from sparsegrad_service.job_store import JobStore, StoredArtifact
 from sparsegrad_service.store import ArtifactStore, artifact_key, pack_directory
@@ -58,21 +55,6 @@ def store_metrics(job_store: JobStore, store: ArtifactStore) -> StoredArtifact:
     filename = artifact_filename(job_store.job_id, ArtifactKind.metrics)
     stored = store.put_bytes(artifact_key(job_store.job_id, filename), metrics_csv(job_store))
     return job_store.record_artifact(ArtifactKind.metrics, filename, stored)
-
-
-def write_merged_model(model_source: str, adapter_dir: Path, out_dir: Path) -> Path:
-    """Merge an exported adapter into a freshly loaded base model and save it with its tokenizer."""
-    info = read_training_info(adapter_dir)
-    if not info.get("task"):
-        raise ValueError(f"{adapter_dir} has no training_info.json with the task")
-    base, tokenizer = load_base_model(model_source, info["task"], num_labels=info.get("num_labels"),
-                                      label_names=info.get("label_names"))
-    merged = merge_exported(base, adapter_dir)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    out_dir.mkdir(parents=True)
-    merged.save_pretrained(out_dir)  # type: ignore[operator]
-    tokenizer.save_pretrained(out_dir)
-    return out_dir
 
 
 def discard_artifacts(job_store: JobStore, store: ArtifactStore, stored: list[StoredArtifact]) -> None:

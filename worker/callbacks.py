@@ -22,9 +22,10 @@ from typing import Any
 
 import torch
 
+from sparsegrad_core.methods import PreparedModel
 from sparsegrad_core.training import TrainerCallback
 from sparsegrad_core.training.callbacks import Phase, Spectra
-from sparsegrad_core.training.checkpoint import BEST_DIR
+from sparsegrad_core.training.checkpoint import is_best_checkpoint
 from sparsegrad_core.training.telemetry import json_safe
 from sparsegrad_service.enums import EventType
 from sparsegrad_service.models import utcnow
@@ -161,7 +162,7 @@ class ServiceCallback(TrainerCallback):
     def on_checkpoint(self, step: int, path: Path) -> None:
         self.flush()
         flags = self.flags.current
-        if path.name == BEST_DIR or flags.lost or flags.cancel:
+        if is_best_checkpoint(path) or flags.lost or flags.cancel:
             return  # a cancelled job will not resume: no need to store its last state
         metrics: dict[str, Any] = {"step": step, "trained_tokens": int(self.trained_tokens)}
         if "loss" in self.last_train:
@@ -177,3 +178,26 @@ class ServiceCallback(TrainerCallback):
 
     def should_stop(self) -> bool:
         return self.flags.refresh().stop
+
+
+class PreparedMessages(TrainerCallback):
+    """Once the method is installed, tell the job's events what it chose: block sizes and trainable parameters."""
+
+    def __init__(self, journal: JobJournal, model_name: str) -> None:
+        self.journal, self.model_name = journal, model_name
+
+    def on_prepared(self, prepared: PreparedModel) -> None:
+        spec = prepared.spec
+        block = prepared.basis.stats.get("block") if prepared.basis is not None else None
+        if block:
+            chosen = "; ".join(
+                f"{kind} {c['r_out']}×{c['r_in']}"
+                + (f" (keeps {c['kept_share']:.3f} of the top-k energy on calibration)" if c.get("kept_share") else "")
+                for kind, c in block["kinds"].items())
+            sizes = {kind: {k: v for k, v in c.items() if k != "grid"} for kind, c in block["kinds"].items()}
+            self.journal.event(EventType.message, f"Block selection, {block['rule']}: {chosen}.",
+                               {"block": {"rule": block["rule"], "kinds": sizes}})
+        self.journal.event(EventType.message,
+                           f"Method {spec.type} ({spec.setting} setting) on {self.model_name}: "
+                           f"{prepared.trainable_params:,} trainable parameters.",
+                           {"method": spec.type, "trainable_params": prepared.trainable_params})

@@ -1,10 +1,10 @@
 """Resumable checkpoints in the artifact store: upload the trainer's checkpoint, restore it on resume.
 
-One stored checkpoint is one ``.tar.gz`` (``store.checkpoint_key(job_id, step)``) holding, relative to
-the run folder, ``checkpoints/step-NNNNNNNN/`` (trained tensors, optimizer moments, RNG states, data
-position) and, for SparseGrad, ``checkpoints/basis/`` (the calibrated bases). Unpacked into a fresh run
-folder it is exactly what ``prepare_for_training(resume_from=...)`` and ``Trainer.train(resume_from=...)``
-read, so a resumed attempt neither recalibrates nor replays anything differently.
+One stored checkpoint is one ``.tar.gz`` (``store.checkpoint_key(job_id, step)``) of the trainer's checkpoint
+bundle (``sparsegrad_core.training.bundle_checkpoint``: the step's tensors, optimizer moments, RNG states and data
+position, and the calibrated bases). Unpacked into a fresh run folder it is exactly what
+``prepare_for_training(resume_from=...)`` and ``Trainer.train(resume_from=...)`` read, so a resumed attempt
+neither recalibrates nor replays anything differently.
 
 Checkpoints are gzip archives with ``pack_directory``'s layout but stored without compression: trained
 float tensors and optimizer moments barely compress (about 7 %), and deflating them costs seconds per
@@ -14,12 +14,11 @@ hundred megabytes on every checkpoint of a running job.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from sparsegrad_core.training.checkpoint import BASIS_DIR, CHECKPOINTS_DIR, step_dir_name
+from sparsegrad_core.training import bundle_checkpoint, bundled_checkpoint
 from sparsegrad_service.job_store import StoredCheckpoint, WorkerJobStore
 from sparsegrad_service.store import (
     ArtifactStore,
@@ -34,28 +33,10 @@ KEEP_STORED = 2
 """Stored checkpoints kept per job (older ones are deleted from the store and SQL)."""
 
 
-def _link_tree(src: Path, dest: Path) -> None:
-    """Hard-link (or copy, across filesystems) every file of ``src`` under ``dest``."""
-    for path in src.rglob("*"):
-        target = dest / path.relative_to(src)
-        if path.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(path, target)
-        except OSError:
-            shutil.copy2(path, target)
-
-
 def pack_checkpoint(checkpoint_dir: Path, staging: Path) -> Path:
-    """One archive of a trainer checkpoint folder and the bases next to it; returns the archive path."""
+    """One archive of the bundle of a trainer checkpoint (``bundle_checkpoint``); returns the archive path."""
     shutil.rmtree(staging, ignore_errors=True)
-    tree = staging / "tree"
-    root = checkpoint_dir.parent
-    _link_tree(checkpoint_dir, tree / CHECKPOINTS_DIR / checkpoint_dir.name)
-    if (root / BASIS_DIR).is_dir():
-        _link_tree(root / BASIS_DIR, tree / CHECKPOINTS_DIR / BASIS_DIR)
+    tree = bundle_checkpoint(checkpoint_dir, staging / "tree")
     archive = pack_directory(tree, staging / "checkpoint.tar.gz", compresslevel=0)
     shutil.rmtree(tree, ignore_errors=True)
     return archive
@@ -94,7 +75,7 @@ def restore_checkpoint(store: ArtifactStore, checkpoint: StoredCheckpoint, run_d
         raise StoreError(f"checkpoint {checkpoint.storage_key} does not match its recorded sha256")
     unpack_archive(archive, run_dir)
     shutil.rmtree(archive.parent, ignore_errors=True)
-    step_dir = run_dir / CHECKPOINTS_DIR / step_dir_name(checkpoint.step)
-    if not step_dir.is_dir():
-        raise StoreError(f"checkpoint {checkpoint.storage_key} holds no {CHECKPOINTS_DIR}/{step_dir.name}")
-    return step_dir
+    try:
+        return bundled_checkpoint(run_dir, checkpoint.step)
+    except FileNotFoundError as exc:
+        raise StoreError(f"checkpoint {checkpoint.storage_key} holds {exc}") from exc

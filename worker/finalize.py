@@ -14,17 +14,17 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from sparsegrad_core.methods import PreparedModel
+from sparsegrad_core.methods import PreparedModel, lora_export_dir
+from sparsegrad_core.recipe import merge
 from sparsegrad_core.training import TrainingArguments, TrainResult
-from sparsegrad_core.training.export import lora_export_dir, read_training_info
+from sparsegrad_core.training.export import read_training_info
 from sparsegrad_core.training.telemetry import json_safe
 from sparsegrad_service.enums import ArtifactKind, EventType, JobStatus
-from sparsegrad_service.job_spec import ADAPTER_METHODS
 from sparsegrad_service.job_store import StoredArtifact
 from sparsegrad_service.settings import Settings
 from sparsegrad_service.store import ArtifactStore
 
-from .artifacts import discard_artifacts, store_folder, store_metrics, write_merged_model
+from .artifacts import discard_artifacts, store_folder, store_metrics
 from .attempt import Attempt, Outcome
 from .callbacks import ServiceCallback
 from .data import JobData
@@ -79,7 +79,7 @@ def _store_outputs(settings: Settings, store: ArtifactStore, attempt: Attempt, r
     export_dir = run.result.export_dir
     assert export_dir is not None, "the trainer exports completed runs (save_final)"
     scratch = attempt.run_dir / ".artifacts"
-    is_adapter = run.prepared.spec.type in ADAPTER_METHODS
+    is_adapter = run.prepared.method.exports_adapter
     kind = ArtifactKind.adapter if is_adapter else ArtifactKind.merged_model
     if stop := _interrupted(attempt):
         return stop
@@ -94,7 +94,8 @@ def _store_outputs(settings: Settings, store: ArtifactStore, attempt: Attempt, r
     elif error := read_training_info(export_dir).get("lora_export_error"):
         attempt.journal.event(EventType.message, f"No LoRA-format adapter: {error}")
     if is_adapter and run.merge_model:
-        merged = write_merged_model(run.model_source, export_dir, attempt.run_dir / "merged")
+        merged = attempt.run_dir / "merged"
+        merge(run.model_source, export_dir, merged)
         if stop := _interrupted(attempt):
             return stop
         stored.append(store_folder(job_store, store, ArtifactKind.merged_model, merged, scratch))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sparsegrad_contract.defaults import MethodType
 from sparsegrad_core.config import SparseGradConfig
-from sparsegrad_core.methods import MethodSpec
+from sparsegrad_core.methods import LoraOptions, MethodSpec
 from sparsegrad_core.training import TrainingArguments
 from sparsegrad_data import ColumnMapping, TaskType
 from sparsegrad_service.job_spec import JobSpec, LoraMethod, MePropMethod, SparseGradMethod
@@ -41,9 +41,8 @@ def method_spec(spec: JobSpec) -> MethodSpec:
                               block_max_cost=method.block_max_cost)
     elif isinstance(method, MePropMethod | LoraMethod):  # MeProp's k, LoRA's equal-parameter rank
         sg = SparseGradConfig(density=method.density)
-    lora = method if isinstance(method, LoraMethod) else LoraMethod()
-    return MethodSpec(type=method.type.value, setting=method.setting.value, sparsegrad=sg,
-                      lora_rank=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout)
+    options = LoraOptions(method.rank, method.alpha, method.dropout) if isinstance(method, LoraMethod) else None
+    return MethodSpec(type=method.type.value, setting=method.setting.value, sparsegrad=sg, options=options)
 
 
 def training_arguments(

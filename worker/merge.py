@@ -13,6 +13,7 @@ import tempfile
 from enum import StrEnum
 from pathlib import Path
 
+from sparsegrad_core.recipe import merge
 from sparsegrad_service.enums import ArtifactKind, EventLevel, EventType, JobStatus
 from sparsegrad_service.job_store import JobStore
 from sparsegrad_service.live import LiveChannel
@@ -20,7 +21,7 @@ from sparsegrad_service.registry import model_registry
 from sparsegrad_service.settings import Settings
 from sparsegrad_service.store import ArtifactStore, make_store, unpack_archive
 
-from .artifacts import store_folder, write_merged_model
+from .artifacts import store_folder
 from .errors import JobError
 
 log = logging.getLogger("sparsegrad.worker")
@@ -73,7 +74,8 @@ class MergeJob:
             archive = self.store.fetch(key, work / "adapter.tar.gz")
             adapter_dir = unpack_archive(archive, work / "adapter")
             archive.unlink()
-            merged = write_merged_model(registered.source, adapter_dir, work / "merged")
+            merged = work / "merged"
+            merge(registered.source, adapter_dir, merged)
             shutil.rmtree(adapter_dir, ignore_errors=True)
             artifact = store_folder(self.job_store, self.store, ArtifactKind.merged_model, merged, work)
         self.job_store.add_event(

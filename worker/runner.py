@@ -23,15 +23,8 @@ import torch
 from sqlalchemy.exc import OperationalError
 from torch import nn
 
-from sparsegrad_core.loading import load_base_model
-from sparsegrad_core.tokenization import tokenize_dataset
-from sparsegrad_core.training import (
-    GradientCheckpointingUnsupported,
-    Trainer,
-    TrainingCancelled,
-    TrainResult,
-    prepare_for_training,
-)
+from sparsegrad_core.recipe import DataTokenizationError, finetune
+from sparsegrad_core.training import GradientCheckpointingUnsupported, TrainingCancelled
 from sparsegrad_service.enums import EventType, JobStatus
 from sparsegrad_service.job_spec import JobSpec
 from sparsegrad_service.job_store import JobSnapshot, WorkerJobStore
@@ -41,7 +34,7 @@ from sparsegrad_service.settings import Settings
 from sparsegrad_service.store import ArtifactStore, StoreError, make_store
 
 from .attempt import Attempt, Outcome, default_worker_id
-from .callbacks import ServiceCallback
+from .callbacks import PreparedMessages, ServiceCallback
 from .checkpoints import restore_checkpoint, upload_checkpoint
 from .data import JobData, load_job_data
 from .device import release_memory, select_device
@@ -174,48 +167,24 @@ class JobRunner:
             journal.event(EventType.message, f"Resuming from checkpoint at step {stored.step}.",
                           {"step": stored.step, "checkpoint_id": stored.id})
 
-        torch.manual_seed(args.seed)  # the task head's initialization
-        model, tokenizer = load_base_model(registered.source, data.train.task, num_labels=data.train.num_labels,
-                                           label_names=data.train.label_names)
-        nn.Module.to(model, attempt.device.device)
-        try:
-            train_data = tokenize_dataset(data.train, tokenizer, args.max_seq_length)
-            eval_data = None if data.eval is None else tokenize_dataset(data.eval, tokenizer, args.max_seq_length)
-        except ValueError as exc:
-            raise JobError("invalid_training_file", str(exc), "training_file") from exc
-
         callback = ServiceCallback(
             journal, attempt.flags, flush_every_s=settings.metrics_flush_s, device=attempt.device.device,
             save_checkpoint=lambda step, path, metrics: self._store_checkpoint(attempt, step, path, metrics),
             trained_tokens=trained_tokens,
         )
         try:
-            prepared = prepare_for_training(
-                model, method, train_data, batch_size=args.batch_size, seed=args.seed, output_dir=attempt.run_dir,
-                resume_from=resume_from, callbacks=[callback], gradient_checkpointing=args.gradient_checkpointing,
-            )
+            run = finetune(registered.source, data.train, data.eval, method, args,
+                           callbacks=[callback, PreparedMessages(journal, job.model)], resume_from=resume_from,
+                           device=attempt.device.device, run_info={"model": job.model, "job_id": job.id})
+        except DataTokenizationError as exc:
+            raise JobError("invalid_training_file", str(exc), "training_file") from exc
         except TrainingCancelled:
             callback.flush()
             return self._stopped(attempt, step=0, checkpointed=False)
         except GradientCheckpointingUnsupported as exc:
             raise JobError("invalid_hyperparameters", f"{exc} (model {job.model})",
                            "hyperparameters.gradient_checkpointing") from exc
-        block = prepared.basis.stats.get("block") if prepared.basis is not None else None
-        if block:
-            chosen = "; ".join(
-                f"{kind} {c['r_out']}×{c['r_in']}"
-                + (f" (keeps {c['kept_share']:.3f} of the top-k energy on calibration)" if c.get("kept_share") else "")
-                for kind, c in block["kinds"].items())
-            sizes = {kind: {k: v for k, v in c.items() if k != "grid"} for kind, c in block["kinds"].items()}
-            journal.event(EventType.message, f"Block selection, {block['rule']}: {chosen}.",
-                          {"block": {"rule": block["rule"], "kinds": sizes}})
-        journal.event(EventType.message,
-                      f"Method {method.type} ({method.setting} setting) on {job.model}: "
-                      f"{prepared.trainable_params:,} trainable parameters.",
-                      {"method": method.type, "trainable_params": prepared.trainable_params})
-        trainer = Trainer(prepared, train_data, eval_data, tokenizer, args, [callback],
-                          run_info={"model": job.model, "job_id": job.id})
-        result: TrainResult = trainer.train(resume_from=resume_from)
+        result = run.result
         callback.flush()
         if result.stopped:
             return self._stopped(attempt, step=result.global_step, checkpointed=result.checkpoint is not None)
@@ -225,8 +194,9 @@ class JobRunner:
         if flags.cancel:
             return self._stopped(attempt, step=result.global_step, checkpointed=False)
         if self.keep_model:
-            self.trained_model = prepared.model
-        trained = TrainedRun(registered.source, prepared, tokenizer, data, args, result, callback, spec.merge_model)
+            self.trained_model = run.prepared.model
+        trained = TrainedRun(registered.source, run.prepared, run.tokenizer, data, args, result, callback,
+                             spec.merge_model)
         return complete(self.settings, self.store, attempt, trained)
 
     # ------------------------------------------------------------------------------------------ pieces

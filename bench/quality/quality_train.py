@@ -1,7 +1,7 @@
-"""``train_one(run)``: one run in this process, the CLI's flow (``sparsegrad_core.cli._run_training``).
+"""``train_one(run)``: one run in this process, through the recipe every caller runs (``sparsegrad_core.recipe.finetune``).
 
-Load the base model (the head seeded by the run's seed), tokenize, ``prepare_for_training`` (SparseGrad
-calibrates here), ``Trainer.train`` for exactly ``run.steps`` optimizer steps at a constant learning rate,
+Load the base model (the head seeded by the run's seed), tokenize, install the method (SparseGrad
+calibrates here), train for exactly ``run.steps`` optimizer steps at a constant learning rate,
 evaluate once at the end. Nothing is written to disk (no checkpoints, no export): the returned row is
 the result.
 """
@@ -15,10 +15,9 @@ from typing import Any
 import torch
 
 from sparsegrad_core.config import SparseGradConfig
-from sparsegrad_core.loading import load_base_model
 from sparsegrad_core.methods import MethodSpec
-from sparsegrad_core.tokenization import tokenize_dataset
-from sparsegrad_core.training import Trainer, TrainingArguments, prepare_for_training
+from sparsegrad_core.recipe import finetune
+from sparsegrad_core.training import TrainingArguments
 
 from quality_data import run_datasets  # isort: skip  (bench/quality is on sys.path)
 from quality_plan import SPARSEGRAD_SELECTIONS, hyperparameters  # isort: skip
@@ -45,16 +44,11 @@ def train_one(run: Any, *, data_dir: Path | None = None, chat_source: str | None
     _quiet_transformers()
     t0 = time.perf_counter()
     train_ds, eval_ds = run_datasets(run, data_dir, chat_source, workdir)
-    torch.manual_seed(run.seed)  # the task head's initialization, as the CLI does
-    model, tokenizer = load_base_model(run.model, train_ds.task, num_labels=train_ds.num_labels,
-                                       label_names=train_ds.label_names)
-    train_data = tokenize_dataset(train_ds, tokenizer, run.max_seq_length)
-    eval_data = tokenize_dataset(eval_ds, tokenizer, run.max_seq_length)
     spec = method_spec(run.method, run.setting, run.density, run.calibration_steps)
     args = TrainingArguments(**hyperparameters(run), seed=run.seed, eval_before=False, save_final=False,
                              log_every=max(1, run.steps))
-    prepared = prepare_for_training(model, spec, train_data, batch_size=run.batch_size, seed=run.seed)
-    result = Trainer(prepared, train_data, eval_data, tokenizer, args, run_info={"model": run.model}).train()
+    trained = finetune(run.model, train_ds, eval_ds, spec, args, run_info={"model": run.model})
+    prepared, result, train_data = trained.prepared, trained.result, trained.train_data
     summary = result.summary
     losses = result.losses
     return {
@@ -62,7 +56,7 @@ def train_one(run: Any, *, data_dir: Path | None = None, chat_source: str | None
         "trainable_params": prepared.trainable_params,
         "total_params": summary.get("total_params"),
         "lora_rank": prepared.lora_rank,
-        "train_examples": len(train_data), "eval_examples": len(eval_data),
+        "train_examples": len(train_data), "eval_examples": len(eval_ds),
         "steps_done": result.global_step,
         "train_time_s": round(result.train_time_s, 2),
         "s_per_step": round(result.train_time_s / max(1, result.global_step), 4),

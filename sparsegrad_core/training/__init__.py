@@ -8,6 +8,8 @@ from .arguments import TrainingArguments
 from .callbacks import CallbackList, Phase, TrainerCallback
 from .checkpoint import (
     TrainerState,
+    bundle_checkpoint,
+    bundled_checkpoint,
     find_checkpoint,
     load_basis,
     load_checkpoint,
@@ -32,6 +34,8 @@ __all__ = [
     "TrainerState",
     "TrainingArguments",
     "TrainingCancelled",
+    "bundle_checkpoint",
+    "bundled_checkpoint",
     "calibration_batches",
     "classification_metrics",
     "enable_gradient_checkpointing",

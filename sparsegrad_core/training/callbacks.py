@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from ..methods import PreparedModel
 
 Phase = Literal["calibrating", "training", "evaluating", "saving"]
 Spectra = dict[str, dict[str, list[float]]]
@@ -27,6 +30,9 @@ class TrainerCallback:
 
     def on_calibration_done(self, spectra: Spectra) -> None:
         """The HOSVD bases are known; their eigenvalue spectra per projection kind."""
+
+    def on_prepared(self, prepared: PreparedModel) -> None:
+        """The method is installed (SparseGrad calibrated): trainable parameters, bases, block sizes are known."""
 
     def on_train_begin(self, start_step: int, total_steps: int) -> None:
         """Training starts at ``start_step`` (> 0 when resumed) and ends at ``total_steps``."""
@@ -63,6 +69,10 @@ class CallbackList(TrainerCallback):
     def on_calibration_done(self, spectra: Spectra) -> None:
         for cb in self.callbacks:
             cb.on_calibration_done(spectra)
+
+    def on_prepared(self, prepared: PreparedModel) -> None:
+        for cb in self.callbacks:
+            cb.on_prepared(prepared)
 
     def on_train_begin(self, start_step: int, total_steps: int) -> None:
         for cb in self.callbacks:

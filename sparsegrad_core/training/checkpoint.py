@@ -225,6 +225,44 @@ def basis_dir_for(checkpoint: Path) -> Path:
     return checkpoint.parent / BASIS_DIR
 
 
+def is_best_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is the copy of the best evaluation's state (not a step to resume from)."""
+    return Path(path).name == BEST_DIR
+
+
+def bundle_checkpoint(checkpoint: Path, dest: Path) -> Path:
+    """Lay out under ``dest`` everything resuming from ``checkpoint`` needs (its step folder and, for SparseGrad,
+    the calibrated bases), as hard links (copies across filesystems) at their paths relative to the run folder.
+    Unpacked into a fresh run folder, :func:`bundled_checkpoint` finds the step folder to resume from."""
+    _link_tree(checkpoint, dest / CHECKPOINTS_DIR / checkpoint.name)
+    if basis_dir_for(checkpoint).is_dir():
+        _link_tree(basis_dir_for(checkpoint), dest / CHECKPOINTS_DIR / BASIS_DIR)
+    return dest
+
+
+def bundled_checkpoint(run_dir: Path, step: int) -> Path:
+    """The checkpoint of ``step`` in a run folder a :func:`bundle_checkpoint` bundle was unpacked into.
+    Raises FileNotFoundError if the bundle held no such checkpoint."""
+    step_dir = run_dir / CHECKPOINTS_DIR / step_dir_name(step)
+    if not (step_dir / STATE_FILE).is_file():
+        raise FileNotFoundError(f"no checkpoint of step {step} ({CHECKPOINTS_DIR}/{step_dir.name}/{STATE_FILE})")
+    return step_dir
+
+
+def _link_tree(src: Path, dest: Path) -> None:
+    """Hard-link (or copy, across filesystems) every file of ``src`` under ``dest``."""
+    for path in src.rglob("*"):
+        target = dest / path.relative_to(src)
+        if path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy2(path, target)
+
+
 def prune_checkpoints(checkpoints_dir: Path, keep: int) -> None:
     steps = sorted(p for p in checkpoints_dir.glob("step-*") if p.is_dir())
     for old in steps[:-keep]:

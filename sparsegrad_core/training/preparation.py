@@ -69,7 +69,7 @@ def prepare_for_training(
     cb = CallbackList(callbacks)
     if gradient_checkpointing:
         enable_gradient_checkpointing(model)
-    if spec.type != "sparsegrad":
+    if not spec.method.needs_calibration:
         return prepare_model(model, spec)
     if resume_from is not None:
         basis_dir = basis_dir_for(find_checkpoint(resume_from))

@@ -28,7 +28,7 @@ from sparsegrad_data import Dataset
 
 from ..batch_order import BatchOrder
 from ..methods import PreparedModel
-from ..model import accumulating_gradients, energy_share, sparsegrad_layers
+from ..model import energy_share, sparsegrad_layers
 from ..optim import build_optimizer, clip_grad_norm
 from ..tokenization import TokenizedDataset, tokenize_dataset
 from .arguments import TrainingArguments
@@ -219,7 +219,7 @@ class Trainer:
             cpu_batch = self.train_data.collate(indices)
             tokens += int(cpu_batch["attention_mask"].sum()) if "attention_mask" in cpu_batch else cpu_batch["input_ids"].numel()
             batch = {k: v.to(self.device) for k, v in cpu_batch.items()}
-            with accumulating_gradients(model, active=i < len(micro_batches) - 1):
+            with self.prepared.accumulating_gradients(active=i < len(micro_batches) - 1):
                 with self.autocast(), cache_disabled(model, active=args.gradient_checkpointing):
                     loss = model(**batch).loss * (units[i] / total_units)
                 loss.backward()
@@ -317,7 +317,7 @@ class Trainer:
             return
         self.callbacks.on_phase("saving")
         if self.args.save_final:
-            sub = "adapter" if self.prepared.spec.type in ("sparsegrad", "lora") else "model"
+            sub = "adapter" if self.prepared.method.exports_adapter else "model"
             result.export_dir = export_trained(self.prepared, self.tokenizer, self.output_dir / sub, self._export_info())
             result.summary["export_dir"] = str(result.export_dir)
         tmp = self.output_dir / (SUMMARY_FILE + ".tmp")
@@ -328,7 +328,8 @@ class Trainer:
         data = self.train_data
         return {
             "task": data.task.value, "label_names": data.label_names, "num_labels": data.num_labels,
-            "setting": self.prepared.spec.setting, "max_seq_length": self.args.max_seq_length, **self.run_info,
+            "setting": self.prepared.spec.setting, "max_seq_length": self.args.max_seq_length, "seed": self.args.seed,
+            **self.run_info,
         }
 
     def _summary(self, result: TrainResult) -> dict[str, Any]:

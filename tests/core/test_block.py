@@ -182,7 +182,7 @@ def test_calibration_truncates_bases_and_records_the_block(block_bert):
     model, basis = prepared.model, prepared.basis
     stats = basis.stats["block"]
     assert "0.9" in stats["rule"]
-    recorded = model._sparsegrad_config.block_sizes
+    recorded = next(sparsegrad_layers(model))[1].config.block_sizes
     for kind, kb in basis.kinds.items():
         r_out, r_in = kb.ranks
         assert recorded[kind] == (r_out, r_in)

@@ -3,8 +3,8 @@
 import torch
 from torch import nn
 
-from sparsegrad_core import SparseGradConfig, accumulating_gradients
-from sparsegrad_core.meprop import attach_meprop, sparsify_topk
+from sparsegrad_core import SparseGradConfig
+from sparsegrad_core.methods import attach_meprop, sparsify_topk
 
 
 def _layer_and_batches() -> tuple[nn.Sequential, list[torch.Tensor]]:
@@ -19,9 +19,9 @@ def test_meprop_keeps_exactly_k_of_the_summed_gradient() -> None:
     dense = nn.Sequential(nn.Linear(16, 24))
     dense.load_state_dict(model.state_dict())
     cfg = SparseGradConfig(density=0.05)
-    attach_meprop({"0": model[0]}, cfg)
+    hooks = attach_meprop({"0": model[0]}, cfg)
     k = cfg.k_for(24, 16)
-    with accumulating_gradients(model):
+    with hooks.accumulating():
         model(xs[0]).square().sum().backward()
     assert int((model[0].weight.grad != 0).sum()) > k  # still dense while accumulating
     model(xs[1]).square().sum().backward()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sparsegrad_core.config import SparseGradConfig
-from sparsegrad_core.methods import MethodSpec
+from sparsegrad_core.methods import LoraOptions, MethodSpec
 from sparsegrad_core.model import sparsegrad_layers
 from sparsegrad_core.tokenization import tokenize_dataset
 from sparsegrad_core.training import (
@@ -97,7 +97,8 @@ def test_resume_reproduces_an_uninterrupted_run_bit_for_bit(tokenizer, sst2_smal
     data = tokenize_dataset(sst2_small[0], tokenizer, 64)  # 96 rows: 6 steps of 2×8 per epoch
     dev = sst2_small[1]
     sg = SparseGradConfig(**{**SG.to_dict(), "selection": "block"}) if method == "sparsegrad-block" else SG
-    spec = MethodSpec(type=method.split("-")[0], sparsegrad=sg, lora_rank=2)  # type: ignore[arg-type]
+    kind = method.split("-")[0]
+    spec = MethodSpec(type=kind, sparsegrad=sg, options=LoraOptions(rank=2) if kind == "lora" else None)
 
     straight_trainer, straight = run(tokenizer, data, dev, spec, _args(tmp_path / "straight"))
     assert not straight.stopped and straight.global_step == 10
@@ -201,7 +202,7 @@ def test_lora_export_is_a_peft_adapter_that_merges(tokenizer, sst2_small, tmp_pa
     from peft import PeftModel
 
     data = tokenize_dataset(sst2_small[0], tokenizer, 64)
-    spec = MethodSpec(type="lora", setting="peft", lora_rank=2)
+    spec = MethodSpec(type="lora", setting="peft", options=LoraOptions(rank=2))
     trainer, _ = run(tokenizer, data, None, spec, _args(tmp_path, max_steps=3, eval_every=None, keep_best=False),
                      dropout=0.0)
     batch = data.collate(list(range(8)))

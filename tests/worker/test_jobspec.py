@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from worker_helpers import job_spec
 
+from sparsegrad_core.methods import LoraOptions
 from sparsegrad_data import TaskType
 from sparsegrad_service.job_spec import JobSpec
 from worker import jobspec
@@ -66,7 +67,7 @@ def test_other_methods_and_defaults(tmp_path: Path) -> None:
     meprop = method_spec(job_spec(method={"type": "meprop", "meprop": {"density": 0.2}}))
     assert meprop.type == "meprop" and meprop.sparsegrad.density == 0.2
     lora = method_spec(job_spec(method={"type": "lora", "lora": {"rank": 4, "alpha": 8.0, "dropout": 0.1}}))
-    assert (lora.lora_rank, lora.lora_alpha, lora.lora_dropout) == (4, 8.0, 0.1)
+    assert lora.options == LoraOptions(rank=4, alpha=8.0, dropout=0.1)
     spec = job_spec(method={"type": "full"}, hyperparameters={"max_steps": None, "n_epochs": "auto",
                                                               "checkpoint_every": None})
     args = training_arguments(spec, seed=0, output_dir=tmp_path, default_checkpoint_every=50, bf16=True)
