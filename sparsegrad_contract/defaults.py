@@ -19,30 +19,24 @@ class MethodType(StrEnum):
     full = "full"
 
 
-class RequestedMethod(StrEnum):
-    """What a job request may name: the training methods plus OpenAI's method types (``supervised`` means
-    :data:`DEFAULT_METHOD`; ``dpo`` and ``reinforcement`` are refused)."""
-
-    sparsegrad = "sparsegrad"
-    lora = "lora"
-    meprop = "meprop"
-    full = "full"
-    supervised = "supervised"
-    dpo = "dpo"
-    reinforcement = "reinforcement"
-
-
-UNSUPPORTED_METHODS: tuple[RequestedMethod, ...] = (RequestedMethod.dpo, RequestedMethod.reinforcement)
+SUPERVISED = "supervised"
+"""OpenAI's method type for supervised fine-tuning: :data:`DEFAULT_METHOD`."""
+UNSUPPORTED_METHODS: tuple[str, ...] = ("dpo", "reinforcement")
+"""OpenAI's method types no job here can train; a request naming one is refused."""
+RequestedMethod = StrEnum(  # type: ignore[misc]  # members derive from MethodType
+    "RequestedMethod", [(m.value, m.value) for m in MethodType] + [(t, t) for t in (SUPERVISED, *UNSUPPORTED_METHODS)]
+)
+"""What a job request may name: the training methods plus OpenAI's method types."""
 DEFAULT_METHOD = MethodType.sparsegrad
 
 
 def resolve_method(requested: str) -> MethodType:
     """The training method a requested type means (OpenAI's ``supervised``: the default method). Raises
     ``ValueError`` for a type no job can train."""
-    value = RequestedMethod(requested)
+    value = RequestedMethod(requested).value
     if value in UNSUPPORTED_METHODS:
-        raise ValueError(f"method type {value.value!r} is not supported")
-    return DEFAULT_METHOD if value is RequestedMethod.supervised else MethodType(value.value)
+        raise ValueError(f"method type {value!r} is not supported")
+    return DEFAULT_METHOD if value == SUPERVISED else MethodType(value)
 
 
 class Setting(StrEnum):

@@ -24,6 +24,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from sparsegrad_contract.defaults import MethodType
+
 from .config import SparseGradConfig
 from .hosvd import KindBasis, SparseGradBasis
 from .model import apply_sparsegrad, sparsegrad_layers, weight_fingerprint
@@ -89,7 +91,7 @@ def save_adapter(model: nn.Module, path: str | Path, *, metadata: dict[str, Any]
     config: dict[str, Any] = {
         "format": ADAPTER_FORMAT,
         "format_version": FORMAT_VERSION,
-        "method": "sparsegrad",
+        "method": MethodType.sparsegrad.value,
         "selection": first.selection,
         "sparsegrad_config": cfg_meta.to_dict() if isinstance(cfg_meta, SparseGradConfig) else None,
         "target_modules": {name: {"kind": layer.kind, "k": layer.k, "base_layer_type": layer.base_layer_type}

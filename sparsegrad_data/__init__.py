@@ -11,7 +11,7 @@ Typical use::
 Every problem in a file is reported at once, with its line and field, in a DatasetError.
 """
 
-from .dataset import MIN_EXAMPLES_TO_SPLIT, Dataset
+from .dataset import MIN_EXAMPLES_TO_SPLIT, Dataset, can_split
 from .formats import detect_format
 from .glue import glue_mapping
 from .issues import DatasetError, DatasetIssue
@@ -29,6 +29,7 @@ __all__ = [
     "DatasetIssue",
     "Example",
     "TaskType",
+    "can_split",
     "detect_format",
     "glue_mapping",
     "infer_task_type",

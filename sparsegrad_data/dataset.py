@@ -12,6 +12,11 @@ MIN_EXAMPLES_TO_SPLIT = 2
 side). The API refuses a job below it that names no validation file; the worker splits every file from it."""
 
 
+def can_split(n_examples: int) -> bool:
+    """Whether ``n_examples`` can be split into a training part and a held-out part, both non-empty."""
+    return n_examples >= MIN_EXAMPLES_TO_SPLIT
+
+
 @dataclass
 class Dataset:
     """Validated examples of one file.
@@ -40,7 +45,7 @@ class Dataset:
         """
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"fraction must be between 0 and 1 (exclusive), got {fraction}")
-        if len(self.examples) < MIN_EXAMPLES_TO_SPLIT:
+        if not can_split(len(self.examples)):
             raise ValueError(f"cannot split {len(self.examples)} example(s) into two non-empty parts")
         size = min(max(round(len(self.examples) * fraction), 1), len(self.examples) - 1)
         order = list(range(len(self.examples)))

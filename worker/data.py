@@ -12,7 +12,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sparsegrad_data import MIN_EXAMPLES_TO_SPLIT, Dataset, DatasetError, TaskType, parse_dataset_bytes
+from sparsegrad_data import Dataset, DatasetError, TaskType, can_split, parse_dataset_bytes
 from sparsegrad_service.job_store import FileRef
 from sparsegrad_service.store import ArtifactStore
 
@@ -63,7 +63,7 @@ def load_job_data(
         except DatasetError as exc:
             raise JobError("invalid_validation_file", str(exc), "validation_file") from exc
         return JobData(train, held, "validation_file")
-    if 0.0 < validation_split < 1.0 and len(train) >= MIN_EXAMPLES_TO_SPLIT:
+    if 0.0 < validation_split < 1.0 and can_split(len(train)):
         rest, held = train.split(validation_split, seed)
         return JobData(rest, held, "split")
     return JobData(train, None, "none")
