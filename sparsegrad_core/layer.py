@@ -28,7 +28,7 @@ identity): no output rotation anywhere.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -36,73 +36,8 @@ from torch import nn
 
 from .block import block_gradient, low_rank_product
 from .config import SELECTIONS, SparseGradConfig
+from .layer_autograd import SparseGradBlockFunction, SparseGradFunction
 from .selection import select_rotated_topk
-
-
-class _SparseGradFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        x: torch.Tensor,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None,
-        anchor: torch.Tensor,
-        layer: SparseGradLinear,
-    ) -> torch.Tensor:
-        ctx.layer = layer
-        ctx.save_for_backward(x)
-        return F.linear(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        (x,) = ctx.saved_tensors
-        layer: SparseGradLinear = ctx.layer
-        grad_x = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = grad_out @ layer.weight.to(grad_out.dtype)  # (..., in), the dense layer's ∂L/∂x
-        g2 = grad_out.reshape(-1, layer.out_features)
-        if ctx.needs_input_grad[2]:
-            grad_b = g2.sum(0).to(layer.bias.dtype)  # type: ignore[union-attr]
-        if ctx.needs_input_grad[3]:
-            layer.record_gradient(g2, x.reshape(-1, layer.in_features))
-        return grad_x, None, grad_b, None, None
-
-
-class _SparseGradBlockFunction(torch.autograd.Function):
-    """Block selection. Where backward drops zero-gradient rows (CPU), it saves ``x`` and forms ``x u_in`` from
-    the kept rows only; where it keeps every row (CUDA, ``sync_free``), it saves ``x u_in`` (T, r_in) instead
-    of ``x`` (T, in): less activation memory for the same arithmetic."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        x: torch.Tensor,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None,
-        anchor: torch.Tensor,
-        layer: SparseGradLinear,
-    ) -> torch.Tensor:
-        ctx.layer = layer
-        x2 = x.reshape(-1, layer.in_features)
-        if layer.drops_rows(x) or layer.track_original_share:
-            ctx.save_for_backward(None, x2)
-        else:
-            ctx.save_for_backward(x2 @ layer.u_in.to(x.dtype), None)
-        return F.linear(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        xu, x2 = ctx.saved_tensors
-        layer: SparseGradLinear = ctx.layer
-        grad_x = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = grad_out @ layer.weight.to(grad_out.dtype)
-        g2 = grad_out.reshape(-1, layer.out_features)
-        if ctx.needs_input_grad[2]:
-            grad_b = g2.sum(0).to(layer.bias.dtype)  # type: ignore[union-attr]
-        if ctx.needs_input_grad[3]:
-            layer.record_block_gradient(g2, xu, x2)
-        return grad_x, None, grad_b, None, None
 
 
 class SparseGradLinear(nn.Module):
@@ -198,8 +133,8 @@ class SparseGradLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and self.sg_anchor.requires_grad:
             if self.selection == "block":
-                return _SparseGradBlockFunction.apply(x, self.weight, self.bias, self.sg_anchor, self)  # type: ignore[no-any-return]
-            return _SparseGradFunction.apply(x, self.weight, self.bias, self.sg_anchor, self)  # type: ignore[no-any-return]
+                return SparseGradBlockFunction.apply(x, self.weight, self.bias, self.sg_anchor, self)  # type: ignore[no-any-return]
+            return SparseGradFunction.apply(x, self.weight, self.bias, self.sg_anchor, self)  # type: ignore[no-any-return]
         return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
 
     def extra_repr(self) -> str:
