@@ -36,7 +36,7 @@ from torch import nn
 
 from .block import block_gradient, low_rank_product
 from .config import SELECTIONS, SparseGradConfig
-from .layer_autograd import SparseGradBlockFunction, SparseGradFunction
+from .layer_autograd import SparseGradFunction
 from .selection import select_rotated_topk
 
 
@@ -132,8 +132,6 @@ class SparseGradLinear(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and self.sg_anchor.requires_grad:
-            if self.selection == "block":
-                return SparseGradBlockFunction.apply(x, self.weight, self.bias, self.sg_anchor, self)  # type: ignore[no-any-return]
             return SparseGradFunction.apply(x, self.weight, self.bias, self.sg_anchor, self)  # type: ignore[no-any-return]
         return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
 

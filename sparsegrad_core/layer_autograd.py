@@ -1,5 +1,5 @@
-"""The autograd functions of :class:`~sparsegrad_core.layer.SparseGradLinear`: the forward of a frozen linear, and
-a backward that hands the layer its output gradient (and saved input) to select from instead of forming a dense
+"""The autograd function of :class:`~sparsegrad_core.layer.SparseGradLinear`: the forward of a frozen linear, and a
+backward that hands the layer its output gradient (and saved input) to select from instead of forming a dense
 weight gradient. The ``anchor`` argument is the parameter that makes autograd call the backward at all."""
 
 from __future__ import annotations
@@ -14,38 +14,9 @@ if TYPE_CHECKING:
 
 
 class SparseGradFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        x: torch.Tensor,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None,
-        anchor: torch.Tensor,
-        layer: SparseGradLinear,
-    ) -> torch.Tensor:
-        ctx.layer = layer
-        ctx.save_for_backward(x)
-        return F.linear(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
-
-    @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        (x,) = ctx.saved_tensors
-        layer: SparseGradLinear = ctx.layer
-        grad_x = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = grad_out @ layer.weight.to(grad_out.dtype)  # (..., in), the dense layer's ∂L/∂x
-        g2 = grad_out.reshape(-1, layer.out_features)
-        if ctx.needs_input_grad[2]:
-            grad_b = g2.sum(0).to(layer.bias.dtype)  # type: ignore[union-attr]
-        if ctx.needs_input_grad[3]:
-            layer.record_gradient(g2, x.reshape(-1, layer.in_features))
-        return grad_x, None, grad_b, None, None
-
-
-class SparseGradBlockFunction(torch.autograd.Function):
-    """Block selection. Where backward drops zero-gradient rows (CPU), it saves ``x`` and forms ``x u_in`` from
-    the kept rows only; where it keeps every row (CUDA, ``sync_free``), it saves ``x u_in`` (T, r_in) instead
-    of ``x`` (T, in): less activation memory for the same arithmetic."""
+    """Exact and fixed selection save ``x``. Block selection, where backward drops zero-gradient rows (CPU), also
+    saves ``x`` and forms ``x u_in`` from the kept rows only; where it keeps every row (CUDA, ``sync_free``), it
+    saves ``x u_in`` (T, r_in) instead of ``x`` (T, in): less activation memory for the same arithmetic."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -58,10 +29,10 @@ class SparseGradBlockFunction(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.layer = layer
         x2 = x.reshape(-1, layer.in_features)
-        if layer.drops_rows(x) or layer.track_original_share:
-            ctx.save_for_backward(None, x2)
-        else:
+        if layer.selection == "block" and not (layer.drops_rows(x) or layer.track_original_share):
             ctx.save_for_backward(x2 @ layer.u_in.to(x.dtype), None)
+        else:
+            ctx.save_for_backward(None, x2)
         return F.linear(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
 
     @staticmethod
@@ -70,10 +41,13 @@ class SparseGradBlockFunction(torch.autograd.Function):
         layer: SparseGradLinear = ctx.layer
         grad_x = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = grad_out @ layer.weight.to(grad_out.dtype)
+            grad_x = grad_out @ layer.weight.to(grad_out.dtype)  # (..., in), the dense layer's ∂L/∂x
         g2 = grad_out.reshape(-1, layer.out_features)
         if ctx.needs_input_grad[2]:
             grad_b = g2.sum(0).to(layer.bias.dtype)  # type: ignore[union-attr]
         if ctx.needs_input_grad[3]:
-            layer.record_block_gradient(g2, xu, x2)
+            if layer.selection == "block":
+                layer.record_block_gradient(g2, xu, x2)
+            else:
+                layer.record_gradient(g2, x2)
         return grad_x, None, grad_b, None, None

@@ -48,6 +48,17 @@ class Attached:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class CalibrationInputs:
+    """What :meth:`TrainingMethod.attach` may calibrate from: batches (with a progress report and a loss), or the
+    bases of an earlier calibration (a resumed run)."""
+
+    batches: Iterable[Mapping[str, Any]] | None = None
+    basis: SparseGradBasis | None = None
+    progress: ProgressFn | None = None
+    loss_fn: LossFn | None = None
+
+
 class TrainingMethod:
     """One way of training the MLP projections. Subclasses set ``name`` and override what differs."""
 
@@ -71,9 +82,7 @@ class TrainingMethod:
         return is_head_param(name)
 
     def attach(
-        self, model: nn.Module, spec: MethodSpec, targets: Mapping[str, nn.Module], *,
-        calibration_batches: Iterable[Mapping[str, Any]] | None, basis: SparseGradBasis | None,
-        progress: ProgressFn | None, loss_fn: LossFn | None,
+        self, model: nn.Module, spec: MethodSpec, targets: Mapping[str, nn.Module], calibration: CalibrationInputs
     ) -> Attached:
         """Install the method on ``targets`` after trainability is set; the default installs nothing."""
         return Attached(model)
@@ -234,8 +243,7 @@ def prepare_model(
     method = spec.method
     targets = find_target_modules(model, sg.target_modules, layer_stride=sg.layer_stride, projections=sg.projections)
     _set_trainability(model, spec, method, targets)
-    attached = method.attach(model, spec, targets, calibration_batches=calibration_batches, basis=basis,
-                             progress=progress, loss_fn=loss_fn)
+    attached = method.attach(model, spec, targets, CalibrationInputs(calibration_batches, basis, progress, loss_fn))
     return PreparedModel(
         model=attached.model, spec=spec, targets=list(targets), trainable_params=count_trainable(attached.model),
         basis=attached.basis, state=attached.state, info=attached.info,

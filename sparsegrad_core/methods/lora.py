@@ -8,7 +8,7 @@ densely (task head; in the paper setting all non-MLP parameters).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -22,9 +22,8 @@ from sparsegrad_contract import defaults
 from sparsegrad_contract.defaults import MethodType
 
 from ..config import SparseGradConfig
-from ..hosvd import ProgressFn, SparseGradBasis
 from ..targets import linear_shape
-from .base import Attached, LossFn, MethodSpec, PreparedModel, TrainingMethod
+from .base import Attached, CalibrationInputs, MethodSpec, PreparedModel, TrainingMethod
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -62,9 +61,7 @@ class LoraMethod(TrainingMethod):
     exports_adapter = True
 
     def attach(
-        self, model: nn.Module, spec: MethodSpec, targets: Mapping[str, nn.Module], *,
-        calibration_batches: Iterable[Mapping[str, Any]] | None, basis: SparseGradBasis | None,
-        progress: ProgressFn | None, loss_fn: LossFn | None,
+        self, model: nn.Module, spec: MethodSpec, targets: Mapping[str, nn.Module], calibration: CalibrationInputs
     ) -> Attached:
         from peft import LoraConfig, inject_adapter_in_model
 

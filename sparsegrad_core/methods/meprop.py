@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -15,9 +15,8 @@ from transformers.pytorch_utils import Conv1D
 from sparsegrad_contract.defaults import MethodType
 
 from ..config import SparseGradConfig
-from ..hosvd import ProgressFn, SparseGradBasis
 from ..targets import linear_shape, module_weight
-from .base import Attached, LossFn, MethodSpec, PreparedModel, TrainingMethod
+from .base import Attached, CalibrationInputs, MethodSpec, PreparedModel, TrainingMethod
 
 
 def sparsify_topk(grad: torch.Tensor, k: int) -> torch.Tensor:
@@ -83,9 +82,7 @@ class MePropMethod(TrainingMethod):
         return super().trains_in_peft_setting(name, param, targets) or id(param) in target_biases
 
     def attach(
-        self, model: nn.Module, spec: MethodSpec, targets: Mapping[str, nn.Module], *,
-        calibration_batches: Iterable[Mapping[str, Any]] | None, basis: SparseGradBasis | None,
-        progress: ProgressFn | None, loss_fn: LossFn | None,
+        self, model: nn.Module, spec: MethodSpec, targets: Mapping[str, nn.Module], calibration: CalibrationInputs
     ) -> Attached:
         return Attached(model, state=attach_meprop(targets, spec.sparsegrad))
 

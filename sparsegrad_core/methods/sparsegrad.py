@@ -9,7 +9,7 @@ block selection also its PEFT LoRA form (:func:`~sparsegrad_core.lora_export.exp
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,10 +19,10 @@ from transformers import PreTrainedTokenizerBase
 from sparsegrad_contract.defaults import MethodType, Selection
 
 from ..adapter import ADAPTER_FORMAT, load_adapter, save_adapter
-from ..hosvd import ProgressFn, SparseGradBasis, calibrate
+from ..hosvd import calibrate
 from ..lora_export import LoraExportError, export_lora
 from ..model import accumulating_gradients, apply_sparsegrad, merge_adapter
-from .base import Attached, LossFn, MethodSpec, PreparedModel, TrainingMethod
+from .base import Attached, CalibrationInputs, MethodSpec, PreparedModel, TrainingMethod
 
 
 def lora_export_dir(export_dir: str | Path) -> Path:
@@ -37,14 +37,14 @@ class SparseGradMethod(TrainingMethod):
     needs_calibration = True
 
     def attach(
-        self, model: nn.Module, spec: MethodSpec, targets: Mapping[str, nn.Module], *,
-        calibration_batches: Iterable[Mapping[str, Any]] | None, basis: SparseGradBasis | None,
-        progress: ProgressFn | None, loss_fn: LossFn | None,
+        self, model: nn.Module, spec: MethodSpec, targets: Mapping[str, nn.Module], calibration: CalibrationInputs
     ) -> Attached:
+        basis = calibration.basis
         if basis is None:
-            if calibration_batches is None:
+            if calibration.batches is None:
                 raise ValueError("SparseGrad needs calibration batches or a basis")
-            basis = calibrate(model, calibration_batches, spec.sparsegrad, progress=progress, loss_fn=loss_fn)
+            basis = calibrate(model, calibration.batches, spec.sparsegrad, progress=calibration.progress,
+                              loss_fn=calibration.loss_fn)
         apply_sparsegrad(model, basis, spec.sparsegrad)
         return Attached(model, basis=basis, info={"calibration": basis.stats})
 
