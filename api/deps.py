@@ -1,48 +1,48 @@
-"""Request dependencies as ``Annotated`` aliases, so route signatures read like a spec: ``SessionDep``,
-``CurrentTenant``, ``SettingsDep``, ``ContextDep``."""
+"""Request dependencies as ``Annotated`` aliases, so route signatures read like a spec: what a route reads
+(``ReadsDep``), writes (``SessionDep``), stores (``StoreDep``), enqueues (``QueueDep``), and who asks
+(``CurrentTenant``). Each is one object the app builds once (``main.create_app``) and keeps on ``app.state``."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
-from datetime import timedelta
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from sparsegrad_service.keys import KEY_PREFIX, Principal, authenticate, hash_key
-from sparsegrad_service.models import ApiKey, utcnow
+from sparsegrad_service.keys import Principal
+from sparsegrad_service.queue import JobQueue
+from sparsegrad_service.registry import RegisteredModel
 from sparsegrad_service.settings import Settings
+from sparsegrad_service.store import LocalArtifactStore
 
-from .context import ServiceContext
-from .errors import ApiError
-from .timestamps import as_utc
-
-LAST_USED_RESOLUTION = timedelta(minutes=1)
-"""``ApiKey.last_used_at`` is written at most this often per key."""
+from .auth import ApiKeys, invalid_api_key
+from .reads import Reads
 
 
-async def get_context(request: Request) -> ServiceContext:
-    context: ServiceContext = request.app.state.context
-    return context
+async def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
 
 
-ContextDep = Annotated[ServiceContext, Depends(get_context)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-async def current_settings(context: ContextDep) -> Settings:
-    return context.settings
+async def get_reads(request: Request) -> Reads:
+    reads: Reads = request.app.state.reads
+    return reads
 
 
-SettingsDep = Annotated[Settings, Depends(current_settings)]
+ReadsDep = Annotated[Reads, Depends(get_reads)]
+"""The one read path (``api/reads.py``)."""
 
 
-def get_session(context: ContextDep) -> Iterator[Session]:
-    """One session per request, closed when the route function returns (before a streamed body)."""
-    session = context.sessions()
+def get_session(request: Request) -> Iterator[Session]:
+    """One ORM session per request, for writes (and the reads a write needs), closed when the route function
+    returns (before a streamed body)."""
+    sessions: Callable[[], Session] = request.app.state.sessions
+    session = sessions()
     try:
         yield session
     finally:
@@ -51,52 +51,55 @@ def get_session(context: ContextDep) -> Iterator[Session]:
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
+
+async def get_store(request: Request) -> LocalArtifactStore:
+    store: LocalArtifactStore = request.app.state.store
+    return store
+
+
+StoreDep = Annotated[LocalArtifactStore, Depends(get_store)]
+
+
+async def get_queue(request: Request) -> JobQueue:
+    queue: JobQueue = request.app.state.queue
+    return queue
+
+
+QueueDep = Annotated[JobQueue, Depends(get_queue)]
+
+
+async def get_registry(request: Request) -> dict[str, RegisteredModel]:
+    registry: dict[str, RegisteredModel] = request.app.state.registry
+    return registry
+
+
+RegistryDep = Annotated[dict[str, RegisteredModel], Depends(get_registry)]
+"""The base models of this deployment, by name."""
+
+
+async def get_started_at(request: Request) -> int:
+    started_at: int = request.app.state.started_at
+    return started_at
+
+
+StartedAtDep = Annotated[int, Depends(get_started_at)]
+"""When the app started (Unix seconds): the ``created`` time of the registry's models."""
+
 bearer_scheme = HTTPBearer(auto_error=False, scheme_name="ApiKey",
                            description="An API key from `sparsegrad keys create --tenant NAME`.")
 
 
-def invalid_api_key(message: str) -> ApiError:
-    return ApiError(401, message, code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
-
-
 async def get_current_tenant(
-    context: ContextDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 ) -> Principal:
     """The tenant of the request's API key; 401 when the key is missing, unknown or revoked, 429 when the
-    key is over its rate limit (``rate_limit_per_minute``).
-
-    A key found in the process's short-lived cache (``api_key_cache_s``) costs no database round trip and
-    no thread; otherwise the key row is read in a worker thread (its ``last_used_at`` written at most once
-    a minute)."""
+    key is over its rate limit (``rate_limit_per_minute``)."""
     if credentials is None or not credentials.credentials:
         raise invalid_api_key("You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.")
-    raw = credentials.credentials.strip()
-    if not raw.startswith(KEY_PREFIX) or len(raw) > 200:
-        raise invalid_api_key("Incorrect API key provided (unknown or revoked).")
-    key_hash = hash_key(raw)
-    principal = context.key_cache.get(key_hash)
-    if principal is None:
-        principal = await context.read(lambda session: _lookup_key(session, raw))
-        context.key_cache.put(key_hash, principal)
-    wait_s = context.rate_limiter.check(principal.key_id)
-    if wait_s > 0:
-        retry = max(1, math.ceil(wait_s))
-        raise ApiError(429, f"Rate limit exceeded for this API key: {context.rate_limiter.per_minute} requests per "
-                       f"minute. Retry after {retry} s.", type="rate_limit_error", code="rate_limit_exceeded",
-                       headers={"Retry-After": str(retry)})
+    keys: ApiKeys = request.app.state.api_keys
+    principal = await keys.principal(credentials.credentials.strip())
+    keys.check_rate(principal)
     return principal
-
-
-def _lookup_key(session: Session, raw: str) -> Principal:
-    key = authenticate(session, raw)
-    if key is None:
-        raise invalid_api_key("Incorrect API key provided (unknown or revoked).")
-    now = utcnow()
-    if key.last_used_at is None or now - as_utc(key.last_used_at) >= LAST_USED_RESOLUTION:
-        session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now)
-                        .execution_options(synchronize_session=False))
-        session.commit()
-    return Principal(id=key.tenant_id, tenant_name=key.tenant.name, key_id=key.id)
 
 
 CurrentTenant = Annotated[Principal, Depends(get_current_tenant)]

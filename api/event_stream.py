@@ -2,29 +2,26 @@
 after the job is terminal and every event was sent, ``event: end`` with its status, and the stream closes.
 
 Streams start after a given seq (``Last-Event-ID``) and wake on the job's Redis pub/sub channel when Redis
-is configured (re-reading SQL every few seconds anyway), else poll SQL twice a second. Each read uses its
-own short session in a worker thread: no session is held while waiting.
+is configured (re-reading SQL every few seconds anyway), else poll SQL twice a second. Each read goes
+through the read path (``Reads``): no connection is held while waiting.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 from sse_starlette import ServerSentEvent
 
 from sparsegrad_service.enums import JobStatus
 from sparsegrad_service.live import CHANNEL_PREFIX
-from sparsegrad_service.models import Job, JobEvent
 
-from .context import ServiceContext
+from .queries import events_after_statement, job_status_statement
+from .reads import Reads
 from .serializers import event_object
 
 log = logging.getLogger("sparsegrad.api.sse")
@@ -80,23 +77,22 @@ class Wakeup:
                     await closable.aclose()
 
 
-def read_batch(session: Session, job_id: str, after: int) -> tuple[str | None, list[ServerSentEvent]]:
+async def read_batch(reads: Reads, job_id: str, after: int) -> tuple[str | None, list[ServerSentEvent]]:
     """The job's status, then up to ``BATCH`` events after ``after`` (status first: an event committed
-    before a terminal status is always seen by the same read)."""
-    status = session.scalar(select(Job.status).where(Job.id == job_id))
-    rows = session.scalars(select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > after)
-                           .order_by(JobEvent.seq).limit(BATCH)).all()
+    before a terminal status is always seen by the next read)."""
+    job = await reads.first(job_status_statement(), {"job_id": job_id})
+    rows = await reads.all(events_after_statement(), {"job_id": job_id, "after": after, "limit": BATCH})
     events = [ServerSentEvent(data=event_object(r).model_dump_json(), event=r.type, id=str(r.seq)) for r in rows]
-    return status, events
+    return (None if job is None else str(job.status)), events
 
 
-async def job_events(context: ServiceContext, job_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
+async def job_events(reads: Reads, redis_url: str | None, job_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
     """Every event of the job after seq ``after``, then ``end`` once it is terminal."""
-    wakeup = await Wakeup.open(context.settings.redis_url, job_id)
+    wakeup = await Wakeup.open(redis_url, job_id)
     try:
         cursor = after
         while True:
-            status, events = await context.read(functools.partial(read_batch, job_id=job_id, after=cursor))
+            status, events = await read_batch(reads, job_id, cursor)
             for event in events:
                 cursor = int(event.id or cursor)
                 yield event

@@ -16,14 +16,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from sparsegrad_contract.defaults import SEED
-from sparsegrad_data import MIN_EXAMPLES_TO_SPLIT, TaskType
+from sparsegrad_data import MIN_EXAMPLES_TO_SPLIT, TaskType, can_split
 from sparsegrad_service.enums import EventLevel, EventType, JobStatus
 from sparsegrad_service.job_records import add_event
 from sparsegrad_service.models import File, Job, utcnow
+from sparsegrad_service.queue import JobQueue
 from sparsegrad_service.registry import RegisteredModel
 from sparsegrad_service.schemas import JobCreate, TaskIn
+from sparsegrad_service.settings import Settings
+from sparsegrad_service.store import LocalArtifactStore
 
-from .context import ServiceContext
 from .datasets import column_mapping, mapping_from_dict, validate_dataset
 from .errors import ApiError, conflict
 from .job_spec import resolve_spec
@@ -47,7 +49,8 @@ def request_hash(body: JobCreate) -> str:
 
 
 def submit_job(
-    session: Session, context: ServiceContext, tenant_id: str, body: JobCreate, idempotency_key: str | None
+    session: Session, tenant_id: str, body: JobCreate, idempotency_key: str | None, *, settings: Settings,
+    registry: dict[str, RegisteredModel], store: LocalArtifactStore, queue: JobQueue,
 ) -> Submission:
     digest = request_hash(body)
     if idempotency_key is not None:
@@ -59,17 +62,17 @@ def submit_job(
         if existing is not None:
             return Submission(_replay(existing, digest, idempotency_key), created=False)
 
-    model = _registered_model(context, body.model)
+    model = _registered_model(registry, body.model)
     train = _tenant_file(session, tenant_id, body.training_file, "training_file")
     valid = _tenant_file(session, tenant_id, body.validation_file, "validation_file") if body.validation_file else None
-    spec = resolve_spec(body, resolve_task(context, body.task, train, valid, model), context.settings.checkpoint_every)
+    spec = resolve_spec(body, resolve_task(settings, store, body.task, train, valid, model), settings.checkpoint_every)
     now = utcnow()
     job = Job(
         tenant_id=tenant_id, model=model.name, training_file_id=train.id,
         validation_file_id=valid.id if valid else None, spec=spec.stored(), status=JobStatus.queued,
         seed=SEED if body.seed is None else body.seed, suffix=body.suffix, metadata_=body.metadata,
         idempotency_key=idempotency_key, request_hash=digest, created_at=now, queued_at=now,
-        max_attempts=context.settings.max_attempts, progress=0.0, step=0, attempts=0,
+        max_attempts=settings.max_attempts, progress=0.0, step=0, attempts=0,
     )
     session.add(job)
     try:
@@ -83,14 +86,14 @@ def submit_job(
         if winner is None:
             raise
         return Submission(_replay(winner, digest, idempotency_key or ""), created=False)
-    enqueue_or_warn(session, context, job.id)
+    enqueue_or_warn(session, queue, job.id)
     return Submission(job, created=True)
 
 
-def enqueue_or_warn(session: Session, context: ServiceContext, job_id: str) -> None:
+def enqueue_or_warn(session: Session, queue: JobQueue, job_id: str) -> None:
     """Send the job to the workers; if the broker is down, record a warning (the reaper resends it)."""
     try:
-        context.queue.enqueue(job_id)
+        queue.enqueue(job_id)
     except Exception as exc:
         log.warning("could not enqueue %s: %s", job_id, exc)
         add_event(session, job_id, EventType.message,
@@ -110,10 +113,10 @@ def _replay(job: Job, digest: str, key: str) -> Job:
     return job
 
 
-def _registered_model(context: ServiceContext, name: str) -> RegisteredModel:
-    model = context.registry.get(name)
+def _registered_model(registry: dict[str, RegisteredModel], name: str) -> RegisteredModel:
+    model = registry.get(name)
     if model is None:
-        available = ", ".join(sorted(context.registry))
+        available = ", ".join(sorted(registry))
         raise ApiError(400, f"Model '{name}' is not available; available models: {available}.", param="model",
                        code="model_not_found")
     return model
@@ -127,9 +130,9 @@ def _tenant_file(session: Session, tenant_id: str, file_id: str, param: str) -> 
     return row
 
 
-def _stored_bytes(context: ServiceContext, row: File) -> bytes:
+def _stored_bytes(store: LocalArtifactStore, row: File) -> bytes:
     try:
-        return context.store.path(row.storage_key).read_bytes()
+        return store.path(row.storage_key).read_bytes()
     except (OSError, ValueError) as exc:
         raise ApiError(500, f"The stored contents of file '{row.id}' cannot be read.", type="server_error",
                        code="file_unreadable") from exc
@@ -143,11 +146,11 @@ def _check_model_task(model: RegisteredModel, task: TaskType) -> None:
 
 
 def resolve_task(
-    context: ServiceContext, task: TaskIn | None, train: File, valid: File | None, model: RegisteredModel
+    settings: Settings, store: LocalArtifactStore, task: TaskIn | None, train: File, valid: File | None,
+    model: RegisteredModel,
 ) -> dict[str, Any]:
     """The contract's ``task`` object: the training file's task and mapping when the request has none,
     else the request's, checked against the stored bytes; the validation file is checked too."""
-    settings = context.settings
     if task is None and train.task is not None:
         mapping = mapping_from_dict(train.mapping)
         task_type, label_names = TaskType(train.task), train.label_names
@@ -159,7 +162,7 @@ def resolve_task(
                                  messages=task.messages_column, has_header=task.has_header, param_prefix="task.",
                                  fallback_param="task")
         dataset = validate_dataset(
-            _stored_bytes(context, train), train.filename, settings, task=task.type, mapping=mapping,
+            _stored_bytes(store, train), train.filename, settings, task=task.type, mapping=mapping,
             param="training_file", num_labels=task.num_labels, label_names=task.label_names, min_classes=2)
         task_type, label_names, num_labels = dataset.task, dataset.label_names, dataset.num_labels
         examples = len(dataset)
@@ -169,10 +172,10 @@ def resolve_task(
                        "a classifier needs at least 2.", param="training_file", code="too_few_classes")
     if valid is not None:
         classification = task_type is TaskType.CLASSIFICATION
-        validate_dataset(_stored_bytes(context, valid), valid.filename, settings, task=task_type, mapping=mapping,
+        validate_dataset(_stored_bytes(store, valid), valid.filename, settings, task=task_type, mapping=mapping,
                          param="validation_file", label_names=label_names if classification else None,
                          min_classes=1)
-    elif examples < MIN_EXAMPLES_TO_SPLIT:
+    elif not can_split(examples):
         raise ApiError(400, f"The training file has {examples} example(s); holding out a validation share needs "
                        f"at least {MIN_EXAMPLES_TO_SPLIT} (or pass a validation_file).", param="training_file", code="too_few_examples")
     return {

@@ -8,19 +8,28 @@ it is missing.
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
+from sqlalchemy.orm import Session
 
+from sparsegrad_service.db import get_engine, session_factory
+from sparsegrad_service.keys import KeyCache
+from sparsegrad_service.queue import JobQueue
+from sparsegrad_service.ratelimit import RateLimiter
+from sparsegrad_service.registry import model_registry
 from sparsegrad_service.settings import Settings, get_settings
+from sparsegrad_service.store import LocalArtifactStore
 
-from .context import ServiceContext
+from .auth import ApiKeys
 from .dashboard import mount_dashboard
 from .errors import install_error_handlers
 from .fast_reads import FastJobReads
 from .observability import Telemetry, TelemetryMiddleware
+from .reads import reads_for
 from .reaper import ReaperThread
 from .routes import api_router, health_router, internal_router
 from .upload_limit import UploadLimitMiddleware
@@ -45,15 +54,26 @@ def _version() -> str:
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    """The API for ``settings`` (default: read from the environment)."""
-    context = ServiceContext(settings or get_settings())
+    """The API for ``settings`` (default: read from the environment). What routes depend on (``deps.py``) is
+    built here, once, and kept on ``app.state``; nothing connects to anything before its first use."""
+    settings = settings or get_settings()
+
+    def sessions() -> Session:
+        """A new ORM session, for writes (the engine is created on first use)."""
+        return session_factory(settings.sql_url)()
+
+    reads = reads_for(settings.sql_url, settings.db_read_pool)
+    queue = JobQueue(settings)
+    keys = ApiKeys(reads, sessions, KeyCache(settings.api_key_cache_s),
+                   RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst))
+    telemetry = Telemetry(reads, queue)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Everything imported so far lives as long as the process: keep it out of the garbage collector's
         # generations, so a full collection under load walks only request garbage (shorter pauses).
         gc.freeze()
-        reaper = ReaperThread(context) if context.settings.run_reaper else None
+        reaper = ReaperThread(settings, queue) if settings.run_reaper else None
         if reaper is not None:
             reaper.start()
         try:
@@ -61,25 +81,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if reaper is not None:
                 reaper.stop()
-            context.engine.dispose()  # pooled connections only; the engine stays usable
-            if "async_engine" in vars(context) and context.async_engine is not None:
-                await context.async_engine.dispose()
-            if "job_read_pool" in vars(context) and context.job_read_pool is not None:
-                await context.job_read_pool.close()
+            get_engine(settings.sql_url).dispose()  # pooled connections only; the engine stays usable
+            await reads.close()
 
     app = FastAPI(title="SparseGrad fine-tuning service", description=DESCRIPTION, version=_version(),
                   lifespan=lifespan)
-    app.state.context = context
-    app.state.telemetry = Telemetry(context)
+    state = app.state
+    state.settings, state.sessions, state.reads, state.queue, state.api_keys = settings, sessions, reads, queue, keys
+    state.store = LocalArtifactStore(settings.artifact_root)  # the API owns it; remote workers use /internal/store
+    state.registry = model_registry(settings)
+    state.started_at = int(time.time())
+    state.telemetry = telemetry
     install_error_handlers(app)
     app.include_router(api_router)
     app.include_router(health_router)
     app.include_router(internal_router)
     mount_dashboard(app)
-    app.add_middleware(UploadLimitMiddleware, paths=frozenset({"/v1/files"}),
-                       max_bytes=context.settings.max_upload_bytes)
-    app.add_middleware(TelemetryMiddleware, telemetry=app.state.telemetry)
-    app.add_middleware(FastJobReads, context=context, telemetry=app.state.telemetry)  # outermost: first to see requests
+    app.add_middleware(UploadLimitMiddleware, paths=frozenset({"/v1/files"}), max_bytes=settings.max_upload_bytes)
+    app.add_middleware(TelemetryMiddleware, telemetry=telemetry)
+    app.add_middleware(FastJobReads, keys=keys, reads=reads, telemetry=telemetry)  # outermost: sees requests first
     return app
 
 

@@ -7,16 +7,17 @@ import logging
 import time
 from collections.abc import Iterable
 
+import anyio.from_thread
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sparsegrad_service.enums import JobStatus
-from sparsegrad_service.models import Job
+from sparsegrad_service.queue import JobQueue
 
-from .context import ServiceContext
+from .queries import jobs_per_status_statement
+from .reads import Reads
 
 log = logging.getLogger("sparsegrad.api.metrics")
 
@@ -24,10 +25,11 @@ UNMATCHED_ROUTE = "unmatched"
 
 
 class JobsCollector(Collector):
-    """``sparsegrad_jobs{status}`` from SQL and ``sparsegrad_queue_depth`` from the broker, per scrape."""
+    """``sparsegrad_jobs{status}`` from SQL and ``sparsegrad_queue_depth`` from the broker, per scrape (in the
+    ``/metrics`` route's worker thread: the count goes through the app's read path on its event loop)."""
 
-    def __init__(self, context: ServiceContext) -> None:
-        self.context = context
+    def __init__(self, reads: Reads, queue: JobQueue) -> None:
+        self.reads, self.queue = reads, queue
 
     def describe(self) -> Iterable[Metric]:
         return [GaugeMetricFamily("sparsegrad_jobs", "Jobs per status (all tenants).", labels=["status"]),
@@ -35,9 +37,8 @@ class JobsCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         try:
-            with self.context.sessions() as session:
-                rows = session.execute(select(Job.status, func.count(Job.id)).group_by(Job.status)).all()
-            counts = {str(status): int(n) for status, n in rows}
+            rows = anyio.from_thread.run(self.reads.all, jobs_per_status_statement())
+            counts = {str(row.status): int(row.jobs) for row in rows}
         except Exception as exc:
             log.warning("jobs gauge unavailable: %s", exc)
         else:
@@ -45,7 +46,7 @@ class JobsCollector(Collector):
             for status in JobStatus:
                 jobs.add_metric([status.value], float(counts.get(status.value, 0)))
             yield jobs
-        depth = self.context.queue.depth()
+        depth = self.queue.depth()
         if depth is not None:
             yield GaugeMetricFamily("sparsegrad_queue_depth", "Messages waiting in the training queue.",
                                     value=float(depth))
@@ -64,13 +65,13 @@ def route_template(scope: Scope) -> str:
 class Telemetry:
     """The app's own registry (several apps in one process never collide) and its instruments."""
 
-    def __init__(self, context: ServiceContext) -> None:
+    def __init__(self, reads: Reads, queue: JobQueue) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter("sparsegrad_http_requests", "HTTP requests by route template and status.",
                                 ["method", "route", "status"], registry=self.registry)
         self.latency = Histogram("sparsegrad_http_request_duration_seconds", "HTTP request latency (a stream's: "
                                  "its whole duration).", ["method", "route", "status"], registry=self.registry)
-        self.registry.register(JobsCollector(context))
+        self.registry.register(JobsCollector(reads, queue))
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

@@ -1,14 +1,41 @@
 """Tenant-scoped lookups of files, jobs and artifacts: another tenant's object is answered exactly like a
-missing one (404), never 403 and never the object."""
+missing one (404), never 403 and never the object. ``read_*`` go through the read path (``Reads``);
+``tenant_*`` load the ORM object a write changes."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from sparsegrad_service.models import Artifact, File, Job
+from sparsegrad_service.models import File, Job
 
 from .errors import not_found
+from .queries import artifact_statement, file_statement, job_cursor
+from .reads import Reads
+
+
+async def read_file(reads: Reads, tenant_id: str, file_id: str) -> Any:
+    row = await reads.first(file_statement(), {"file_id": file_id, "tenant_id": tenant_id})
+    if row is None:
+        raise not_found("file", file_id, param="file_id")
+    return row
+
+
+async def read_job(reads: Reads, tenant_id: str, job_id: str) -> Any:
+    """The job's ``id``, ``created_at`` and ``status`` (``queries.job_cursor``)."""
+    row = await reads.first(job_cursor(), {"job_id": job_id, "tenant_id": tenant_id})
+    if row is None:
+        raise not_found("fine-tuning job", job_id, param="job_id")
+    return row
+
+
+async def read_artifact(reads: Reads, tenant_id: str, artifact_id: str) -> Any:
+    row = await reads.first(artifact_statement(), {"artifact_id": artifact_id, "tenant_id": tenant_id})
+    if row is None:
+        raise not_found("artifact", artifact_id, param="artifact_id")
+    return row
 
 
 def tenant_file(session: Session, tenant_id: str, file_id: str) -> File:
@@ -27,12 +54,4 @@ def tenant_job(session: Session, tenant_id: str, job_id: str, *, fresh: bool = F
     row = session.scalar(query)
     if row is None:
         raise not_found("fine-tuning job", job_id, param="job_id")
-    return row
-
-
-def tenant_artifact(session: Session, tenant_id: str, artifact_id: str) -> Artifact:
-    row = session.scalar(select(Artifact).join(Job, Job.id == Artifact.job_id)
-                         .where(Artifact.id == artifact_id, Job.tenant_id == tenant_id))
-    if row is None:
-        raise not_found("artifact", artifact_id, param="artifact_id")
     return row

@@ -7,16 +7,17 @@ from __future__ import annotations
 import logging
 import threading
 
+from sparsegrad_service.db import get_engine
+from sparsegrad_service.queue import JobQueue
 from sparsegrad_service.reaper import reap_stale_jobs
-
-from .context import ServiceContext
+from sparsegrad_service.settings import Settings
 
 log = logging.getLogger("sparsegrad.api.reaper")
 
 
 class ReaperThread:
-    def __init__(self, context: ServiceContext) -> None:
-        self.context = context
+    def __init__(self, settings: Settings, queue: JobQueue) -> None:
+        self.settings, self.queue = settings, queue
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sparsegrad-reaper", daemon=True)
 
@@ -30,13 +31,12 @@ class ReaperThread:
 
     def run_once(self) -> None:
         try:
-            for job_id, outcome in reap_stale_jobs(self.context.engine, self.context.settings,
-                                                   self.context.queue.enqueue,
-                                                   queue_depth=self.context.queue.depth):
+            for job_id, outcome in reap_stale_jobs(get_engine(self.settings.sql_url), self.settings, self.queue.enqueue,
+                                                   queue_depth=self.queue.depth):
                 log.warning("reaper: job %s %s", job_id, outcome)
         except Exception:
-            log.exception("reaper pass failed; retrying in %.1f s", self.context.settings.reaper_interval_s)
+            log.exception("reaper pass failed; retrying in %.1f s", self.settings.reaper_interval_s)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.context.settings.reaper_interval_s):
+        while not self._stop.wait(self.settings.reaper_interval_s):
             self.run_once()

@@ -14,7 +14,7 @@ from sparsegrad_service.job_spec import JobSpec, MethodConfig, ResolvedHyperpara
 from sparsegrad_service.schemas.common import error_responses
 from sparsegrad_service.schemas.jobs import PublicHyperparameters
 
-from ..deps import ContextDep, CurrentTenant
+from ..deps import CurrentTenant, SettingsDep
 
 router = APIRouter(prefix="/fine_tuning", tags=["fine-tuning jobs"], responses=error_responses(401))
 _METHOD: TypeAdapter[MethodConfig] = TypeAdapter(MethodConfig)
@@ -32,10 +32,10 @@ class JobDefaults(BaseModel):
 
 
 @router.get("/defaults", response_model=JobDefaults)
-def job_defaults(context: ContextDep, _tenant: CurrentTenant) -> JobDefaults:
+async def job_defaults(settings: SettingsDep, _tenant: CurrentTenant) -> JobDefaults:
     """The defaults a job request resolves to (the same values `POST /v1/fine_tuning/jobs` fills in)."""
     methods = sorted(MethodType, key=lambda m: m is not D.DEFAULT_METHOD)
-    spec = JobSpec(hyperparameters=ResolvedHyperparameters(checkpoint_every=context.settings.checkpoint_every))
+    spec = JobSpec(hyperparameters=ResolvedHyperparameters(checkpoint_every=settings.checkpoint_every))
     return JobDefaults(
         methods=methods, settings=list(Setting), selections=list(Selection),
         method={m.value: _METHOD.validate_python({"type": m}) for m in methods},

@@ -6,7 +6,6 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse
-from sqlalchemy import or_, select
 
 from sparsegrad_service.models import File as FileRow
 from sparsegrad_service.models import new_id, utcnow
@@ -23,9 +22,10 @@ from ..datasets import (
     safe_filename,
     validate_dataset,
 )
-from ..deps import ContextDep, CurrentTenant, SessionDep
+from ..deps import CurrentTenant, ReadsDep, SessionDep, SettingsDep, StoreDep
 from ..errors import ApiError
-from ..ownership import tenant_file
+from ..ownership import read_file, tenant_file
+from ..queries import file_cursor, files_page
 from ..serializers import file_object
 
 router = APIRouter(prefix="/files", tags=["files"], responses=error_responses(400, 401, 404))
@@ -36,7 +36,7 @@ TaskName = Literal["classification", "regression", "causal_lm"]
 
 @router.post("", response_model=FileObject, responses=error_responses(413))
 def upload_file(
-    session: SessionDep, tenant: CurrentTenant, context: ContextDep,
+    session: SessionDep, tenant: CurrentTenant, settings: SettingsDep, store: StoreDep,
     file: Annotated[UploadFile, File(description="JSONL, CSV or TSV dataset.")],
     purpose: Annotated[str, Form(description="Must be `fine-tune`.")],
     task: Annotated[TaskName | None, Form(description="Default: inferred from the records.")] = None,
@@ -53,7 +53,6 @@ def upload_file(
     problem = filename_problem(file.filename)
     if problem is not None:
         raise ApiError(400, f"Invalid filename {file.filename!r}: {problem}.", param="file", code="invalid_filename")
-    settings = context.settings
     data = read_capped(file.file, settings.max_upload_bytes)
     filename = safe_filename(file.filename)
     mapping = column_mapping(text=form_column(text_column), text_pair=form_column(text_pair_column),
@@ -61,7 +60,7 @@ def upload_file(
     dataset = validate_dataset(data, filename, settings, task=task, mapping=mapping, param="file")
     file_id = new_id("file")
     try:
-        stored = context.store.put_bytes(file_key(file_id), data)
+        stored = store.put_bytes(file_key(file_id), data)
     except StoreError as exc:
         raise ApiError(503, f"The file could not be stored: {exc}", type="server_error",
                        code="storage_unavailable") from exc
@@ -77,48 +76,36 @@ def upload_file(
 
 
 @router.get("", response_model=FilesPublic)
-def list_files(
-    session: SessionDep, tenant: CurrentTenant,
+async def list_files(
+    tenant: CurrentTenant, reads: ReadsDep,
     after: Annotated[str | None, Query(description="A file id: return the files after it in this order.")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000, description="Page size, 1-10000. Default 100.")] = 100,
     order: Annotated[Literal["asc", "desc"], Query(description="By creation time. Default `desc`.")] = "desc",
     purpose: Annotated[str | None, Query(description="Only files with this purpose.")] = None,
 ) -> FilesPublic:
     """List the tenant's files, newest first."""
-    query = select(FileRow).where(FileRow.tenant_id == tenant.id, FileRow.deleted_at.is_(None))
-    if purpose is not None:
-        query = query.where(FileRow.purpose == purpose)
+    cursor = None
     if after is not None:
-        cursor = session.scalar(select(FileRow).where(FileRow.id == after, FileRow.tenant_id == tenant.id))
+        cursor = await reads.first(file_cursor(), {"file_id": after, "tenant_id": tenant.id})
         if cursor is None:
             raise ApiError(400, f"Invalid after: no such file '{after}'.", param="after", code="invalid_cursor")
-        if order == "desc":
-            query = query.where(or_(FileRow.created_at < cursor.created_at,
-                                    (FileRow.created_at == cursor.created_at) & (FileRow.id < cursor.id)))
-        else:
-            query = query.where(or_(FileRow.created_at > cursor.created_at,
-                                    (FileRow.created_at == cursor.created_at) & (FileRow.id > cursor.id)))
-    if order == "desc":
-        query = query.order_by(FileRow.created_at.desc(), FileRow.id.desc())
-    else:
-        query = query.order_by(FileRow.created_at.asc(), FileRow.id.asc())
-    rows = list(session.scalars(query.limit(limit + 1)))
+    rows = await reads.all(files_page(tenant.id, purpose, cursor, order, limit + 1))
     page = [file_object(r) for r in rows[:limit]]
     return FilesPublic(data=page, has_more=len(rows) > limit, first_id=page[0].id if page else None,
                        last_id=page[-1].id if page else None)
 
 
 @router.get("/{file_id}", response_model=FileObject)
-def retrieve_file(file_id: str, session: SessionDep, tenant: CurrentTenant) -> FileObject:
+async def retrieve_file(file_id: str, tenant: CurrentTenant, reads: ReadsDep) -> FileObject:
     """Retrieve a file object."""
-    return file_object(tenant_file(session, tenant.id, file_id))
+    return file_object(await read_file(reads, tenant.id, file_id))
 
 
 @router.get("/{file_id}/content", response_class=FileResponse)
-def download_file(file_id: str, session: SessionDep, tenant: CurrentTenant, context: ContextDep) -> FileResponse:
+async def download_file(file_id: str, tenant: CurrentTenant, reads: ReadsDep, store: StoreDep) -> FileResponse:
     """Download the file's bytes as uploaded."""
-    row = tenant_file(session, tenant.id, file_id)
-    path = context.store.path(row.storage_key)
+    row = await read_file(reads, tenant.id, file_id)
+    path = store.path(row.storage_key)
     if not path.is_file():
         raise ApiError(404, f"The contents of file '{file_id}' are missing from the store.", code="content_missing")
     return FileResponse(path, filename=row.filename, media_type="application/octet-stream",

@@ -5,9 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import inspect, text
+from sqlalchemy.orm import Session
 
-from ..context import ServiceContext
-from ..deps import ContextDep
+from sparsegrad_service.queue import JobQueue
+
+from ..deps import QueueDep, SessionDep
 
 router = APIRouter(tags=["health"])
 
@@ -17,21 +19,22 @@ def _short(exc: Exception) -> str:
     return f"error: {type(exc).__name__}" + (f": {lines[0][:200]}" if lines else "")
 
 
-def check_database(context: ServiceContext) -> str:
+def check_database(session: Session) -> str:
+    """The database of the write session answers and has the schema."""
     try:
-        with context.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-            if not inspect(conn).has_table("jobs"):
-                return "error: the schema is missing (run the migrations first)"
+        conn = session.connection()
+        conn.execute(text("SELECT 1"))
+        if not inspect(conn).has_table("jobs"):
+            return "error: the schema is missing (run the migrations first)"
     except Exception as exc:
         return _short(exc)
     return "ok"
 
 
-def check_broker(context: ServiceContext) -> str:
+def check_broker(queue: JobQueue) -> str:
     try:
-        _ = context.queue.app  # configuring the app creates the filesystem broker's folders
-        context.queue.ping()
+        _ = queue.app  # configuring the app creates the filesystem broker's folders
+        queue.ping()
     except Exception as exc:
         return _short(exc)
     return "ok"
@@ -44,9 +47,9 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: {"description": "Not ready: the failing dependency is named."}})
-def readyz(context: ContextDep, response: Response) -> dict[str, str]:
+def readyz(session: SessionDep, queue: QueueDep, response: Response) -> dict[str, str]:
     """Ready to serve: the database answers and has the schema, and the broker is reachable."""
-    checks = {"database": check_database(context), "broker": check_broker(context)}
+    checks = {"database": check_database(session), "broker": check_broker(queue)}
     ready = all(value == "ok" for value in checks.values())
     if not ready:
         response.status_code = 503

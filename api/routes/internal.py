@@ -15,10 +15,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from sparsegrad_service.store import StoreError
+from sparsegrad_service.store import LocalArtifactStore, StoreError
 
-from ..context import ServiceContext
-from ..deps import ContextDep
+from ..deps import SettingsDep, StoreDep
 from ..errors import ApiError
 
 MAX_OBJECT_BYTES = 20 * 1024**3
@@ -28,10 +27,16 @@ worker_bearer = HTTPBearer(auto_error=False, scheme_name="WorkerToken")
 
 
 def require_worker(
-    context: ContextDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(worker_bearer)]
+    request: Request, settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(worker_bearer)],
 ) -> None:
+    """401 unless the request carries the worker token (read once, on first use: in development it is a file
+    created under ``data_dir``)."""
+    expected: str | None = getattr(request.app.state, "worker_token", None)
+    if expected is None:
+        expected = request.app.state.worker_token = settings.worker_secret()
     token = credentials.credentials if credentials is not None else ""
-    if not token or not hmac.compare_digest(token.encode(), context.worker_token.encode()):
+    if not token or not hmac.compare_digest(token.encode(), expected.encode()):
         raise ApiError(401, "A valid worker token is required ('Authorization: Bearer <worker token>').",
                        code="invalid_worker_token", headers={"WWW-Authenticate": "Bearer"})
 
@@ -40,26 +45,26 @@ router = APIRouter(prefix="/internal/store", tags=["internal"], include_in_schem
                    dependencies=[Depends(require_worker)])
 
 
-def _object_path(context: ServiceContext, key: str) -> Path:
+def _object_path(store: LocalArtifactStore, key: str) -> Path:
     try:
-        return context.store.path(key)
+        return store.path(key)
     except ValueError as exc:
         raise ApiError(400, f"Invalid store key '{key}'.", param="key", code="invalid_key") from exc
 
 
 @router.get("/{key:path}")
-def read_object(key: str, context: ContextDep) -> FileResponse:
+def read_object(key: str, store: StoreDep) -> FileResponse:
     """Stream an object."""
-    path = _object_path(context, key)
+    path = _object_path(store, key)
     if not path.is_file():
         raise ApiError(404, f"No object '{key}' in the store.", param="key", code="not_found")
     return FileResponse(path, media_type="application/octet-stream")
 
 
 @router.put("/{key:path}")
-async def write_object(key: str, request: Request, context: ContextDep) -> dict[str, object]:
+async def write_object(key: str, request: Request, store: StoreDep) -> dict[str, object]:
     """Store the request body as the object (atomically); answers its size and sha256."""
-    _object_path(context, key)
+    _object_path(store, key)
     body = request.stream()
 
     async def next_chunk() -> bytes | None:
@@ -79,15 +84,15 @@ async def write_object(key: str, request: Request, context: ContextDep) -> dict[
                 yield chunk
 
     try:
-        stored = await anyio.to_thread.run_sync(lambda: context.store.write_stream(key, chunks()))
+        stored = await anyio.to_thread.run_sync(lambda: store.write_stream(key, chunks()))
     except StoreError as exc:
         raise ApiError(503, str(exc), type="server_error", code="storage_unavailable") from exc
     return {"key": stored.key, "bytes": stored.bytes, "sha256": stored.sha256}
 
 
 @router.delete("/{key:path}")
-def delete_object(key: str, context: ContextDep) -> dict[str, object]:
+def delete_object(key: str, store: StoreDep) -> dict[str, object]:
     """Delete an object (no error if it is absent)."""
-    _object_path(context, key)
-    context.store.delete(key)
+    _object_path(store, key)
+    store.delete(key)
     return {"key": key, "deleted": True}

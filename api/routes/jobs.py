@@ -7,8 +7,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
+import anyio.from_thread
 from fastapi import APIRouter, Header, Query, Response
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from sparsegrad_service.enums import ArtifactKind, EventType, JobStatus
@@ -18,18 +19,13 @@ from sparsegrad_service.schemas import JobCreate, JobPublic, JobsPublic
 from sparsegrad_service.schemas.common import error_responses
 from sparsegrad_service.transitions import request_cancel, request_pause, request_resume
 
-from ..deps import ContextDep, CurrentTenant, SessionDep
+from ..deps import CurrentTenant, QueueDep, ReadsDep, RegistryDep, SessionDep, SettingsDep, StoreDep
 from ..errors import ApiError, conflict, not_found
 from ..job_submission import enqueue_or_warn, submit_job
-from ..ownership import tenant_job
-from ..serializers import (
-    artifact_ids_statement,
-    job_object,
-    job_objects,
-    job_public,
-    job_row_statement,
-    queue_position_column,
-)
+from ..ownership import read_job, tenant_job
+from ..queries import job_statement, jobs_page
+from ..reads import Reads
+from ..serializers import job_public
 
 router = APIRouter(prefix="/fine_tuning/jobs", tags=["fine-tuning jobs"], responses=error_responses(400, 401, 404))
 
@@ -38,55 +34,61 @@ def invalid_state(job: Job, action: str) -> ApiError:
     return conflict(f"Cannot {action} job {job.id}: its status is '{job.status}'.", "invalid_state")
 
 
+async def find_job(reads: Reads, tenant_id: str, job_id: str) -> JobPublic:
+    """The tenant's job as the API shows it (one statement); 404 when it has none by that id. Every route that
+    answers a job answers this, and ``fast_reads`` serves ``GET /v1/fine_tuning/jobs/{id}`` with it too."""
+    row = await reads.first(job_statement(), {"job_id": job_id, "tenant_id": tenant_id})
+    if row is None:
+        raise not_found("fine-tuning job", job_id, param="job_id")
+    return job_public(row)
+
+
+def job_response(job: JobPublic, status_code: int = 200) -> Response:
+    """The job as JSON: already a validated ``JobPublic``, serialized once (FastAPI would validate it again)."""
+    return Response(job.model_dump_json(by_alias=True), status_code=status_code, media_type="application/json")
+
+
+def written_job(reads: Reads, job: Job, status_code: int = 200) -> Response:
+    """From a write route (in a worker thread): the job it changed, committed, read like ``retrieve_job``."""
+    return job_response(anyio.from_thread.run(find_job, reads, job.tenant_id, job.id), status_code)
+
+
 @router.post("", response_model=JobPublic, responses=error_responses(409))
 def create_job(
-    body: JobCreate, session: SessionDep, tenant: CurrentTenant, context: ContextDep,
+    body: JobCreate, session: SessionDep, reads: ReadsDep, tenant: CurrentTenant, settings: SettingsDep,
+    registry: RegistryDep, store: StoreDep, queue: QueueDep,
     idempotency_key: Annotated[str | None, Header(
         alias="Idempotency-Key", description="Same key and body: the same job again; same key, other body: 409.",
     )] = None,
-) -> JobPublic:
+) -> Response:
     """Create a fine-tuning job: files are checked now, then the job is queued for a worker."""
-    submission = submit_job(session, context, tenant.id, body, idempotency_key)
-    return job_object(session, submission.job)
+    submission = submit_job(session, tenant.id, body, idempotency_key, settings=settings, registry=registry,
+                            store=store, queue=queue)
+    return written_job(reads, submission.job)
 
 
 @router.get("", response_model=JobsPublic)
 async def list_jobs(
-    tenant: CurrentTenant, context: ContextDep,
+    tenant: CurrentTenant, reads: ReadsDep,
     after: Annotated[str | None, Query(description="A job id: return the jobs created before it.")] = None,
     limit: Annotated[int, Query(ge=1, le=100, description="Page size, 1-100. Default 20.")] = 20,
     status: Annotated[JobStatus | None, Query(description="Only jobs with this status.")] = None,
 ) -> JobsPublic:
     """List the tenant's jobs, newest first."""
-    return await context.read(lambda session: _list_jobs(session, tenant.id, after, limit, status))
-
-
-def _list_jobs(session: Session, tenant_id: str, after: str | None, limit: int, status: JobStatus | None) -> JobsPublic:
-    query = select(Job, queue_position_column()).where(Job.tenant_id == tenant_id)
-    if status is not None:
-        query = query.where(Job.status == status)
+    cursor = None
     if after is not None:
-        cursor = session.scalar(select(Job).where(Job.id == after, Job.tenant_id == tenant_id))
-        if cursor is None:
-            raise ApiError(400, f"Invalid after: no such job '{after}'.", param="after", code="invalid_cursor")
-        query = query.where(or_(Job.created_at < cursor.created_at,
-                                (Job.created_at == cursor.created_at) & (Job.id < cursor.id)))
-    rows = session.execute(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)).all()
-    page = rows[:limit]
-    return JobsPublic(data=job_objects(session, [r[0] for r in page], {r[0].id: r[1] for r in page}),
-                      has_more=len(rows) > limit)
+        try:
+            cursor = await read_job(reads, tenant.id, after)
+        except ApiError:
+            raise ApiError(400, f"Invalid after: no such job '{after}'.", param="after", code="invalid_cursor") from None
+    rows = await reads.all(jobs_page(tenant.id, cursor, status, limit + 1))
+    return JobsPublic(data=[job_public(r) for r in rows[:limit]], has_more=len(rows) > limit)
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-async def retrieve_job(job_id: str, tenant: CurrentTenant, context: ContextDep) -> Response:
+async def retrieve_job(job_id: str, tenant: CurrentTenant, reads: ReadsDep) -> Response:
     """Retrieve a job with its status, phase, progress and results."""
-    jobs, artifacts = await context.rows((job_row_statement(), {"job_id": job_id, "tenant_id": tenant.id}),
-                                         (artifact_ids_statement(), {"job_ids": [job_id]}))
-    if not jobs:
-        raise not_found("fine-tuning job", job_id, param="job_id")
-    job = job_public(jobs[0], [a.id for a in artifacts], jobs[0].queue_position)
-    # Already a validated JobPublic: serialize it once instead of letting FastAPI validate it again.
-    return Response(job.model_dump_json(by_alias=True), media_type="application/json")
+    return job_response(await find_job(reads, tenant.id, job_id))
 
 
 def _request(session: Session, job: Job, action: str, change: Callable[[Session, Job], bool]) -> Job:
@@ -98,37 +100,36 @@ def _request(session: Session, job: Job, action: str, change: Callable[[Session,
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=error_responses(409))
-def cancel_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> JobPublic:
+def cancel_job(job_id: str, session: SessionDep, reads: ReadsDep, tenant: CurrentTenant) -> Response:
     """Cancel a job: queued and paused jobs at once, running ones after the current step."""
     job = tenant_job(session, tenant.id, job_id)
     if job.status not in (JobStatus.cancelled, JobStatus.cancelling):
         job = _request(session, job, "cancel", request_cancel)
-    return job_object(session, job)
+    return written_job(reads, job)
 
 
 @router.post("/{job_id}/pause", response_model=JobPublic, responses=error_responses(409))
-def pause_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> JobPublic:
+def pause_job(job_id: str, session: SessionDep, reads: ReadsDep, tenant: CurrentTenant) -> Response:
     """Pause a job: a running one checkpoints and stops; a queued one is held back."""
     job = tenant_job(session, tenant.id, job_id)
     if not (job.status == JobStatus.paused or (job.status == JobStatus.running and job.pause_requested)):
         job = _request(session, job, "pause", request_pause)
-    return job_object(session, job)
+    return written_job(reads, job)
 
 
 @router.post("/{job_id}/resume", response_model=JobPublic, responses=error_responses(409))
-def resume_job(job_id: str, session: SessionDep, tenant: CurrentTenant, context: ContextDep) -> JobPublic:
+def resume_job(job_id: str, session: SessionDep, reads: ReadsDep, tenant: CurrentTenant, queue: QueueDep) -> Response:
     """Resume a paused job (queued again, it continues from its last checkpoint) or withdraw a pending pause."""
     job = tenant_job(session, tenant.id, job_id)
     if job.status != JobStatus.queued:
         job = _request(session, job, "resume", request_resume)
         if job.status == JobStatus.queued:
-            enqueue_or_warn(session, context, job.id)
-    return job_object(session, job)
+            enqueue_or_warn(session, queue, job.id)
+    return written_job(reads, job)
 
 
 @router.post("/{job_id}/merge", response_model=JobPublic, status_code=202, responses=error_responses(409, 503))
-def merge_job(job_id: str, session: SessionDep, tenant: CurrentTenant, context: ContextDep,
-              response: Response) -> JobPublic:
+def merge_job(job_id: str, session: SessionDep, reads: ReadsDep, tenant: CurrentTenant, queue: QueueDep) -> Response:
     """Ask a worker to merge a succeeded job's adapter into its base model (a `merged_model` artifact)."""
     job = tenant_job(session, tenant.id, job_id)
     if job.status != JobStatus.succeeded:
@@ -136,13 +137,12 @@ def merge_job(job_id: str, session: SessionDep, tenant: CurrentTenant, context: 
     merged = session.scalar(select(Artifact.id).where(Artifact.job_id == job.id,
                                                       Artifact.kind == str(ArtifactKind.merged_model)))
     if merged is not None:
-        response.status_code = 200
-        return job_object(session, job)
+        return written_job(reads, job)
     try:
-        context.queue.enqueue_merge(job.id)
+        queue.enqueue_merge(job.id)
     except Exception as exc:
         raise ApiError(503, f"The job queue is unreachable ({type(exc).__name__}); try again shortly.",
                        type="server_error", code="queue_unavailable") from exc
     add_event(session, job.id, EventType.message, "Merged model requested.")
     session.commit()
-    return job_object(session, job)
+    return written_job(reads, job, status_code=202)

@@ -1,5 +1,5 @@
-"""The fast ``GET /v1/fine_tuning/jobs/{id}`` path (``api/fast_reads.py``) on PostgreSQL: the same body as the
-regular route in every job state, and every case it does not own (no key, a key not cached yet, another
+"""The fast ``GET /v1/fine_tuning/jobs/{id}`` path (``api/fast_reads.py``), on PostgreSQL and SQLite: the same
+body as the regular route in every job state, and every case it does not own (no key, a key not cached yet, another
 tenant's job, an unknown job, a key over its rate limit) answered by the regular route exactly as before."""
 
 from __future__ import annotations
@@ -12,26 +12,27 @@ from typing import Any
 import pytest
 from api_harness import Service, TenantClient, start_service
 from sqlalchemy import update
+from starlette.responses import Response
 
 from api.fast_reads import ROUTE, FastJobReads
 from sparsegrad_service.db import session_scope
 from sparsegrad_service.models import Artifact, Job, utcnow
 
-pytestmark = pytest.mark.parametrize("db", ["postgres"], indirect=True)
+pytestmark = pytest.mark.parametrize("db", ["postgres", "sqlite"], indirect=True)
 
 
 @pytest.fixture()
 def fast_answers(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """One entry per request the fast path saw: True when it answered, False when it handed over."""
     seen: list[bool] = []
-    original = FastJobReads._body
+    original = FastJobReads._answer
 
-    async def body(self: FastJobReads, scope: Any) -> bytes | None:
+    async def answer(self: FastJobReads, scope: Any) -> Response | None:
         result = await original(self, scope)
         seen.append(result is not None)
         return result
 
-    monkeypatch.setattr(FastJobReads, "_body", body)
+    monkeypatch.setattr(FastJobReads, "_answer", answer)
     return seen
 
 
@@ -62,7 +63,9 @@ def test_the_same_job_object_in_every_state(service: Service, acme: TenantClient
     fast, regular = both_ways(acme, first)
     assert fast == regular
     assert fast["status"] == "succeeded" and fast["metadata"] == {"team": "nlp"} and fast["queue_position"] is None
-    assert len(fast["result_files"]) == 3 and fast["result_files"] == regular["result_files"]
+    artifacts = acme.get(f"/v1/fine_tuning/jobs/{first}/artifacts").json()["data"]
+    assert [a["kind"] for a in artifacts] == ["adapter", "merged_model", "metrics"]  # creation order
+    assert fast["result_files"] == regular["result_files"] == [a["id"] for a in artifacts]
 
     fast, regular = both_ways(acme, second)  # now first in the queue
     assert fast == regular and fast["queue_position"] == 1

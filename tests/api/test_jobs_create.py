@@ -228,7 +228,7 @@ def test_a_broker_outage_keeps_the_job_queued_with_a_warning(service: Service, a
         def enqueue(self, job_id: str) -> str:
             raise ConnectionError("broker down")
 
-    service.app.state.context.queue = DownQueue()
+    service.app.state.queue = DownQueue()
     job = acme.create_job()
     assert job["status"] == "queued"
     events = acme.get(f"{JOBS}/{job['id']}/events", params={"order": "asc"}).json()["data"]

@@ -1,0 +1,221 @@
+"""The API's read statements: tenant-scoped ``Select``s of labelled columns (each row's attributes are the ORM
+attribute names, so the serializers take them like ORM objects), run by ``Reads``. Statements that do not
+depend on the request are built once, with bound parameters, so they are compiled once."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal_column,
+    or_,
+    select,
+    type_coerce,
+)
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import aliased
+from sqlalchemy.sql.visitors import InternalTraversal
+from sqlalchemy.types import TypeDecorator
+
+from sparsegrad_service.enums import JobStatus
+from sparsegrad_service.models import ApiKey, Artifact, Checkpoint, File, Job, JobEvent, MetricPoint, Tenant
+
+from .reads import Query
+
+
+def columns(model: Any) -> list[ColumnElement[Any]]:
+    """Every mapped column of ``model`` under its attribute name (``Job.metadata_`` as ``metadata_``)."""
+    return [getattr(model, attr.key).label(attr.key) for attr in sa_inspect(model).column_attrs]
+
+
+class IdList(TypeDecorator[list[str]]):
+    """Comma-joined ids as a list."""
+
+    impl = String
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: Any) -> list[str]:
+        return str(value).split(",") if value else []
+
+
+class PerDialect(ColumnElement[Any]):
+    """``postgresql`` on PostgreSQL, ``other`` elsewhere: one column, two spellings."""
+
+    inherit_cache = True
+    _traverse_internals = [  # noqa: RUF012 (SQLAlchemy's declaration)
+        ("postgresql", InternalTraversal.dp_clauseelement), ("other", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, postgresql: ColumnElement[Any], other: ColumnElement[Any]) -> None:
+        self.postgresql, self.other, self.type = postgresql, other, other.type
+
+
+@compiles(PerDialect)
+def _per_dialect(element: PerDialect, compiler: Any, **kw: Any) -> str:
+    chosen = element.postgresql if compiler.dialect.name == "postgresql" else element.other
+    return str(compiler.process(chosen, **kw))
+
+
+def result_files_column() -> ColumnElement[list[str]]:
+    """The job's artifact ids in creation order (ids never contain commas). PostgreSQL orders the aggregate
+    itself; SQLite's ``group_concat`` reads an ordered subquery in its order."""
+    postgresql = (select(func.string_agg(Artifact.id, aggregate_order_by(literal_column("','"), Artifact.created_at,
+                                                                          Artifact.id)))
+                  .where(Artifact.job_id == Job.id).scalar_subquery())
+    ordered = (select(Artifact.id).where(Artifact.job_id == Job.id).order_by(Artifact.created_at, Artifact.id)
+               .correlate(Job).subquery("job_artifacts_ordered"))
+    other = select(func.group_concat(ordered.c.id)).scalar_subquery()
+    return type_coerce(PerDialect(postgresql, other), IdList())
+
+
+def queue_position_column() -> ColumnElement[int | None]:
+    """1 + the number of jobs queued before this one, for a queued job (else NULL)."""
+    ahead = aliased(Job, name="jobs_ahead")
+    count = (select(func.count(ahead.id))
+             .where(ahead.status == JobStatus.queued, ahead.queued_at < Job.queued_at)
+             .scalar_subquery())
+    return case((and_(Job.status == JobStatus.queued, Job.queued_at.is_not(None)), count + 1), else_=None)
+
+
+def _jobs() -> Query:
+    return select(*columns(Job), queue_position_column().label("queue_position"),
+                  result_files_column().label("result_files"))
+
+
+@functools.cache
+def job_statement() -> Query:
+    """One tenant's job by id (parameters ``job_id``, ``tenant_id``), with its queue position and artifact ids:
+    everything ``JobPublic`` shows, in one round trip."""
+    return _jobs().where(Job.id == bindparam("job_id"), Job.tenant_id == bindparam("tenant_id"))
+
+
+def jobs_page(tenant_id: str, after: Any | None, status: JobStatus | None, limit: int) -> Query:
+    """A page of the tenant's jobs, newest first, after the job ``after`` (a row of ``job_cursor``)."""
+    query = _jobs().where(Job.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if after is not None:
+        query = query.where(or_(Job.created_at < after.created_at,
+                                (Job.created_at == after.created_at) & (Job.id < after.id)))
+    return query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+
+
+@functools.cache
+def job_cursor() -> Query:
+    """A tenant's job's ``id`` and ``created_at`` (parameters ``job_id``, ``tenant_id``): the ownership check of
+    the routes under a job, and a page cursor."""
+    return select(Job.id.label("id"), Job.created_at.label("created_at"), Job.status.label("status")).where(
+        Job.id == bindparam("job_id"), Job.tenant_id == bindparam("tenant_id"))
+
+
+@functools.cache
+def api_key_statement() -> Query:
+    """The key with hash ``key_hash`` and its tenant's name."""
+    return (select(*columns(ApiKey), Tenant.name.label("tenant_name")).join(Tenant, Tenant.id == ApiKey.tenant_id)
+            .where(ApiKey.key_hash == bindparam("key_hash")))
+
+
+@functools.cache
+def file_statement() -> Query:
+    """A tenant's live (not deleted) file by id (parameters ``file_id``, ``tenant_id``)."""
+    return select(*columns(File)).where(File.id == bindparam("file_id"), File.tenant_id == bindparam("tenant_id"),
+                                        File.deleted_at.is_(None))
+
+
+def files_page(tenant_id: str, purpose: str | None, after: Any | None, order: str, limit: int) -> Query:
+    query = select(*columns(File)).where(File.tenant_id == tenant_id, File.deleted_at.is_(None))
+    if purpose is not None:
+        query = query.where(File.purpose == purpose)
+    if after is not None:
+        if order == "desc":
+            query = query.where(or_(File.created_at < after.created_at,
+                                    (File.created_at == after.created_at) & (File.id < after.id)))
+        else:
+            query = query.where(or_(File.created_at > after.created_at,
+                                    (File.created_at == after.created_at) & (File.id > after.id)))
+    if order == "desc":
+        return query.order_by(File.created_at.desc(), File.id.desc()).limit(limit)
+    return query.order_by(File.created_at.asc(), File.id.asc()).limit(limit)
+
+
+@functools.cache
+def file_cursor() -> Query:
+    """Any of the tenant's files by id, deleted ones included (parameters ``file_id``, ``tenant_id``)."""
+    return select(File.id.label("id"), File.created_at.label("created_at")).where(
+        File.id == bindparam("file_id"), File.tenant_id == bindparam("tenant_id"))
+
+
+@functools.cache
+def artifact_statement() -> Query:
+    """An artifact of one of the tenant's jobs (parameters ``artifact_id``, ``tenant_id``)."""
+    return (select(*columns(Artifact)).join(Job, Job.id == Artifact.job_id)
+            .where(Artifact.id == bindparam("artifact_id"), Job.tenant_id == bindparam("tenant_id")))
+
+
+@functools.cache
+def artifacts_statement() -> Query:
+    """A job's artifacts in creation order (parameter ``job_id``)."""
+    return (select(*columns(Artifact)).where(Artifact.job_id == bindparam("job_id"))
+            .order_by(Artifact.created_at, Artifact.id))
+
+
+def events_page(job_id: str, after: int | None, order: str, limit: int) -> Query:
+    query = select(*columns(JobEvent)).where(JobEvent.job_id == job_id)
+    if after is not None:
+        query = query.where(JobEvent.seq < after if order == "desc" else JobEvent.seq > after)
+    return query.order_by(JobEvent.seq.desc() if order == "desc" else JobEvent.seq.asc()).limit(limit)
+
+
+@functools.cache
+def events_after_statement() -> Query:
+    """Up to ``limit`` events of ``job_id`` after seq ``after``, in order."""
+    return (select(*columns(JobEvent)).where(JobEvent.job_id == bindparam("job_id"), JobEvent.seq > bindparam("after"))
+            .order_by(JobEvent.seq).limit(bindparam("limit")))
+
+
+@functools.cache
+def job_status_statement() -> Query:
+    """The status of job ``job_id`` (any tenant's: the caller checked ownership)."""
+    return select(Job.status.label("status")).where(Job.id == bindparam("job_id"))
+
+
+def metrics_page(job_id: str, names: list[str], after_step: int | None, limit: int) -> Query:
+    query = select(*columns(MetricPoint)).where(MetricPoint.job_id == job_id)
+    if names:
+        query = query.where(MetricPoint.name.in_(names))
+    if after_step is not None:
+        query = query.where(MetricPoint.step > after_step)
+    return query.order_by(MetricPoint.step, MetricPoint.name).limit(limit)
+
+
+@functools.cache
+def metric_names_statement() -> Query:
+    return (select(MetricPoint.name.label("name")).where(MetricPoint.job_id == bindparam("job_id"))
+            .distinct().order_by(MetricPoint.name))
+
+
+@functools.cache
+def checkpoint_step_statement() -> Query:
+    return select(Checkpoint.step.label("step")).where(Checkpoint.id == bindparam("checkpoint_id"),
+                                                       Checkpoint.job_id == bindparam("job_id"))
+
+
+def checkpoints_page(job_id: str, before_step: int | None, limit: int) -> Query:
+    query = select(*columns(Checkpoint)).where(Checkpoint.job_id == job_id)
+    if before_step is not None:
+        query = query.where(Checkpoint.step < before_step)
+    return query.order_by(Checkpoint.step.desc()).limit(limit)
+
+
+@functools.cache
+def jobs_per_status_statement() -> Query:
+    """How many jobs each status has (all tenants: the Prometheus gauge)."""
+    return select(Job.status.label("status"), func.count(Job.id).label("jobs")).group_by(Job.status)
