@@ -1,7 +1,8 @@
 """Turn a validated Dataset into tokenized rows, and any subset of them into a dynamically padded batch.
 
-:func:`tokenize_dataset` handles sentences and sentence pairs (classification / regression) and chat
-SFT records (causal LM, labels only on assistant tokens, see :mod:`sparsegrad_core.chat`); the
+:func:`tokenize_dataset` handles sentences and sentence pairs (classification / regression) and causal-LM
+records (chat SFT with labels only on trained assistant tokens, or prompt/completion with labels only
+on the completion, see :mod:`sparsegrad_core.chat`); the
 resulting :class:`TokenizedDataset` collates any list of rows into a batch padded to the longest row
 of that batch only.
 """
@@ -17,7 +18,7 @@ from transformers import PreTrainedTokenizerBase
 
 from sparsegrad_data import Dataset, TaskType
 
-from .chat import IGNORE_INDEX, encode_chat
+from .chat import IGNORE_INDEX, encode_chat, encode_prompt_completion
 
 
 @dataclass
@@ -31,7 +32,7 @@ class TokenizedDataset:
     num_labels: int | None = None
     label_names: list[str] | None = None
     dropped: int = 0
-    """Chat records whose assistant tokens were all cut by ``max_seq_length`` (nothing to learn)."""
+    """Causal-LM records whose trained tokens were all cut by ``max_seq_length`` (nothing to learn)."""
     info: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -48,7 +49,9 @@ class TokenizedDataset:
         batch: dict[str, torch.Tensor] = {}
         for key in rows[0]:
             fill = {"input_ids": self.pad_token_id, "labels": IGNORE_INDEX}.get(key, 0)
-            batch[key] = torch.tensor([r[key] + [fill] * (width - len(r[key])) for r in rows], dtype=torch.long)
+            batch[key] = torch.tensor(
+                [r[key] + [fill] * (width - len(r[key])) for r in rows], dtype=torch.long
+            )
         if self.labels is not None:
             dtype = torch.float32 if self.task == TaskType.REGRESSION else torch.long
             batch["labels"] = torch.tensor([self.labels[i] for i in indices], dtype=dtype)
@@ -61,7 +64,9 @@ class TokenizedDataset:
         return sum(sum(1 for t in self.rows[i]["labels"][1:] if t != IGNORE_INDEX) for i in indices)
 
 
-def tokenize_dataset(ds: Dataset, tokenizer: PreTrainedTokenizerBase, max_seq_length: int) -> TokenizedDataset:
+def tokenize_dataset(
+    ds: Dataset, tokenizer: PreTrainedTokenizerBase, max_seq_length: int
+) -> TokenizedDataset:
     """Tokenize every example of ``ds`` for its task, truncating to ``max_seq_length`` tokens."""
     if max_seq_length < 2:
         raise ValueError(f"max_seq_length must be >= 2, got {max_seq_length}")
@@ -71,13 +76,21 @@ def tokenize_dataset(ds: Dataset, tokenizer: PreTrainedTokenizerBase, max_seq_le
     if ds.task == TaskType.CAUSAL_LM:
         rows, dropped = [], 0
         for ex in ds.examples:
-            ids, token_labels = encode_chat(list(ex.messages or ()), tokenizer, max_seq_length)
+            if ex.completion is not None:
+                ids, token_labels = encode_prompt_completion(
+                    ex.prompt or "", ex.completion, tokenizer, max_seq_length
+                )
+            else:
+                ids, token_labels = encode_chat(list(ex.messages or ()), tokenizer, max_seq_length, ex.tools)
             if all(t == IGNORE_INDEX for t in token_labels[1:]):
                 dropped += 1
                 continue
             rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": token_labels})
         if not rows:
-            raise ValueError(f"{ds.source}: every record's assistant text lies beyond max_seq_length={max_seq_length}")
+            raise ValueError(
+                f"{ds.source}: every record's trained text (assistant turns or completion) lies beyond "
+                f"max_seq_length={max_seq_length}"
+            )
         return TokenizedDataset(ds.task, rows, None, pad, dropped=dropped)
     texts = [ex.text or "" for ex in ds.examples]
     pairs = [ex.text_pair for ex in ds.examples]

@@ -18,13 +18,14 @@ def unencodable(text: str) -> str | None:
     return None
 
 
-def missing_field(record: RawRecord, column: Column) -> str:
-    """The message for a JSONL record that lacks ``column``, listing the keys it does have."""
+def missing_field(record: RawRecord, column: Column, alternative: str = "") -> str:
+    """The message for a JSONL record that lacks ``column`` (``alternative``: what else would do), listing its keys."""
     keys = [str(key) for key in record.fields]
     shown = ", ".join(repr(k) for k in keys[:_MAX_KEYS_SHOWN]) or "none"
     if len(keys) > _MAX_KEYS_SHOWN:
         shown += f", ... ({len(keys)} keys)"
-    return f"missing field '{column}' (found keys: {shown})"
+    instead = f" (or {alternative})" if alternative else ""
+    return f"missing field '{column}'{instead} (found keys: {shown})"
 
 
 def read_text(record: RawRecord, column: Column) -> tuple[str | None, str | None]:

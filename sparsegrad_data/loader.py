@@ -6,12 +6,12 @@ import os
 from collections.abc import Sequence
 from pathlib import Path, PurePath
 
-from .chat import check_messages
+from .chat import check_chat_record
 from .dataset import Dataset
 from .decoding import decode_lines
-from .fields import missing_field, read_text
+from .fields import missing_field, read_text, unencodable
 from .formats import detect_format
-from .issues import IssueLog, fail
+from .issues import IssueLog, describe_value, fail, json_type_name
 from .jsonl_reader import read_jsonl
 from .labels import ClassLabels, check_class_count, check_score, encode_classes, infer_task_type, parse_cell
 from .records import RawRecord, field_label
@@ -99,7 +99,9 @@ def parse_dataset_bytes(
     else:
         if task is TaskType.CAUSAL_LM:
             raise fail(
-                source, f"causal_lm data must be a JSONL file with a '{mapping.messages}' list in each record"
+                source,
+                f"causal_lm data must be a JSONL file with a '{mapping.messages}' list "
+                f"(or '{mapping.prompt}' and '{mapping.completion}') in each record",
             )
         records = read_table(lines, fmt, mapping, log, limit=max_examples)
     if max_examples is not None and len(records) > max_examples:
@@ -116,7 +118,7 @@ def parse_dataset_bytes(
     if task is None:
         task = _infer_task(records, mapping, names is not None or num_labels is not None)
     if task is TaskType.CAUSAL_LM:
-        examples = _chat_examples(records, mapping, log)
+        examples = _causal_lm_examples(records, mapping, log)
         log.raise_if_any()
         return Dataset(examples, task, fmt, None, None, source)
     if task is TaskType.REGRESSION:
@@ -177,7 +179,11 @@ def _label_value(record: RawRecord, column: Column, label_names: list[str] | Non
 
 
 def _infer_task(records: list[RawRecord], mapping: ColumnMapping, has_class_arguments: bool) -> TaskType:
-    with_messages = sum(1 for r in records if not r.from_table and mapping.messages in r.fields)
+    with_messages = sum(
+        1
+        for r in records
+        if not r.from_table and (mapping.messages in r.fields or mapping.completion in r.fields)
+    )
     with_labels = sum(1 for r in records if mapping.label in r.fields)
     if with_messages and with_messages >= with_labels:
         return TaskType.CAUSAL_LM
@@ -247,15 +253,54 @@ def _text_examples(
     return examples
 
 
-def _chat_examples(records: list[RawRecord], mapping: ColumnMapping, log: IssueLog) -> list[Example]:
+def _causal_lm_examples(records: list[RawRecord], mapping: ColumnMapping, log: IssueLog) -> list[Example]:
+    """Examples for chat records (``messages``) and prompt/completion records; the others are reported."""
     examples: list[Example] = []
     for record in records:
-        if mapping.messages not in record.fields:
-            log.add(record.line, mapping.messages, missing_field(record, mapping.messages))
-            continue
-        messages, problems = check_messages(record.fields[mapping.messages], mapping.messages)
-        for field, message in problems:
-            log.add(record.line, field, message)
-        if messages is not None:
-            examples.append(Example(messages=messages, line=record.line))
+        has_messages = mapping.messages in record.fields
+        has_completion = any(
+            key in record.fields and key != mapping.messages for key in (mapping.prompt, mapping.completion)
+        )
+        if has_messages and has_completion:
+            log.add(
+                record.line,
+                mapping.messages,
+                f"a record has either '{mapping.messages}' or '{mapping.prompt}' and '{mapping.completion}', not both",
+            )
+        elif has_messages:
+            messages, tools, problems = check_chat_record(record.fields, mapping.messages)
+            for field, message in problems:
+                log.add(record.line, field, message)
+            if messages is not None:
+                examples.append(Example(messages=messages, tools=tools, line=record.line))
+        elif has_completion:
+            example = _completion_example(record, mapping, log)
+            if example is not None:
+                examples.append(example)
+        else:
+            alternative = f"'{mapping.prompt}' and '{mapping.completion}'"
+            log.add(record.line, mapping.messages, missing_field(record, mapping.messages, alternative))
     return examples
+
+
+def _completion_example(record: RawRecord, mapping: ColumnMapping, log: IssueLog) -> Example | None:
+    """A prompt/completion record: the prompt is any string (even empty), the completion is non-blank text."""
+    prompt: str | None = None
+    if mapping.prompt not in record.fields:
+        log.add(record.line, mapping.prompt, missing_field(record, mapping.prompt))
+    elif not isinstance(value := record.fields[mapping.prompt], str):
+        log.add(
+            record.line,
+            mapping.prompt,
+            f"expected a string, got {json_type_name(value)} {describe_value(value)}",
+        )
+    elif (bad := unencodable(value)) is not None:
+        log.add(record.line, mapping.prompt, bad)
+    else:
+        prompt = value
+    completion, problem = read_text(record, mapping.completion)
+    if problem is not None:
+        log.add(record.line, mapping.completion, problem)
+    if prompt is None or completion is None:
+        return None
+    return Example(prompt=prompt, completion=completion, line=record.line)

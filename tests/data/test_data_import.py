@@ -43,4 +43,5 @@ def test_public_api() -> None:
         "glue_mapping",
         "sample_path",
         "infer_task_type",
+        "can_split",
     }

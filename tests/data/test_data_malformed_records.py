@@ -196,7 +196,7 @@ CASES = [
         jsonl(chat(USER, BOT), chat(USER, {"role": "bot", "content": "x"})),
         2,
         "messages[1].role",
-        'expected one of system, user, assistant, got "bot"',
+        'expected one of system, developer, user, assistant, tool, got "bot"',
     ),
     Case(
         "no-assistant",
@@ -215,10 +215,10 @@ CASES = [
     ),
     Case(
         "extra-message-key",
-        jsonl(chat({"role": "user", "content": "a", "name": "bob"}, BOT)),
+        jsonl(chat({"role": "user", "content": "a", "author": "bob"}, BOT)),
         1,
-        "messages[0].name",
-        "unexpected key 'name'",
+        "messages[0].author",
+        "unexpected key 'author'; a user message has only 'role', 'content', 'name'",
     ),
     Case(
         "missing-content",
@@ -232,7 +232,7 @@ CASES = [
         jsonl(chat(USER, BOT), chat(USER, {"role": "assistant", "content": 3})),
         2,
         "messages[1].content",
-        "expected a string, got integer",
+        "expected a string or a non-empty list of text parts, got integer 3",
     ),
     Case(
         "messages-not-list",
@@ -251,10 +251,10 @@ CASES = [
     ),
     Case(
         "missing-messages",
-        jsonl(chat(USER, BOT), {"prompt": "x"}),
+        jsonl(chat(USER, BOT), {"input": "x"}),
         2,
         "messages",
-        "missing field 'messages' (found keys: 'prompt')",
+        "missing field 'messages' (or 'prompt' and 'completion') (found keys: 'input')",
         kwargs=LM,
     ),
     Case(
