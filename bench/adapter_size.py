@@ -22,7 +22,7 @@ from safetensors import safe_open
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
-import common
+import reporting
 
 from sparsegrad_core.config import SparseGradConfig
 from sparsegrad_core.loading import load_base_model
@@ -87,15 +87,15 @@ def main(argv: list[str]) -> None:
                 lora = lora_export_dir(result.export_dir)
                 if lora.is_dir():
                     results.append({"setting": setting, "method": f"{label} as PEFT LoRA", **measure(lora)})
-            print(f"  {setting} {results[-1]['method']}: {common.mib(results[-1]['without_head_bytes']):.2f} MiB "
+            print(f"  {setting} {results[-1]['method']}: {reporting.mib(results[-1]['without_head_bytes']):.2f} MiB "
                   "without the head", flush=True)
     rows = [{"setting": r["setting"], "method": r["method"], "total": r["total_bytes"] / 1e6,
              "head": r["head_bytes"] / 1e6, "without_head": r["without_head_bytes"] / 1e6} for r in results]
     print()
-    print(common.fmt_table(rows, [("setting", "setting"), ("method", "method"), ("total", "total MB"),
-                                  ("head", "task head MB"), ("without_head", "without head MB")]))
-    path = common.save_json({"argv": ["bench/adapter_size.py", *argv], "args": vars(args),
-                             "hardware": common.hardware(), "results": results}, "adapter_size.json", args.out)
+    print(reporting.fmt_table(rows, [("setting", "setting"), ("method", "method"), ("total", "total MB"),
+                                     ("head", "task head MB"), ("without_head", "without head MB")]))
+    path = reporting.save_json({"argv": ["bench/adapter_size.py", *argv], "args": vars(args),
+                                "hardware": reporting.hardware(), "results": results}, "adapter_size.json", args.out)
     print(f"wrote {path}")
 
 

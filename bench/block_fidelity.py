@@ -32,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
-import common
+import reporting
 
 from sparsegrad_core import SparseGradConfig, SparseGradLinear, calibrate
 from sparsegrad_core.block import block_step_cost, choose_block
@@ -190,15 +190,15 @@ def main(argv: list[str]) -> None:
     table = [{"rule": rule, "kind": kind, "block": "{}x{}".format(*rules[rule][kind]),
               **{k: v for k, v in s.items() if k != "by_step"}}
              for rule, summ in summaries.items() for kind, s in summ["kinds"].items()]
-    print(common.fmt_table(table, [("rule", "rule"), ("kind", "kind"), ("block", "r_out x r_in"), ("mean", "mean"),
-                                   ("min", "min"), ("first_fifth", "first 20%"), ("last_fifth", "last 20%"),
-                                   ("exact_topk_of_total", "exact top-k / total"),
-                                   ("block_topk_of_total", "block top-k / total")]))
+    print(reporting.fmt_table(table, [("rule", "rule"), ("kind", "kind"), ("block", "r_out x r_in"), ("mean", "mean"),
+                                      ("min", "min"), ("first_fifth", "first 20%"), ("last_fifth", "last 20%"),
+                                      ("exact_topk_of_total", "exact top-k / total"),
+                                      ("block_topk_of_total", "block top-k / total")]))
     for rule, summ in summaries.items():
         print(f"mean over kinds and steps, {rule}: {summ['mean_share']:.3f}")
     print(f"default rule: {summary['mean_share']:.3f} (target >= 0.95)")
-    path = common.save_json(
-        {"argv": ["bench/block_fidelity.py", *argv], "args": vars(args), "hardware": common.hardware(),
+    path = reporting.save_json(
+        {"argv": ["bench/block_fidelity.py", *argv], "args": vars(args), "hardware": reporting.hardware(),
          "default_rule": default_rule, "calibration": block_basis.stats["block"], "alternatives": alternatives,
          "blocks": {rule: {k: list(v) for k, v in b.items()} for rule, b in rules.items()},
          "summary": summary, "summaries": summaries, "rows": probe.rows, "seconds": time.perf_counter() - t0},

@@ -36,7 +36,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
-import common
+import meters
+import reporting
+import worker_process
 
 SCRIPT = Path(__file__).resolve()
 KINDS = {"intermediate.dense": (3072, 768), "output.dense": (768, 3072)}
@@ -74,29 +76,29 @@ def worker(p: dict[str, Any]) -> dict[str, Any]:
     out_f, in_f = KINDS[p["kind"]]
     n = p["n"]
     make = gradient_source(out_f, in_f)
-    common.touch_kernels()
+    meters.touch_kernels()
     make(0)  # warm the generator path
-    common.malloc_trim()
-    baseline = common.rss_bytes()
+    meters.malloc_trim()
+    baseline = meters.rss_bytes()
     gen_s = work_s = work_cpu = 0.0
-    cpu0 = common.cpu_seconds()
-    with common.ForeignLoad() as fl, common.PeakRSS() as peak:
+    cpu0 = meters.cpu_seconds()
+    with meters.ForeignLoad() as fl, meters.PeakRSS() as peak:
         if p["variant"] == "streaming":
             acc = GramAccumulator(out_f, in_f, torch.device("cpu"))
             for s in range(n):
                 t = time.perf_counter()
                 g = make(s)
                 gen_s += time.perf_counter() - t
-                t, c = time.perf_counter(), common.cpu_seconds()
+                t, c = time.perf_counter(), meters.cpu_seconds()
                 acc.add(g)
                 work_s += time.perf_counter() - t
-                work_cpu += common.cpu_seconds() - c
+                work_cpu += meters.cpu_seconds() - c
                 del g
-            t, c = time.perf_counter(), common.cpu_seconds()
+            t, c = time.perf_counter(), meters.cpu_seconds()
             kb = acc.finish()
             finish_s = time.perf_counter() - t
             work_s += finish_s
-            work_cpu += common.cpu_seconds() - c
+            work_cpu += meters.cpu_seconds() - c
             u_out, u_in = kb.u_out, kb.u_in
             top_out, top_in = kb.eig_out[:8].tolist(), kb.eig_in[:8].tolist()
             extra = {"finish_s": finish_s}
@@ -106,7 +108,7 @@ def worker(p: dict[str, Any]) -> dict[str, Any]:
             for s in range(n):
                 make(s, out=stacked[s])
             gen_s = time.perf_counter() - t
-            t, c = time.perf_counter(), common.cpu_seconds()
+            t, c = time.perf_counter(), meters.cpu_seconds()
             unf = stacked.permute(1, 0, 2).reshape(out_f, n * in_f)
             u_out, s_out, _ = torch.linalg.svd(unf, full_matrices=False)
             del unf
@@ -115,14 +117,14 @@ def worker(p: dict[str, Any]) -> dict[str, Any]:
             u_in, s_in, _ = torch.linalg.svd(unf, full_matrices=False)
             del unf
             work_s = time.perf_counter() - t
-            work_cpu = common.cpu_seconds() - c
+            work_cpu = meters.cpu_seconds() - c
             top_out, top_in = s_out[:8].double().square().tolist(), s_in[:8].double().square().tolist()
             extra = {
                 "svd_out_s": t_mid - t,
                 "svd_in_s": time.perf_counter() - t_mid,
                 "stacked_bytes": stacked.numel() * 4,
             }
-    cpu_total = common.cpu_seconds() - cpu0
+    cpu_total = meters.cpu_seconds() - cpu0
     torch.save(
         {"u_out": u_out[:, :LEADING].contiguous(), "u_in": u_in[:, :LEADING].contiguous()}, p["bases_path"]
     )
@@ -172,9 +174,9 @@ def main(argv: list[str]) -> None:
             res = {}
             for variant in ("streaming", "naive"):
                 if args.quiet_wait > 0:
-                    common.wait_for_quiet(args.quiet_wait)
+                    meters.wait_for_quiet(args.quiet_wait)
                 path = str(Path(tmp) / f"{variant}_{kind}.pt")
-                r = common.run_worker(
+                r = worker_process.run_worker(
                     SCRIPT,
                     {"variant": variant, "kind": kind, "n": n, "threads": args.threads, "bases_path": path},
                 )
@@ -185,7 +187,7 @@ def main(argv: list[str]) -> None:
                 print(
                     f"  {kind} {variant}: {r['work_s']:.2f} s wall, {r['work_cpu_s']:.2f} CPU s (foreign CPU "
                     f"{r['foreign_load']:.2f}), peak "
-                    f"{common.mib(r['peak_bytes']):.0f} MiB",
+                    f"{reporting.mib(r['peak_bytes']):.0f} MiB",
                     flush=True,
                 )
             st, nv = res["streaming"], res["naive"]
@@ -209,8 +211,8 @@ def main(argv: list[str]) -> None:
                     "naive_cpu": nv["work_cpu_s"],
                     "time_ratio": nv["work_cpu_s"] / st["work_cpu_s"],
                     "stream_finish_s": st["finish_s"],
-                    "stream_mib": common.mib(st["peak_bytes"]),
-                    "naive_mib": common.mib(nv["peak_bytes"]),
+                    "stream_mib": reporting.mib(st["peak_bytes"]),
+                    "naive_mib": reporting.mib(nv["peak_bytes"]),
                     "mem_ratio": nv["peak_bytes"] / st["peak_bytes"],
                     "dist_out": d_out,
                     "dist_in": d_in,
@@ -222,7 +224,7 @@ def main(argv: list[str]) -> None:
             raw[kind] = res
     print()
     print(
-        common.fmt_table(
+        reporting.fmt_table(
             rows,
             [
                 ("kind", "kind"),
@@ -268,12 +270,12 @@ def main(argv: list[str]) -> None:
             }
         )
     print()
-    print(common.fmt_table(checks, [("check", "target"), ("value", "measured"), ("verdict", "")]))
-    path = common.save_json(
+    print(reporting.fmt_table(checks, [("check", "target"), ("value", "measured"), ("verdict", "")]))
+    path = reporting.save_json(
         {
             "argv": ["bench/calibration.py", *argv],
             "args": vars(args),
-            "hardware": common.hardware(),
+            "hardware": reporting.hardware(),
             "synthetic": {"rank": RANK, "decay": DECAY, "noise": NOISE},
             "rows": rows,
             "checks": checks,
@@ -288,6 +290,6 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_worker":
         payload = json.loads(sys.argv[2])
-        common.write_result(worker(payload), payload["result_path"])
+        worker_process.write_result(worker(payload), payload["result_path"])
     else:
         main(sys.argv[1:])

@@ -45,303 +45,27 @@ SG without SD 0.9 / 1210.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
-import statistics
+import functools
 import sys
 import time
-import traceback
-from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
+# The parts: gpu_cases.py runs one case (gpu_meters.py measures it), gpu_step_report.py makes the tables.
 import common
+import gpu_cases
+import gpu_step_report
+import meters
+import reporting
 import torch
+from gpu_cases import LLAMA_DTYPES, LLAMA_SETTING, OK, OOM
 
-PAPER = {"full": (4.11, 1345), "lora": (4.7, 944), "sg_dynamic": (4.3, 1016)}
 SUITES = ("all", "encoders", "llama")
-LLAMA_SETTING = "peft"
 LLAMA_GPU_SHAPES = "llama-1b,llama-2-7b"
 LLAMA_CPU_SHAPES = "llama-tiny"
-LLAMA_DTYPES = {"bf16": (torch.bfloat16, "bf16-weights"), "fp32": (torch.float32, "fp32")}
-OK = "ok"
-OOM = "OOM: does not fit"
-
-
-_CALIBRATIONS: dict[tuple[Any, ...], Any] = {}
-_CALIB_KEY: list[tuple[Any, ...] | None] = [None]
-
-
-def _memoize_calibration() -> None:
-    """fp32 and bf16 runs of one encoder use the same calibration (it runs in fp32, outside autocast, and is
-    not timed): compute it once per (model, selection) and reuse it, to keep the whole run short. With the key
-    set to None (the LLaMA cases, one precision each) every call calibrates and nothing is kept."""
-    import sparsegrad_core.methods as methods
-
-    original = methods.calibrate
-
-    def calibrate(model: Any, batches: Any, cfg: Any, **kw: Any) -> Any:
-        key = _CALIB_KEY[0]
-        if key is None:
-            return original(model, batches, cfg, **kw)
-        if key not in _CALIBRATIONS:
-            _CALIBRATIONS[key] = original(model, batches, cfg, **kw)
-        return _CALIBRATIONS[key]
-
-    methods.calibrate = calibrate
-
-
-# --------------------------------------------------------------------------- memory and timing
-
-
-def _memory_now(device: torch.device) -> int:
-    """Bytes held now: CUDA allocations, or this process's RSS on CPU (freed heap given back first)."""
-    if device.type == "cuda":
-        return torch.cuda.memory_allocated(device)
-    common.malloc_trim()
-    return common.rss_bytes()
-
-
-def _free(device: torch.device) -> None:
-    """Collect the garbage of a finished case and hand cached CUDA blocks back."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-@contextlib.contextmanager
-def _peak(device: torch.device, base: int) -> Iterator[dict[str, int]]:
-    """Yields a dict whose ``"bytes"`` is, on exit, the peak over the block minus ``base``."""
-    out: dict[str, int] = {}
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        yield out
-        out["bytes"] = torch.cuda.max_memory_allocated(device) - base
-    else:
-        with common.PeakRSS() as pk:
-            yield out
-        out["bytes"] = pk.peak - base
-
-
-def _timed_steps(
-    step: Callable[[dict[str, torch.Tensor]], None],
-    batches: list[dict[str, torch.Tensor]],
-    warmup: int,
-    steps: int,
-    device: torch.device,
-    base: int,
-) -> dict[str, Any]:
-    """``warmup`` untimed steps, then ``steps`` synchronised timed ones: steps/s, median step time, the peak
-    over the timed steps and what stays allocated after them (bytes above ``base``)."""
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for i in range(warmup):
-        step(batches[i % len(batches)])
-    sync()
-    times = []
-    with _peak(device, base) as peak:
-        t_all = time.perf_counter()
-        for i in range(steps):
-            t = time.perf_counter()
-            step(batches[i % len(batches)])
-            sync()
-            times.append(time.perf_counter() - t)
-        total = time.perf_counter() - t_all
-    return {
-        "steps_per_s": steps / total,
-        "median_step_s": statistics.median(times),
-        "peak_bytes": peak["bytes"],
-        "state_bytes": _memory_now(device) - base,
-    }
-
-
-# --------------------------------------------------------------------------- the cases
-
-
-def run_encoder(
-    args: argparse.Namespace, model_name: str, precision: str, method: str, device: torch.device
-) -> dict[str, Any]:
-    """One encoder case (paper setting, batch ``--batch-size``×``--seq-len``, optional bf16 autocast)."""
-    from sparsegrad_core.methods import prepare_model
-    from sparsegrad_core.optim import build_optimizer
-
-    spec = common.model_spec(model_name, layers=args.layers)
-    kw = dict(vocab=common.vocab_size(spec), pad_id=common.pad_token_id(spec), device=device)
-    batches = common.make_batches(4, args.batch_size, args.seq_len, args.pad_frac, seed=1, **kw)
-    calib = common.make_batches(args.calib_steps, args.batch_size, args.seq_len, args.pad_frac, seed=2, **kw)
-    _free(device)
-    base = _memory_now(device)
-    is_sg = common.ALL_METHODS[method][0] == "sparsegrad"
-    _CALIB_KEY[0] = (model_name, args.layers, common.ALL_METHODS[method][1], args.calib_steps, args.density)
-    with _peak(device, base) as prep_peak:
-        model = common.build_model(spec, device)
-        t0 = time.perf_counter()
-        prepared = prepare_model(
-            model,
-            common.method_spec(method, "paper", args.density, args.calib_steps),
-            calib if is_sg else None,
-        )
-        prepare_s = time.perf_counter() - t0
-    model = prepared.model.to(device)
-    model.train()
-    opt = build_optimizer(model, lr=1e-5)
-
-    def amp() -> Any:
-        return (
-            torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-            if precision == "bf16"
-            else nullcontext()
-        )
-
-    def step(b: dict[str, torch.Tensor]) -> None:
-        with amp():
-            loss = model(**b).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    timed = _timed_steps(step, batches, args.warmup, args.steps, device, base)
-    return {
-        **timed,
-        "prepare_peak_bytes": prep_peak["bytes"],
-        "prepare_s": prepare_s,
-        "trainable_params": prepared.trainable_params,
-        "lora_rank": prepared.lora_rank,
-    }
-
-
-def run_llama(
-    args: argparse.Namespace, shape: str, dtype: torch.dtype, method: str, device: torch.device
-) -> dict[str, Any]:
-    """One decoder case: LLaMA ``shape`` in ``dtype`` with gradient checkpointing, ``LLAMA_SETTING``, batch
-    ``--llama-batch-size``×``--llama-seq-len`` of random tokens, causal-LM loss."""
-    from sparsegrad_core.methods import prepare_model
-    from sparsegrad_core.optim import build_optimizer
-    from sparsegrad_core.training import enable_gradient_checkpointing
-
-    vocab = common.LLAMA_PRESETS[shape]["vocab"]
-    bs, seq = args.llama_batch_size, args.llama_seq_len
-    batches = common.make_lm_batches(2, bs, seq, vocab=vocab, seed=1, device=device)
-    calib = common.make_lm_batches(args.llama_calib_steps, bs, seq, vocab=vocab, seed=2, device=device)
-    _free(device)
-    base = _memory_now(device)
-    is_sg = common.ALL_METHODS[method][0] == "sparsegrad"
-    _CALIB_KEY[0] = None  # one precision per shape: nothing to share, and a 7B basis is not kept around
-    with _peak(device, base) as prep_peak:
-        model = common.build_llama(shape, device, dtype)
-        enable_gradient_checkpointing(model)  # before calibration, whose backward passes need it as much
-        t0 = time.perf_counter()
-        spec = common.method_spec(method, LLAMA_SETTING, args.density, args.llama_calib_steps)
-        prepared = prepare_model(model, spec, calib if is_sg else None)
-        prepare_s = time.perf_counter() - t0
-    model = prepared.model
-    model.train()
-    trains = any(p.requires_grad for p in model.parameters())
-    opt = build_optimizer(model, lr=1e-5) if trains else None
-    if not trains:  # MLP-frozen in the peft setting: backward still runs, from the embeddings' output
-        model.enable_input_require_grads()
-
-    def step(b: dict[str, torch.Tensor]) -> None:
-        loss = model(**b).loss
-        loss.backward()
-        if opt is not None:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-    timed = _timed_steps(step, batches, args.llama_warmup, args.llama_steps, device, base)
-    return {
-        **timed,
-        "prepare_peak_bytes": prep_peak["bytes"],
-        "prepare_s": prepare_s,
-        "trainable_params": prepared.trainable_params,
-        "lora_rank": prepared.lora_rank,
-    }
-
-
-def _is_out_of_memory(exc: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, or a library's allocation failure surfacing as a RuntimeError (cuBLAS,
-    cuSOLVER)."""
-    text = str(exc)
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and ("out of memory" in text.lower() or "ALLOC_FAILED" in text)
-    )
-
-
-def run_guarded(
-    run: Callable[[], dict[str, Any]], row: dict[str, Any], device: torch.device
-) -> dict[str, Any]:
-    """``row`` completed by ``run()`` with status ``ok``; or, when it runs out of GPU memory, status
-    ``OOM: does not fit``, and on any other exception ``error: ...`` (traceback on stderr). Memory is freed
-    either way, so the next case starts clean."""
-    try:
-        result = {**row, **run(), "status": OK}
-    except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if _is_out_of_memory(exc):
-            result = {**row, "status": OOM, "error": first}
-        else:
-            traceback.print_exc()
-            result = {**row, "status": f"error: {type(exc).__name__}: {first}"[:300]}
-    _free(device)  # the failed case's tensors were only reachable from the (now released) traceback
-    return result
-
-
-# --------------------------------------------------------------------------- report
-
-
-def _add_ratios(rows: list[dict[str, Any]]) -> None:
-    """Speed and peak memory relative to full FT and LoRA of the same (suite, model, precision); MiB columns."""
-
-    def same_group(q: dict[str, Any], r: dict[str, Any], method: str) -> bool:
-        keys = ("suite", "model", "precision")
-        return all(q[k] == r[k] for k in keys) and q["method"] == method and q["status"] == OK
-
-    for r in rows:
-        ref = next((q for q in rows if same_group(q, r, "full")), None)
-        lora = next((q for q in rows if same_group(q, r, "lora")), None)
-        done = r["status"] == OK
-        r["x_full"] = r["steps_per_s"] / ref["steps_per_s"] if ref and done else None
-        r["mem_x_full"] = r["peak_bytes"] / ref["peak_bytes"] if ref and done else None
-        r["mem_x_lora"] = r["peak_bytes"] / lora["peak_bytes"] if lora and done else None
-        for key in ("peak", "state", "prepare_peak"):
-            r[f"{key}_mib"] = common.mib(r.get(f"{key}_bytes"))
-        r["note"] = "" if done else r["status"]
-        paper = PAPER.get(r["method"])
-        r["paper"] = f"{paper[0]} / {paper[1]}" if paper and r["model"] == "roberta-base" else ""
-
-
-COLUMNS = [
-    ("model", "model"),
-    ("precision", "prec"),
-    ("method", "method"),
-    ("steps_per_s", "steps/s"),
-    ("x_full", "speed ×FT"),
-    ("peak_mib", "peak MiB"),
-    ("mem_x_full", "peak ×FT"),
-    ("mem_x_lora", "peak ×LoRA"),
-    ("state_mib", "state MiB"),
-    ("prepare_peak_mib", "prep peak MiB"),
-]
-
-
-def _print_case(r: dict[str, Any], started: float) -> None:
-    head = f"  {r['model']} {r['precision']} {r['method']}: "
-    if r["status"] != OK:
-        print(f"{head}{r['status']} ({time.perf_counter() - started:.0f} s so far)", flush=True)
-        return
-    print(
-        f"{head}{r['steps_per_s']:.2f} steps/s, peak {common.mib(r['peak_bytes']):.0f} MiB, state "
-        f"{common.mib(r['state_bytes']):.0f} MiB, prep peak {common.mib(r['prepare_peak_bytes']):.0f} MiB "
-        f"(prepare {r['prepare_s']:.1f} s; {time.perf_counter() - started:.0f} s so far)",
-        flush=True,
-    )
 
 
 def _csv(value: str) -> list[str]:
@@ -406,14 +130,9 @@ def run_encoder_suite(args: argparse.Namespace, device: torch.device, started: f
             for method in _csv(args.methods):
                 row = {"suite": "encoders", "model": model_name, "precision": precision, "method": method}
                 row.update(setting="paper", gradient_checkpointing=False)
-                rows.append(
-                    run_guarded(
-                        lambda m=model_name, p=precision, k=method: run_encoder(args, m, p, k, device),
-                        row,
-                        device,
-                    )
-                )
-                _print_case(rows[-1], started)
+                case = functools.partial(gpu_cases.run_encoder, args, model_name, precision, method, device)
+                rows.append(gpu_cases.run_guarded(case, row, device))
+                gpu_step_report.print_case(rows[-1], started)
     return rows
 
 
@@ -430,21 +149,10 @@ def run_llama_suite(args: argparse.Namespace, device: torch.device, started: flo
         for method in _csv(args.llama_methods):
             row = {"suite": "llama", "model": shape, "precision": precision, "method": method}
             row.update(setting=LLAMA_SETTING, gradient_checkpointing=True)
-            rows.append(
-                run_guarded(lambda s=shape, k=method: run_llama(args, s, dtype, k, device), row, device)
-            )
-            _print_case(rows[-1], started)
+            case = functools.partial(gpu_cases.run_llama, args, shape, dtype, method, device)
+            rows.append(gpu_cases.run_guarded(case, row, device))
+            gpu_step_report.print_case(rows[-1], started)
     return rows
-
-
-def print_tables(rows: list[dict[str, Any]]) -> None:
-    """One table per suite (the encoders' with the paper's numbers)."""
-    for suite in ("encoders", "llama"):
-        selected = [r for r in rows if r["suite"] == suite]
-        if selected:
-            extra = [("paper", "paper steps/s / MB")] if suite == "encoders" else []
-            print(f"\n{suite}")
-            print(common.fmt_table(selected, [*COLUMNS, *extra, ("note", "note")]))
 
 
 def main(argv: list[str]) -> None:
@@ -456,17 +164,17 @@ def main(argv: list[str]) -> None:
         torch.set_num_threads(args.threads)
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.allow_tf32 = args.tf32
-    common.touch_kernels()
-    _memoize_calibration()
-    hw = common.hardware()
+    meters.touch_kernels()
+    gpu_cases.memoize_calibration()
+    hw = reporting.hardware()
     print(f"device {hw.get('gpu', hw.get('Model name', device))}")
     started = time.perf_counter()
     rows = run_encoder_suite(args, device, started) if args.suite in ("all", "encoders") else []
     rows += run_llama_suite(args, device, started) if args.suite in ("all", "llama") else []
-    _add_ratios(rows)
-    print_tables(rows)
+    gpu_step_report.add_ratios(rows)
+    gpu_step_report.print_tables(rows)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
-    path = common.save_json(
+    path = reporting.save_json(
         {"argv": ["bench/gpu_step.py", *argv], "args": vars(args), "hardware": hw, "rows": rows},
         f"gpu_step_{device.type}.json",
         args.out,

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 import common
+import reporting
 
 from sparsegrad_core.methods import prepare_model
 from sparsegrad_core.optim import SparseEntryAdam, build_optimizer
@@ -48,7 +49,7 @@ def run(selection: str, args: argparse.Namespace) -> dict[str, Any]:
         opt.zero_grad()
         if step in marks:
             record[step] = sparse.state_bytes()
-            print(f"  {selection}: step {step}: {common.mib(record[step]):.2f} MiB", flush=True)
+            print(f"  {selection}: step {step}: {reporting.mib(record[step]):.2f} MiB", flush=True)
     k_total = sum(layer.k for layer in sparse._layers)
     return {"selection": selection, "state_bytes": record, "k_total": k_total, "seconds": time.perf_counter() - t0,
             "growth_last_vs_10": record[args.steps] / record[10] if 10 in record else None}
@@ -69,15 +70,15 @@ def main(argv: list[str]) -> None:
     torch.set_num_threads(args.threads)
     results = [run(s.strip(), args) for s in args.selections.split(",") if s.strip()]
     rows = [{"selection": r["selection"], "k_total": r["k_total"],
-             **{f"mib_{s}": common.mib(b) for s, b in r["state_bytes"].items()},
+             **{f"mib_{s}": reporting.mib(b) for s, b in r["state_bytes"].items()},
              "growth": r["growth_last_vs_10"]} for r in results]
     cols = [("selection", "selection"), ("k_total", "k (all layers)")]
     cols += [(f"mib_{s}", f"MiB @ {s}") for s in sorted(results[0]["state_bytes"])]
     cols += [("growth", f"state @ {args.steps} / @ 10")]
     print()
-    print(common.fmt_table(rows, cols))
-    path = common.save_json({"argv": ["bench/state_growth.py", *argv], "args": vars(args),
-                             "hardware": common.hardware(), "results": results}, "state_growth.json", args.out)
+    print(reporting.fmt_table(rows, cols))
+    path = reporting.save_json({"argv": ["bench/state_growth.py", *argv], "args": vars(args),
+                                "hardware": reporting.hardware(), "results": results}, "state_growth.json", args.out)
     print(f"wrote {path}")
 
 

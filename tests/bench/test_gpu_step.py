@@ -15,6 +15,7 @@ import torch
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
+import gpu_cases  # noqa: E402
 import gpu_step  # noqa: E402
 
 SMOKE = [
@@ -38,9 +39,9 @@ SMOKE = [
 @pytest.fixture(autouse=True)
 def _restore_process_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The script patches ``calibrate`` (its calibration memo) and sets the thread count: undo both."""
-    import sparsegrad_core.methods as methods
+    import sparsegrad_core.methods.sparsegrad as sparsegrad_method
 
-    monkeypatch.setattr(methods, "calibrate", methods.calibrate)
+    monkeypatch.setattr(sparsegrad_method, "calibrate", sparsegrad_method.calibrate)
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
@@ -67,7 +68,7 @@ def test_llama_suite_runs_every_method_on_cpu(tmp_path: Path) -> None:
 def test_a_case_out_of_memory_is_recorded_and_the_run_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = gpu_step.run_llama
+    real = gpu_cases.run_llama
 
     def run_llama(
         args: Any, shape: str, dtype: torch.dtype, method: str, device: torch.device
@@ -76,7 +77,7 @@ def test_a_case_out_of_memory_is_recorded_and_the_run_goes_on(
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 26.00 GiB")
         return real(args, shape, dtype, method, device)
 
-    monkeypatch.setattr(gpu_step, "run_llama", run_llama)
+    monkeypatch.setattr(gpu_cases, "run_llama", run_llama)
     out = tmp_path / "gpu_step.json"
     gpu_step.main([*SMOKE, "--llama-methods", "full,lora", "--out", str(out)])
     full, lora = _rows(out)
@@ -91,7 +92,7 @@ def test_other_failures_are_recorded_then_exit_nonzero(
     def run_llama(*_: Any) -> dict[str, Any]:
         raise RuntimeError("expected m1 and m2 to have the same dtype")
 
-    monkeypatch.setattr(gpu_step, "run_llama", run_llama)
+    monkeypatch.setattr(gpu_cases, "run_llama", run_llama)
     out = tmp_path / "gpu_step.json"
     with pytest.raises(SystemExit, match="1 case"):
         gpu_step.main([*SMOKE, "--llama-methods", "sg_dynamic", "--out", str(out)])
