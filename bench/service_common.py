@@ -26,8 +26,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from service.conftest import Deployment, deployment_env, free_port  # noqa: E402
-from service_endpoints import PG_SERVER, REDIS_SERVER, admin_engine  # noqa: E402
+from service.conftest import Deployment, deployment_env  # noqa: E402
+from support.endpoints import PG_SERVER, REDIS_SERVER, admin_engine, free_port  # noqa: E402
 
 RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR") or REPO / "bench" / "results")
 
@@ -53,19 +53,13 @@ class Scratch:
 
 
 def build_tiny_model(folder: Path) -> Path:
-    """Like ``tests/conftest.py::tiny_model_dir``: a tiny random BERT + the real MiniLM tokenizer."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
+    """The tests' ``tiny_model_dir``: a tiny random BERT + the real MiniLM tokenizer."""
+    from support.tiny import save_model_folder, tiny_bert
 
     from sparsegrad_core.loading import load_tokenizer
 
     tokenizer = load_tokenizer("minilm-l6")
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_model_folder(folder, tiny_bert(tokenizer), tokenizer)
 
 
 def write_sst2(path: Path, n: int = 120) -> Path:

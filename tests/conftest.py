@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from service_endpoints import PG_SERVER, REDIS_SERVER, admin_engine
+from support.endpoints import PG_SERVER, REDIS_SERVER, admin_engine
 
 
 @pytest.fixture()
@@ -52,19 +52,12 @@ def redis_url() -> str:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random BERT sequence classifier + the real MiniLM tokenizer, saved like a hub folder."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
+    from support.tiny import save_model_folder, tiny_bert
 
     from sparsegrad_core.loading import load_tokenizer
 
-    folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = load_tokenizer("minilm-l6")
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_model_folder(tmp_path_factory.mktemp("tiny-bert"), tiny_bert(tokenizer), tokenizer)
 
 
 @pytest.fixture(scope="session")

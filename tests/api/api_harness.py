@@ -107,28 +107,3 @@ def start_service(tmp_path: Path, url: str, **overrides: Any) -> Iterator[Servic
             yield Service(app, client, settings, url)
     finally:
         dispose_engines()
-
-
-def read_sse(client: TenantClient, url: str, headers: dict[str, str] | None = None,
-             on_message: Any = None) -> list[dict[str, Any]]:
-    """Every message of an SSE stream until the server closes it: ``{"id"?, "event", "data"}`` with ``data``
-    parsed as JSON; ``on_message(message)`` is called as each arrives."""
-    messages: list[dict[str, Any]] = []
-    current: dict[str, Any] = {}
-    with client.stream("GET", url, headers=headers) as response:
-        assert response.status_code == 200, response.read()
-        assert response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            if line.startswith(":"):
-                continue
-            if not line:
-                if "data" in current:
-                    current["data"] = json.loads(current["data"])
-                    messages.append(current)
-                    if on_message is not None:
-                        on_message(current)
-                current = {}
-                continue
-            key, _, value = line.partition(":")
-            current[key] = value.removeprefix(" ")
-    return messages

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_harness import Service, TenantClient, read_sse, start_service
+from api_harness import Service, TenantClient, start_service
 from sqlalchemy import update
+from support.sse import read_events
 
 from api.event_stream import REDIS_RECHECK_S
 from migrations import upgrade
+from sparsegrad_client.sse import ServerSentEvent
 from sparsegrad_service.db import session_scope
 from sparsegrad_service.enums import EventType
 from sparsegrad_service.job_records import add_event
@@ -75,24 +77,24 @@ def test_stream_to_the_end_then_resume_with_last_event_id(service: Service, acme
     add_events(service, job["id"], 4, EventType.metrics)
     finish(service, job["id"])
     url = f"{JOBS}/{job['id']}/events/stream"
-    messages = read_sse(acme, url)
-    assert messages[-1]["event"] == "end" and messages[-1]["data"]["status"] == "succeeded"
+    messages = read_events(acme, url)
+    assert messages[-1].event == "end" and messages[-1].json()["status"] == "succeeded"
     events = messages[:-1]
-    assert [m["event"] for m in events] == ["message", "metrics", "metrics", "metrics", "metrics", "message"]
-    ids = [int(m["id"]) for m in events]
-    assert ids == sorted(ids) and events[1]["data"]["data"] == {"i": 0}
-    assert events[0]["data"]["id"] == f"ftevent-{ids[0]}" and events[0]["data"]["message"] == "Job created"
+    assert [m.event for m in events] == ["message", "metrics", "metrics", "metrics", "metrics", "message"]
+    ids = [int(m.id) for m in events]
+    assert ids == sorted(ids) and events[1].json()["data"] == {"i": 0}
+    assert events[0].json()["id"] == f"ftevent-{ids[0]}" and events[0].json()["message"] == "Job created"
 
-    resumed = read_sse(acme, url, headers={"Last-Event-ID": str(ids[2])})
-    assert [int(m["id"]) for m in resumed[:-1]] == ids[3:] and resumed[-1]["event"] == "end"
-    by_query = read_sse(acme, f"{url}?after=ftevent-{ids[4]}")
-    assert [int(m["id"]) for m in by_query[:-1]] == ids[5:]
-    assert read_sse(acme, url, headers={"Last-Event-ID": str(ids[-1])})[0]["event"] == "end"
+    resumed = read_events(acme, url, last_event_id=str(ids[2]))
+    assert [int(m.id) for m in resumed[:-1]] == ids[3:] and resumed[-1].event == "end"
+    by_query = read_events(acme, f"{url}?after=ftevent-{ids[4]}")
+    assert [int(m.id) for m in by_query[:-1]] == ids[5:]
+    assert read_events(acme, url, last_event_id=str(ids[-1]))[0].event == "end"
     r = acme.get(url, headers={"Last-Event-ID": "yesterday"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "Last-Event-ID"
 
 
-def stream_live(service: Service, acme: TenantClient, notify: Any = None) -> tuple[list[dict[str, Any]], float]:
+def stream_live(service: Service, acme: TenantClient, notify: Any = None) -> tuple[list[ServerSentEvent], float]:
     """Stream a queued job while another thread adds events and then finishes it: (messages, seconds)."""
     job = acme.create_job()
     first = threading.Event()
@@ -111,7 +113,7 @@ def stream_live(service: Service, acme: TenantClient, notify: Any = None) -> tup
     producer = threading.Thread(target=produce)
     producer.start()
     started = time.monotonic()
-    messages = read_sse(acme, f"{JOBS}/{job['id']}/events/stream", on_message=lambda _m: first.set())
+    messages = read_events(acme, f"{JOBS}/{job['id']}/events/stream", on_event=lambda _e: first.set())
     producer.join()
     return messages, time.monotonic() - started
 
@@ -119,8 +121,8 @@ def stream_live(service: Service, acme: TenantClient, notify: Any = None) -> tup
 def test_stream_follows_a_live_job_by_polling(service: Service, acme: TenantClient) -> None:
     messages, seconds = stream_live(service, acme)
     assert seconds < 10
-    assert [m["event"] for m in messages] == ["message", "phase", "phase", "phase", "message", "end"]
-    assert messages[-1]["data"]["status"] == "cancelled"
+    assert [m.event for m in messages] == ["message", "phase", "phase", "phase", "message", "end"]
+    assert messages[-1].json()["status"] == "cancelled"
 
 
 @pytest.fixture()
@@ -135,5 +137,5 @@ def test_stream_wakes_on_redis_notifications(redis_service: Service) -> None:
     channel = LiveChannel(redis_service.settings)
     messages, seconds = stream_live(redis_service, acme,
                                     notify=lambda job_id: channel.notify(job_id, {"kind": "event"}))
-    assert [m["event"] for m in messages] == ["message", "phase", "phase", "phase", "message", "end"]
+    assert [m.event for m in messages] == ["message", "phase", "phase", "phase", "message", "end"]
     assert seconds < REDIS_RECHECK_S  # woken by the notifications, not by the periodic re-read

@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 from api_harness import WORKER_TOKEN, Service
+from support.endpoints import free_port
 
 from sparsegrad_service.store import HttpArtifactStore, StoreError
 
@@ -62,15 +63,12 @@ def test_http_artifact_store_round_trip(service: Service, tmp_path: Path) -> Non
 def test_http_artifact_store_waits_for_an_api_that_is_restarting(service: Service, tmp_path: Path) -> None:
     """Nothing listens on the port for the first 1.5 s (an API restart); the upload is retried and lands
     once a real uvicorn serves the app there. Without an API at all it gives up with a clear error."""
-    import socket
     import threading
     import time
 
     import uvicorn
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(service.app, host="127.0.0.1", port=port, log_level="warning",
                                           lifespan="off"))
     starter = threading.Timer(1.5, server.run)

@@ -4,9 +4,7 @@ list_events (newest first, auto-paging) and checkpoints.list; errors map to the 
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 import uvicorn
 from api_harness import CHAT_ROWS, Service, jsonl
 from openai import AuthenticationError, BadRequestError, NotFoundError, OpenAI
+from support.endpoints import free_port, wait_for
 
 from sparsegrad_service.db import session_scope
 from sparsegrad_service.enums import EventType
@@ -23,17 +22,12 @@ from sparsegrad_service.models import Checkpoint
 
 @pytest.fixture()
 def base_url(service: Service) -> Iterator[str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(service.app, host="127.0.0.1", port=port, log_level="warning",
                                            lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started
+    wait_for(lambda: server.started, 20, "uvicorn to start", every=0.02)
     yield f"http://127.0.0.1:{port}/v1"
     server.should_exit = True
     thread.join(10)

@@ -1,22 +1,20 @@
 """Fixtures of the client tests: a clean service environment (embedded defaults, no DATABASE_URL or
-REDIS_URL from the caller), free ports, a job object as the API serializes it, and a real API server
+REDIS_URL from the caller), a job object as the API serializes it, and a real API server
 (uvicorn in a subprocess, no worker) with an API key, on a temporary data dir."""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+from support.endpoints import free_port, wait_ready
 
 from sparsegrad_service.job_spec import ResolvedHyperparameters, TaskSpec
 from sparsegrad_service.schemas import JobPublic
@@ -35,26 +33,6 @@ def clean_env(data_dir: Path | None = None) -> dict[str, str]:
         env["SPARSEGRAD_DATA_DIR"] = str(data_dir)
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout_s: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"server not ready after {timeout_s} s:\n{log.read_text(errors='replace')[-3000:]}")
 
 
 def job_object(job_id: str, status: str = "queued", **fields: Any) -> dict[str, Any]:

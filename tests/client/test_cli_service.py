@@ -9,11 +9,12 @@ import sys
 from pathlib import Path
 
 from sqlalchemy import create_engine, inspect
+from support.endpoints import free_port
 from typer.testing import CliRunner
 
 from sparsegrad_cli.app import app
 
-from .conftest import REPO, clean_env, free_port
+from .conftest import REPO, clean_env
 
 runner = CliRunner()
 

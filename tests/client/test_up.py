@@ -13,8 +13,9 @@ from pathlib import Path
 
 import httpx
 import psutil
+from support.endpoints import free_port, wait_ready
 
-from .conftest import REPO, clean_env, free_port, wait_ready
+from .conftest import REPO, clean_env
 
 UP = [sys.executable, "-m", "sparsegrad_cli", "up"]
 

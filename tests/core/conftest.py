@@ -1,5 +1,5 @@
-"""Fixtures for the sparsegrad_core tests: tiny random transformer models built locally (no hub
-downloads), batches, random orthogonal bases and small numeric helpers.
+"""Fixtures for the sparsegrad_core tests: tiny random transformer models (from ``support.tiny``), batches,
+random orthogonal bases and small numeric helpers.
 
 Every helper is a fixture that returns a callable, so test modules need no imports from here.
 All tiny models are built with dropout 0 so that two forward/backward passes of the same batch give
@@ -14,19 +14,9 @@ from collections.abc import Callable
 import pytest
 import torch
 import torch.nn.functional as F
+from support.tiny import VOCAB, tiny_bert, tiny_gpt2, tiny_llama, tiny_roberta
 from torch import nn
-from transformers import (
-    BertConfig,
-    BertForSequenceClassification,
-    GPT2Config,
-    GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-    RobertaConfig,
-    RobertaForSequenceClassification,
-)
 
-VOCAB = 100
 SEQ = 12
 
 
@@ -62,85 +52,28 @@ def make_bert() -> Callable[..., nn.Module]:
     def make(
         seed: int = 0, num_labels: int = 2, hidden: int = 32, layers: int = 2, intermediate: int = 64
     ) -> nn.Module:
-        torch.manual_seed(seed)
-        cfg = BertConfig(
-            vocab_size=VOCAB,
-            hidden_size=hidden,
-            num_hidden_layers=layers,
-            num_attention_heads=4,
-            intermediate_size=intermediate,
-            max_position_embeddings=64,
-            num_labels=num_labels,
-            hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0,
-        )
-        return BertForSequenceClassification(cfg).eval()
+        return tiny_bert(num_labels=num_labels, dropout=0.0, seed=seed, hidden=hidden, layers=layers, heads=4,
+                         intermediate=intermediate, max_positions=64).eval()
 
     return make
 
 
 @pytest.fixture
 def make_roberta() -> Callable[..., nn.Module]:
-    def make(seed: int = 0, num_labels: int = 2) -> nn.Module:
-        torch.manual_seed(seed)
-        cfg = RobertaConfig(
-            vocab_size=VOCAB,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            intermediate_size=64,
-            max_position_embeddings=72,
-            num_labels=num_labels,
-            pad_token_id=1,
-            hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0,
-        )
-        return RobertaForSequenceClassification(cfg).eval()
-
-    return make
+    return tiny_roberta
 
 
 @pytest.fixture
 def make_llama() -> Callable[..., nn.Module]:
     def make(seed: int = 0, layers: int = 2) -> nn.Module:
-        torch.manual_seed(seed)
-        cfg = LlamaConfig(
-            vocab_size=VOCAB,
-            hidden_size=32,
-            num_hidden_layers=layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            intermediate_size=48,
-            max_position_embeddings=64,
-            bos_token_id=1,
-            eos_token_id=2,
-            pad_token_id=0,
-        )
-        return LlamaForCausalLM(cfg).eval()
+        return tiny_llama(seed=seed, layers=layers, heads=4, intermediate=48, max_positions=64).eval()
 
     return make
 
 
 @pytest.fixture
 def make_gpt2() -> Callable[..., nn.Module]:
-    def make(seed: int = 0) -> nn.Module:
-        torch.manual_seed(seed)
-        cfg = GPT2Config(
-            vocab_size=VOCAB,
-            n_embd=32,
-            n_layer=2,
-            n_head=4,
-            n_positions=64,
-            n_inner=None,
-            resid_pdrop=0.0,
-            embd_pdrop=0.0,
-            attn_pdrop=0.0,
-            bos_token_id=1,
-            eos_token_id=2,
-        )
-        return GPT2LMHeadModel(cfg).eval()
-
-    return make
+    return tiny_gpt2
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from service.conftest import Deployment, deployment_env, free_port
+from service.conftest import Deployment, deployment_env
+from support.endpoints import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -25,8 +26,8 @@ SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
 @pytest.fixture(scope="module")
 def dashboard_deployment(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Deployment]:
     """One deployment per test module (API + one worker), on a fresh PostgreSQL database."""
-    from service_endpoints import PG_SERVER, REDIS_SERVER, admin_engine
     from sqlalchemy import text
+    from support.endpoints import PG_SERVER, REDIS_SERVER, admin_engine
 
     from migrations import upgrade
 

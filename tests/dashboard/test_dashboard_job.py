@@ -12,7 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-from service.conftest import Deployment, wait_for
+from service.conftest import Deployment
+from support.endpoints import wait_for
 
 from .conftest import SCREENSHOTS, screenshot
 

@@ -13,24 +13,17 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+from support.endpoints import free_port, wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -58,17 +51,7 @@ class Deployment:
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.api is not None and self.api.poll() is not None:
-                raise RuntimeError(f"API exited with {self.api.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"API not ready after {timeout} s:\n{self.log_tail()}")
+        wait_ready(self.url, self.api, timeout, self)
 
     def start_worker(self, name: str | None = None) -> subprocess.Popen[bytes]:
         name = name or f"w{len(self.workers)}"
@@ -155,18 +138,6 @@ def deployment(tmp_path: Path, pg_url: str, redis_url: str, tiny_model_dir: Path
         raise
     finally:
         dep.stop()
-
-
-def wait_for(predicate, timeout: float, what: str, dep: Deployment | None = None, every: float = 0.2):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last}\n"
-                         + (dep.log_tail() if dep else ""))
 
 
 def tiny_job(training_file: str, **hyper: object) -> dict[str, object]:

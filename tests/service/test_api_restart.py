@@ -4,40 +4,14 @@ worker (which reaches the artifact store through the API) rides out the restart 
 
 from __future__ import annotations
 
-import contextlib
-import json
 import signal
 from pathlib import Path
-from typing import Any
 
-import httpx
+from support.endpoints import wait_for
+from support.sse import read_events
 
-from .conftest import Deployment, tiny_job, wait_for
+from .conftest import Deployment, tiny_job
 from .test_end_to_end import job_status, upload
-
-
-def _follow(client: httpx.Client, path: str, last_event_id: str | None, stop_after: int | None) -> list[dict[str, Any]]:
-    """SSE messages until the server ends the stream, or until ``stop_after`` events (then hang up)."""
-    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
-    messages: list[dict[str, Any]] = []
-    current: dict[str, Any] = {}
-    with client.stream("GET", path, headers=headers, timeout=120) as response:
-        assert response.status_code == 200, response.read()
-        for line in response.iter_lines():
-            if line.startswith(":"):
-                continue
-            if line:
-                key, _, value = line.partition(":")
-                current[key] = value[1:] if value.startswith(" ") else value
-                continue
-            if "data" in current:
-                with contextlib.suppress(ValueError):
-                    current["data"] = json.loads(current["data"])
-                messages.append(current)
-            current = {}
-            if stop_after is not None and sum("id" in m for m in messages) >= stop_after:
-                break
-    return messages
 
 
 def test_sse_clients_resume_without_gaps_across_an_api_restart(deployment: Deployment, sst2_jsonl: Path) -> None:
@@ -48,20 +22,20 @@ def test_sse_clients_resume_without_gaps_across_an_api_restart(deployment: Deplo
         job = c.post("/v1/fine_tuning/jobs", json=tiny_job(file_id, max_steps=400, checkpoint_every=25)).json()
         stream = f"/v1/fine_tuning/jobs/{job['id']}/events/stream"
         wait_for(lambda: job_status(c, job["id"])["step"] >= 5, 120, "training to start", deployment)
-        first = _follow(c, stream, None, stop_after=8)
+        first = read_events(c, stream, timeout=120, stop_after=8)
         assert len(first) >= 8
 
         assert deployment.api is not None
         deployment.kill(deployment.api, signal.SIGTERM)
         deployment.start_api()  # same port, same database
 
-        rest = _follow(c, stream, first[-1]["id"], stop_after=None)
-        assert rest and rest[-1]["event"] == "end", rest[-3:]
+        rest = read_events(c, stream, last_event_id=first[-1].id, timeout=120)
+        assert rest and rest[-1].event == "end", rest[-3:]
         final = wait_for(lambda: (s := job_status(c, job["id"]))["status"] in ("succeeded", "failed") and s,
                          180, "the job to finish", deployment)
         assert final["status"] == "succeeded", final
 
-        seen = [m["id"] for m in first + rest if "id" in m]
+        seen = [m.id for m in first + rest if m.event != "end"]  # every event but the last has its own id
         listed: list[str] = []
         after: str | None = None
         while True:

@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.endpoints import free_port, wait_for
 
-from .conftest import Deployment, deployment_env, free_port, tiny_job, wait_for
+from .conftest import Deployment, deployment_env, tiny_job
 from .test_end_to_end import job_status, upload
 
 

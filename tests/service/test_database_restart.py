@@ -10,8 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from support.endpoints import wait_for
 
-from .conftest import Deployment, tiny_job, wait_for
+from .conftest import Deployment, tiny_job
 from .test_end_to_end import job_status, upload
 
 

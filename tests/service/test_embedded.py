@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 import httpx
+from support.endpoints import free_port, wait_for, wait_ready
 
-from .conftest import REPO, free_port, tiny_job, wait_for
+from .conftest import REPO, tiny_job
 
 
 def test_sparsegrad_up_runs_a_job_on_sqlite_and_the_filesystem_broker(
@@ -29,14 +30,7 @@ def test_sparsegrad_up_runs_a_job_on_sqlite_and_the_filesystem_broker(
                           stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        def ready() -> bool:
-            assert up.poll() is None, (tmp_path / "up.log").read_text()
-            try:
-                return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_for(ready, 90, "sparsegrad up to be ready")
+        wait_ready(url, up, 90, tmp_path / "up.log")
         keys = subprocess.run([sys.executable, "-m", "sparsegrad_cli", "keys", "create", "--tenant",
                                "local", "--data-dir", str(data_dir)], env=env, cwd=REPO, capture_output=True,
                               text=True, timeout=120)

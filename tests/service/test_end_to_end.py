@@ -14,9 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
+from support.endpoints import wait_for
+from support.sse import read_events
 
-from .conftest import Deployment, tiny_job, wait_for
-from .sse import read_events
+from .conftest import Deployment, tiny_job
 
 
 def upload(c: httpx.Client, path: Path, name: str | None = None) -> str:
@@ -68,20 +69,20 @@ def test_job_runs_end_to_end_and_the_adapter_reproduces_the_workers_model(
         assert job["status"] == "queued" and job["object"] == "fine_tuning.job"
 
         messages = read_events(c, f"/v1/fine_tuning/jobs/{job['id']}/events/stream", timeout=240)
-        assert messages[-1]["event"] == "end", messages[-3:]
-        events = [m for m in messages if m["event"] != "end"]
-        types = {m["event"] for m in events}
+        assert messages[-1].event == "end", messages[-3:]
+        events = [m for m in messages if m.event != "end"]
+        types = {m.event for m in events}
         assert {"phase", "metrics", "checkpoint", "message"} <= types, types
-        phases = [m["data"]["data"]["phase"] for m in events if m["event"] == "phase"]
+        phases = [m.json()["data"]["phase"] for m in events if m.event == "phase"]
         assert phases == ["calibrating", "evaluating", "training", "evaluating", "saving"], phases
-        ids = [int(m["id"]) for m in events]
+        ids = [int(m.id) for m in events]
         assert ids == sorted(ids) and len(set(ids)) == len(ids)
 
         # resuming the stream from the middle gives exactly the later events
         middle = ids[len(ids) // 2]
         resumed = [m for m in read_events(c, f"/v1/fine_tuning/jobs/{job['id']}/events/stream",
-                                          last_event_id=str(middle)) if m["event"] != "end"]
-        assert [int(m["id"]) for m in resumed] == [i for i in ids if i > middle]
+                                          last_event_id=str(middle)) if m.event != "end"]
+        assert [int(m.id) for m in resumed] == [i for i in ids if i > middle]
 
         done = job_status(c, job["id"])
         assert done["status"] == "succeeded", done

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 from openai import NotFoundError, OpenAI
+from support.endpoints import wait_for
 
-from .conftest import Deployment, wait_for
+from .conftest import Deployment
 
 CHAT = [
     {"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},

@@ -7,11 +7,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from support.tiny import CHATS
 
 from sparsegrad_core.loading import load_tokenizer
 from sparsegrad_data import Dataset, glue_mapping, load_dataset, sample_path
-
-from .tiny import CHATS
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import copy
 
-from sparsegrad_core.chat import IGNORE_INDEX, encode_chat
+from support.tiny import CHAT_TEMPLATE, CHATS
 
-from .tiny import CHAT_TEMPLATE, CHATS
+from sparsegrad_core.chat import IGNORE_INDEX, encode_chat
 
 
 def _assistant_text(tokenizer, ids: list[int], labels: list[int]) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 from typer.testing import CliRunner
@@ -13,17 +12,7 @@ from typer.testing import CliRunner
 from sparsegrad_core.cli import app
 from sparsegrad_data import sample_path
 
-from .tiny import tiny_bert
-
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
-    path = tmp_path_factory.mktemp("tiny-bert")
-    tiny_bert(tokenizer).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def _head(src: Path, dst: Path, lines: int) -> Path:

@@ -7,12 +7,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from support.tiny import tiny_bert, tiny_llama
 
 from sparsegrad_core.tokenization import tokenize_dataset
 from sparsegrad_core.training import classification_metrics, evaluate, regression_metrics
 from sparsegrad_data import load_dataset
-
-from .tiny import tiny_bert, tiny_llama
 
 
 def test_binary_classification_metrics_by_hand():

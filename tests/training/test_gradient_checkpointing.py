@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support.tiny import tiny_bert, tiny_llama
 from torch import nn
 
 from sparsegrad_core.config import SparseGradConfig
@@ -22,8 +23,6 @@ from sparsegrad_core.training import (
 from sparsegrad_core.training.checkpoint import trainable_state
 from sparsegrad_core.training.gradient_checkpointing import is_gradient_checkpointing
 from sparsegrad_data import load_dataset
-
-from .tiny import tiny_bert, tiny_llama
 
 STEPS = 3
 

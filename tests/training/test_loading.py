@@ -6,15 +6,13 @@ import importlib.util
 from dataclasses import replace
 
 import pytest
+from support.tiny import save_model_folder, tiny_bert
 
 from sparsegrad_core.loading import BUNDLED_MODELS, BundledModelMissingError, load_base_model
 
-from .tiny import tiny_bert
-
 
 def test_load_base_model_from_a_folder(tmp_path, tokenizer):
-    tiny_bert(tokenizer).save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
+    save_model_folder(tmp_path, tiny_bert(tokenizer), tokenizer)
     model, tok = load_base_model(tmp_path, "regression")
     assert model.config.num_labels == 1 and model.config.problem_type == "regression"
     assert model.config.pad_token_id == tok.pad_token_id

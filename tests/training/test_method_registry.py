@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support.tiny import tiny_bert
 
 from sparsegrad_contract.defaults import MethodType
 from sparsegrad_core.methods import (
@@ -22,7 +23,6 @@ from sparsegrad_core.tokenization import tokenize_dataset
 from sparsegrad_core.training import Trainer, TrainingArguments, prepare_for_training
 
 from .example_method import MlpBiasMethod
-from .tiny import tiny_bert
 
 
 def test_every_method_a_job_can_ask_for_is_registered() -> None:

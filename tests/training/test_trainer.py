@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support.tiny import tiny_bert, tiny_llama
 
 from sparsegrad_core.config import SparseGradConfig
 from sparsegrad_core.methods import LoraOptions, MethodSpec
@@ -24,8 +25,6 @@ from sparsegrad_core.training import (
 )
 from sparsegrad_core.training.checkpoint import trainable_state
 from sparsegrad_data import load_dataset
-
-from .tiny import tiny_bert, tiny_llama
 
 SG = SparseGradConfig(density=0.05, calibration_steps=2)
 

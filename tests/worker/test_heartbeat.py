@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 from sqlalchemy import update
+from support.endpoints import wait_for
 from worker_helpers import create_job, job_row
 
 from sparsegrad_service import transitions
@@ -14,13 +15,6 @@ from sparsegrad_service.job_store import WorkerJobStore
 from sparsegrad_service.models import Job
 from sparsegrad_service.settings import Settings
 from worker.heartbeat import HeartbeatThread, StopFlags
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
 
 
 def test_heartbeat_flags_and_loss(pg_db: str, make_settings: Callable[..., Settings], sst2_bytes: bytes) -> None:
@@ -33,15 +27,15 @@ def test_heartbeat_flags_and_loss(pg_db: str, make_settings: Callable[..., Setti
     thread = HeartbeatThread(flags, interval_s=0.05)
     thread.start()
     try:
-        wait_for(lambda: job_row(settings, job_id).heartbeat_at != first_beat)
+        wait_for(lambda: job_row(settings, job_id).heartbeat_at != first_beat, 10, "a heartbeat", every=0.02)
         with session_scope(settings.sql_url) as session:
             assert transitions.request_pause(session, session.get(Job, job_id))  # type: ignore[arg-type]
-        wait_for(lambda: flags.current.pause)
+        wait_for(lambda: flags.current.pause, 10, "the pause flag", every=0.02)
         assert flags.refresh().stop and not flags.current.cancel  # served from the heartbeat's cache
         with session_scope(settings.sql_url) as session:
             session.execute(update(Job).where(Job.id == job_id).values(worker_id="other:2"))
-        wait_for(lambda: flags.current.lost)
-        wait_for(lambda: not thread.is_alive())
+        wait_for(lambda: flags.current.lost, 10, "the lost job noticed", every=0.02)
+        wait_for(lambda: not thread.is_alive(), 10, "the heartbeat thread to stop", every=0.02)
     finally:
         thread.stop()
 

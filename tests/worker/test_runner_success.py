@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification, LlamaConfig, LlamaForCausalLM
+from support.tiny import CHATS, save_model_folder, tiny_llama
+from transformers import AutoModelForSequenceClassification
 from worker_helpers import (
     artifacts,
     checkpoints,
@@ -183,23 +184,9 @@ def test_block_sparsegrad_job_stores_a_peft_lora_adapter(
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 
-CHATS = [
-    [{"role": "user", "content": "What is two plus two?"}, {"role": "assistant", "content": "Four."}],
-    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."},
-     {"role": "assistant", "content": "Blue."}],
-]
-
-
 def test_causal_lm_chat_job_succeeds(pg_db: str, make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     tokenizer = load_tokenizer("minilm-l6")
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
-                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.cls_token_id,
-                         eos_token_id=tokenizer.sep_token_id)
-    folder = tmp_path / "tiny-llama"
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    folder = save_model_folder(tmp_path / "tiny-llama", tiny_llama(tokenizer), tokenizer)
     settings = make_settings(pg_db, models={"tiny-llama": str(folder)})
     chats = "".join(json.dumps({"messages": CHATS[i % len(CHATS)]}) + "\n" for i in range(40)).encode()
     spec = job_spec(task={"type": "causal_lm", "num_labels": None, "label_names": None},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification
+from support.tiny import tiny_bert
 
 from sparsegrad_core.loading import load_tokenizer
 from sparsegrad_core.methods import MethodSpec
@@ -17,10 +17,7 @@ TEXTS = ["a fine film", "dreadful and dull", "quite good", "not worth it", "a de
 
 def run(device: str, bf16: bool) -> list[float]:
     tokenizer = load_tokenizer("minilm-l6")
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64, num_labels=2)
-    model = BertForSequenceClassification(config).to(device)
+    model = tiny_bert(tokenizer, layers=1, max_positions=64).to(device)
     examples = [Example(text=t, label=i % 2, line=i + 1) for i, t in enumerate(TEXTS)]
     data = Dataset(examples, TaskType.CLASSIFICATION, DatasetFormat.JSONL, ["0", "1"], 2, "mem")
     args = TrainingArguments(max_steps=4, batch_size=8, max_seq_length=16, learning_rate=1e-3, bf16=bf16,
