@@ -24,7 +24,7 @@ async def read_file(reads: Reads, tenant_id: str, file_id: str) -> Any:
 
 
 async def read_job(reads: Reads, tenant_id: str, job_id: str) -> Any:
-    """The job's ``id``, ``created_at`` and ``status`` (``queries.job_cursor``)."""
+    """The job's ``id`` and ``created_at`` (``queries.job_cursor``)."""
     row = await reads.first(job_cursor(), {"job_id": job_id, "tenant_id": tenant_id})
     if row is None:
         raise not_found("fine-tuning job", job_id, param="job_id")

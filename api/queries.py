@@ -112,7 +112,7 @@ def jobs_page(tenant_id: str, after: Any | None, status: JobStatus | None, limit
 def job_cursor() -> Query:
     """A tenant's job's ``id`` and ``created_at`` (parameters ``job_id``, ``tenant_id``): the ownership check of
     the routes under a job, and a page cursor."""
-    return select(Job.id.label("id"), Job.created_at.label("created_at"), Job.status.label("status")).where(
+    return select(Job.id.label("id"), Job.created_at.label("created_at")).where(
         Job.id == bindparam("job_id"), Job.tenant_id == bindparam("tenant_id"))
 
 

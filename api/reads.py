@@ -3,8 +3,9 @@ columns and returns its rows (attribute access by label). Writes use the request
 
 On PostgreSQL the statement is compiled once by SQLAlchemy (bind and result types included) and run on a
 ``psycopg_pool`` connection in autocommit mode, on the event loop: no ORM session, no SQLAlchemy execution
-layer and no thread, which is several times cheaper per statement than SQLAlchemy's asyncio engine (the GET
-job route's throughput depends on it). Repeated statements are prepared by psycopg after a few executions.
+layer and no thread: about half the CPU per statement of SQLAlchemy's asyncio engine (0.33 against 0.74 ms
+for the GET-job statement), which the GET-job route's throughput depends on. Repeated statements are
+prepared by psycopg after a few executions.
 Elsewhere (SQLite, embedded) the statement runs on SQLAlchemy's engine in a worker thread.
 
 A database that cannot be reached answers 503 ``database_unavailable``, like a failed write.
