@@ -26,7 +26,7 @@ DEMO_MAPPING = {"task": "classification", "text_column": demo.TEXT_COLUMN, "labe
 def demo_job_body(max_steps: int) -> dict[str, Any]:
     """The job the demo submits: the demo recipe (:mod:`sparsegrad_contract.demo`), the rest the job defaults."""
     return {
-        "task": DEMO_MAPPING,
+        "task": {"type": "classification", "text_column": demo.TEXT_COLUMN, "label_column": demo.LABEL_COLUMN},
         "hyperparameters": {"batch_size": demo.BATCH_SIZE, "max_steps": max_steps,
                             "max_seq_length": demo.MAX_SEQ_LENGTH},
         "suffix": f"{demo.GLUE_TASK}-demo",
