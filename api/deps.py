@@ -4,8 +4,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Annotated
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -21,21 +21,25 @@ from .auth import ApiKeys, invalid_api_key
 from .reads import Reads
 
 
-async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+def app_state(name: str) -> Callable[[Request], Awaitable[Any]]:
+    """The dependency that returns ``app.state.<name>`` (built once by ``main.create_app``)."""
+
+    async def dependency(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    dependency.__name__ = f"get_{name}"
+    return dependency
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-
-
-async def get_reads(request: Request) -> Reads:
-    reads: Reads = request.app.state.reads
-    return reads
-
-
-ReadsDep = Annotated[Reads, Depends(get_reads)]
+SettingsDep = Annotated[Settings, Depends(app_state("settings"))]
+ReadsDep = Annotated[Reads, Depends(app_state("reads"))]
 """The one read path (``api/reads.py``)."""
+StoreDep = Annotated[LocalArtifactStore, Depends(app_state("store"))]
+QueueDep = Annotated[JobQueue, Depends(app_state("queue"))]
+RegistryDep = Annotated[dict[str, RegisteredModel], Depends(app_state("registry"))]
+"""The base models of this deployment, by name."""
+StartedAtDep = Annotated[int, Depends(app_state("started_at"))]
+"""When the app started (Unix seconds): the ``created`` time of the registry's models."""
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -51,39 +55,6 @@ def get_session(request: Request) -> Iterator[Session]:
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
-
-async def get_store(request: Request) -> LocalArtifactStore:
-    store: LocalArtifactStore = request.app.state.store
-    return store
-
-
-StoreDep = Annotated[LocalArtifactStore, Depends(get_store)]
-
-
-async def get_queue(request: Request) -> JobQueue:
-    queue: JobQueue = request.app.state.queue
-    return queue
-
-
-QueueDep = Annotated[JobQueue, Depends(get_queue)]
-
-
-async def get_registry(request: Request) -> dict[str, RegisteredModel]:
-    registry: dict[str, RegisteredModel] = request.app.state.registry
-    return registry
-
-
-RegistryDep = Annotated[dict[str, RegisteredModel], Depends(get_registry)]
-"""The base models of this deployment, by name."""
-
-
-async def get_started_at(request: Request) -> int:
-    started_at: int = request.app.state.started_at
-    return started_at
-
-
-StartedAtDep = Annotated[int, Depends(get_started_at)]
-"""When the app started (Unix seconds): the ``created`` time of the registry's models."""
 
 bearer_scheme = HTTPBearer(auto_error=False, scheme_name="ApiKey",
                            description="An API key from `sparsegrad keys create --tenant NAME`.")

@@ -28,6 +28,7 @@ from sparsegrad_service.schemas import (
     FileObject,
     FilesPublic,
     Hyperparameters,
+    JobDefaults,
     JobEventPublic,
     JobEventsPublic,
     JobPublic,
@@ -236,6 +237,10 @@ class SparseGradClient:
     def request_merge(self, job_id: str) -> JobPublic:
         """Ask for a merged-model artifact of a succeeded job (produced by a worker)."""
         return self._call(JobPublic, "POST", f"/v1/fine_tuning/jobs/{job_id}/merge")
+
+    def get_defaults(self) -> JobDefaults:
+        """The methods, settings and selections a job may name, and every default a request resolves to."""
+        return self._call(JobDefaults, "GET", "/v1/fine_tuning/defaults")
 
     def get_job(self, job_id: str) -> JobPublic:
         return self._call(JobPublic, "GET", f"/v1/fine_tuning/jobs/{job_id}")

@@ -3,32 +3,20 @@ default, from the job contract (the dashboard's new-job form fills itself from t
 
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import TypeAdapter
 
 from sparsegrad_contract import defaults as D
 from sparsegrad_contract.defaults import MethodType, Selection, Setting
 from sparsegrad_service.job_spec import JobSpec, MethodConfig, ResolvedHyperparameters
 from sparsegrad_service.schemas.common import error_responses
+from sparsegrad_service.schemas.defaults import JobDefaults
 from sparsegrad_service.schemas.jobs import PublicHyperparameters
 
 from ..deps import CurrentTenant, SettingsDep
 
 router = APIRouter(prefix="/fine_tuning", tags=["fine-tuning jobs"], responses=error_responses(401))
 _METHOD: TypeAdapter[MethodConfig] = TypeAdapter(MethodConfig)
-
-
-class JobDefaults(BaseModel):
-    object: Literal["fine_tuning.defaults"] = "fine_tuning.defaults"
-    methods: list[MethodType] = Field(description="The training methods, the default first.")
-    settings: list[Setting]
-    selections: list[Selection]
-    method: dict[str, MethodConfig] = Field(description="Each method's parameters when the request gives none.")
-    hyperparameters: PublicHyperparameters = Field(description="Every hyperparameter's default in this deployment.")
-    validation_split: float
-    seed: int
 
 
 @router.get("/defaults", response_model=JobDefaults)

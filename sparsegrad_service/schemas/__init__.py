@@ -6,6 +6,7 @@ The public contract of ``/v1``: the API validates requests with these models and
 imports them with pydantic alone."""
 
 from .common import ErrorDetail, ErrorResponse
+from .defaults import JobDefaults
 from .files import FileDeleted, FileObject, FilesPublic
 from .job_create import Hyperparameters, JobCreate, MethodIn, TaskIn
 from .jobs import (
@@ -35,6 +36,7 @@ __all__ = [
     "FilesPublic",
     "Hyperparameters",
     "JobCreate",
+    "JobDefaults",
     "JobError",
     "JobEventPublic",
     "JobEventsPublic",

@@ -13,7 +13,10 @@ from typer.testing import CliRunner
 
 from sparsegrad_cli.app import app
 from sparsegrad_client import ApiError, SparseGradClient
+from sparsegrad_contract import defaults
+from sparsegrad_contract.defaults import MethodType
 from sparsegrad_data import sample_path
+from sparsegrad_service.job_spec import SparseGradMethod
 from sparsegrad_service.schemas import FileObject, JobEventPublic, JobPublic
 
 from .conftest import LiveService
@@ -73,6 +76,15 @@ def test_a_bad_key_is_refused(live_service: LiveService) -> None:
 def test_models_list_the_bundled_ones(client: SparseGradClient) -> None:
     names = {m.id for m in client.list_models().data}
     assert {"minilm-l6", "smollm2-135m"} <= names
+
+
+def test_defaults_are_the_job_contract(client: SparseGradClient) -> None:
+    got = client.get_defaults()
+    assert got.methods[0] == defaults.DEFAULT_METHOD and set(got.methods) == set(MethodType)
+    assert got.hyperparameters.batch_size == defaults.BATCH_SIZE
+    sparsegrad = got.method[MethodType.sparsegrad.value]
+    assert isinstance(sparsegrad, SparseGradMethod) and sparsegrad.density == defaults.DENSITY
+    assert got.validation_split == defaults.VALIDATION_SPLIT
 
 
 def test_job_lifecycle_idempotency_events_and_paging(client: SparseGradClient, train_jsonl: Path) -> None:
