@@ -4,7 +4,6 @@
 import { apiFetch, apiFetchBlob, el, formatBytes, formatDuration, formatNumber, formatTime, toast } from "./api.js";
 
 const MAX_LOG_LINES = 3000;
-const ADAPTER_METHODS = new Set(["sparsegrad", "lora"]);
 const VERIFY_LIMIT = 512 * 1024 * 1024;
 
 const fill = (node, ...kids) => node.replaceChildren(...kids.filter((k) => k !== null && k !== undefined));
@@ -132,8 +131,9 @@ export function renderArtifacts(container, artifacts, job, merge) {
       el("td", { class: "actions-cell" }, el("span", null, button, status)));
   });
   const hasMerged = artifacts.some((a) => a.kind === "merged_model");
+  const hasAdapter = artifacts.some((a) => a.kind === "adapter");
   let mergeBlock = null;
-  if (job.status === "succeeded" && ADAPTER_METHODS.has(job.method.type) && !hasMerged) {
+  if (job.status === "succeeded" && hasAdapter && !hasMerged) {
     mergeBlock = el("p", { class: "merge-row" },
       el("button", {
         type: "button", class: "btn", id: "merge-button", disabled: merge.merging, onclick: merge.onMerge,
