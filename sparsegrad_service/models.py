@@ -35,6 +35,10 @@ NAMING = {
 }
 
 BigIntId = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER PRIMARY KEY only
+MAX_BIGINT = 2**63 - 1
+"""The largest value of a ``BigInteger`` / ``BigIntId`` column (an event's ``seq``) on every database."""
+MAX_INTEGER = 2**31 - 1
+"""The largest value of an ``Integer`` column (a step) on PostgreSQL."""
 
 
 JOB_STATUS = Enum(JobStatus, native_enum=False, create_constraint=False, length=20,

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Header, Query
 from sse_starlette import EventSourceResponse
 
+from sparsegrad_service.models import MAX_BIGINT
 from sparsegrad_service.schemas import JobEventsPublic
 from sparsegrad_service.schemas.common import error_responses
 
@@ -24,9 +25,9 @@ router = APIRouter(prefix="/fine_tuning/jobs", tags=["events"], responses=error_
 def parse_event_id(value: str, param: str) -> int:
     """``ftevent-12`` or ``12`` → 12."""
     raw = value.strip().removeprefix(EVENT_ID_PREFIX)
-    if not raw.isdigit():
-        raise ApiError(400, f"Invalid {param} '{value}': expected an event id like '{EVENT_ID_PREFIX}42'.",
-                       param=param, code="invalid_cursor")
+    if not raw.isdigit() or int(raw) > MAX_BIGINT:
+        raise ApiError(400, f"Invalid {param} '{value[:40]}': expected an event id like '{EVENT_ID_PREFIX}42' "
+                       f"(at most {EVENT_ID_PREFIX}{MAX_BIGINT}).", param=param, code="invalid_cursor")
     return int(raw)
 
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from sparsegrad_service.models import MAX_INTEGER
 from sparsegrad_service.schemas import MetricsPublic
 from sparsegrad_service.schemas.common import error_responses
 
@@ -21,7 +22,8 @@ router = APIRouter(prefix="/fine_tuning/jobs", tags=["metrics"], responses=error
 async def list_metrics(
     job_id: str, tenant: CurrentTenant, reads: ReadsDep,
     name: Annotated[list[str] | None, Query(description="Metric names (repeat, or comma-separate). Default: all.")] = None,
-    after_step: Annotated[int | None, Query(description="Only points with a larger step.")] = None,
+    after_step: Annotated[int | None, Query(ge=-MAX_INTEGER, le=MAX_INTEGER,
+                                            description="Only points with a larger step.")] = None,
     limit: Annotated[int, Query(ge=1, le=100_000, description="Page size, 1-100000. Default 1000.")] = 1000,
 ) -> MetricsPublic:
     """List metric points ordered by (step, name). A page that has more after it ends at a whole step:
