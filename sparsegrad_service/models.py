@@ -150,6 +150,8 @@ class Job(Base):
     trained_tokens: Mapped[int | None] = mapped_column(BigInteger)
     last_checkpoint_step: Mapped[int | None] = mapped_column(Integer)
     fine_tuned_model: Mapped[str | None] = mapped_column(String(255))
+    model_deleted_at: Mapped[datetime | None]
+    """When the fine-tuned model was deleted (its adapter and merged archives are gone); the job row stays."""
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     """Results for clients and the dashboard: before/after eval metrics, trainable parameters, spectra."""
 
