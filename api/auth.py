@@ -20,7 +20,7 @@ from sparsegrad_service.models import ApiKey, utcnow
 from sparsegrad_service.ratelimit import RateLimiter
 
 from .errors import ApiError
-from .queries import api_key_statement
+from .queries import api_key_by_id_statement, api_key_statement
 from .reads import Reads
 from .timestamps import as_utc
 
@@ -64,6 +64,12 @@ class ApiKeys:
         if key.last_used_at is None or now - as_utc(key.last_used_at) >= LAST_USED_RESOLUTION:
             await anyio.to_thread.run_sync(self._touch, key.id, now)
         return Principal(id=key.tenant_id, tenant_name=key.tenant_name, key_id=key.id)
+
+    async def still_valid(self, principal: Principal) -> bool:
+        """Whether the principal's key still exists unrevoked (read now, not from the cache): long-lived
+        requests, like an event stream, ask this every ``api_key_cache_s``."""
+        key = await self.reads.first(api_key_by_id_statement(), {"key_id": principal.key_id})
+        return key is not None and key.revoked_at is None
 
     def _touch(self, key_id: str, now: datetime) -> None:
         with self.sessions() as session:

@@ -4,6 +4,10 @@ after the job is terminal and every event was sent, ``event: end`` with its stat
 Streams start after a given seq (``Last-Event-ID``) and wake on the job's Redis pub/sub channel when Redis
 is configured (re-reading SQL every few seconds anyway), else poll SQL twice a second. Each read goes
 through the read path (``Reads``): no connection is held while waiting.
+
+A stream outlives the request that authenticated it, so it re-checks its API key every ``key_check_s`` (the
+key cache's lifetime): once the key is revoked the stream sends ``event: revoked`` (an error body, code
+``invalid_api_key``) and closes, as soon as any request with that key would be refused.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -56,12 +60,13 @@ class Wakeup:
             log.warning("Redis pub/sub unavailable for %s (%s); polling SQL", job_id, exc)
             return cls()
 
-    async def wait(self) -> None:
+    async def wait(self, at_most_s: float = REDIS_RECHECK_S) -> None:
         if self._pubsub is None:
-            await anyio.sleep(POLL_S)
+            await anyio.sleep(min(POLL_S, at_most_s))
             return
         try:
-            message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=REDIS_RECHECK_S)
+            message = await self._pubsub.get_message(ignore_subscribe_messages=True,
+                                                     timeout=min(REDIS_RECHECK_S, at_most_s))
             while message is not None:  # drain a burst: one SQL read covers all of it
                 message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=0.0)
         except Exception as exc:
@@ -86,12 +91,30 @@ async def read_batch(reads: Reads, job_id: str, after: int) -> tuple[str | None,
     return (None if job is None else str(job.status)), events
 
 
-async def job_events(reads: Reads, redis_url: str | None, job_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
-    """Every event of the job after seq ``after``, then ``end`` once it is terminal."""
+KeyCheck = Callable[[], Awaitable[bool]]
+"""True while the stream's API key is still valid."""
+
+
+def revoked_event() -> ServerSentEvent:
+    error = {"message": "The API key of this stream was revoked; the stream ends.",
+             "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}
+    return ServerSentEvent(event="revoked", data=json.dumps({"error": error}))
+
+
+async def job_events(reads: Reads, redis_url: str | None, job_id: str, after: int, key_valid: KeyCheck,
+                     key_check_s: float) -> AsyncIterator[ServerSentEvent]:
+    """Every event of the job after seq ``after``, then ``end`` once it is terminal; ``revoked`` and the end
+    of the stream as soon as ``key_valid`` (asked every ``key_check_s``) says the key was revoked."""
     wakeup = await Wakeup.open(redis_url, job_id)
     try:
         cursor = after
+        key_checked = anyio.current_time()
         while True:
+            if anyio.current_time() - key_checked >= key_check_s:
+                if not await key_valid():
+                    yield revoked_event()
+                    return
+                key_checked = anyio.current_time()
             status, events = await read_batch(reads, job_id, cursor)
             for event in events:
                 cursor = int(event.id or cursor)
@@ -103,6 +126,6 @@ async def job_events(reads: Reads, redis_url: str | None, job_id: str, after: in
                 yield ServerSentEvent(event="end", data=json.dumps({"job_id": job_id, "status": status}))
                 return
             if not finished:
-                await wakeup.wait()
+                await wakeup.wait(at_most_s=max(key_check_s, POLL_S))
     finally:
         await wakeup.close()

@@ -124,6 +124,12 @@ def api_key_statement() -> Query:
 
 
 @functools.cache
+def api_key_by_id_statement() -> Query:
+    """Whether the key with id ``key_id`` is revoked."""
+    return select(ApiKey.revoked_at).where(ApiKey.id == bindparam("key_id"))
+
+
+@functools.cache
 def file_statement() -> Query:
     """A tenant's live (not deleted) file by id (parameters ``file_id``, ``tenant_id``)."""
     return select(*columns(File)).where(File.id == bindparam("file_id"), File.tenant_id == bindparam("tenant_id"),

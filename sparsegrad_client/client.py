@@ -9,6 +9,7 @@ error answer raises :class:`ApiError` whose message names the field, line or val
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import time
@@ -81,17 +82,24 @@ class ApiError(Exception):
         return f"ApiError(status={self.status}, type={self.type!r}, code={self.code!r}, param={self.param!r}, message={self.message!r})"
 
     @classmethod
+    def from_error_body(cls, status: int, body: Any) -> ApiError | None:
+        """The error of an ``{"error": {...}}`` body, or None when the body is not one."""
+        error = body.get("error") if isinstance(body, dict) else None
+        if not isinstance(error, dict):
+            return None
+        details = error.get("details")
+        return cls(status, error.get("type"), error.get("code"), error.get("param"),
+                   str(error.get("message") or f"HTTP {status}"), details if isinstance(details, list) else None)
+
+    @classmethod
     def from_response(cls, response: httpx.Response) -> ApiError:
         try:
             body = response.json()
         except ValueError:
             body = None
-        error = body.get("error") if isinstance(body, dict) else None
-        if isinstance(error, dict):
-            details = error.get("details")
-            return cls(response.status_code, error.get("type"), error.get("code"), error.get("param"),
-                       str(error.get("message") or f"HTTP {response.status_code}"),
-                       details if isinstance(details, list) else None)
+        error = cls.from_error_body(response.status_code, body)
+        if error is not None:
+            return error
         detail = body.get("detail") if isinstance(body, dict) else None
         text = str(detail) if detail else (response.text.strip()[:500] or response.reason_phrase)
         return cls(response.status_code, None, None, None, f"HTTP {response.status_code}: {text}")
@@ -318,6 +326,9 @@ class SparseGradClient:
                             delay = max(0.1, event.retry_ms / 1000)
                         if event.event == "end":
                             return
+                        if event.event == "revoked":  # the key was revoked while streaming
+                            raise (ApiError.from_error_body(401, json.loads(event.data))
+                                   or ApiError(401, None, "invalid_api_key", None, event.data))
                         if event.id is not None:
                             last_event_id = event.id
                         yield JobEventPublic.model_validate_json(event.data)

@@ -12,7 +12,7 @@ from sparsegrad_service.models import MAX_BIGINT
 from sparsegrad_service.schemas import JobEventsPublic
 from sparsegrad_service.schemas.common import error_responses
 
-from ..deps import CurrentTenant, ReadsDep, SettingsDep
+from ..deps import ApiKeysDep, CurrentTenant, ReadsDep, SettingsDep
 from ..errors import ApiError
 from ..event_stream import PING_S, job_events
 from ..ownership import read_job
@@ -50,13 +50,16 @@ async def list_events(
 @router.get("/{job_id}/events/stream", response_class=EventSourceResponse,
             responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events."}})
 async def stream_events(
-    job_id: str, tenant: CurrentTenant, reads: ReadsDep, settings: SettingsDep,
+    job_id: str, tenant: CurrentTenant, reads: ReadsDep, settings: SettingsDep, keys: ApiKeysDep,
     after: Annotated[str | None, Query(description="Start after this event id (`Last-Event-ID` wins).")] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", description="Resume after this event.")] = None,
 ) -> EventSourceResponse:
-    """Stream a job's events live, chronologically; `event: end` follows the last one of a finished job."""
+    """Stream a job's events live, chronologically; `event: end` follows the last one of a finished job.
+    If the stream's API key is revoked, `event: revoked` (an error body) ends it within the key-cache time."""
     cursor = last_event_id if last_event_id else after
     start = parse_event_id(cursor, "Last-Event-ID" if last_event_id else "after") if cursor else 0
     await read_job(reads, tenant.id, job_id)
-    return EventSourceResponse(job_events(reads, settings.redis_url, job_id, start), ping=PING_S,
+    events = job_events(reads, settings.redis_url, job_id, start, key_valid=lambda: keys.still_valid(tenant),
+                        key_check_s=settings.api_key_cache_s)
+    return EventSourceResponse(events, ping=PING_S,
                                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

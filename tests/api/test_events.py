@@ -139,3 +139,42 @@ def test_stream_wakes_on_redis_notifications(redis_service: Service) -> None:
                                     notify=lambda job_id: channel.notify(job_id, {"kind": "event"}))
     assert [m.event for m in messages] == ["message", "phase", "phase", "phase", "message", "end"]
     assert seconds < REDIS_RECHECK_S  # woken by the notifications, not by the periodic re-read
+
+
+def revoke_while_streaming(service: Service) -> tuple[list[ServerSentEvent], float]:
+    """Follow a queued job's stream, revoke its key once the stream is open: (messages, seconds from the
+    revocation to the stream's close)."""
+    from sparsegrad_service.keys import revoke_api_key
+
+    acme = service.as_tenant("acme")
+    job = acme.create_job()
+    opened = threading.Event()
+    revoked_at: list[float] = []
+
+    def revoke() -> None:
+        opened.wait(10)
+        with session_scope(service.url) as session:
+            assert acme.key is not None and revoke_api_key(session, acme.key[:10]) == 1
+        revoked_at.append(time.monotonic())
+
+    revoker = threading.Thread(target=revoke)
+    revoker.start()
+    messages = read_events(acme, f"{JOBS}/{job['id']}/events/stream", timeout=60, on_event=lambda _e: opened.set())
+    closed_at = time.monotonic()
+    revoker.join()
+    return messages, closed_at - revoked_at[0]
+
+
+@pytest.mark.parametrize("live", ["polling", "redis"])
+def test_a_revoked_key_ends_its_open_streams_within_the_key_cache_time(
+    live: str, tmp_path: Path, redis_url: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'api.db'}"
+    upgrade(url)
+    for service in start_service(tmp_path, url, redis_url=redis_url if live == "redis" else None):
+        messages, seconds = revoke_while_streaming(service)
+        ttl = service.settings.api_key_cache_s
+    assert [m.event for m in messages] == ["message", "revoked"], [m.event for m in messages]
+    assert messages[-1].json()["error"]["code"] == "invalid_api_key"
+    assert seconds <= ttl + 1.0, f"the stream outlived its revoked key by {seconds:.1f} s (key cache {ttl} s)"
+

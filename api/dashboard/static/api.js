@@ -117,7 +117,8 @@ export async function apiFetchBlob(path) {
 
 /**
  * Follow a job's Server-Sent Events over fetch (EventSource cannot send the Authorization header).
- * Reconnects with `Last-Event-ID` after network errors (1 s, then up to 5 s apart) and stops at `event: end`.
+ * Reconnects with `Last-Event-ID` after network errors (1 s, then up to 5 s apart) and stops at `event: end`,
+ * or at `event: revoked` (the key was revoked: handled like any 401, and `onError` hears it).
  * @param {string} jobId
  * @param {{after?: string, onEvent?: function(object, {id: string|null, event: string}): void,
  *          onEnd?: function(object): void, onError?: function(Error): void, signal?: AbortSignal}} options
@@ -149,6 +150,13 @@ export function streamEvents(jobId, { after, onEvent, onEnd, onError, signal } =
     let parsed = data.join("\n");
     try { parsed = JSON.parse(parsed); } catch { /* keep the text */ }
     if (event === "end") { closed = true; if (onEnd) onEnd(parsed); return true; }
+    if (event === "revoked") {
+      closed = true;
+      const error = new ApiError(401, (parsed && parsed.error) || { message: String(parsed) });
+      onUnauthorized(error);
+      if (onError) onError(error);
+      return true;
+    }
     if (onEvent) onEvent(parsed, { id, event });
     return false;
   };
