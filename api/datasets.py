@@ -17,6 +17,12 @@ from .errors import ApiError
 _READ_CHUNK = 1024 * 1024
 _UNSAFE = re.compile(r"[^\w .()+,=@~-]")
 MAX_FILENAME = 200
+"""Characters of an upload's name that are kept (``safe_filename``)."""
+MAX_UPLOAD_FILENAME = 1024
+"""Characters an upload's name may have: longer names are refused (4 bytes a character still fit in the
+multipart parser's 4 KiB header line)."""
+FILENAME_TOO_LONG = f"it is too long (the limit is {MAX_UPLOAD_FILENAME:,} characters)"
+_SHOWN_FILENAME = 60
 
 
 def read_capped(stream: BinaryIO, limit: int) -> bytes:
@@ -36,10 +42,13 @@ def too_large(limit: int) -> ApiError:
 
 
 def filename_problem(name: str | None) -> str | None:
-    """Why an uploaded file's name is refused: a path (separators or a '..' component) or control
-    characters. None when it is acceptable (other unusual characters are replaced by ``safe_filename``)."""
+    """Why an uploaded file's name is refused: empty, longer than ``MAX_UPLOAD_FILENAME`` characters, a path
+    (separators or a '..' component) or control characters. None when it is acceptable (other unusual
+    characters are replaced by ``safe_filename``)."""
     if not name:
-        return None
+        return "the file part has an empty filename; send the file's name (its extension tells the format)"
+    if len(name) > MAX_UPLOAD_FILENAME:
+        return FILENAME_TOO_LONG
     if "/" in name or "\\" in name:
         return "it is a path; send the file's name only (no '/' or '\\')"
     if name.strip() in (".", ".."):
@@ -48,6 +57,12 @@ def filename_problem(name: str | None) -> str | None:
     if bad:
         return f"it contains control or invisible characters ({', '.join(bad[:5])})"
     return None
+
+
+def invalid_filename(name: str | None, problem: str, param: str = "file") -> ApiError:
+    """400 naming the file part (``file``); a long name is shown shortened."""
+    shown = name if name is None or len(name) <= _SHOWN_FILENAME else name[:_SHOWN_FILENAME] + "..."
+    return ApiError(400, f"Invalid filename {shown!r}: {problem}.", param=param, code="invalid_filename")
 
 
 def safe_filename(name: str | None) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -22,6 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 log = logging.getLogger("sparsegrad.api")
 
 _MAX_SHOWN = 80
+_NOT_A_FILE = "Expected UploadFile"
+"""How FastAPI's check of a ``File()`` parameter begins when the part came without a filename."""
 
 
 class ApiError(Exception):
@@ -77,31 +80,55 @@ def _param(loc: Sequence[Any]) -> str | None:
     return ".".join(parts) or None
 
 
-def describe_validation_error(error: Mapping[str, Any]) -> tuple[str, str | None, str]:
-    """``(message, param, code)`` for one pydantic error of a request."""
+def describe_validation_error(
+    error: Mapping[str, Any], required_body: Sequence[str] = (),
+) -> tuple[str, str | None, str]:
+    """``(message, param, code)`` for one pydantic error of a request; ``required_body`` names the required
+    fields of the route's JSON body (the message for an empty body lists them)."""
     kind = str(error.get("type", ""))
     param = _param(error.get("loc", ()))
     msg = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
     if kind == "json_invalid":
         reason = (error.get("ctx") or {}).get("error", "")
         return f"The request body is not valid JSON ({reason}).", None, "invalid_json"
+    if kind == "missing" and param is None:  # the body itself: nothing was sent
+        if not required_body:
+            return "The request body is empty: send a JSON object.", None, "missing_required_parameter"
+        names = ", ".join(f"'{name}'" for name in required_body)
+        return (f"Missing required parameters: {names} (the request body is empty: send a JSON object).",
+                required_body[0], "missing_required_parameter")
     if kind == "missing":
         return f"Missing required parameter: '{param}'.", param, "missing_required_parameter"
     if kind == "extra_forbidden":
         return f"Unrecognized request argument supplied: '{param}'.", param, "unknown_parameter"
     if param is None:
         return f"Invalid request body: {msg}.", None, "invalid_request_body"
+    if kind == "finite_number":
+        return f"Invalid value for '{param}': must be a finite number (got {_shown(error.get('input'))}).", param, \
+            "invalid_value"
+    if msg.startswith(_NOT_A_FILE):  # a File() parameter sent as a plain field: its text is the file's contents
+        return (f"Invalid value for '{param}': expected a file part with a filename (got a plain form field, "
+                "whose contents are not shown).", param, "invalid_value")
     return f"Invalid value for '{param}': {msg} (got {_shown(error.get('input'))}).", param, "invalid_value"
 
 
-def validation_api_error(exc: RequestValidationError) -> ApiError:
+def validation_api_error(exc: RequestValidationError, required_body: Sequence[str] = ()) -> ApiError:
     errors = list(exc.errors())
-    described = [describe_validation_error(e) for e in errors] or [("Invalid request.", None, "invalid_value")]
+    described = [describe_validation_error(e, required_body) for e in errors] or [
+        ("Invalid request.", None, "invalid_value")]
     message, param, code = described[0]
     if len(described) > 1:
         message += f" ({len(described) - 1} more: " + "; ".join(m for m, _, _ in described[1:4]) + ")"
     details = [{"param": p, "message": m} for m, p, _ in described]
     return ApiError(400, message, param=param, code=code, details=details)
+
+
+def required_body_fields(request: Request) -> list[str]:
+    """The required fields of the matched route's body model, in declaration order (none without one)."""
+    field = getattr(request.scope.get("route"), "body_field", None)
+    model = getattr(getattr(field, "field_info", None), "annotation", None)
+    fields = model.model_fields if isinstance(model, type) and issubclass(model, BaseModel) else {}
+    return [info.alias or name for name, info in fields.items() if info.is_required()]
 
 
 # -------------------------------------------------------------------------------------------- handlers
@@ -110,9 +137,9 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     return exc.response()
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return validation_api_error(exc).response()
+    return validation_api_error(exc, required_body_fields(request)).response()
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

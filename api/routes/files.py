@@ -17,6 +17,7 @@ from ..datasets import (
     column_mapping,
     filename_problem,
     form_column,
+    invalid_filename,
     mapping_to_dict,
     read_capped,
     safe_filename,
@@ -24,11 +25,12 @@ from ..datasets import (
 )
 from ..deps import CurrentTenant, ReadsDep, SessionDep, SettingsDep, StoreDep
 from ..errors import ApiError
+from ..multipart import FormRoute
 from ..ownership import read_file, tenant_file
 from ..queries import file_cursor, files_page
 from ..serializers import file_object
 
-router = APIRouter(prefix="/files", tags=["files"], responses=error_responses(400, 401, 404))
+router = APIRouter(prefix="/files", tags=["files"], responses=error_responses(400, 401, 404), route_class=FormRoute)
 
 PURPOSE = "fine-tune"
 TaskName = Literal["classification", "regression", "causal_lm"]
@@ -52,7 +54,7 @@ def upload_file(
                        code="invalid_purpose")
     problem = filename_problem(file.filename)
     if problem is not None:
-        raise ApiError(400, f"Invalid filename {file.filename!r}: {problem}.", param="file", code="invalid_filename")
+        raise invalid_filename(file.filename, problem)
     data = read_capped(file.file, settings.max_upload_bytes)
     filename = safe_filename(file.filename)
     mapping = column_mapping(text=form_column(text_column), text_pair=form_column(text_pair_column),

@@ -27,7 +27,9 @@ MAX_METADATA_KEYS = 16
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown fields are refused, and so are NaN and infinite numbers (a bound check would call NaN too large)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 def _auto_to_none(value: Any) -> Any:

@@ -30,10 +30,31 @@ class Case:
     body: Any = None
     """Job spec fields (merged over a valid spec) or, for "raw", the request."""
     status: int = 400
+    param: str | None = None
+    """When set, the error's ``param`` must be exactly this field."""
+    absent: bytes = b""
+    """When set, the response must not contain these bytes (an upload's contents are never echoed)."""
 
 
 def _rows(*rows: Any) -> bytes:
     return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows).encode()
+
+
+def _json_request(spec: bytes) -> dict[str, Any]:
+    """A job request whose JSON (NaN, Infinity) httpx would refuse to encode: ``spec`` plus model and file."""
+    body = spec[:-1] + b', "model": "minilm-l6", "training_file": "file-any"}'
+    return {"method": "POST", "url": JOBS, "content": body, "headers": {"Content-Type": "application/json"}}
+
+
+def _multipart_request(files: dict[str, tuple[str, bytes]], **fields: str) -> dict[str, Any]:
+    """An upload written by hand, for parts httpx would not send as given (a ``filename=""``)."""
+    boundary = "hostile-boundary"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]
+    parts += [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"; filename="{name}"\r\n\r\n'.encode()
+              + content + b"\r\n" for k, (name, content) in files.items()]
+    return {"method": "POST", "url": "/v1/files", "content": b"".join(parts) + f"--{boundary}--\r\n".encode(),
+            "headers": {"Content-Type": f"multipart/form-data; boundary={boundary}"}}
 
 
 GOOD = CLASSIFICATION_ROWS
@@ -84,6 +105,14 @@ UPLOADS = [
     Case("unknown task", "upload", "task", jsonl(GOOD), form={"task": "translation"}),
     Case("text column index out of range", "upload", "column", b"a,b\nx,1\ny,0\n", "train.csv",
          form={"text_column": "7", "label_column": "1"}),
+    Case("file part without a filename", "upload", "filename", b"SECRET-ROW-CONTENT\n" * 3, "", param="file",
+         absent=b"SECRET-ROW-CONTENT"),
+    Case("form field over the part limit", "upload", "'text_column' is larger than the limit of 1,048,576 bytes",
+         jsonl(GOOD), form={"text_column": "t" * (1024 * 1024 + 1)}, param="text_column"),
+    Case("5000-character filename", "upload", "too long (the limit is 1,024 characters)", jsonl(GOOD),
+         "n" * 5000 + ".jsonl", param="file"),
+    Case("1500-character filename", "upload", "too long (the limit is 1,024 characters)", jsonl(GOOD),
+         "n" * 1500 + ".jsonl", param="file"),
 ]
 
 JOB_SPECS = [
@@ -116,14 +145,23 @@ JOB_SPECS = [
     Case("validation split above one", "job", "validation_split", body={"validation_split": 1.5}),
     Case("task type unknown", "job", "task.type", body={"task": {"type": "ranking"}}),
     Case("chat task on encoder", "job", "messages", body={"task": {"type": "causal_lm"}}),
+    Case("learning rate multiplier nan as a string", "job", "must be a finite number (got \"NaN\")",
+         body={"hyperparameters": {"learning_rate_multiplier": "NaN"}}, param="hyperparameters.learning_rate_multiplier"),
 ]
 
 RAW = [
     Case("job body not json", "raw", "json", body={"method": "POST", "url": JOBS, "content": b"{nope",
                                                      "headers": {"Content-Type": "application/json"}}),
     Case("job body a list", "raw", "object", body={"method": "POST", "url": JOBS, "json": [1, 2]}),
-    Case("job body empty", "raw", "", body={"method": "POST", "url": JOBS, "content": b"",
-                                             "headers": {"Content-Type": "application/json"}}),
+    Case("job body empty", "raw", "missing required parameters: 'model', 'training_file'", param="model",
+         body={"method": "POST", "url": JOBS, "content": b"", "headers": {"Content-Type": "application/json"}}),
+    Case("job body absent", "raw", "the request body is empty", param="model", body={"method": "POST", "url": JOBS}),
+    Case("learning rate nan", "raw", "'hyperparameters.learning_rate': must be a finite number (got NaN)",
+         param="hyperparameters.learning_rate", body=_json_request(b'{"hyperparameters": {"learning_rate": NaN}}')),
+    Case("density infinite", "raw", "'method.sparsegrad.density': must be a finite number (got Infinity)",
+         param="method.sparsegrad.density", body=_json_request(b'{"method": {"sparsegrad": {"density": Infinity}}}')),
+    Case("file part with an empty filename", "raw", "empty filename", param="file", absent=b"SECRET-ROW-CONTENT",
+         body=_multipart_request({"file": ("", b"SECRET-ROW-CONTENT\n")}, purpose="fine-tune")),
     Case("list limit zero", "raw", "limit", body={"method": "GET", "url": f"{JOBS}?limit=0"}),
     Case("list limit huge", "raw", "limit", body={"method": "GET", "url": f"{JOBS}?limit=100000"}),
     Case("list bad cursor", "raw", "after", body={"method": "GET", "url": f"{JOBS}?after=ftjob-nope"}),
@@ -193,4 +231,27 @@ def test_bad_input_is_a_clear_4xx_and_leaves_nothing(hostile: Service, tenant: T
     assert error["message"] and error["type"] == "invalid_request_error", error
     text = f"{error['message']} {error.get('param') or ''}".lower()
     assert case.fragment.lower() in text, error
+    if case.param is not None:
+        assert error["param"] == case.param, error
+    if case.absent:
+        assert case.absent not in response.content, response.text[:500]
     assert _counts(hostile, tenant) == before
+
+
+@pytest.mark.parametrize("chunk", [7, 1000, 4096, 1 << 20])
+def test_a_part_that_breaks_a_limit_is_named_however_the_body_arrives(tenant: TenantClient, chunk: int) -> None:
+    """The multipart parser sees the body in pieces of any size: the refusal still names the part."""
+    for part, fragment, param in [
+        ({"file": ("n" * 5000 + ".jsonl", jsonl(GOOD))}, "too long (the limit is 1,024 characters)", "file"),
+        ({"file": ("train.jsonl", jsonl(GOOD)), "label_column": ("", b"l" * (1024 * 1024 + 1))},
+         "'label_column' is larger than the limit", "label_column"),
+    ]:
+        files = {k: v for k, v in part.items() if v[0]}
+        fields = {k: v[1].decode() for k, v in part.items() if not v[0]}
+        request = _multipart_request(files, purpose="fine-tune", **fields)
+        body = request.pop("content")
+        pieces = (body[i:i + chunk] for i in range(0, len(body), chunk))
+        response = tenant.request(request.pop("method"), request.pop("url"), content=pieces, **request)
+        assert response.status_code == 400, response.text[:500]
+        error = response.json()["error"]
+        assert fragment in error["message"] and error["param"] == param, error
