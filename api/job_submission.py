@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from sparsegrad_contract.defaults import SEED
-from sparsegrad_data import MIN_EXAMPLES_TO_SPLIT, TaskType, can_split
+from sparsegrad_data import TaskType
 from sparsegrad_service.enums import EventLevel, EventType, JobStatus
 from sparsegrad_service.job_records import add_event
 from sparsegrad_service.models import File, Job, utcnow
@@ -155,7 +155,6 @@ def resolve_task(
         mapping = mapping_from_dict(train.mapping)
         task_type, label_names = TaskType(train.task), train.label_names
         num_labels = len(label_names) if label_names else None
-        examples = train.num_examples
     else:
         task = task or TaskIn()
         mapping = column_mapping(text=task.text_column, text_pair=task.text_pair_column, label=task.label_column,
@@ -165,7 +164,6 @@ def resolve_task(
             _stored_bytes(store, train), train.filename, settings, task=task.type, mapping=mapping,
             param="training_file", num_labels=task.num_labels, label_names=task.label_names, min_classes=2)
         task_type, label_names, num_labels = dataset.task, dataset.label_names, dataset.num_labels
-        examples = len(dataset)
     _check_model_task(model, task_type)
     if task_type is TaskType.CLASSIFICATION and (num_labels or 0) < 2:
         raise ApiError(400, f"The training file {train.filename} has a single class ({', '.join(label_names or [])}); "
@@ -175,9 +173,6 @@ def resolve_task(
         validate_dataset(_stored_bytes(store, valid), valid.filename, settings, task=task_type, mapping=mapping,
                          param="validation_file", label_names=label_names if classification else None,
                          min_classes=1)
-    elif not can_split(examples):
-        raise ApiError(400, f"The training file has {examples} example(s); holding out a validation share needs "
-                       f"at least {MIN_EXAMPLES_TO_SPLIT} (or pass a validation_file).", param="training_file", code="too_few_examples")
     return {
         "type": task_type.value, "text_column": mapping.text, "text_pair_column": mapping.text_pair,
         "label_column": mapping.label, "messages_column": mapping.messages, "has_header": mapping.has_header,

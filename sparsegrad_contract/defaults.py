@@ -102,3 +102,9 @@ SEED = 42
 # Data
 VALIDATION_SPLIT = 0.1
 """Share of the training file held out for evaluation when a job names no validation file."""
+MIN_EVAL_EXAMPLES = 20
+"""A share is held out of the training file only when it has at least this many examples and leaves at least this
+many to train on; otherwise the job trains on the whole file and reports no evaluation. With 20 examples one
+example moves accuracy by 5 points and the standard error of an accuracy is at most 0.11; with the 3 examples a
+10 % share of a 30-example file gives, one example moves it by 33 points and before/after comparisons are noise.
+With the default share this takes 195 examples (:func:`sparsegrad_data.hold_out`)."""

@@ -11,7 +11,7 @@ Typical use::
 Every problem in a file is reported at once, with its line and field, in a DatasetError.
 """
 
-from .dataset import MIN_EXAMPLES_TO_SPLIT, Dataset, can_split
+from .dataset import Dataset, HoldOut, hold_out
 from .formats import detect_format
 from .glue import glue_mapping
 from .issues import DatasetError, DatasetIssue
@@ -21,17 +21,17 @@ from .sample_files import sample_path
 from .schema import ColumnMapping, DatasetFormat, Example, TaskType
 
 __all__ = [
-    "MIN_EXAMPLES_TO_SPLIT",
     "ColumnMapping",
     "Dataset",
     "DatasetError",
     "DatasetFormat",
     "DatasetIssue",
     "Example",
+    "HoldOut",
     "TaskType",
-    "can_split",
     "detect_format",
     "glue_mapping",
+    "hold_out",
     "infer_task_type",
     "load_dataset",
     "parse_dataset_bytes",

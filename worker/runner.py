@@ -36,7 +36,7 @@ from sparsegrad_service.store import ArtifactStore, StoreError, make_store
 from .attempt import Attempt, Outcome, default_worker_id
 from .callbacks import PreparedMessages, ServiceCallback
 from .checkpoints import restore_checkpoint, upload_checkpoint
-from .data import JobData, load_job_data
+from .data import load_job_data
 from .device import release_memory, select_device
 from .errors import JobError
 from .finalize import TrainedRun, complete
@@ -157,7 +157,7 @@ class JobRunner:
                                       default_checkpoint_every=settings.checkpoint_every, bf16=attempt.device.bf16)
         except (TypeError, ValueError) as exc:
             raise JobError("invalid_hyperparameters", str(exc), "hyperparameters") from exc
-        journal.event(EventType.message, self._data_message(data))
+        journal.event(EventType.message, *data.describe())
 
         resume_from, trained_tokens = None, 0
         stored = attempt.job_store.latest_checkpoint()
@@ -200,13 +200,6 @@ class JobRunner:
         return complete(self.settings, self.store, attempt, trained)
 
     # ------------------------------------------------------------------------------------------ pieces
-    def _data_message(self, data: JobData) -> str:
-        held = {"validation_file": "validation file", "split": "held out of the training file",
-                "none": "no validation"}[data.eval_source]
-        n_eval = 0 if data.eval is None else len(data.eval)
-        return (f"Validated {data.train.source}: {len(data.train)} training / {n_eval} validation examples "
-                f"({held}), task {data.train.task.value}.")
-
     def _store_checkpoint(self, attempt: Attempt, step: int, path: Path, metrics: dict[str, Any]) -> str | None:
         stored = upload_checkpoint(attempt.job_store, self.store, step, path, attempt.run_dir / ".upload", metrics)
         if stored is None:

@@ -27,5 +27,6 @@ async def job_defaults(settings: SettingsDep, _tenant: CurrentTenant) -> JobDefa
     return JobDefaults(
         methods=methods, settings=list(Setting), selections=list(Selection),
         method={m.value: _METHOD.validate_python({"type": m}) for m in methods},
-        hyperparameters=PublicHyperparameters(**dict(spec.hyperparameters)), validation_split=spec.validation_split, seed=D.SEED,
+        hyperparameters=PublicHyperparameters(**dict(spec.hyperparameters)), validation_split=spec.validation_split,
+        min_eval_examples=D.MIN_EVAL_EXAMPLES, seed=D.SEED,
     )

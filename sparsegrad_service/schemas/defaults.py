@@ -21,4 +21,6 @@ class JobDefaults(BaseModel):
     method: dict[str, MethodConfig] = Field(description="Each method's parameters when the request gives none.")
     hyperparameters: PublicHyperparameters = Field(description="Every hyperparameter's default in this deployment.")
     validation_split: float
+    min_eval_examples: int = Field(description="The fewest examples a held-out evaluation share may have (and the fewest "
+                                   "it must leave to train on); a smaller file trains without evaluation.")
     seed: int

@@ -154,13 +154,17 @@ class MethodIn(StrictModel):
     reinforcement: dict[str, Any] | None = Field(default=None, description="Accepted for OpenAI compatibility; not supported.")
 
 
+HOLD_OUT_RULE = (f"The share is held out only when it is at least {D.MIN_EVAL_EXAMPLES} examples and leaves at least as "
+                 "many to train on; otherwise the job trains on the whole file without evaluation (an event says which).")
+
+
 class JobCreate(StrictModel):
     """A fine-tuning job request. Only `model` and `training_file` are required."""
 
     model: str = Field(min_length=1, max_length=200, description="A base model from `GET /v1/models`.")
     training_file: str = Field(min_length=1, max_length=100, description="Id of an uploaded file (`purpose=fine-tune`).")
     validation_file: str | None = Field(
-        default=None, max_length=100, description="Id of an uploaded evaluation file. Default: hold out `validation_split` of the training file.")
+        default=None, max_length=100, description="Id of an uploaded evaluation file. Default: hold out `validation_split` of the training file. " + HOLD_OUT_RULE)
     task: TaskIn | None = Field(default=None, description="Default: the task and columns the training file validated with on upload.")
     method: MethodIn | None = Field(default=None, description=f"Default: {D.DEFAULT_METHOD.value}, density {D.DENSITY}, {D.CALIBRATION_STEPS} calibration steps, "
                     f"{JOB_SELECTION.value} selection, {D.DEFAULT_SETTING.value} setting.")
@@ -169,7 +173,7 @@ class JobCreate(StrictModel):
     suffix: str | None = Field(default=None, min_length=1, max_length=64, description="Added to the fine-tuned model name. Default: none.")
     metadata: dict[str, str] | None = Field(
         default=None, description=f"Up to {MAX_METADATA_KEYS} string pairs (keys ≤ 64, values ≤ 512 characters). Default: none.")
-    validation_split: float = Field(default=D.VALIDATION_SPLIT, gt=0, le=0.5, description=f"Share of the training file held out for evaluation when no `validation_file` is given, in (0, 0.5]. Default {D.VALIDATION_SPLIT}.")
+    validation_split: float = Field(default=D.VALIDATION_SPLIT, gt=0, le=0.5, description=f"Share of the training file held out for evaluation when no `validation_file` is given, in (0, 0.5]. Default {D.VALIDATION_SPLIT}. " + HOLD_OUT_RULE)
     merge_model: bool = Field(default=False, description="Also produce a merged model artifact. Default false.")
     integrations: list[Any] | None = Field(default=None, description="OpenAI compatibility: only null or [] (no integrations).")
 

@@ -34,7 +34,7 @@ def test_public_api() -> None:
         "DatasetFormat",
         "Example",
         "Dataset",
-        "MIN_EXAMPLES_TO_SPLIT",
+        "HoldOut",
         "DatasetIssue",
         "DatasetError",
         "load_dataset",
@@ -43,5 +43,5 @@ def test_public_api() -> None:
         "glue_mapping",
         "sample_path",
         "infer_task_type",
-        "can_split",
+        "hold_out",
     }

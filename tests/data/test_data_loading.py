@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from sparsegrad_contract.defaults import MIN_EVAL_EXAMPLES
 from sparsegrad_data import (
     ColumnMapping,
     Dataset,
@@ -15,9 +16,11 @@ from sparsegrad_data import (
     DatasetFormat,
     DatasetIssue,
     Example,
+    HoldOut,
     TaskType,
     detect_format,
     glue_mapping,
+    hold_out,
     infer_task_type,
     load_dataset,
     parse_dataset_bytes,
@@ -187,6 +190,34 @@ def test_split_is_deterministic_and_partitions() -> None:
     assert [len(p) for p in Dataset(examples[:2], *_meta()).split(0.01)] == [1, 1]
     with pytest.raises(ValueError):
         ds.split(1.0)
+
+
+def test_hold_out_rule_needs_enough_examples_on_both_sides() -> None:
+    """A share is held out only when it is at least MIN_EVAL_EXAMPLES and leaves as many to train on; ``needed``
+    is the smallest file that gets one (checked against every file size up to it)."""
+    assert hold_out(30, 0.1).size == 0 and hold_out(194, 0.1).size == 0
+    assert hold_out(195, 0.1).size == MIN_EVAL_EXAMPLES and hold_out(1200, 0.1).size == 120
+    assert hold_out(39, 0.5).size == 0 and hold_out(40, 0.5).size == 20
+    assert hold_out(10_000, 0.0) == HoldOut(10_000, 0.0, 0, 0)
+    for fraction in (0.01, 0.05, 0.1, 0.2, 0.33, 0.5, 0.9):
+        plan = hold_out(0, fraction)
+        sizes = [hold_out(n, fraction).size for n in range(plan.needed + 1)]
+        assert sizes[-1] >= MIN_EVAL_EXAMPLES and plan.needed - sizes[-1] >= MIN_EVAL_EXAMPLES
+        assert not any(sizes[:-1]), fraction
+
+
+def test_classification_split_is_stratified() -> None:
+    """Each class gives its share of the held-out part: a 10 % class is evaluated, a single-example class
+    stays in training."""
+    labels = [0] * 170 + [1] * 20 + [2] * 9 + [3]
+    examples = [Example(text=str(i), label=y, line=i + 1) for i, y in enumerate(labels)]
+    ds = Dataset(examples, TaskType.CLASSIFICATION, DatasetFormat.JSONL, ["a", "b", "c", "d"], 4, "t.jsonl")
+    for seed in range(5):
+        rest, held = ds.split(0.1, seed=seed)
+        assert len(held) == 20
+        counts = {y: sum(e.label == y for e in held.examples) for y in range(4)}
+        assert counts[0] == 17 and counts[1] == 2 and counts[2] == 1 and counts[3] == 0
+        assert {e.label for e in rest.examples} == {0, 1, 2, 3}
 
 
 def _meta() -> tuple[TaskType, DatasetFormat, list[str], int, str]:

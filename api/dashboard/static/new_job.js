@@ -204,6 +204,9 @@ export function renderNewJobPage(root) {
     scheduler.value = d.hyperparameters.lr_scheduler;
     setValue("seed", d.seed);
     setValue("validation-split", d.validation_split);
+    dataSet.querySelector("#valid-file-hint").textContent = `Default: ${Math.round(d.validation_split * 1000) / 10}% of the training file ` +
+      `is held out when that is at least ${d.min_eval_examples} examples and leaves as many to train on; ` +
+      "a smaller file trains without evaluation.";
     showPanels();
   }).catch((exc) => { if (exc.name !== "AbortError") formError.replaceChildren(issuesAlert(`Could not load the defaults: ${exc.message}`, null)); });
 
