@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PORT ?= 8000
 DATA_DIR ?= sparsegrad-data
 
-.PHONY: install demo demo-offline up migrate worker test test-fast lint bench bench-gpu bench-quality docker clean
+.PHONY: install demo demo-offline up migrate worker test test-prerequisites test-fast lint bench bench-gpu bench-quality docker clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -43,10 +43,14 @@ lint: install
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
-test: lint
+# PostgreSQL, Redis and chromium: started or installed, or a stop at once naming the command that provides them.
+test-prerequisites:
+	bash scripts/test_prerequisites.sh
+
+test: test-prerequisites lint
 	$(VENV)/bin/pytest -q
 
-test-fast: install
+test-fast: test-prerequisites install
 	$(VENV)/bin/pytest -q -m "not slow"
 
 bench: install
