@@ -106,8 +106,28 @@ def column_mapping(
                       if f"ColumnMapping.{name}" in message), None)
         if param is None:
             param = f"{param_prefix}has_header" if "has_header" in message else fallback_param
-        raise ApiError(400, f"Invalid column mapping: {message.replace('ColumnMapping.', '')}.", param=param,
+        raise ApiError(400, f"Invalid column mapping: {_in_request_names(message, param_prefix)}.", param=param,
                        code="invalid_column_mapping") from exc
+
+
+_MAPPING_FIELD = {"text": "text_column", "text_pair": "text_pair_column", "label": "label_column",
+                  "messages": "messages_column", "has_header": "has_header"}
+"""The request's name (upload form field, job ``task`` field) of each ``ColumnMapping`` field."""
+_LIBRARY_NAME = re.compile(r"ColumnMapping\((\w+)=(\w+)\)|ColumnMapping\.(\w+)|\b(\w+)(?==)")
+
+
+def _in_request_names(message: str, prefix: str) -> str:
+    """``ColumnMapping``'s message in the request's names: ``ColumnMapping(has_header=False) needs ...
+    text='x'`` → ``has_header=false needs ... text_column='x'`` (``task.``-prefixed for a job)."""
+
+    def rename(match: re.Match[str]) -> str:
+        field = match[1] or match[3] or match[4]
+        if field not in _MAPPING_FIELD:
+            return match[0].removeprefix("ColumnMapping.")
+        name = prefix + _MAPPING_FIELD[field]
+        return f"{name}={match[2].lower()}" if match[1] else name
+
+    return _LIBRARY_NAME.sub(rename, message).replace("ColumnMapping ", "the mapping ")
 
 
 def mapping_to_dict(mapping: ColumnMapping) -> dict[str, object]:

@@ -12,7 +12,7 @@ import typer
 
 from sparsegrad_contract import demo as demo_recipe
 
-from . import job_commands, service_commands
+from . import job_commands, service_commands, submit
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True,
@@ -23,7 +23,7 @@ app.command(rich_help_panel="Service")(service_commands.up)
 app.command(rich_help_panel="Service")(service_commands.migrate)
 app.command(rich_help_panel="Service")(service_commands.worker)
 app.add_typer(service_commands.keys_app, name="keys", rich_help_panel="Service")
-app.command(rich_help_panel="Jobs")(job_commands.submit)
+app.command(rich_help_panel="Jobs")(submit.submit)
 app.add_typer(job_commands.jobs_app, name="jobs", rich_help_panel="Jobs")
 for command in (job_commands.watch, job_commands.download, job_commands.cancel, job_commands.pause,
                 job_commands.resume, job_commands.models):

@@ -1,5 +1,5 @@
-"""Commands that talk to a running service over REST: ``submit``, ``jobs`` (list, show), ``watch``,
-``download``, ``cancel``/``pause``/``resume`` and ``models``."""
+"""Commands that talk to a running service over REST: ``jobs`` (list, show), ``watch``, ``download``,
+``cancel``/``pause``/``resume`` and ``models``, and the upload and watch steps ``submit`` shares."""
 
 from __future__ import annotations
 
@@ -17,9 +17,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from sparsegrad_client import SparseGradClient
-from sparsegrad_contract.defaults import DEFAULT_METHOD, Selection, Setting
-from sparsegrad_contract.defaults import MethodType as Method
-from sparsegrad_data import TaskType as Task
 from sparsegrad_service.enums import ArtifactKind
 from sparsegrad_service.schemas import ArtifactPublic, FileObject, JobPublic
 
@@ -30,7 +27,7 @@ from .support import (
     api_command,
     console,
     fail,
-    format_time,
+    format_age,
     make_client,
     transfer_progress,
 )
@@ -38,15 +35,6 @@ from .watch import JobWatcher, describe_outcome
 
 jobs_app = typer.Typer(help="List jobs (`sparsegrad jobs`), or show one (`sparsegrad jobs show ID`).")
 LARGE_UPLOAD = 1024 * 1024
-
-
-def _given(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}
-
-
-def _column(value: str | None) -> str | int | None:
-    """A column name, or a 0-based index when the value is all digits."""
-    return int(value) if value is not None and value.isdigit() else value
 
 
 def upload(client: SparseGradClient, path: Path, mapping: dict[str, Any], out: Console = console) -> FileObject:
@@ -120,78 +108,6 @@ def download_artifact_of(
     return result
 
 
-@api_command
-def submit(
-    model: Annotated[str, typer.Option(help="A base model the service registers (`sparsegrad models`).")],
-    train: Annotated[Path, typer.Option("--train", exists=True, dir_okay=False, help="Training data (JSONL/CSV/TSV).")],
-    eval_file: Annotated[Path | None, typer.Option("--eval", exists=True, dir_okay=False, help="Validation data.")] = None,
-    method: Annotated[Method, typer.Option(help="How the MLP projections train.")] = DEFAULT_METHOD,
-    setting: Annotated[Setting | None, typer.Option(help="paper: non-MLP parameters train densely; peft: only the head.")] = None,
-    density: Annotated[float | None, typer.Option(help="SparseGrad/MeProp share of entries updated per step.")] = None,
-    calibration_steps: Annotated[int | None, typer.Option(help="SparseGrad calibration backward passes.")] = None,
-    selection: Annotated[Selection | None, typer.Option(help="SparseGrad: dynamic top-k, a fixed support, or top-k inside a leading block of the bases.")] = None,
-    lora_rank: Annotated[int | None, typer.Option(help="LoRA rank (default: as many parameters as SparseGrad).")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs (unless --max-steps).")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (overrides --epochs).")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Rows per batch.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
-    max_seq_length: Annotated[int | None, typer.Option(help="Tokens per row after truncation.")] = None,
-    checkpoint_every: Annotated[int | None, typer.Option(help="Steps between resumable checkpoints.")] = None,
-    gradient_checkpointing: Annotated[bool | None, typer.Option(
-        "--gradient-checkpointing/--no-gradient-checkpointing",
-        help="Recompute activations in the backward: much less activation memory, ~30% more compute. "
-             "Default: the service's (off).")] = None,
-    task: Annotated[Task | None, typer.Option(help="Default: inferred from the data and the model.")] = None,
-    text_column: Annotated[str | None, typer.Option(help="Text column or key (name or 0-based index).")] = None,
-    text_pair_column: Annotated[str | None, typer.Option(help="Second-sentence column (pair tasks).")] = None,
-    label_column: Annotated[str | None, typer.Option(help="Label column or key.")] = None,
-    messages_column: Annotated[str | None, typer.Option(help="Chat messages key (causal_lm JSONL).")] = None,
-    no_header: Annotated[bool, typer.Option(help="CSV/TSV without a header row (columns are indices).")] = False,
-    seed: Annotated[int | None, typer.Option(help="Seed of initialization and data order.")] = None,
-    suffix: Annotated[str | None, typer.Option(help="Added to the fine-tuned model's name.")] = None,
-    merge: Annotated[bool, typer.Option(help="Also produce a merged model artifact.")] = False,
-    watch: Annotated[bool, typer.Option(help="Follow the job live after submitting it.")] = False,
-    idempotency_key: Annotated[str | None, typer.Option(help="Resubmitting with the same key returns the same job.")] = None,
-    url: UrlOption = DEFAULT_URL,
-    api_key: ApiKeyOption = None,
-) -> None:
-    """Upload the data files, create a fine-tuning job and print its id (then follow it with --watch)."""
-    columns = _given(text_column=_column(text_column), text_pair_column=_column(text_pair_column),
-                     label_column=_column(label_column), messages_column=messages_column)
-    if no_header:
-        columns["has_header"] = False
-    task_body = _given(type=task.value if task else None, **columns)
-    sub: dict[str, Any] = {}
-    if method == Method.sparsegrad:
-        sub = _given(density=density, calibration_steps=calibration_steps,
-                     selection=selection.value if selection else None)
-    elif method == Method.lora:
-        sub = _given(rank=lora_rank)
-    elif method == Method.meprop:
-        sub = _given(density=density)
-    method_body: dict[str, Any] = {"type": method.value, **_given(setting=setting.value if setting else None)}
-    if sub:
-        method_body[method.value] = sub
-    hyperparameters = _given(n_epochs=epochs, max_steps=max_steps, batch_size=batch_size, learning_rate=lr,
-                             max_seq_length=max_seq_length, checkpoint_every=checkpoint_every,
-                             gradient_checkpointing=gradient_checkpointing)
-    extra = _given(seed=seed, suffix=suffix, merge_model=True if merge else None)
-    mapping = _given(task=task.value if task else None, **columns)
-    with make_client(url, api_key) as client:
-        train_file = upload(client, train, mapping)
-        eval_id = upload(client, eval_file, mapping).id if eval_file is not None else None
-        job = client.create_job(model, train_file.id, eval_id, task=task_body or None, method=method_body,
-                                hyperparameters=hyperparameters or None, idempotency_key=idempotency_key, **extra)
-        queue = job.queue_position
-        where = f", position {queue} in the queue" if queue is not None else ""
-        console.print(f"created job {job.id} ({job.status}{where}); follow it with "
-                      f"`sparsegrad watch {job.id}`", highlight=False)
-        if watch:
-            _, code = describe_outcome(watch_until_stopped(client, job.id))
-            raise typer.Exit(code)
-    typer.echo(job.id)
-
-
 @jobs_app.callback(invoke_without_command=True)
 @api_command
 def jobs(
@@ -201,19 +117,25 @@ def jobs(
     url: UrlOption = DEFAULT_URL,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """List your newest jobs."""
+    """List your newest jobs (a running job shows its phase as its status; age: since it was created)."""
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"url": url, "api_key": api_key}
         return
     with make_client(url, api_key) as client:
         page = client.list_jobs(status=status, limit=limit)
-    table = Table(box=box.SIMPLE_HEAD)
+    # Fits 80 columns with whole values; a longer status or model name wraps rather than being cut.
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
     table.add_column("id", no_wrap=True)
-    for column in ("status", "phase", "progress", "method", "model", "created"):
-        table.add_column(column)
+    table.add_column("status", overflow="fold")
+    table.add_column("done", justify="right", no_wrap=True)
+    for column in ("method", "model"):
+        table.add_column(column, overflow="fold")
+    table.add_column("age", justify="right", no_wrap=True)
+    now = time.time()
     for job in page.data:
-        table.add_row(job.id, job.status, job.phase or "", f"{100 * job.progress:.0f}%",
-                      str(job.method.get("type", "")), job.model, format_time(job.created_at))
+        shown_status = job.phase if job.status == "running" and job.phase else job.status
+        table.add_row(job.id, shown_status, f"{100 * job.progress:.0f}%", str(job.method.get("type", "")),
+                      job.model, format_age(now - job.created_at))
     console.print(table)
     if page.has_more:
         console.print("[dim]more jobs exist: raise --limit (at most 100) or filter with --status[/]")

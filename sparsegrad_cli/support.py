@@ -138,6 +138,15 @@ def format_time(value: Any) -> str:
     return when.strftime("%Y-%m-%d %H:%M:%S")
 
 
+def format_age(seconds: float) -> str:
+    """An age in its largest whole unit, as ``kubectl`` shows one: ``45s``, ``12m``, ``5h``, ``3d``."""
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def to_timestamp(value: Any) -> float | None:
     """Unix seconds from an int/float or ISO string (None when missing or unreadable)."""
     if value in (None, ""):

@@ -45,6 +45,8 @@ class JobWatcher:
         self.loss: float | None = None
         self.step: int | None = None
         self.total_steps: int | None = None
+        self.attempt_started = 0
+        """The latest attempt an event announced as started: a newer one than the job read says it runs."""
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._progress = Progress(
@@ -78,6 +80,8 @@ class JobWatcher:
         with self._lock:
             job = self.job
             status = job.status
+            if status == "queued" and self.attempt_started > job.attempts:  # the job read is older than the event
+                status = "running"
             label = (self.phase or status) if status == "running" else status
             progress = job.progress
             finish = to_timestamp(job.estimated_finish)
@@ -117,6 +121,10 @@ class JobWatcher:
             if kind == "phase" and data.get("phase"):
                 with self._lock:
                     self.phase = str(data["phase"])
+            if isinstance(data.get("attempt"), int) and "worker_id" in data:  # "Attempt N of M started"
+                with self._lock:
+                    self.attempt_started = max(self.attempt_started, data["attempt"])
+        self._render()  # the progress line printed under this message shows what the message says
         stamp = format_time(event.created_at)[-8:]
         style = LEVEL_STYLES.get(event.level, "")
         line = f"[dim]{stamp}[/] {escape(message)}"

@@ -70,3 +70,23 @@ def test_a_stopped_job_returns_at_once_and_outcomes_map_to_exit_codes() -> None:
     assert code == 3 and "sparsegrad resume ftjob-p" in message
     cancelled = JobPublic.model_validate(job_object("ftjob-c", "cancelled"))
     assert describe_outcome(cancelled)[1] == 1
+
+
+def test_the_queue_position_is_gone_once_an_attempt_has_started() -> None:
+    """The job read before the stream still says queued (position 1) when the "Attempt 1 started" event
+    arrives: from that line on, the progress line shows a running job, never the queue position."""
+    announced = "Attempt 1 of 3 started on worker w1 (device cpu)."
+    stream = (_sse(1, "message", announced, {"attempt": 1, "max_attempts": 3, "worker_id": "w1", "device": "cpu"})
+              + b"event: end\ndata: {}\n\n")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events/stream"):
+            return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=stream)
+        return httpx.Response(200, json=job_object("ftjob-q", "queued", queue_position=1, attempts=0))
+
+    out = io.StringIO()
+    client = SparseGradClient("http://svc", "sg-k", transport=httpx.MockTransport(handler))
+    JobWatcher(client, "ftjob-q", Console(file=out, width=200, force_terminal=True)).run()
+    _, _, after = out.getvalue().partition(announced)
+    assert after and "position" not in after and "queued" not in after, after
+    assert "running" in after
