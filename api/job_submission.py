@@ -77,6 +77,11 @@ def submit_job(
     session.add(job)
     try:
         session.flush()
+        # read again with the job written: a file deleted meanwhile is refused like a missing one (deleting a
+        # file a job uses is refused, and waits for this transaction)
+        _tenant_file(session, tenant_id, train.id, "training_file")
+        if valid is not None:
+            _tenant_file(session, tenant_id, valid.id, "validation_file")
         add_event(session, job.id, EventType.message, "Job created", data={
             "model": model.name, "method": spec.method.type.value, "task": spec.task.type.value})
         session.commit()

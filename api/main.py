@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Everything imported so far lives as long as the process: keep it out of the garbage collector's
         # generations, so a full collection under load walks only request garbage (shorter pauses).
         gc.freeze()
-        reaper = ReaperThread(settings, queue) if settings.run_reaper else None
+        reaper = ReaperThread(settings, queue, _app.state.store) if settings.run_reaper else None
         if reaper is not None:
             reaper.start()
         try:

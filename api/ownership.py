@@ -38,19 +38,24 @@ async def read_artifact(reads: Reads, tenant_id: str, artifact_id: str) -> Any:
     return row
 
 
-def tenant_file(session: Session, tenant_id: str, file_id: str) -> File:
-    row = session.scalar(select(File).where(File.id == file_id, File.tenant_id == tenant_id,
-                                            File.deleted_at.is_(None)))
+def tenant_file(session: Session, tenant_id: str, file_id: str, *, lock: bool = False) -> File:
+    """The tenant's live file; ``lock`` holds its row until commit (PostgreSQL: a job that is being created
+    on it finishes first, and one created later finds it deleted)."""
+    query = select(File).where(File.id == file_id, File.tenant_id == tenant_id, File.deleted_at.is_(None))
+    row = session.scalar(query.with_for_update() if lock else query)
     if row is None:
         raise not_found("file", file_id, param="file_id")
     return row
 
 
-def tenant_job(session: Session, tenant_id: str, job_id: str, *, fresh: bool = False) -> Job:
-    """The tenant's job; ``fresh`` re-reads it even if the session has it already."""
+def tenant_job(session: Session, tenant_id: str, job_id: str, *, fresh: bool = False, lock: bool = False) -> Job:
+    """The tenant's job; ``fresh`` re-reads it even if the session has it already, ``lock`` holds its row
+    until commit."""
     query = select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id)
     if fresh:
         query = query.execution_options(populate_existing=True)
+    if lock:
+        query = query.with_for_update()
     row = session.scalar(query)
     if row is None:
         raise not_found("fine-tuning job", job_id, param="job_id")

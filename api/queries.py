@@ -225,3 +225,18 @@ def checkpoints_page(job_id: str, before_step: int | None, limit: int) -> Query:
 def jobs_per_status_statement() -> Query:
     """How many jobs each status has (all tenants: the Prometheus gauge)."""
     return select(Job.status.label("status"), func.count(Job.id).label("jobs")).group_by(Job.status)
+
+
+@functools.cache
+def storage_statement() -> Query:
+    """What tenant ``tenant_id`` stores, from its live rows: ``files_count``, ``files_bytes``, and the same for
+    ``checkpoints`` and ``artifacts`` (of its jobs); one row."""
+    tenant = bindparam("tenant_id", type_=String())
+    tenant_jobs = select(Job.id).where(Job.tenant_id == tenant)
+    live: dict[str, tuple[Any, list[ColumnElement[bool]]]] = {
+        "files": (File.bytes, [File.tenant_id == tenant, File.deleted_at.is_(None)]),
+        "checkpoints": (Checkpoint.bytes, [Checkpoint.job_id.in_(tenant_jobs)]),
+        "artifacts": (Artifact.bytes, [Artifact.job_id.in_(tenant_jobs)])}
+    return select(*(column for name, (size, where) in live.items() for column in (
+        select(func.count(size)).where(*where).scalar_subquery().label(f"{name}_count"),
+        select(func.coalesce(func.sum(size), 0)).where(*where).scalar_subquery().label(f"{name}_bytes"))))

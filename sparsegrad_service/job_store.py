@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, and_, delete, null, select, update
@@ -25,8 +26,9 @@ from .db import retry_while_disconnected, session_scope
 from .enums import ArtifactKind, EventLevel, EventType, JobStatus
 from .job_records import add_event, insert_metrics
 from .models import Artifact, Checkpoint, File, Job, MetricPoint, utcnow
+from .retention import CheckpointRetention, drop_checkpoints
 from .store import StoredObject
-from .transitions import compare_and_set
+from .transitions import compare_and_set, end_job
 
 T = TypeVar("T")
 HELD_STATUSES = (JobStatus.running, JobStatus.cancelling)
@@ -164,6 +166,20 @@ class JobStore:
         with session_scope(self.sql_url) as session:
             session.execute(delete(Artifact).where(Artifact.job_id == self.job_id))
 
+    def merge_requested_at(self) -> datetime | None:
+        """When a merged model of the job was last asked for (``Job.merge_requested_at``), if it still waits."""
+        with session_scope(self.sql_url) as session:
+            return session.scalar(select(Job.merge_requested_at).where(Job.id == self.job_id))
+
+    def end_merge_request(self, requested_at: datetime | None) -> None:
+        """A merge run that started after the request of ``requested_at`` ended: that request is served,
+        unless a newer one came meanwhile (its own run ends it)."""
+        if requested_at is None:
+            return
+        with session_scope(self.sql_url) as session:
+            session.execute(update(Job).where(Job.id == self.job_id, Job.merge_requested_at == requested_at)
+                            .values(merge_requested_at=None).execution_options(synchronize_session=False))
+
 
 class WorkerJobStore(JobStore):
     """SQL of one attempt at job ``job_id`` by worker ``worker_id``: claim, heartbeat, progress, checkpoints,
@@ -273,22 +289,17 @@ class WorkerJobStore(JobStore):
                     session.add(row)
                 row.storage_key, row.bytes, row.sha256, row.metrics = stored.key, stored.bytes, stored.sha256, metrics
                 session.flush()
-                old = session.scalars(
-                    select(Checkpoint).where(Checkpoint.job_id == self.job_id)
-                    .order_by(Checkpoint.step.desc()).offset(keep)
-                ).all()
-                old_keys = [c.storage_key for c in old if c.storage_key != stored.key]
-                if old:
-                    session.execute(delete(Checkpoint).where(Checkpoint.id.in_([c.id for c in old])))
+                old_keys = [key for key in drop_checkpoints(session, self.job_id, keep) if key != stored.key]
                 return StoredCheckpoint(row.id, step, stored.key, stored.sha256, metrics), old_keys
 
         return self._retried(transaction, f" checkpoint {step}")
 
     # ------------------------------------------------------------------------------------------ finish
     def finish(self, status: JobStatus, message: str, *, error: dict[str, Any] | None = None,
-               **values: Any) -> JobStatus | None:
+               retention: CheckpointRetention | None = None, **values: Any) -> JobStatus | None:
         """Move the job to ``status`` (terminal or ``paused``) with a closing event; returns the status it
-        got, or None when the job is not this worker's any more.
+        got, or None when the job is not this worker's any more. A job that ends keeps ``retention``'s
+        checkpoints (see :func:`~sparsegrad_service.transitions.end_job`).
 
         ``succeeded`` and ``paused`` are reached only from ``running``: a cancel that arrived meanwhile (the
         job is ``cancelling``) wins, and the job ends ``cancelled`` with the event "Job cancelled."; the
@@ -297,7 +308,7 @@ class WorkerJobStore(JobStore):
 
         def transaction() -> JobStatus | None:
             with session_scope(self.sql_url) as session:
-                final = self._finish(session, status, error, values)
+                final = self._finish(session, status, error, values, retention)
                 if final is None:
                     return None
                 if final != status:  # a cancel won
@@ -312,27 +323,20 @@ class WorkerJobStore(JobStore):
         return self._retried(transaction)
 
     def _finish(self, session: Session, status: JobStatus, error: dict[str, Any] | None,
-                values: dict[str, Any]) -> JobStatus | None:
-        now = utcnow()
-        extra: dict[str, Any] = {"phase": None, **values}
-        if status.terminal:
-            extra["finished_at"] = now
-            extra["estimated_finish"] = None
-        if status == JobStatus.paused or status.terminal:
-            extra["pause_requested"] = False  # a pause that arrived too late to matter is void
-            extra["estimated_finish"] = None
+                values: dict[str, Any], retention: CheckpointRetention | None) -> JobStatus | None:
         cancel_wins = status in (JobStatus.succeeded, JobStatus.paused)
         only_running = [Job.status == JobStatus.running] if cancel_wins else []
-        result = session.execute(update(Job).where(self._held(), *only_running).values(
-            status=status, error=null() if error is None else error, **extra,
-        ).execution_options(synchronize_session=False))
-        if result.rowcount:  # type: ignore[attr-defined]
+        changes: dict[str, Any] = {"error": null() if error is None else error, **values}
+        if status.terminal:
+            changed = end_job(session, self.job_id, status, retention, self._held(), *only_running, **changes)
+        else:  # paused: a pause that arrived too late to matter is void
+            paused = {"phase": None, "pause_requested": False, "estimated_finish": None, **changes}
+            changed = bool(session.execute(update(Job).where(self._held(), *only_running).values(
+                status=status, **paused).execution_options(synchronize_session=False)).rowcount)  # type: ignore[attr-defined]
+        if changed:
             return status
-        if cancel_wins:
-            result = session.execute(update(Job).where(self._held(), Job.status == JobStatus.cancelling).values(
-                status=JobStatus.cancelled, finished_at=now, estimated_finish=None, phase=None,
-                pause_requested=False, error=null()).execution_options(synchronize_session=False))
-            if result.rowcount:  # type: ignore[attr-defined]
-                session.execute(delete(Artifact).where(Artifact.job_id == self.job_id))
-                return JobStatus.cancelled
+        if cancel_wins and end_job(session, self.job_id, JobStatus.cancelled, retention, self._held(),
+                                   Job.status == JobStatus.cancelling, error=null()):
+            session.execute(delete(Artifact).where(Artifact.job_id == self.job_id))
+            return JobStatus.cancelled
         return None

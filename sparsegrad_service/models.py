@@ -152,6 +152,9 @@ class Job(Base):
     fine_tuned_model: Mapped[str | None] = mapped_column(String(255))
     model_deleted_at: Mapped[datetime | None]
     """When the fine-tuned model was deleted (its adapter and merged archives are gone); the job row stays."""
+    merge_requested_at: Mapped[datetime | None]
+    """When a merged model was last asked for, until a merge run that started after it ends: while set, the
+    model and the job are in use and cannot be deleted."""
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     """Results for clients and the dashboard: before/after eval metrics, trainable parameters, spectra."""
 

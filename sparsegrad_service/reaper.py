@@ -1,7 +1,8 @@
 """The reaper: requeues (or fails) jobs whose worker died, and re-sends queued jobs whose message was lost.
 
 Each change is a compare-and-set on the row it read (same status, same attempts), so several reapers (one
-per API replica) and a worker that comes back can race safely.
+per API replica) and a worker that comes back can race safely. A job the reaper ends keeps
+``Settings.keep_finished_checkpoints`` checkpoints, like every job that ends.
 """
 
 from __future__ import annotations
@@ -16,20 +17,24 @@ from sqlalchemy.orm import Session
 from .enums import EventLevel, EventType, JobStatus
 from .job_records import add_event
 from .models import Job, utcnow
+from .retention import CheckpointRetention
 from .settings import Settings
+from .store import ArtifactStore
+from .transitions import end_job
 
 
 def reap_stale_jobs(
     engine: Engine, settings: Settings, enqueue: Callable[[str], Any], *, now: datetime | None = None,
-    queue_depth: Callable[[], int | None] | None = None,
+    queue_depth: Callable[[], int | None] | None = None, store: ArtifactStore | None = None,
 ) -> list[tuple[str, str]]:
     """Requeue running jobs whose heartbeat is older than ``heartbeat_timeout_s`` (their worker died), or
     fail them once they used ``max_attempts`` (a job dying while ``cancelling`` ends ``cancelled``).
 
     Queued jobs unclaimed for ``resend_after_s`` are re-sent only when ``queue_depth()`` says the broker queue
     is empty (their message was lost, e.g. a broker restart without persistence): busy workers are not a
-    reason to send duplicates, and ``queued_at`` (the queue order) is kept. Returns
-    ``[(job_id, "requeued" | "failed" | "cancelled" | "resent")]``."""
+    reason to send duplicates, and ``queued_at`` (the queue order) is kept. A job failed or cancelled here
+    loses its checkpoints beyond the retention, from ``store`` too (without a store, it keeps them all).
+    Returns ``[(job_id, "requeued" | "failed" | "cancelled" | "resent")]``."""
     now = now or utcnow()
     cutoff = now - timedelta(seconds=settings.heartbeat_timeout_s)
     done: list[tuple[str, str]] = []
@@ -41,31 +46,35 @@ def reap_stale_jobs(
             )
         ).all()
         for row in stale:
-            cond = [Job.id == row.id, Job.status == row.status, Job.attempts == row.attempts]
+            cond = [Job.status == row.status, Job.attempts == row.attempts]
+            retention = CheckpointRetention(settings.keep_finished_checkpoints) if store is not None else None
             if row.status == JobStatus.cancelling:
-                values: dict[str, Any] = {"status": JobStatus.cancelled, "finished_at": now, "phase": None}
                 outcome, message = "cancelled", "The worker stopped responding while cancelling; job cancelled."
+                changed = end_job(session, row.id, JobStatus.cancelled, retention, *cond, finished_at=now)
             elif row.attempts >= row.max_attempts:
-                values = {"status": JobStatus.failed, "finished_at": now, "phase": None, "error": {
+                error: dict[str, Any] = {
                     "code": "worker_lost", "param": None,
                     "message": f"The worker running this job stopped responding {row.attempts} times "
                                f"(no heartbeat for {settings.heartbeat_timeout_s:.0f} s); giving up after "
-                               f"{row.max_attempts} attempts."}}
-                outcome, message = "failed", values["error"]["message"]
+                               f"{row.max_attempts} attempts."}
+                outcome, message = "failed", error["message"]
+                changed = end_job(session, row.id, JobStatus.failed, retention, *cond, error=error, finished_at=now)
             else:
-                values = {"status": JobStatus.queued, "queued_at": now, "worker_id": None, "phase": None}
                 outcome = "requeued"
                 message = (f"The worker stopped responding (attempt {row.attempts} of {row.max_attempts}); "
                            "requeued, it will resume from its last checkpoint.")
-            result = session.execute(update(Job).where(*cond).values(**values)
-                                     .execution_options(synchronize_session=False))
-            if result.rowcount:  # type: ignore[attr-defined]
+                changed = bool(session.execute(update(Job).where(Job.id == row.id, *cond).values(
+                    status=JobStatus.queued, queued_at=now, worker_id=None, phase=None,
+                ).execution_options(synchronize_session=False)).rowcount)  # type: ignore[attr-defined]
+            if changed:
                 level = EventLevel.error if outcome == "failed" else EventLevel.warn  # requeued, cancelled
                 add_event(session, row.id, EventType.error if outcome == "failed" else EventType.message,
                           message, level=level, data={"attempts": row.attempts})
                 session.commit()
                 if outcome == "requeued":
                     enqueue(row.id)
+                if retention is not None and store is not None:
+                    retention.delete_dropped(store)
                 done.append((row.id, outcome))
         # queued for a long time with no worker claim although it was sent: re-send (claim is idempotent)
         lost_cutoff = now - timedelta(seconds=settings.resend_after_s)

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
     checkpoint_every: int = Field(default=50, ge=1)
     """Default steps between checkpoints of a running job (a job's hyperparameters may override it)."""
+    keep_finished_checkpoints: int = Field(default=0, ge=0)
+    """Resume checkpoints a job keeps once it succeeded, failed or was cancelled (the newest ones); the rest
+    leave the store. Default 0: a finished job cannot resume, and its outputs are its artifacts."""
     metrics_flush_s: float = Field(default=1.0, gt=0)
     stop_check_s: float = Field(default=0.5, ge=0)
     """How often the training loop reads the cancel/pause flags from SQL (at most; checked at each step)."""

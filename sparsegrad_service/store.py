@@ -86,11 +86,18 @@ class LocalArtifactStore:
         """Write an object from chunks (or a binary file object) atomically; ``max_bytes`` caps its size."""
         target = self.path(key)
         digest, size = hashlib.sha256(), 0
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".part")
-        except OSError as exc:
-            raise StoreError(f"cannot write to the artifact store at {target.parent}: {exc.strerror or exc}") from exc
+        for attempt in range(3):  # a delete may remove the folder between mkdir and mkstemp
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".part")
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise StoreError(f"cannot write to the artifact store at {target.parent}: it keeps "
+                                     "disappearing") from None
+            except OSError as exc:
+                raise StoreError(f"cannot write to the artifact store at {target.parent}: "
+                                 f"{exc.strerror or exc}") from exc
         source = iter(lambda: chunks.read(CHUNK), b"") if hasattr(chunks, "read") else chunks  # type: ignore[union-attr]
         try:
             with os.fdopen(fd, "wb") as out:
@@ -127,10 +134,25 @@ class LocalArtifactStore:
         return dest
 
     def delete(self, key: str) -> None:
-        self.path(key).unlink(missing_ok=True)
+        """Delete the object and the folders it leaves empty (a folder a writer is filling is never empty)."""
+        path = self.path(key)
+        path.unlink(missing_ok=True)
+        self._remove_empty_folders(path.parent)
 
     def delete_prefix(self, prefix: str) -> None:
-        shutil.rmtree(self.path(prefix), ignore_errors=True)
+        """Delete every object under ``prefix`` (a folder of keys), and the folders that leaves empty."""
+        path = self.path(prefix)
+        shutil.rmtree(path, ignore_errors=True)
+        self._remove_empty_folders(path.parent)
+
+    def _remove_empty_folders(self, folder: Path) -> None:
+        while folder != self.root and self.root in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or already gone)
+                if folder.exists():
+                    return
+            folder = folder.parent
 
 
 class _Transient(Exception):
@@ -267,9 +289,14 @@ def file_key(file_id: str) -> str:
     return f"files/{file_id}/data"
 
 
+def job_prefix(job_id: str) -> str:
+    """The folder of every object of job ``job_id`` (checkpoints, artifacts)."""
+    return f"jobs/{job_id}"
+
+
 def checkpoint_key(job_id: str, step: int) -> str:
-    return f"jobs/{job_id}/checkpoints/step-{step:08d}.tar.gz"
+    return f"{job_prefix(job_id)}/checkpoints/step-{step:08d}.tar.gz"
 
 
 def artifact_key(job_id: str, filename: str) -> str:
-    return f"jobs/{job_id}/artifacts/{filename}"
+    return f"{job_prefix(job_id)}/artifacts/{filename}"

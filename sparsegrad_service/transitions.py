@@ -3,7 +3,7 @@
 Every status change is a compare-and-set on the job row (``UPDATE … WHERE status IN (…)``), so API
 replicas, reapers and workers can race safely: exactly one of them wins each transition. The worker's own
 transitions (claim, finish) are in :mod:`sparsegrad_service.job_store`, the reaper's in
-:mod:`sparsegrad_service.reaper`.
+:mod:`sparsegrad_service.reaper`. Every one of them that ends a job goes through :func:`end_job`.
 """
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, update
 from sqlalchemy.orm import Session
 
 from .enums import EventType, JobStatus
 from .job_records import add_event
 from .models import Job, utcnow
+from .retention import CheckpointRetention
 
 
 def compare_and_set(session: Session, job_id: str, from_statuses: Sequence[JobStatus], **values: Any) -> bool:
@@ -28,11 +29,30 @@ def compare_and_set(session: Session, job_id: str, from_statuses: Sequence[JobSt
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def request_cancel(session: Session, job: Job) -> bool:
-    """Queued/paused jobs are cancelled at once; running ones get the flag and go to ``cancelling``."""
-    now = utcnow()
-    if compare_and_set(session, job.id, [JobStatus.queued, JobStatus.paused, JobStatus.validating_files],
-                       status=JobStatus.cancelled, finished_at=now, cancel_requested=True, phase=None):
+def end_job(session: Session, job_id: str, status: JobStatus, retention: CheckpointRetention | None,
+            *where: ColumnElement[bool], **values: Any) -> bool:
+    """The one way a job reaches a terminal status (the worker's finish, a cancel, the reaper): update job
+    ``job_id`` to ``status`` (finished now, no phase, estimate or pending pause) with ``values`` if ``where``
+    holds, and in the same transaction drop its checkpoints beyond ``retention.keep`` (their keys collect
+    in ``retention.dropped``, for the caller to delete once committed; ``None`` keeps them all). Returns
+    whether the job changed."""
+    assert status.terminal, status
+    ended = {"finished_at": utcnow(), "phase": None, "estimated_finish": None, "pause_requested": False, **values}
+    result = session.execute(update(Job).where(Job.id == job_id, *where).values(status=status, **ended)
+                             .execution_options(synchronize_session=False))
+    if not result.rowcount:  # type: ignore[attr-defined]
+        return False
+    if retention is not None:
+        retention.apply(session, job_id)
+    return True
+
+
+def request_cancel(session: Session, job: Job, retention: CheckpointRetention | None = None) -> bool:
+    """Queued/paused jobs are cancelled at once (keeping ``retention``'s checkpoints); running ones get the
+    flag and go to ``cancelling``."""
+    if end_job(session, job.id, JobStatus.cancelled, retention,
+               Job.status.in_([JobStatus.queued, JobStatus.paused, JobStatus.validating_files]),
+               cancel_requested=True):
         add_event(session, job.id, EventType.message, "Job cancelled.")
         return True
     if compare_and_set(session, job.id, [JobStatus.running], status=JobStatus.cancelling, cancel_requested=True):

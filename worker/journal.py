@@ -2,7 +2,8 @@
 
 Each write is one short transaction of the store, conditioned on this worker still holding the job; once
 the job is lost (see :mod:`worker.heartbeat`) nothing is even tried. After each write that adds events or
-metrics, live listeners are woken (:class:`~sparsegrad_service.live.LiveChannel`).
+metrics, live listeners are woken (:class:`~sparsegrad_service.live.LiveChannel`). When the job ends, the
+checkpoints beyond ``keep_checkpoints`` leave SQL and the artifact store.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 from sparsegrad_service.enums import EventLevel, EventType, JobStatus
 from sparsegrad_service.job_store import Event, WorkerJobStore
 from sparsegrad_service.live import LiveChannel
+from sparsegrad_service.retention import CheckpointRetention
+from sparsegrad_service.store import ArtifactStore
 
 from .heartbeat import StopFlags
 
@@ -24,8 +27,11 @@ class JobJournal:
     for up to the store's ``retry_s`` (``Settings.heartbeat_timeout_s``), after which the reaper would take
     the job anyway."""
 
-    def __init__(self, job_store: WorkerJobStore, flags: StopFlags, live: LiveChannel) -> None:
+    def __init__(self, job_store: WorkerJobStore, flags: StopFlags, live: LiveChannel, *,
+                 store: ArtifactStore | None = None, keep_checkpoints: int = 0) -> None:
+        """``store``: where the checkpoints a finished job drops are deleted (None: it keeps them all)."""
         self.job_store, self.flags, self.live = job_store, flags, live
+        self.store, self.keep_checkpoints = store, keep_checkpoints
         self.job_id = job_store.job_id
 
     @property
@@ -68,7 +74,18 @@ class JobJournal:
         (``cancelled`` when a cancel arrived meanwhile), or None if the job was lost."""
         if self.lost:
             return None
-        final = self.job_store.finish(status, message, error=error, **values)
-        if final is not None:
-            self.notify({"status": final.value})
-        return final
+        return finish_job(self.job_store, status, message, self.store, self.keep_checkpoints, live=self.live,
+                          error=error, **values)
+
+
+def finish_job(job_store: WorkerJobStore, status: JobStatus, message: str, store: ArtifactStore | None,
+               keep_checkpoints: int, *, live: LiveChannel | None = None, error: dict[str, Any] | None = None,
+               **values: Any) -> JobStatus | None:
+    """``job_store.finish``, then the dropped checkpoints leave ``store`` and live listeners are woken."""
+    retention = CheckpointRetention(keep_checkpoints) if store is not None else None
+    final = job_store.finish(status, message, error=error, retention=retention, **values)
+    if retention is not None and store is not None:
+        retention.delete_dropped(store)
+    if final is not None and live is not None:
+        live.notify(job_store.job_id, {"status": final.value})
+    return final

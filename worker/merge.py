@@ -2,7 +2,9 @@
 
 Fetch the job's adapter archive from the store, merge it into a fresh copy of the registered base model
 (``merge_exported``), save it with its tokenizer, pack and store it, record the artifact and an event.
-Idempotent: a job that already has a merged model (full fine-tuning exports one) is left as it is.
+Idempotent: a job that already has a merged model (full fine-tuning exports one) is left as it is. However
+it ends, the run serves the request it started for (``Job.merge_requested_at``, which keeps the model and the
+job from being deleted meanwhile).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sparsegrad_service.enums import ArtifactKind, EventLevel, EventType, JobSta
 from sparsegrad_service.job_store import JobStore
 from sparsegrad_service.live import LiveChannel
 from sparsegrad_service.registry import model_registry
+from sparsegrad_service.retention import merge_scratch_prefix
 from sparsegrad_service.settings import Settings
 from sparsegrad_service.store import ArtifactStore, make_store, unpack_archive
 
@@ -52,6 +55,7 @@ class MergeJob:
 
     def run(self) -> MergeOutcome:
         """Merge, or record why not as an ``error`` event the user sees (then re-raise for the log)."""
+        requested_at = self.job_store.merge_requested_at()
         try:
             return self._merge()
         except Exception as exc:
@@ -60,6 +64,8 @@ class MergeJob:
                                      {"code": getattr(exc, "code", "merge_error")}, level=EventLevel.error)
             LiveChannel(self.settings).notify(self.job_id)
             raise
+        finally:
+            self.job_store.end_merge_request(requested_at)
 
     def _merge(self) -> MergeOutcome:
         model, key = self._adapter_key()
@@ -69,7 +75,7 @@ class MergeJob:
         if registered is None:
             raise JobError("model_not_available", f"model {model!r} is not served by this deployment", "model")
         self.settings.work_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=f"merge-{self.job_id}-", dir=self.settings.work_dir) as tmp:
+        with tempfile.TemporaryDirectory(prefix=merge_scratch_prefix(self.job_id), dir=self.settings.work_dir) as tmp:
             work = Path(tmp)
             archive = self.store.fetch(key, work / "adapter.tar.gz")
             adapter_dir = unpack_archive(archive, work / "adapter")

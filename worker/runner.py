@@ -42,7 +42,7 @@ from .errors import JobError
 from .finalize import TrainedRun, complete
 from .heartbeat import HeartbeatThread, StopFlags
 from .jobspec import method_spec, task_spec, training_arguments
-from .journal import JobJournal
+from .journal import JobJournal, finish_job
 
 log = logging.getLogger("sparsegrad.worker")
 MAX_ERROR_CHARS = 2000
@@ -96,12 +96,13 @@ class JobRunner:
             flags = StopFlags(job_store, settings.stop_check_s)
             heartbeat = HeartbeatThread(flags, settings.heartbeat_interval_s)
             run_dir = self._fresh_run_dir(job)
-            journal = JobJournal(job_store, flags, LiveChannel(settings))
+            journal = JobJournal(job_store, flags, LiveChannel(settings), store=self.store,
+                                 keep_checkpoints=settings.keep_finished_checkpoints)
         except Exception as exc:  # the job is claimed: never leave it running with nobody on it
             log.exception("job %s: attempt setup failed", job.id)
             message = f"the worker could not set up the run: {exc}"[:MAX_ERROR_CHARS]
-            job_store.finish(JobStatus.failed, message,
-                             error={"code": "worker_setup_error", "param": None, "message": message})
+            finish_job(job_store, JobStatus.failed, message, self.store, settings.keep_finished_checkpoints,
+                       error={"code": "worker_setup_error", "param": None, "message": message})
             return Outcome.failed
         attempt = Attempt(job, job_store, device, run_dir, flags, journal, heartbeat)
         heartbeat.start()

@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse
 
 from sparsegrad_service.models import File as FileRow
 from sparsegrad_service.models import new_id, utcnow
+from sparsegrad_service.retention import delete_objects, mark_file_deleted, unfinished_job_using_file
 from sparsegrad_service.schemas import FileDeleted, FileObject, FilesPublic
 from sparsegrad_service.schemas.common import error_responses
 from sparsegrad_service.store import StoreError, file_key
@@ -24,7 +25,7 @@ from ..datasets import (
     validate_dataset,
 )
 from ..deps import CurrentTenant, ReadsDep, SessionDep, SettingsDep, StoreDep
-from ..errors import ApiError
+from ..errors import ApiError, conflict, not_found
 from ..multipart import FormRoute
 from ..ownership import read_file, tenant_file
 from ..queries import file_cursor, files_page
@@ -114,10 +115,18 @@ async def download_file(file_id: str, tenant: CurrentTenant, reads: ReadsDep, st
                         headers={"X-Content-SHA256": row.sha256})
 
 
-@router.delete("/{file_id}", response_model=FileDeleted)
-def delete_file(file_id: str, session: SessionDep, tenant: CurrentTenant) -> FileDeleted:
-    """Delete a file. Jobs that use it keep working (its bytes stay until they are done)."""
-    row = tenant_file(session, tenant.id, file_id)
-    row.deleted_at = utcnow()
+@router.delete("/{file_id}", response_model=FileDeleted, responses=error_responses(409))
+def delete_file(file_id: str, session: SessionDep, tenant: CurrentTenant, store: StoreDep) -> FileDeleted:
+    """Delete a file and its bytes; refused (409) while a job that has not finished trains or validates on it."""
+    tenant_file(session, tenant.id, file_id, lock=True)
+    storage_key = mark_file_deleted(session, file_id)
+    if storage_key is None:
+        job = unfinished_job_using_file(session, file_id)
+        if job is None:  # deleted by a concurrent request
+            raise not_found("file", file_id, param="file_id")
+        role = "training_file" if job.training_file_id == file_id else "validation_file"
+        raise conflict(f"File {file_id} is the {role} of job {job.id}, which is '{job.status}' and may still read "
+                       "it; delete the file once the job has finished (or cancel the job).", "file_in_use")
     session.commit()
+    delete_objects(store, [storage_key])
     return FileDeleted(id=file_id)

@@ -1,24 +1,28 @@
-"""Fine-tuning jobs: create (validated, idempotent), list, retrieve, and the cancel / pause / resume / merge
-requests. A transition the job's status does not allow is a 409 ``invalid_state``; asking for the state a
-job is already in (cancel a cancelled job, pause a paused one, resume a queued one) returns it unchanged."""
+"""Fine-tuning jobs: create (validated, idempotent), list, retrieve, delete (a finished one), and the cancel /
+pause / resume / merge requests. A transition the job's status does not allow is a 409 ``invalid_state``;
+asking for the state a job is already in (cancel a cancelled job, pause a paused one, resume a queued one)
+returns it unchanged."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Annotated
 
 import anyio.from_thread
 from fastapi import APIRouter, Header, Query, Response
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from sparsegrad_service.enums import ArtifactKind, EventType, JobStatus
 from sparsegrad_service.job_records import add_event
-from sparsegrad_service.models import Artifact, Job
-from sparsegrad_service.schemas import JobCreate, JobPublic, JobsPublic
+from sparsegrad_service.models import Artifact, Job, utcnow
+from sparsegrad_service.retention import CheckpointRetention, delete_job_records
+from sparsegrad_service.schemas import JobCreate, JobDeleted, JobPublic, JobsPublic
 from sparsegrad_service.schemas.common import error_responses
 from sparsegrad_service.transitions import request_cancel, request_pause, request_resume
 
+from ..deletion import refuse_while_merging, remove_job_storage
 from ..deps import CurrentTenant, QueueDep, ReadsDep, RegistryDep, SessionDep, SettingsDep, StoreDep
 from ..errors import ApiError, conflict, not_found
 from ..job_submission import enqueue_or_warn, submit_job
@@ -100,11 +104,14 @@ def _request(session: Session, job: Job, action: str, change: Callable[[Session,
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=error_responses(409))
-def cancel_job(job_id: str, session: SessionDep, reads: ReadsDep, tenant: CurrentTenant) -> Response:
+def cancel_job(job_id: str, session: SessionDep, reads: ReadsDep, tenant: CurrentTenant, settings: SettingsDep,
+               store: StoreDep) -> Response:
     """Cancel a job: queued and paused jobs at once, running ones after the current step."""
     job = tenant_job(session, tenant.id, job_id)
     if job.status not in (JobStatus.cancelled, JobStatus.cancelling):
-        job = _request(session, job, "cancel", request_cancel)
+        retention = CheckpointRetention(settings.keep_finished_checkpoints)
+        job = _request(session, job, "cancel", partial(request_cancel, retention=retention))
+        retention.delete_dropped(store)
     return written_job(reads, job)
 
 
@@ -134,15 +141,42 @@ def merge_job(job_id: str, session: SessionDep, reads: ReadsDep, tenant: Current
     job = tenant_job(session, tenant.id, job_id)
     if job.status != JobStatus.succeeded:
         raise conflict(f"Only a succeeded job can be merged; job {job.id} is '{job.status}'.", "invalid_state")
+    if job.model_deleted_at is not None:
+        raise conflict(f"The fine-tuned model of job {job.id} was deleted; there is nothing to merge.",
+                       "model_deleted")
     merged = session.scalar(select(Artifact.id).where(Artifact.job_id == job.id,
                                                       Artifact.kind == str(ArtifactKind.merged_model)))
     if merged is not None:
         return written_job(reads, job)
+    # the request is recorded before a worker can see the message; it keeps the model from being deleted
+    requested = utcnow()
+    pending = update(Job).where(Job.id == job.id, Job.model_deleted_at.is_(None))
+    if not session.execute(pending.values(merge_requested_at=requested)).rowcount:  # type: ignore[attr-defined]
+        raise not_found("fine-tuning job", job_id, param="job_id")  # deleted meanwhile
+    session.commit()
     try:
         queue.enqueue_merge(job.id)
     except Exception as exc:
+        session.execute(pending.where(Job.merge_requested_at == requested).values(merge_requested_at=None))
+        session.commit()
         raise ApiError(503, f"The job queue is unreachable ({type(exc).__name__}); try again shortly.",
                        type="server_error", code="queue_unavailable") from exc
     add_event(session, job.id, EventType.message, "Merged model requested.")
     session.commit()
     return written_job(reads, job, status_code=202)
+
+
+@router.delete("/{job_id}", response_model=JobDeleted, responses=error_responses(409))
+def delete_job(job_id: str, session: SessionDep, tenant: CurrentTenant, settings: SettingsDep,
+               store: StoreDep) -> JobDeleted:
+    """Delete a finished job with its checkpoints, artifacts (its fine-tuned model too), events and metrics;
+    its files stay. A job that has not finished is refused (409): cancel it first."""
+    job = tenant_job(session, tenant.id, job_id, lock=True)
+    if not job.status.terminal:
+        raise conflict(f"Cannot delete job {job.id}: its status is '{job.status}'; only a succeeded, failed or "
+                       "cancelled job can be deleted (cancel it first).", "invalid_state")
+    refuse_while_merging(job, f"job {job.id}")
+    keys = delete_job_records(session, job.id)
+    session.commit()
+    remove_job_storage(store, settings, job.id, keys)
+    return JobDeleted(id=job_id)

@@ -14,6 +14,7 @@ from .jobs import (
     ArtifactsPublic,
     CheckpointPublic,
     CheckpointsPublic,
+    JobDeleted,
     JobError,
     JobEventPublic,
     JobEventsPublic,
@@ -22,7 +23,8 @@ from .jobs import (
     MetricPointPublic,
     MetricsPublic,
 )
-from .models import ModelObject, ModelsPublic
+from .models import ModelDeleted, ModelObject, ModelsPublic
+from .storage import StorageCategory, StorageUsage
 
 __all__ = [
     "ArtifactPublic",
@@ -37,6 +39,7 @@ __all__ = [
     "Hyperparameters",
     "JobCreate",
     "JobDefaults",
+    "JobDeleted",
     "JobError",
     "JobEventPublic",
     "JobEventsPublic",
@@ -45,7 +48,10 @@ __all__ = [
     "MethodIn",
     "MetricPointPublic",
     "MetricsPublic",
+    "ModelDeleted",
     "ModelObject",
     "ModelsPublic",
+    "StorageCategory",
+    "StorageUsage",
     "TaskIn",
 ]

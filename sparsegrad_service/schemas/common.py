@@ -22,6 +22,7 @@ class ErrorResponse(BaseModel):
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for these status codes, all with the error body."""
-    text = {400: "Invalid request", 401: "Missing or invalid API key", 404: "No such object (or another tenant's)",
+    text = {400: "Invalid request", 401: "Missing or invalid API key", 403: "Not allowed on this object",
+            404: "No such object (or another tenant's)",
             409: "Conflict with the object's state", 413: "Upload too large", 503: "A dependency is unavailable"}
     return {c: {"model": ErrorResponse, "description": text.get(c, "Error")} for c in codes}

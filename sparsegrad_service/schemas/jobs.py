@@ -143,3 +143,9 @@ class ArtifactsPublic(BaseModel):
     object: Literal["list"] = "list"
     data: list[ArtifactPublic]
     has_more: bool = False
+
+
+class JobDeleted(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    deleted: bool = True

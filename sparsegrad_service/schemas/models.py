@@ -20,3 +20,9 @@ class ModelObject(BaseModel):
 class ModelsPublic(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelObject]
+
+
+class ModelDeleted(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    deleted: bool = True

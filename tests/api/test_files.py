@@ -135,10 +135,14 @@ def test_list_retrieve_and_delete(service: Service, acme: TenantClient) -> None:
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
 
-def test_deleting_a_file_keeps_its_bytes_for_jobs(service: Service, acme: TenantClient) -> None:
-    file_id = acme.upload_id()
-    acme.create_job(training_file=file_id)
-    assert acme.delete(f"/v1/files/{file_id}").status_code == 200
+def test_a_file_is_deleted_with_its_bytes_once_no_unfinished_job_uses_it(service: Service, acme: TenantClient) -> None:
     from sparsegrad_service.store import file_key
 
+    file_id = acme.upload_id()
+    job = acme.create_job(training_file=file_id)
+    r = acme.delete(f"/v1/files/{file_id}")  # the queued job will read it
+    assert r.status_code == 409 and r.json()["error"]["code"] == "file_in_use" and job["id"] in r.text
     assert (service.settings.artifact_root / file_key(file_id)).is_file()
+    assert acme.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel").status_code == 200
+    assert acme.delete(f"/v1/files/{file_id}").status_code == 200
+    assert not (service.settings.artifact_root / file_key(file_id)).exists()

@@ -11,13 +11,13 @@ import pytest
 from api_harness import CLASSIFICATION_ROWS, Service, jsonl
 
 from sparsegrad_service.db import session_scope
-from sparsegrad_service.models import Artifact
+from sparsegrad_service.models import Artifact, Job
 from sparsegrad_service.store import LocalArtifactStore, artifact_key
 
-OBJECT_PARAMS = {"file_id", "job_id", "artifact_id"}
+OBJECT_PARAMS = {"file_id", "job_id", "artifact_id", "model"}
 TENANT_NEUTRAL = {"/v1/models", "/v1/models/{model_id}", "/v1/fine_tuning/defaults"}
 NO_OBJECT = {("GET", "/v1/files"), ("POST", "/v1/files"), ("GET", "/v1/fine_tuning/jobs"),
-             ("POST", "/v1/fine_tuning/jobs")}
+             ("POST", "/v1/fine_tuning/jobs"), ("GET", "/v1/storage")}
 
 
 def v1_operations(service: Service) -> list[tuple[str, str]]:
@@ -50,7 +50,10 @@ def test_every_v1_route_refuses_other_tenants_and_missing_keys(service: Service)
                             sha256=stored.sha256, storage_key=stored.key)
         session.add(artifact)
         session.flush()
-        ids = {"file_id": file_id, "job_id": job["id"], "artifact_id": artifact.id, "model_id": "minilm-l6"}
+        fine_tuned = f"minilm-l6:ft:acme:{job['id']}"
+        session.get(Job, job["id"]).fine_tuned_model = fine_tuned  # type: ignore[union-attr]
+        ids = {"file_id": file_id, "job_id": job["id"], "artifact_id": artifact.id, "model_id": "minilm-l6",
+               "model": fine_tuned}
 
     operations = v1_operations(service)
     assert len(operations) >= 20, operations

@@ -74,7 +74,9 @@ def test_killed_worker_resumes_from_its_checkpoint(
     assert "Resuming from checkpoint at step 5." in messages
     for name in ("loss", "lr", "tokens_per_s"):
         assert [s for s, _ in metric_series(settings, job_id, name)] == list(range(1, 21)), name
-    assert [c.step for c in checkpoints(settings, job_id)] == [15, 20]
+    resumed = [e.data["step"] for e in events(settings, job_id) if e.type == "checkpoint"]
+    assert resumed[-3:] == [10, 15, 20]  # the second attempt checkpointed from step 5 on
+    assert checkpoints(settings, job_id) == []  # and, once succeeded, kept none (keep_finished_checkpoints 0)
     assert not (settings.work_dir / job_id).exists()  # the killed attempt's folder is cleaned up too
 
 

@@ -28,7 +28,7 @@ from sparsegrad_core.adapter import load_adapter
 from sparsegrad_core.loading import load_base_model, load_tokenizer
 from sparsegrad_core.training import merge_exported
 from sparsegrad_service.settings import Settings
-from sparsegrad_service.store import unpack_archive
+from sparsegrad_service.store import job_prefix, unpack_archive
 from worker.probe import probe_logits
 from worker.runner import JobRunner, Outcome
 
@@ -48,7 +48,7 @@ def unpacked(settings: Settings, artifact, dest: Path) -> Path:  # type: ignore[
 def test_sparsegrad_job_succeeds_end_to_end(
     db_url: str, make_settings: Callable[..., Settings], sst2_bytes: bytes, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    settings = make_settings(db_url)
+    settings = make_settings(db_url, keep_finished_checkpoints=2)
     job_id = create_job(settings, sst2_bytes, job_spec(merge_model=True), suffix="demo")
     runner = JobRunner(settings, job_id, keep_model=True)
     assert runner.run() == Outcome.succeeded
@@ -85,7 +85,7 @@ def test_sparsegrad_job_succeeds_end_to_end(
         assert len(metric_series(settings, job_id, name)) == 20, name
     assert [s for s, _ in metric_series(settings, job_id, "original_basis_topk_energy_share")] == [1, 6, 11, 16]
 
-    # checkpoints: the newest two, stored with their digest
+    # checkpoints: the newest two (what keep_finished_checkpoints keeps here), stored with their digest
     rows = checkpoints(settings, job_id)
     assert [c.step for c in rows] == [8, 16] and job.last_checkpoint_step == 16
     assert rows[-1].metrics["train_loss"] == pytest.approx(dict(losses)[16])
@@ -134,7 +134,10 @@ def test_lora_and_full_jobs_succeed(
     summary = job.summary or {}
     assert summary["eval_source"] == "validation_file" and summary["eval_examples"] == 24
     assert "spectra" not in summary or summary["spectra"] is None
-    assert [c.step for c in checkpoints(settings, job_id)] == [5, 10]
+    assert [e.data["step"] for e in events(settings, job_id) if e.type == "checkpoint"] == [5, 10]
+    # succeeded: its checkpoints left SQL and the store (keep_finished_checkpoints defaults to 0)
+    assert checkpoints(settings, job_id) == [] and job.last_checkpoint_step is None
+    assert not (settings.artifact_root / job_prefix(job_id) / "checkpoints").exists()
     assert [e.data["phase"] for e in events(settings, job_id) if e.type == "phase"] == [
         "evaluating", "training", "evaluating", "saving"]
 

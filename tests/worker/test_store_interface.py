@@ -55,6 +55,8 @@ def test_runner_uses_only_the_store_interface(
         ("delete", checkpoint_key(job_id, 3)),
         ("put_file", artifact_key(job_id, f"{job_id}-adapter.tar.gz")),
         ("put_bytes", artifact_key(job_id, f"{job_id}-metrics.csv")),
+        ("delete", checkpoint_key(job_id, 9)),  # succeeded: it keeps keep_finished_checkpoints (0) of them
+        ("delete", checkpoint_key(job_id, 6)),
     ]
     assert {a.storage_key for a in artifacts(api_side, job_id).values()} == {
         artifact_key(job_id, f"{job_id}-adapter.tar.gz"), artifact_key(job_id, f"{job_id}-metrics.csv")}
