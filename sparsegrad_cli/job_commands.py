@@ -1,4 +1,4 @@
-"""Commands that talk to a running service over REST: ``jobs`` (list, show), ``watch``, ``download``,
+"""Commands that talk to a running service over REST: ``jobs`` (list, show, delete), ``watch``, ``download``,
 ``cancel``/``pause``/``resume`` and ``models``, and the upload and watch steps ``submit`` shares."""
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from .support import (
 )
 from .watch import JobWatcher, describe_outcome
 
-jobs_app = typer.Typer(help="List jobs (`sparsegrad jobs`), or show one (`sparsegrad jobs show ID`).")
+jobs_app = typer.Typer(help="List jobs (`sparsegrad jobs`), show one (`sparsegrad jobs show ID`) or delete a "
+                            "finished one (`sparsegrad jobs delete ID`).")
 LARGE_UPLOAD = 1024 * 1024
 
 
@@ -150,12 +151,32 @@ def jobs_show(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Print one job as JSON."""
+    with _subcommand_client(ctx, url, api_key) as client:
+        job = client.get_job(job_id)
+    typer.echo(json.dumps(job.model_dump(mode="json"), indent=2))
+
+
+@jobs_app.command("delete")
+@api_command
+def jobs_delete(
+    ctx: typer.Context,
+    job_id: Annotated[str, typer.Argument(help="Job id (ftjob-…) of a succeeded, failed or cancelled job.")],
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Delete a finished job with its checkpoints, artifacts (its fine-tuned model too), events and metrics;
+    its files stay."""
+    with _subcommand_client(ctx, url, api_key) as client:
+        client.delete_job(job_id)
+    console.print(f"deleted job {job_id}", highlight=False)
+
+
+def _subcommand_client(ctx: typer.Context, url: str, api_key: str | None) -> SparseGradClient:
+    """The client of a `jobs` subcommand: its own --url/--api-key, else those given to `jobs`."""
     parent = ctx.obj or {}
     if url == DEFAULT_URL and parent.get("url"):
         url = parent["url"]
-    with make_client(url, api_key or parent.get("api_key")) as client:
-        job = client.get_job(job_id)
-    typer.echo(json.dumps(job.model_dump(mode="json"), indent=2))
+    return make_client(url, api_key or parent.get("api_key"))
 
 
 @api_command

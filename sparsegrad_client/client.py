@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel
@@ -30,13 +31,16 @@ from sparsegrad_service.schemas import (
     FilesPublic,
     Hyperparameters,
     JobDefaults,
+    JobDeleted,
     JobEventPublic,
     JobEventsPublic,
     JobPublic,
     JobsPublic,
     MethodIn,
     MetricsPublic,
+    ModelDeleted,
     ModelsPublic,
+    StorageUsage,
     TaskIn,
 )
 
@@ -214,10 +218,19 @@ class SparseGradClient:
         return self._call(FileObject, "GET", f"/v1/files/{file_id}")
 
     def delete_file(self, file_id: str) -> FileDeleted:
+        """Delete a file and its bytes (refused with 409 while a job that has not finished uses it)."""
         return self._call(FileDeleted, "DELETE", f"/v1/files/{file_id}")
 
     def list_models(self) -> ModelsPublic:
         return self._call(ModelsPublic, "GET", "/v1/models")
+
+    def delete_model(self, model: str) -> ModelDeleted:
+        """Delete a fine-tuned model (its adapter and merged-model archives); base models cannot be deleted."""
+        return self._call(ModelDeleted, "DELETE", f"/v1/models/{quote(model, safe=':')}")
+
+    def get_storage(self) -> StorageUsage:
+        """The bytes your files, checkpoints and artifacts hold."""
+        return self._call(StorageUsage, "GET", "/v1/storage")
 
     # ----------------------------------------------------------------------------------------------- jobs
     def create_job(
@@ -276,6 +289,10 @@ class SparseGradClient:
 
     def resume_job(self, job_id: str) -> JobPublic:
         return self._call(JobPublic, "POST", f"/v1/fine_tuning/jobs/{job_id}/resume")
+
+    def delete_job(self, job_id: str) -> JobDeleted:
+        """Delete a finished job with its checkpoints, artifacts, events and metrics (its files stay)."""
+        return self._call(JobDeleted, "DELETE", f"/v1/fine_tuning/jobs/{job_id}")
 
     def wait_for_job(self, job_id: str, poll_s: float = 2.0, timeout: float | None = None) -> JobPublic:
         """Poll until the job is succeeded, failed or cancelled; returns the final job object."""
