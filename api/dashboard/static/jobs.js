@@ -1,9 +1,10 @@
 /**
  * Jobs list: the tenant's jobs newest first, refreshed every 2 s while the tab is visible, with a status
- * filter, Next/Previous paging (`after` + `has_more`) and checkboxes feeding the compare page.
+ * filter, Next/Previous paging (`after` + `has_more`), checkboxes feeding the compare page, and the storage
+ * the tenant's files, checkpoints and artifacts hold.
  * @module jobs
  */
-import { apiFetch, el, formatDuration, formatTime, statusBadge, TERMINAL } from "./api.js";
+import { apiFetch, el, formatBytes, formatDuration, formatTime, statusBadge, TERMINAL } from "./api.js";
 
 const POLL_MS = 2000;
 const PAGE_SIZE = 20;
@@ -51,6 +52,16 @@ export function progressBar(job) {
   return el("div", { class: "progress", title: steps || null },
     el("progress", { max: 100, value: pct, "aria-label": `Progress of ${job.id}`, "aria-valuetext": `${pct}%${steps ? `, ${steps}` : ""}` }),
     el("span", { class: "pct" }, `${pct}%`));
+}
+
+/**
+ * The tenant's storage in one line (`GET /v1/storage`).
+ * @param {{files: {bytes: number}, checkpoints: {bytes: number}, artifacts: {bytes: number}, total_bytes: number}} usage
+ * @returns {string} e.g. "Storage: 1.20 MB (files 10.0 KB · checkpoints 0 B · artifacts 1.19 MB)"
+ */
+export function storageText(usage) {
+  const parts = ["files", "checkpoints", "artifacts"].map((kind) => `${kind} ${formatBytes(usage[kind].bytes)}`);
+  return `Storage: ${formatBytes(usage.total_bytes)} (${parts.join(" · ")})`;
 }
 
 /**
@@ -111,10 +122,12 @@ export function renderJobsPage(root, query) {
   const next = el("button", { type: "button", class: "btn btn-small", onclick: () => {
     state.cursors.push(state.jobs[state.jobs.length - 1].id); refresh(); } }, "Next →");
   const pageLabel = el("span", { class: "muted small" });
+  const storage = el("p", { class: "muted small", id: "storage-usage" });
 
   root.append(
     el("div", { class: "page-head" },
-      el("div", null, el("h1", null, "Fine-tuning jobs"), el("p", { class: "muted" }, "Your newest jobs first; this list updates live.")),
+      el("div", null, el("h1", null, "Fine-tuning jobs"), el("p", { class: "muted" }, "Your newest jobs first; this list updates live."),
+        storage),
       el("div", { class: "actions" }, el("a", { class: "btn btn-primary", href: "#/new" }, "New job"))),
     errorBox,
     el("section", { class: "card", "aria-labelledby": "jobs-caption" },
@@ -190,6 +203,7 @@ export function renderJobsPage(root, query) {
       live.lastChild.textContent = "Live";
       live.firstChild.classList.remove("off");
       draw();
+      showStorage(controller.signal);
     } catch (exc) {
       if (exc && exc.name === "AbortError") return;
       if (exc && exc.code === "invalid_cursor") { state.cursors = [null]; }  // the cursor job vanished
@@ -198,6 +212,12 @@ export function renderJobsPage(root, query) {
       live.firstChild.classList.add("off");
     }
     schedule();
+  }
+
+  async function showStorage(signal) {
+    try {
+      storage.textContent = storageText(await apiFetch("/v1/storage", { signal }));
+    } catch { /* the figure stays until the next refresh; the jobs list reports outages */ }
   }
 
   function schedule() {
