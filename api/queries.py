@@ -8,11 +8,15 @@ import functools
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
+    JSON,
     ColumnElement,
     String,
+    Text,
     and_,
     bindparam,
     case,
+    cast,
     func,
     literal_column,
     or_,
@@ -20,7 +24,7 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by, array
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql.visitors import InternalTraversal
@@ -28,6 +32,7 @@ from sqlalchemy.types import TypeDecorator
 
 from sparsegrad_service.enums import JobStatus
 from sparsegrad_service.models import ApiKey, Artifact, Checkpoint, File, Job, JobEvent, MetricPoint, Tenant
+from sparsegrad_service.schemas.insight import INSIGHT_KEYS
 
 from .reads import Query
 
@@ -85,9 +90,19 @@ def queue_position_column() -> ColumnElement[int | None]:
     return case((and_(Job.status == JobStatus.queued, Job.queued_at.is_not(None)), count + 1), else_=None)
 
 
+def public_summary_column() -> ColumnElement[dict[str, Any] | None]:
+    """``Job.summary`` without the method insight (``INSIGHT_KEYS``, the insight route's part), removed by the
+    database: the spectra of a job (about 100 KB) never leave it for the job routes."""
+    summary = cast(Job.summary, JSONB)
+    postgresql = case((func.jsonb_typeof(summary) == "object",
+                       summary.op("-")(cast(array(INSIGHT_KEYS), ARRAY(Text)))), else_=summary)
+    other = func.json_remove(Job.summary, *(f"$.{key}" for key in INSIGHT_KEYS))
+    return type_coerce(PerDialect(cast(postgresql, JSON), other), JSON)
+
+
 def _jobs() -> Query:
-    return select(*columns(Job), queue_position_column().label("queue_position"),
-                  result_files_column().label("result_files"))
+    return select(*(c for c in columns(Job) if c.key != "summary"), public_summary_column().label("summary"),
+                  queue_position_column().label("queue_position"), result_files_column().label("result_files"))
 
 
 @functools.cache
@@ -106,6 +121,13 @@ def jobs_page(tenant_id: str, after: Any | None, status: JobStatus | None, limit
         query = query.where(or_(Job.created_at < after.created_at,
                                 (Job.created_at == after.created_at) & (Job.id < after.id)))
     return query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)
+
+
+@functools.cache
+def job_insight_statement() -> Query:
+    """One tenant's job's spec and full stored results, insight included (parameters ``job_id``, ``tenant_id``)."""
+    return select(Job.id.label("id"), Job.spec.label("spec"), Job.summary.label("summary")).where(
+        Job.id == bindparam("job_id"), Job.tenant_id == bindparam("tenant_id"))
 
 
 @functools.cache

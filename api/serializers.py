@@ -17,6 +17,7 @@ from sparsegrad_service.schemas import (
     JobPublic,
     MetricPointPublic,
 )
+from sparsegrad_service.schemas.insight import INSIGHT_KEYS, JobInsight, MethodInsight
 from sparsegrad_service.schemas.jobs import PublicHyperparameters
 
 from .timestamps import unix, unix_required
@@ -89,6 +90,14 @@ def job_public(job: Any) -> JobPublic:
         pause_requested=bool(job.pause_requested), validation_split=spec.validation_split,
         merge_model=spec.merge_model,
     )
+
+
+def job_insight(row: Any) -> JobInsight:
+    """``row``: a row of ``queries.job_insight_statement``."""
+    summary = row.summary if isinstance(row.summary, dict) else {}
+    insight = MethodInsight.model_validate({key: summary.get(key) for key in INSIGHT_KEYS})
+    return JobInsight(fine_tuning_job_id=row.id, method=_public_spec(row.id, row.spec).spec.method.type.value,
+                      **dict(insight))
 
 
 def event_object(row: Any) -> JobEventPublic:

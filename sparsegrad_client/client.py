@@ -34,6 +34,7 @@ from sparsegrad_service.schemas import (
     JobDeleted,
     JobEventPublic,
     JobEventsPublic,
+    JobInsight,
     JobPublic,
     JobsPublic,
     MethodIn,
@@ -265,6 +266,10 @@ class SparseGradClient:
 
     def get_job(self, job_id: str) -> JobPublic:
         return self._call(JobPublic, "GET", f"/v1/fine_tuning/jobs/{job_id}")
+
+    def get_job_insight(self, job_id: str) -> JobInsight:
+        """The job's method insight: calibration spectra, chosen block sizes, reference outputs."""
+        return self._call(JobInsight, "GET", f"/v1/fine_tuning/jobs/{job_id}/insight")
 
     def list_jobs(self, status: str | None = None, limit: int | None = None, after: str | None = None) -> JobsPublic:
         """One page of jobs, newest first (``has_more``: older jobs exist; pass the last id as ``after``)."""

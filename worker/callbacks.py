@@ -68,7 +68,8 @@ class ServiceCallback(TrainerCallback):
         self.step, self.total_steps = 0, 0
         self.last_train: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
-        self.spectra: Spectra | None = None
+        self.insight: dict[str, Any] = {}
+        """What the method shows of itself (``MethodInsight``'s keys of ``Job.summary``): spectra, block."""
         self._rows: list[tuple[int, str, float]] = []
         self._events: list[Event] = []
         self._job: dict[str, Any] = {}
@@ -122,12 +123,19 @@ class ServiceCallback(TrainerCallback):
             self.flush()
 
     def on_calibration_done(self, spectra: Spectra) -> None:
-        self.spectra = spectra
-        self._job["summary"] = json_safe({"spectra": spectra})
+        self.insight["spectra"] = spectra
+        self._job["summary"] = json_safe(self.insight)
         kinds = ", ".join(f"{kind} ({len(s.get('out', []))}×{len(s.get('in', []))})" for kind, s in spectra.items())
         self._events.append((EventType.message, f"HOSVD bases ready for {len(spectra)} projection kinds: {kinds}.",
                              {"kinds": sorted(spectra)}))
         self.flush()
+
+    def on_prepared(self, prepared: PreparedModel) -> None:
+        block = chosen_block(prepared)
+        if block is not None:
+            self.insight["block"] = block
+            self._job["summary"] = json_safe(self.insight)
+            self.flush()
 
     def on_train_begin(self, start_step: int, total_steps: int) -> None:
         self.step, self.total_steps = start_step, total_steps
@@ -180,6 +188,12 @@ class ServiceCallback(TrainerCallback):
         return self.flags.refresh().stop
 
 
+def chosen_block(prepared: PreparedModel) -> dict[str, Any] | None:
+    """SparseGrad's block selection: the rule and, per projection kind, the block chosen at calibration."""
+    block = prepared.basis.stats.get("block") if prepared.basis is not None else None
+    return dict(block) if block else None
+
+
 class PreparedMessages(TrainerCallback):
     """Once the method is installed, tell the job's events what it chose: block sizes and trainable parameters."""
 
@@ -188,7 +202,7 @@ class PreparedMessages(TrainerCallback):
 
     def on_prepared(self, prepared: PreparedModel) -> None:
         spec = prepared.spec
-        block = prepared.basis.stats.get("block") if prepared.basis is not None else None
+        block = chosen_block(prepared)
         if block:
             chosen = "; ".join(
                 f"{kind} {c['r_out']}×{c['r_in']}"

@@ -113,7 +113,7 @@ def _summary(attempt: Attempt, run: TrainedRun) -> dict[str, Any]:
     summary.update(
         device=attempt.device.description, precision="bf16 autocast" if run.args.bf16 else "fp32",
         eval_source=run.data.eval_source, attempts=attempt.job.attempt,
-        spectra=run.callback.spectra,
+        **run.callback.insight,
         probe=reference_outputs(run.prepared.model, run.tokenizer, run.data.eval or run.data.train,
                                 run.args.max_seq_length),
     )

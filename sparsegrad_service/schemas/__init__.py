@@ -8,6 +8,7 @@ imports them with pydantic alone."""
 from .common import ErrorDetail, ErrorResponse
 from .defaults import JobDefaults
 from .files import FileDeleted, FileObject, FilesPublic
+from .insight import JobInsight, MethodInsight
 from .job_create import Hyperparameters, JobCreate, MethodIn, TaskIn
 from .jobs import (
     ArtifactPublic,
@@ -43,9 +44,11 @@ __all__ = [
     "JobError",
     "JobEventPublic",
     "JobEventsPublic",
+    "JobInsight",
     "JobPublic",
     "JobsPublic",
     "MethodIn",
+    "MethodInsight",
     "MetricPointPublic",
     "MetricsPublic",
     "ModelDeleted",

@@ -68,7 +68,9 @@ class JobPublic(BaseModel):
     attempts: int
     step: int
     total_steps: int | None
-    summary: dict[str, Any] | None = Field(description="Results: before/after evaluation, trainable parameters, spectra.")
+    summary: dict[str, Any] | None = Field(
+        description="Results: before/after evaluation, trainable parameters, steps, timings. The method insight "
+        "(spectra, block sizes, reference outputs) is at `GET /v1/fine_tuning/jobs/{id}/insight`.")
     pause_requested: bool = Field(description="A pause was asked for and the running job has not reached it yet.")
     validation_split: float = Field(description="Share of the training file held out when there is no validation_file (0: none).")
     merge_model: bool = Field(description="The job also produces a merged_model artifact.")

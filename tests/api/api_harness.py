@@ -4,14 +4,18 @@ tenant's API key (``TenantClient``, with ``upload`` and ``create_job`` shortcuts
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from support.endpoints import free_port, wait_for
 
 from api.main import create_app
 from sparsegrad_service.db import dispose_engines, session_scope
@@ -90,6 +94,22 @@ class Service:
 
     def anonymous(self) -> TenantClient:
         return TenantClient(self.client, None)
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """``app`` served by uvicorn on a free local port (for HTTP clients such as the ``openai`` SDK); yields the
+    ``/v1`` base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, 20, "uvicorn to start", every=0.02)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def make_settings(data_dir: Path, url: str, **overrides: Any) -> Settings:

@@ -4,15 +4,12 @@ list_events (newest first, auto-paging) and checkpoints.list; errors map to the 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
-from api_harness import CHAT_ROWS, Service, jsonl
+from api_harness import CHAT_ROWS, Service, jsonl, serving
 from openai import AuthenticationError, BadRequestError, NotFoundError, OpenAI
-from support.endpoints import free_port, wait_for
 
 from sparsegrad_service.db import session_scope
 from sparsegrad_service.enums import EventType
@@ -22,15 +19,8 @@ from sparsegrad_service.models import Checkpoint
 
 @pytest.fixture()
 def base_url(service: Service) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(service.app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, 20, "uvicorn to start", every=0.02)
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(10)
+    with serving(service.app) as url:
+        yield url
 
 
 def test_openai_sdk_works_unchanged(service: Service, base_url: str, sst2_jsonl: Path, tmp_path: Path) -> None:

@@ -141,8 +141,7 @@ export function renderJobPage(root, jobId) {
 
   function redrawCurves() {
     const job = state.job;
-    const key = JSON.stringify([store.version, job.status, Boolean(job.summary && job.summary.spectra),
-      Boolean(job.summary && job.summary.after)]);
+    const key = JSON.stringify([store.version, job.status, job.phase, Boolean(job.summary && job.summary.after)]);
     if (key === state.drawn) return;
     state.drawn = key;
     charts.update(store, state.job);
@@ -282,7 +281,7 @@ export function renderJobPage(root, jobId) {
     root.replaceChildren(page);
     renderHeader();
     charts = metricCharts(sections.charts, state.job);
-    insight = insightPanel(sections.insight, state.job);
+    insight = insightPanel(sections.insight, state.job, { signal });
     log = eventLog(sections.log);
     renderSummary(sections.summary, state.job);
     renderSpec(sections.spec, state.job);

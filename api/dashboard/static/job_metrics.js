@@ -160,8 +160,8 @@ export function metricCharts(container, job) {
   };
 }
 
-function spectraOf(job) {
-  const spectra = job.summary && job.summary.spectra;
+function usableSpectra(insight) {
+  const spectra = insight && insight.spectra;
   return spectra && typeof spectra === "object" && Object.keys(spectra).length ? spectra : null;
 }
 
@@ -169,11 +169,14 @@ function spectraOf(job) {
  * The method insight panel: SparseGrad's calibration spectra (eigenvalues of the out and in Gram
  * matrices per projection kind) and the share of gradient energy its top-k keeps each step, next to
  * what the same k keeps in the original basis; a note for other methods.
+ * The spectra come from the job's insight route (the job object leaves them out), asked for on each update
+ * until the job has them.
  * @param {HTMLElement} container
  * @param {object} job
+ * @param {{signal?: AbortSignal}} [options]
  * @returns {{update: (store: MetricStore, job: object) => void, destroy: () => void}}
  */
-export function insightPanel(container, job) {
+export function insightPanel(container, job, options = {}) {
   container.append(el("h2", { id: "insight-heading" }, "Method insight"));
   if (!job.method || job.method.type !== "sparsegrad") {
     container.append(el("p", { class: "muted" },
@@ -210,6 +213,23 @@ export function insightPanel(container, job) {
   });
   let spectraCharts = [];
   let spectraKey = "";
+  let spectraLoading = false, spectraLoaded = false;
+
+  async function loadSpectra() {
+    spectraLoading = true;
+    try {
+      const found = usableSpectra(await apiFetch(
+        `/v1/fine_tuning/jobs/${encodeURIComponent(job.id)}/insight`, { signal: options.signal }));
+      if (found) {
+        spectraLoaded = true;
+        drawSpectra(found);
+      }
+    } catch {
+      // not there yet or a passing error: the next update asks again
+    } finally {
+      spectraLoading = false;
+    }
+  }
 
   function drawSpectra(spectra) {
     const key = JSON.stringify(Object.keys(spectra).map((k) => [k, (spectra[k].out || []).length, (spectra[k].in || []).length,
@@ -232,8 +252,8 @@ export function insightPanel(container, job) {
 
   return {
     update(store, currentJob) {
-      const spectra = spectraOf(currentJob);
-      if (spectra) drawSpectra(spectra);
+      const started = !["validating_files", "queued"].includes(currentJob.status);
+      if (started && !spectraLoaded && !spectraLoading) loadSpectra();
       const kept = store.points("topk_energy_share", 100);
       const orig = store.points("original_basis_topk_energy_share", 100);
       const series = [{ name: "SparseGrad basis (top-k)", points: kept, color: seriesColor(0) }];
