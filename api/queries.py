@@ -112,11 +112,27 @@ def job_statement() -> Query:
     return _jobs().where(Job.id == bindparam("job_id"), Job.tenant_id == bindparam("tenant_id"))
 
 
-def jobs_page(tenant_id: str, after: Any | None, status: JobStatus | None, limit: int) -> Query:
-    """A page of the tenant's jobs, newest first, after the job ``after`` (a row of ``job_cursor``)."""
-    query = _jobs().where(Job.tenant_id == tenant_id)
+def has_metadata(key: str, value: str) -> ColumnElement[bool]:
+    """The job's metadata maps ``key`` to ``value`` (any key: no JSON path is spelled from it)."""
+    entries = func.json_each(Job.metadata_).table_valued("key", "value")
+    other = select(entries.c.key).where(entries.c.key == key, entries.c.value == value).exists()
+    return PerDialect(Job.metadata_.op("->>")(key) == value, other)
+
+
+def no_metadata() -> ColumnElement[bool]:
+    """The job has no metadata (none given, JSON null or an empty object)."""
+    return or_(Job.metadata_.is_(None), cast(Job.metadata_, Text).in_(["null", "{}"]))
+
+
+def jobs_page(tenant_id: str, after: Any | None, status: JobStatus | None, limit: int, *,
+              metadata: dict[str, str] | None = None, without_metadata: bool = False) -> Query:
+    """A page of the tenant's jobs, newest first, after the job ``after`` (a row of ``job_cursor``); only those
+    with ``status``, with every pair of ``metadata``, or (``without_metadata``) with none."""
+    query = _jobs().where(Job.tenant_id == tenant_id, *(has_metadata(k, v) for k, v in (metadata or {}).items()))
     if status is not None:
         query = query.where(Job.status == status)
+    if without_metadata:
+        query = query.where(no_metadata())
     if after is not None:
         query = query.where(or_(Job.created_at < after.created_at,
                                 (Job.created_at == after.created_at) & (Job.id < after.id)))

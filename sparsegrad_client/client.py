@@ -271,9 +271,12 @@ class SparseGradClient:
         """The job's method insight: calibration spectra, chosen block sizes, reference outputs."""
         return self._call(JobInsight, "GET", f"/v1/fine_tuning/jobs/{job_id}/insight")
 
-    def list_jobs(self, status: str | None = None, limit: int | None = None, after: str | None = None) -> JobsPublic:
-        """One page of jobs, newest first (``has_more``: older jobs exist; pass the last id as ``after``)."""
+    def list_jobs(self, status: str | None = None, limit: int | None = None, after: str | None = None, *,
+                  metadata: Mapping[str, str] | None = None) -> JobsPublic:
+        """One page of jobs, newest first (``has_more``: older jobs exist; pass the last id as ``after``); only
+        those with ``status`` and every ``metadata`` pair."""
         params = self._params(status=status, limit=limit, after=after)
+        params.update({f"metadata[{key}]": value for key, value in (metadata or {}).items()})
         return self._call(JobsPublic, "GET", "/v1/fine_tuning/jobs", params=params)
 
     def iter_jobs(self, status: str | None = None, page_size: int = 100) -> Iterator[JobPublic]:

@@ -10,9 +10,10 @@ from functools import partial
 from typing import Annotated
 
 import anyio.from_thread
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from starlette.datastructures import QueryParams
 
 from sparsegrad_service.enums import ArtifactKind, EventType, JobStatus
 from sparsegrad_service.job_records import add_event
@@ -20,6 +21,7 @@ from sparsegrad_service.models import Artifact, Job, utcnow
 from sparsegrad_service.retention import CheckpointRetention, delete_job_records
 from sparsegrad_service.schemas import JobCreate, JobDeleted, JobPublic, JobsPublic
 from sparsegrad_service.schemas.common import error_responses
+from sparsegrad_service.schemas.job_create import MAX_METADATA_KEY_CHARS, MAX_METADATA_KEYS
 from sparsegrad_service.transitions import request_cancel, request_pause, request_resume
 
 from ..deletion import refuse_while_merging, remove_job_storage
@@ -71,21 +73,49 @@ def create_job(
     return written_job(reads, submission.job)
 
 
+def metadata_filter(query: QueryParams) -> dict[str, str]:
+    """The ``metadata[key]=value`` pairs of a query string (what the OpenAI SDK sends for ``metadata={...}``)."""
+    pairs: dict[str, str] = {}
+    for name, value in query.multi_items():
+        if not name.startswith("metadata["):
+            continue
+        key = name[len("metadata["):-1]
+        if not name.endswith("]") or not 1 <= len(key) <= MAX_METADATA_KEY_CHARS:
+            raise ApiError(400, f"Invalid metadata filter {name!r}: write metadata[key]=value with a key of 1-"
+                           f"{MAX_METADATA_KEY_CHARS} characters.", param=name, code="invalid_metadata_filter")
+        if pairs.get(key, value) != value:
+            raise ApiError(400, f"Invalid metadata filter: {name} is given twice with different values.", param=name,
+                           code="invalid_metadata_filter")
+        pairs[key] = value
+    if len(pairs) > MAX_METADATA_KEYS:
+        raise ApiError(400, f"Invalid metadata filter: at most {MAX_METADATA_KEYS} keys, got {len(pairs)}.",
+                       param="metadata", code="invalid_metadata_filter")
+    return pairs
+
+
 @router.get("", response_model=JobsPublic)
 async def list_jobs(
-    tenant: CurrentTenant, reads: ReadsDep,
+    request: Request, tenant: CurrentTenant, reads: ReadsDep,
     after: Annotated[str | None, Query(description="A job id: return the jobs created before it.")] = None,
     limit: Annotated[int, Query(ge=1, le=100, description="Page size, 1-100. Default 20.")] = 20,
     status: Annotated[JobStatus | None, Query(description="Only jobs with this status.")] = None,
+    metadata: Annotated[str | None, Query(description=(
+        "OpenAI's metadata filter: `metadata[k]=v` (repeatable) keeps the jobs whose metadata has every such pair "
+        "(`metadata[k]=` an empty value); `metadata=null` keeps the jobs without metadata. Not both."))] = None,
 ) -> JobsPublic:
     """List the tenant's jobs, newest first."""
+    pairs = metadata_filter(request.query_params)
+    if metadata is not None and (metadata != "null" or pairs):
+        raise ApiError(400, f"Invalid metadata {metadata!r}: filter with metadata[key]=value, or metadata=null for "
+                       "jobs without metadata (not both).", param="metadata", code="invalid_metadata_filter")
     cursor = None
     if after is not None:
         try:
             cursor = await read_job(reads, tenant.id, after)
         except ApiError:
             raise ApiError(400, f"Invalid after: no such job '{after}'.", param="after", code="invalid_cursor") from None
-    rows = await reads.all(jobs_page(tenant.id, cursor, status, limit + 1))
+    rows = await reads.all(jobs_page(tenant.id, cursor, status, limit + 1, metadata=pairs,
+                                     without_metadata=metadata == "null"))
     return JobsPublic(data=[job_public(r) for r in rows[:limit]], has_more=len(rows) > limit)
 
 

@@ -24,6 +24,7 @@ from sparsegrad_contract import defaults as D
 from sparsegrad_contract.defaults import JOB_SELECTION, RequestedMethod, Scheduler, Selection, Setting
 
 MAX_METADATA_KEYS = 16
+MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS = 64, 512
 
 
 class StrictModel(BaseModel):
@@ -172,7 +173,8 @@ class JobCreate(StrictModel):
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description=f"Seed of initialization, data order and dropout. Default {D.SEED}.")
     suffix: str | None = Field(default=None, min_length=1, max_length=64, description="Added to the fine-tuned model name. Default: none.")
     metadata: dict[str, str] | None = Field(
-        default=None, description=f"Up to {MAX_METADATA_KEYS} string pairs (keys ≤ 64, values ≤ 512 characters). Default: none.")
+        default=None, description=f"Up to {MAX_METADATA_KEYS} string pairs (keys ≤ {MAX_METADATA_KEY_CHARS}, values ≤ "
+        f"{MAX_METADATA_VALUE_CHARS} characters). Default: none.")
     validation_split: float = Field(default=D.VALIDATION_SPLIT, gt=0, le=0.5, description=f"Share of the training file held out for evaluation when no `validation_file` is given, in (0, 0.5]. Default {D.VALIDATION_SPLIT}. " + HOLD_OUT_RULE)
     merge_model: bool = Field(default=False, description="Also produce a merged model artifact. Default false.")
     integrations: list[Any] | None = Field(default=None, description="OpenAI compatibility: only null or [] (no integrations).")
@@ -185,10 +187,10 @@ class JobCreate(StrictModel):
         if len(value) > MAX_METADATA_KEYS:
             raise ValueError(f"at most {MAX_METADATA_KEYS} keys are allowed, got {len(value)}")
         for key, item in value.items():
-            if not key or len(key) > 64:
-                raise ValueError(f"key {key!r} must be 1-64 characters")
-            if len(item) > 512:
-                raise ValueError(f"the value of {key!r} is longer than 512 characters")
+            if not 1 <= len(key) <= MAX_METADATA_KEY_CHARS:
+                raise ValueError(f"key {key!r} must be 1-{MAX_METADATA_KEY_CHARS} characters")
+            if len(item) > MAX_METADATA_VALUE_CHARS:
+                raise ValueError(f"the value of {key!r} is longer than {MAX_METADATA_VALUE_CHARS} characters")
         return value
 
     @field_validator("integrations")

@@ -4,11 +4,12 @@ list_events (newest first, auto-paging) and checkpoints.list; errors map to the 
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_harness import CHAT_ROWS, Service, jsonl, serving
+from api_harness import CHAT_ROWS, CLASSIFICATION_ROWS, Service, jsonl, serving
 from openai import AuthenticationError, BadRequestError, NotFoundError, OpenAI
 
 from sparsegrad_service.db import session_scope
@@ -88,3 +89,42 @@ def test_openai_sdk_works_unchanged(service: Service, base_url: str, sst2_jsonl:
     assert list(other.fine_tuning.jobs.list()) == []
     with pytest.raises(AuthenticationError):
         OpenAI(base_url=base_url, api_key="sg-wrong", max_retries=0).models.list()
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"], indirect=True)
+def test_jobs_list_filters_by_metadata_as_the_sdk_sends_it(service: Service, base_url: str) -> None:
+    client = OpenAI(base_url=base_url, api_key=service.key("sdk"), max_retries=0)
+    with io.BytesIO(jsonl(CLASSIFICATION_ROWS)) as f:
+        train = client.files.create(file=("train.jsonl", f), purpose="fine-tune")
+
+    def job(metadata: dict[str, str] | None) -> str:
+        return client.fine_tuning.jobs.create(model="minilm-l6", training_file=train.id, metadata=metadata).id
+
+    odd_key = 'a "quoted".key[0]'  # quotes, a dot and brackets: no JSON path or query syntax leaks through
+    trial_a, nlp, trial_b = job({"team": "trial"}), job({"team": "nlp", "stage": "x"}), job({"team": "trial", "stage": "x"})
+    empty_team, odd, bare = job({"team": ""}), job({odd_key: "v"}), job(None)
+    client.fine_tuning.jobs.cancel(trial_a)
+
+    def ids(**query: object) -> list[str]:
+        return [j.id for j in client.fine_tuning.jobs.list(limit=1, **query)]  # type: ignore[arg-type]
+
+    assert ids(metadata={"team": "trial"}) == [trial_b, trial_a]  # every page (after=) keeps the filter
+    assert ids(metadata={"team": "trial", "stage": "x"}) == [trial_b]
+    assert ids(metadata={"stage": "x"}) == [trial_b, nlp]
+    assert ids(metadata={"team": ""}) == [empty_team]
+    assert ids(metadata={odd_key: "v"}) == [odd]
+    assert ids(metadata={"team": "nobody"}) == []
+    assert ids(metadata={}) == [bare, odd, empty_team, trial_b, nlp, trial_a]
+    assert ids(metadata={"team": "trial"}, extra_query={"status": "cancelled"}) == [trial_a]
+    assert ids(extra_query={"metadata": "null"}) == [bare]
+    # the SDK's own encoding, as sent
+    raw = client.fine_tuning.jobs.with_raw_response.list(metadata={"team": "trial"})
+    assert "metadata%5Bteam%5D=trial" in str(raw.http_request.url)
+
+    for query, message in (({"metadata": "yes"}, "metadata"), ({"metadata": "null", "metadata[team]": "x"}, "metadata"),
+                           ({"metadata[]": "x"}, "metadata[]"), ({"metadata[team": "x"}, "metadata[team")):
+        with pytest.raises(BadRequestError) as bad:
+            client.fine_tuning.jobs.list(extra_query=query)
+        assert bad.value.param == message, query  # type: ignore[attr-defined]
+    other = OpenAI(base_url=base_url, api_key=service.key("other"), max_retries=0)
+    assert list(other.fine_tuning.jobs.list(metadata={"team": "trial"})) == []

@@ -109,6 +109,11 @@ def test_job_lifecycle_idempotency_events_and_paging(client: SparseGradClient, t
     ids = [j.id for j in client.iter_jobs(page_size=1)]
     assert ids.index(other.id) < ids.index(job.id)  # newest first, across pages
     assert [j.id for j in client.list_jobs(status="cancelled").data].count(job.id) == 1
+    team = f"team-{job.id}"
+    tagged = client.create_job("minilm-l6", file_id, metadata={"team": team, "stage": "a b"})
+    assert [j.id for j in client.list_jobs(metadata={"team": team, "stage": "a b"}).data] == [tagged.id]
+    assert client.list_jobs(metadata={"team": team, "stage": "other"}).data == []
+    client.cancel_job(tagged.id)
 
     events = client.list_events(job.id).data
     assert any("cancelled" in e.message.lower() for e in events)
