@@ -12,12 +12,14 @@ from sqlalchemy.orm import Session
 from sparsegrad_service.models import File, Job
 
 from .errors import not_found
-from .queries import artifact_statement, file_statement, job_cursor
+from .queries import artifact_statement, file_statement, job_cursor, result_file_statement
 from .reads import Reads
 
 
 async def read_file(reads: Reads, tenant_id: str, file_id: str) -> Any:
-    row = await reads.first(file_statement(), {"file_id": file_id, "tenant_id": tenant_id})
+    """The tenant's upload, or the result file of one of its jobs, by id (``queries.uploaded_files`` columns)."""
+    params = {"file_id": file_id, "tenant_id": tenant_id}
+    row = await reads.first(file_statement(), params) or await reads.first(result_file_statement(), params)
     if row is None:
         raise not_found("file", file_id, param="file_id")
     return row

@@ -18,10 +18,13 @@ from sqlalchemy import (
     case,
     cast,
     func,
+    literal,
     literal_column,
+    null,
     or_,
     select,
     type_coerce,
+    union_all,
 )
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by, array
@@ -32,6 +35,7 @@ from sqlalchemy.types import TypeDecorator
 
 from sparsegrad_service.enums import JobStatus
 from sparsegrad_service.models import ApiKey, Artifact, Checkpoint, File, Job, JobEvent, MetricPoint, Tenant
+from sparsegrad_service.schemas.files import RESULTS_PURPOSE, UPLOAD_PURPOSE
 from sparsegrad_service.schemas.insight import INSIGHT_KEYS
 
 from .reads import Query
@@ -167,34 +171,67 @@ def api_key_by_id_statement() -> Query:
     return select(ApiKey.revoked_at).where(ApiKey.id == bindparam("key_id"))
 
 
+def uploaded_files(tenant_id: Any) -> Query:
+    """The tenant's live (not deleted) uploads."""
+    return select(*columns(File)).where(File.tenant_id == tenant_id, File.deleted_at.is_(None))
+
+
+def result_files(tenant_id: Any) -> Query:
+    """The artifacts of the tenant's jobs as files of the Files API (purpose ``fine-tune-results``), in the
+    columns of ``uploaded_files`` (what only an upload has is NULL)."""
+    given: dict[str, Any] = {
+        "id": Artifact.id, "tenant_id": Job.tenant_id, "filename": Artifact.filename, "bytes": Artifact.bytes,
+        "purpose": cast(literal(RESULTS_PURPOSE), String), "status": cast(literal("processed"), String),
+        "sha256": Artifact.sha256, "storage_key": Artifact.storage_key, "created_at": Artifact.created_at}
+    shaped = [given.get(attr.key, type_coerce(null(), attr.columns[0].type)).label(attr.key)
+              for attr in sa_inspect(File).column_attrs]
+    return select(*shaped).join(Job, Job.id == Artifact.job_id).where(Job.tenant_id == tenant_id)
+
+
 @functools.cache
 def file_statement() -> Query:
-    """A tenant's live (not deleted) file by id (parameters ``file_id``, ``tenant_id``)."""
-    return select(*columns(File)).where(File.id == bindparam("file_id"), File.tenant_id == bindparam("tenant_id"),
-                                        File.deleted_at.is_(None))
+    """A tenant's live upload by id (parameters ``file_id``, ``tenant_id``)."""
+    return uploaded_files(bindparam("tenant_id")).where(File.id == bindparam("file_id"))
+
+
+@functools.cache
+def result_file_statement() -> Query:
+    """A result file of one of the tenant's jobs by id (parameters ``file_id``, ``tenant_id``)."""
+    return result_files(bindparam("tenant_id")).where(Artifact.id == bindparam("file_id"))
 
 
 def files_page(tenant_id: str, purpose: str | None, after: Any | None, order: str, limit: int) -> Query:
-    query = select(*columns(File)).where(File.tenant_id == tenant_id, File.deleted_at.is_(None))
-    if purpose is not None:
-        query = query.where(File.purpose == purpose)
+    """A page of the tenant's uploads and result files, by creation time, after the file ``after`` (a row of
+    ``file_cursor``)."""
+    branches = [query for kind, query in ((UPLOAD_PURPOSE, uploaded_files(tenant_id)),
+                                          (RESULTS_PURPOSE, result_files(tenant_id))) if purpose in (None, kind)]
+    if not branches:
+        branches = [uploaded_files(tenant_id).where(File.purpose == purpose)]
+    files = (branches[0] if len(branches) == 1 else union_all(*branches)).subquery("tenant_files")
+    query = select(*files.c)
     if after is not None:
         if order == "desc":
-            query = query.where(or_(File.created_at < after.created_at,
-                                    (File.created_at == after.created_at) & (File.id < after.id)))
+            query = query.where(or_(files.c.created_at < after.created_at,
+                                    (files.c.created_at == after.created_at) & (files.c.id < after.id)))
         else:
-            query = query.where(or_(File.created_at > after.created_at,
-                                    (File.created_at == after.created_at) & (File.id > after.id)))
+            query = query.where(or_(files.c.created_at > after.created_at,
+                                    (files.c.created_at == after.created_at) & (files.c.id > after.id)))
     if order == "desc":
-        return query.order_by(File.created_at.desc(), File.id.desc()).limit(limit)
-    return query.order_by(File.created_at.asc(), File.id.asc()).limit(limit)
+        return query.order_by(files.c.created_at.desc(), files.c.id.desc()).limit(limit)
+    return query.order_by(files.c.created_at.asc(), files.c.id.asc()).limit(limit)
 
 
 @functools.cache
 def file_cursor() -> Query:
-    """Any of the tenant's files by id, deleted ones included (parameters ``file_id``, ``tenant_id``)."""
-    return select(File.id.label("id"), File.created_at.label("created_at")).where(
+    """Any of the tenant's uploads (deleted ones included) or result files by id (parameters ``file_id``,
+    ``tenant_id``)."""
+    uploads = select(File.id.label("id"), File.created_at.label("created_at")).where(
         File.id == bindparam("file_id"), File.tenant_id == bindparam("tenant_id"))
+    results = (select(Artifact.id.label("id"), Artifact.created_at.label("created_at"))
+               .join(Job, Job.id == Artifact.job_id)
+               .where(Artifact.id == bindparam("file_id"), Job.tenant_id == bindparam("tenant_id")))
+    either = union_all(uploads, results).subquery("file_cursor")
+    return select(either.c.id, either.c.created_at)
 
 
 @functools.cache

@@ -26,9 +26,11 @@ EVENT_ID_PREFIX = "ftevent-"
 
 
 def file_object(row: Any) -> FileObject:
+    """An upload, or a result file (no format recorded: its name's extension, ``csv`` or ``tar.gz``)."""
     return FileObject(
         id=row.id, bytes=row.bytes, filename=row.filename, created_at=unix_required(row.created_at),
-        purpose=row.purpose, status=row.status, num_examples=row.num_examples, format=row.format,
+        purpose=row.purpose, status=row.status, num_examples=row.num_examples,
+        format=row.format or row.filename.partition(".")[2],
         task=row.task, label_names=row.label_names,
     )
 

@@ -7,7 +7,8 @@
   ``AutoModel*.from_pretrained``. Full fine-tuning and MeProp export the whole model, which is stored
   only under this kind; adapters are merged into it when the job asks for ``merge_model`` (or later,
   by the ``merge_job`` task).
-* ``{job_id}-metrics.csv`` (kind ``metrics``): ``step,name,value`` rows of every metric point.
+* ``{job_id}-metrics.csv`` (kind ``metrics``): OpenAI's result-file columns, one row per step (see
+  :func:`metrics_csv`).
 """
 
 from __future__ import annotations
@@ -41,13 +42,28 @@ def store_folder(job_store: JobStore, store: ArtifactStore, kind: ArtifactKind, 
     return job_store.record_artifact(kind, filename, stored)
 
 
+RESULT_COLUMNS: dict[str, str | None] = {
+    "train_loss": "loss", "train_accuracy": None, "valid_loss": "eval_loss", "valid_mean_token_accuracy": None}
+"""OpenAI's result-file columns after ``step``, each with the metric it shows (None: not measured here, so empty;
+a classification job's ``eval_accuracy`` is per example, not per token, and keeps its own column)."""
+
+
 def metrics_csv(job_store: JobStore) -> bytes:
-    """Every metric point of the job as ``step,name,value`` (ordered by name, then step)."""
+    """Every metric point of the job as OpenAI's result file: ``step``, then :data:`RESULT_COLUMNS`, then one
+    column per other metric by name (``eval_accuracy``, ``lr``, ``step_time_s``, ...; ``calibration_loss`` is
+    per calibration pass); one row per step in order, an empty cell where that step has no such point."""
+    rows: dict[int, dict[str, float]] = {}
+    for step, name, value in job_store.metric_points():
+        rows.setdefault(step, {})[name] = value
+    shown = {name for name in RESULT_COLUMNS.values() if name}
+    others = sorted({name for values in rows.values() for name in values} - shown)
+    columns = [*RESULT_COLUMNS.values(), *others]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["step", "name", "value"])
-    for step, name, value in job_store.metric_points():
-        writer.writerow([step, name, repr(float(value))])
+    writer.writerow(["step", *RESULT_COLUMNS, *others])
+    for step in sorted(rows):
+        values = rows[step]
+        writer.writerow([step, *("" if name not in values else repr(float(values[name])) for name in columns)])
     return out.getvalue().encode()
 
 

@@ -12,6 +12,7 @@ from sparsegrad_service.models import new_id, utcnow
 from sparsegrad_service.retention import delete_objects, mark_file_deleted, unfinished_job_using_file
 from sparsegrad_service.schemas import FileDeleted, FileObject, FilesPublic
 from sparsegrad_service.schemas.common import error_responses
+from sparsegrad_service.schemas.files import UPLOAD_PURPOSE
 from sparsegrad_service.store import StoreError, file_key
 
 from ..datasets import (
@@ -33,7 +34,6 @@ from ..serializers import file_object
 
 router = APIRouter(prefix="/files", tags=["files"], responses=error_responses(400, 401, 404), route_class=FormRoute)
 
-PURPOSE = "fine-tune"
 TaskName = Literal["classification", "regression", "causal_lm"]
 
 
@@ -50,8 +50,9 @@ def upload_file(
     has_header: Annotated[bool | None, Form(description="CSV/TSV header row. Default true.")] = None,
 ) -> FileObject:
     """Upload a dataset file; it is validated now and refused with every bad line listed."""
-    if purpose != PURPOSE:
-        raise ApiError(400, f"Invalid purpose '{purpose}': this service only accepts '{PURPOSE}'.", param="purpose",
+    if purpose != UPLOAD_PURPOSE:
+        raise ApiError(400, f"Invalid purpose '{purpose}': this service only accepts '{UPLOAD_PURPOSE}'.",
+                       param="purpose",
                        code="invalid_purpose")
     problem = filename_problem(file.filename)
     if problem is not None:
@@ -68,7 +69,7 @@ def upload_file(
         raise ApiError(503, f"The file could not be stored: {exc}", type="server_error",
                        code="storage_unavailable") from exc
     row = FileRow(
-        id=file_id, tenant_id=tenant.id, filename=filename, purpose=PURPOSE, bytes=len(data),
+        id=file_id, tenant_id=tenant.id, filename=filename, purpose=UPLOAD_PURPOSE, bytes=len(data),
         sha256=stored.sha256, status="processed", format=dataset.format.value,
         num_examples=len(dataset), task=dataset.task.value, mapping=mapping_to_dict(mapping),
         label_names=dataset.label_names, storage_key=stored.key, created_at=utcnow(),

@@ -53,7 +53,9 @@ class JobPublic(BaseModel):
     training_file: str
     validation_file: str | None
     trained_tokens: int | None
-    result_files: list[str] = Field(description="Artifact ids (see `GET /v1/artifacts/{id}`).")
+    result_files: list[str] = Field(
+        description="The job's result files, files of the Files API (purpose `fine-tune-results`): the metrics CSV in "
+        "OpenAI's result-file columns and the adapter, LoRA and merged-model archives; also `GET /v1/artifacts/{id}`.")
     fine_tuned_model: str | None
     estimated_finish: int | None
     metadata: dict[str, str] | None

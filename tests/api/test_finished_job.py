@@ -5,6 +5,8 @@ columns, and its fine-tuned model is the tenant's model in ``/v1/models``."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,7 +15,7 @@ from typing import Any
 
 import pytest
 from api_harness import Service, TenantClient, serving, start_service
-from openai import OpenAI
+from openai import NotFoundError, OpenAI
 
 from migrations import upgrade
 
@@ -92,3 +94,51 @@ def test_cli_jobs_show_prints_a_compact_job(finished: FinishedJob) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["id"] == finished.job["id"]
     assert len(result.output.splitlines()) < 150 and "spectra" not in result.output
+
+
+def test_result_files_are_files_of_the_files_api_in_openais_columns(finished: FinishedJob) -> None:
+    client, job = finished.sdk(), finished.job
+    result_files = client.fine_tuning.jobs.retrieve(job["id"]).result_files
+    artifacts = {a["id"]: a for a in finished.acme.get(f"{JOBS}/{job['id']}/artifacts").json()["data"]}
+    assert result_files and set(result_files) == set(artifacts)
+    for file_id in result_files:
+        file = client.files.retrieve(file_id)
+        artifact = artifacts[file_id]
+        assert (file.id, file.purpose, file.filename, file.bytes) == (
+            file_id, "fine-tune-results", artifact["filename"], artifact["bytes"])
+        assert file.created_at == artifact["created_at"] and file.status == "processed"
+        content = client.files.content(file_id).read()
+        assert len(content) == artifact["bytes"]
+        assert content == finished.acme.get(f"/v1/artifacts/{file_id}/content").content  # still served there too
+
+    listed = client.files.list(purpose="fine-tune-results")
+    assert sorted(f.id for f in listed) == sorted(result_files)
+    everything = [f.id for f in client.files.list()]
+    assert set(result_files) < set(everything) and job["training_file"] in everything
+    assert [f.id for f in client.files.list(purpose="fine-tune")] == [job["training_file"]]
+    page = client.files.list(limit=1, order="asc")  # the cursor walks uploads and result files alike
+    assert [f.id for f in page] == [f.id for f in client.files.list(order="asc")]
+
+    # the metrics file: OpenAI's columns first, one row per step, then every other series the job recorded
+    metrics_id = next(i for i, a in artifacts.items() if a["kind"] == "metrics")
+    table = list(csv.DictReader(io.StringIO(client.files.content(metrics_id).text)))
+    header = list(table[0])
+    assert header[:5] == ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
+    assert {"eval_accuracy", "lr", "step_time_s"} <= set(header) and "loss" not in header and "eval_loss" not in header
+    by_step = {int(r["step"]): r for r in table}
+    assert [int(r["step"]) for r in table] == sorted(by_step)
+    series = finished.acme.get(f"{JOBS}/{job['id']}/metrics", params={"limit": 100_000}).json()["data"]
+    loss = {p["step"]: p["value"] for p in series if p["name"] == "loss"}
+    valid = {p["step"]: p["value"] for p in series if p["name"] == "eval_loss"}
+    assert sorted(loss) == [1, 2, 3, 4] and sorted(valid) == [0, 4]
+    assert {s: float(by_step[s]["train_loss"]) for s in loss} == loss
+    assert {s: float(by_step[s]["valid_loss"]) for s in valid} == valid
+    assert by_step[0]["train_loss"] == "" and all(r["train_accuracy"] == "" for r in table)
+
+    # another tenant: a 404 like any file it does not own
+    other = finished.sdk("beta")
+    with pytest.raises(NotFoundError):
+        other.files.retrieve(metrics_id)
+    with pytest.raises(NotFoundError):
+        other.files.content(metrics_id)
+    assert list(other.files.list()) == []

@@ -94,3 +94,20 @@ def test_artifacts_list_describe_and_download(service: Service, acme: TenantClie
         downloaded = b"".join(response.iter_bytes())
     assert hashlib.sha256(downloaded).hexdigest() == described["sha256"]
     assert acme.get("/v1/artifacts/file-nope/content").status_code == 404
+
+    # the same artifact is a result file of the Files API: described, downloaded, listed and paged with uploads
+    as_file = acme.get(f"/v1/files/{artifact_id}").json()
+    assert (as_file["purpose"], as_file["filename"], as_file["bytes"], as_file["format"]) == (
+        "fine-tune-results", filename, len(content), "tar.gz")
+    assert as_file["created_at"] == described["created_at"] and as_file["num_examples"] is None
+    assert acme.get(f"/v1/files/{artifact_id}/content").content == downloaded
+    listed = acme.get("/v1/files", params={"order": "asc"}).json()["data"]
+    assert [f["id"] for f in listed] == [job["training_file"], artifact_id]
+    assert [f["id"] for f in acme.get("/v1/files", params={"purpose": "fine-tune-results"}).json()["data"]] == [
+        artifact_id]
+    after = acme.get("/v1/files", params={"after": artifact_id}).json()["data"]  # desc: older than the artifact
+    assert [f["id"] for f in after] == [job["training_file"]]
+    beta = service.as_tenant("beta")
+    assert beta.get(f"/v1/files/{artifact_id}").status_code == 404
+    assert beta.get(f"/v1/files/{artifact_id}/content").status_code == 404
+    assert beta.get("/v1/files").json()["data"] == []

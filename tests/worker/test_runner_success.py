@@ -100,8 +100,10 @@ def test_sparsegrad_job_succeeds_end_to_end(
     assert (adapter_dir / "adapter_config.json").is_file() and (adapter_dir / "training_info.json").is_file()
     csv_path = settings.artifact_root / arts["metrics"].storage_key
     assert sha256_of(csv_path) == arts["metrics"].sha256
-    table = list(csv.DictReader(io.StringIO(csv_path.read_text())))
-    assert {"step", "name", "value"} == set(table[0]) and sum(r["name"] == "loss" for r in table) == 20
+    table = list(csv.DictReader(io.StringIO(csv_path.read_text())))  # OpenAI's result-file columns first
+    assert list(table[0])[:5] == ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
+    assert [int(r["step"]) for r in table if r["train_loss"]] == [s for s, _ in losses]
+    assert [int(r["step"]) for r in table if r["valid_loss"]] == [0, 20]
 
     # the adapter, loaded on a fresh base model, computes what the worker's model computed
     expected = torch.tensor(summary["probe"]["logits"])
