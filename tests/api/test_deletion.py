@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from api_harness import Service, TenantClient, jsonl, start_service
+from api_harness import Service, TenantClient, jsonl, serving, start_service
 from sqlalchemy import func, select, update
 
 from sparsegrad_service.db import session_scope
@@ -312,3 +312,25 @@ def test_storage_counts_the_tenants_live_files_checkpoints_and_artifacts(
     assert acme.delete(f"{JOBS}/{job['id']}").status_code == 200
     after = acme.get("/v1/storage").json()
     assert after["checkpoints"] == empty and after["artifacts"] == empty and after["total_bytes"] == files["bytes"]
+
+
+def test_the_openai_sdk_deletes_files_and_fine_tuned_models(service: Service, acme: TenantClient) -> None:
+    from openai import ConflictError, NotFoundError, OpenAI, PermissionDeniedError
+
+    pending = acme.create_job()
+    done = acme.create_job()
+    outputs = add_outputs(service, done["id"])
+    with serving(service.app) as url:
+        client = OpenAI(base_url=url, api_key=acme.key, max_retries=0)
+        with pytest.raises(ConflictError, match=pending["id"]):
+            client.files.delete(pending["training_file"])
+        deleted = client.files.delete(done["training_file"])
+        assert (deleted.id, deleted.object, deleted.deleted) == (done["training_file"], "file", True)
+        assert not store_of(service).exists(file_key(done["training_file"]))
+
+        model = client.models.delete(outputs.model)
+        assert (model.id, model.object, model.deleted) == (outputs.model, "model", True)
+        with pytest.raises(NotFoundError):
+            client.models.delete(outputs.model)
+        with pytest.raises(PermissionDeniedError, match="base model"):
+            client.models.delete("minilm-l6")

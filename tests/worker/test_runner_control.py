@@ -51,8 +51,9 @@ def test_cancel_mid_training(
     assert job.status == "cancelled" and job.finished_at is not None and job.phase is None
     assert 3 <= job.step < 16
     assert artifacts(settings, job_id) == {}
-    stored = [c.step for c in checkpoints(settings, job_id)]
+    stored = [e.data["step"] for e in events(settings, job_id) if e.type == "checkpoint"]
     assert all(step % 6 == 0 for step in stored)  # periodic ones only: a cancelled job's last state is not stored
+    assert checkpoints(settings, job_id) == []  # and once cancelled it keeps none (keep_finished_checkpoints 0)
     assert events(settings, job_id)[-1].message == f"Job cancelled at step {job.step}."
     assert not (settings.work_dir / job_id).exists()
 
