@@ -100,7 +100,8 @@ def save_adapter(model: nn.Module, path: str | Path, *, metadata: dict[str, Any]
         "base_fingerprint": combined_fingerprint(fingerprints),
         "layer_fingerprints": fingerprints,
         "dense_modules": sorted(dense),
-        "base_model": getattr(getattr(model, "config", None), "_name_or_path", None),
+        # The name the run loaded the model by (``metadata["model"]``: the job's model), else its folder.
+        "base_model": (metadata or {}).get("model") or getattr(getattr(model, "config", None), "_name_or_path", None),
         "model_type": getattr(getattr(model, "config", None), "model_type", None),
         "num_labels": getattr(getattr(model, "config", None), "num_labels", None),
         "id2label": {str(k): v for k, v in (getattr(getattr(model, "config", None), "id2label", None) or {}).items()},
@@ -125,13 +126,24 @@ def read_adapter_config(path: str | Path) -> dict[str, Any]:
     return config
 
 
-def load_adapter(base_model: nn.Module, path: str | Path, *, check_fingerprint: bool = True) -> nn.Module:
+def load_adapter(
+    base_model: nn.Module | str | Path, path: str | Path, *, check_fingerprint: bool = True,
+) -> nn.Module:
     """Apply a saved adapter to ``base_model`` (in place) and return it.
 
     The base must be the model the adapter was trained from: its target weights are fingerprinted
     and compared, and a mismatch raises :class:`AdapterMismatchError`. The returned model computes
     the same outputs as the trained one and can keep training.
+
+    ``base_model`` may also be that model's name, as the service's job (its ``model``) or the offline
+    CLI used it: a bundled model (``"minilm-l6"``, ``"smollm2-135m"``) loads from its package, a local
+    folder from disk, for the adapter's task and labels (:func:`sparsegrad_core.recipe.load_base_for`;
+    needs the ``training_info.json`` that every export of a run holds).
     """
+    if isinstance(base_model, str | Path):
+        from .recipe import load_base_for  # the recipe imports this module
+
+        base_model, _ = load_base_for(base_model, path)
     path = Path(path)
     config = read_adapter_config(path)
     tensors = load_file(str(path / ADAPTER_WEIGHTS))

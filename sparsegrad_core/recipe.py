@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from sparsegrad_data import Dataset
 
@@ -92,24 +92,37 @@ def finetune(
     return FinetuneRun(prepared, tokenizer, train_tokens, eval_tokens, result)
 
 
-def merge(
-    model_source: str | Path, adapter_dir: str | Path, output_dir: str | Path | None = None, *,
-    gguf_file: str | None = None, seed: int | None = None,
-) -> tuple[nn.Module, PreTrainedTokenizerBase]:
-    """The base model with the adapter exported by :func:`finetune` merged in (plain modules), and its tokenizer;
-    written with ``save_pretrained`` to ``output_dir`` when given.
+def load_base_for(
+    model_source: str | Path, adapter_dir: str | Path, *, gguf_file: str | None = None, seed: int | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The base model an export of :func:`finetune` was trained from, loaded as training loaded it, and its
+    tokenizer.
 
-    The base model class and head come from the export's ``training_info.json``. ``seed`` (default: the run's
-    seed) initializes a head the adapter does not carry, as training did. Raises ``FileNotFoundError`` /
-    ``ValueError`` (e.g. :class:`~sparsegrad_core.adapter.AdapterMismatchError`) for a folder that is not an adapter
-    of this base model.
+    ``model_source`` is the model's name as the run used it: a bundled model's name (the names the service's
+    jobs use, ``"minilm-l6"``, ``"smollm2-135m"``: :data:`~sparsegrad_core.loading.BUNDLED_MODELS`), a local
+    folder or a hub id. The task, head size and label names come from the export's ``training_info.json``;
+    ``seed`` (default: the run's seed) initializes a head the adapter does not carry, as training did.
     """
     info = read_training_info(adapter_dir)
     if not info.get("task"):
         raise ValueError(f"{adapter_dir}: no training_info.json naming the task (not an export of finetune)")
     torch.manual_seed(int(info.get("seed", 0) if seed is None else seed))
-    base, tokenizer = load_base_model(model_source, info["task"], num_labels=info.get("num_labels"),
-                                      label_names=info.get("label_names"), gguf_file=gguf_file)
+    return load_base_model(model_source, info["task"], num_labels=info.get("num_labels"),
+                           label_names=info.get("label_names"), gguf_file=gguf_file)
+
+
+def merge(
+    model_source: str | Path, adapter_dir: str | Path, output_dir: str | Path | None = None, *,
+    gguf_file: str | None = None, seed: int | None = None,
+) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """The base model with the adapter exported by :func:`finetune` merged in (plain modules), and its tokenizer;
+    written with ``save_pretrained`` to ``output_dir`` when given. The base model is loaded by
+    :func:`load_base_for` (``model_source``, ``seed``).
+
+    Raises ``FileNotFoundError`` / ``ValueError`` (e.g. :class:`~sparsegrad_core.adapter.AdapterMismatchError`)
+    for a folder that is not an adapter of this base model.
+    """
+    base, tokenizer = load_base_for(model_source, adapter_dir, gguf_file=gguf_file, seed=seed)
     merged = merge_exported(base, adapter_dir)
     if output_dir is not None:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
