@@ -1,5 +1,6 @@
-"""Live view of one job on the terminal: a rich progress line (phase, step/total, loss, ETA) fed by the
-job's Server-Sent Events and a periodic job poll, with each event message printed above it."""
+"""Live view of one job on the terminal: a rich progress line (phase, step/total, loss, ETA; while calibrating,
+the calibration pass and the time left to its end) fed by the job's Server-Sent Events and a periodic job poll,
+with each event message printed above it."""
 
 from __future__ import annotations
 
@@ -47,6 +48,8 @@ class JobWatcher:
         self.total_steps: int | None = None
         self.attempt_started = 0
         """The latest attempt an event announced as started: a newer one than the job read says it runs."""
+        self.calibration: tuple[int, int, float | None] | None = None
+        """The last calibration progress event: pass, passes, and when calibration should end (epoch seconds)."""
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._progress = Progress(
@@ -67,6 +70,13 @@ class JobWatcher:
 
     def _absorb_metrics(self, data: dict[str, Any]) -> None:
         with self._lock:
+            if data.get("phase") == "calibrating":  # a calibration pass: not a training step
+                eta = data.get("eta_seconds")
+                end = time.time() + eta if isinstance(eta, int | float) else None
+                self.calibration = (int(data.get("step") or 0), int(data.get("total") or 0), end)
+                if isinstance(data.get("calibration_loss"), int | float):
+                    self.loss = float(data["calibration_loss"])
+                return
             if isinstance(data.get("step"), int):
                 self.step = data["step"]
             if isinstance(data.get("total_steps"), int):
@@ -91,6 +101,10 @@ class JobWatcher:
             if self.step and self.total_steps and status == "running":
                 progress = max(progress, 0.05 + 0.9 * min(1.0, self.step / self.total_steps))
             loss = f"loss {self.loss:.4f}" if self.loss is not None else ""
+            if label == "calibrating" and self.calibration is not None:
+                done, passes, finish = self.calibration
+                step = f"calibration pass {done}/{passes}"
+                progress = max(progress, 0.05 * min(1.0, done / max(passes, 1)))
             queue = job.queue_position
             if status == "queued" and queue is not None:
                 step = f"position {queue} in the queue"

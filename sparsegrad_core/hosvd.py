@@ -133,7 +133,9 @@ def calibrate(
 
     The model is never stepped: every parameter is bit-identical afterwards, ``requires_grad``
     flags, existing ``.grad`` tensors and train/eval mode are restored. Each batch's own gradient is
-    used (no running sums). ``progress(step, total, loss)`` is called after each pass.
+    used (no running sums). Fixed selection, and block selection without ``block_sizes``, make a second
+    pass over the same batches once the bases are known. ``progress(step, total, loss)`` is called after
+    every backward pass of either, ``total`` counting both (it shrinks if ``batches`` ends early).
     """
     targets = find_target_modules(
         model, cfg.target_modules, layer_stride=cfg.layer_stride, projections=cfg.projections
@@ -157,8 +159,11 @@ def calibrate(
     kept: list[Mapping[str, Any]] = []
     t0 = time.perf_counter()
     losses: list[float] = []
+    passes_per_batch = 2 if fixed or probe_block else 1
+    passes_done, passes_total = 0, steps * passes_per_batch
 
     def backward_pass(batch: Mapping[str, Any], on_grad: Callable[[str, torch.Tensor], None]) -> float:
+        nonlocal passes_done
         hooks = []
         for name, module in targets.items():
             def hook(p: torch.Tensor, name: str = name, module: nn.Module = module) -> None:
@@ -173,7 +178,11 @@ def calibrate(
         finally:
             for h in hooks:
                 h.remove()
-        return float(loss.detach())
+        value = float(loss.detach())
+        passes_done += 1
+        if progress is not None:
+            progress(passes_done, passes_total, value)
+        return value
 
     try:
         for p in model.parameters():
@@ -189,12 +198,11 @@ def calibrate(
             except StopIteration:
                 if step == 0:
                     raise ValueError("calibrate() got no batches") from None
+                passes_total = step * passes_per_batch
                 break
             if fixed or probe_block:
                 kept.append(batch)
             losses.append(backward_pass(batch, lambda n, g: accs[layers[n]].add(g)))
-            if progress is not None:
-                progress(step + 1, steps, losses[-1])
         kinds = {kind: acc.finish() for kind, acc in accs.items()}
         supports: dict[str, torch.Tensor] = {}
         if fixed:

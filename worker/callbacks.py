@@ -5,7 +5,8 @@ batched into short SQL transactions.
   checkpoints, evaluations and the end); each flush also updates the job's step, progress, ETA and
   trained tokens, and wakes live listeners.
 * A ``metrics`` event is added at most every :data:`METRICS_EVENT_EVERY_S` of training, plus one per
-  evaluation. ``phase`` events mark real phase changes: the trainer's brief ``saving`` around a periodic
+  evaluation; calibration likewise (and at its last pass), with data ``{"phase": "calibrating", "step",
+  "total", "eta_seconds", ...}``. ``phase`` events mark real phase changes: the trainer's brief ``saving`` around a periodic
   checkpoint is not one.
 * Progress: calibration is the first 5 %, training 5–95 %, evaluation and saving the rest.
 """
@@ -24,7 +25,7 @@ import torch
 
 from sparsegrad_core.methods import PreparedModel
 from sparsegrad_core.training import TrainerCallback
-from sparsegrad_core.training.callbacks import Phase, Spectra
+from sparsegrad_core.training.callbacks import CalibrationProgress, Phase, Spectra
 from sparsegrad_core.training.checkpoint import is_best_checkpoint
 from sparsegrad_core.training.telemetry import json_safe
 from sparsegrad_service.enums import EventType
@@ -50,6 +51,15 @@ def cuda_memory_metrics(device: torch.device) -> dict[str, float]:
     }
 
 
+def _duration(seconds: float) -> str:
+    """``42 s``, ``4 min 22 s``, ``1 h 05 min``."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes, secs = divmod(whole, 60)
+    return f"{minutes} min {secs:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
 def _finite(metrics: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
 
@@ -73,7 +83,7 @@ class ServiceCallback(TrainerCallback):
         self._rows: list[tuple[int, str, float]] = []
         self._events: list[Event] = []
         self._job: dict[str, Any] = {}
-        self._flushed_at = self._event_at = -math.inf
+        self._flushed_at = self._event_at = self._calibration_event_at = -math.inf
         self._rate: deque[tuple[float, int]] = deque(maxlen=20)
 
     # ------------------------------------------------------------------------------------------ writes
@@ -116,10 +126,20 @@ class ServiceCallback(TrainerCallback):
             self._job["progress"] = PHASE_PROGRESS[name]
         self.flush()
 
-    def on_calibration_step(self, step: int, total: int, loss: float) -> None:
-        self._rows.append((step, "calibration_loss", loss))
+    def on_calibration_step(self, progress: CalibrationProgress) -> None:
+        step, total = progress.step, progress.total
+        self._rows.append((step, "calibration_loss", progress.loss))
         self._job["progress"] = CALIBRATION_SHARE * step / max(total, 1)
-        if time.monotonic() - self._flushed_at >= self.flush_every_s or step == total:
+        now = time.monotonic()
+        if now - self._calibration_event_at >= METRICS_EVENT_EVERY_S or step == total:
+            self._calibration_event_at = now
+            eta = progress.eta_s
+            left = f", about {_duration(eta)} left" if eta is not None and step < total else ""
+            self._events.append((EventType.metrics,
+                                 f"Calibration pass {step}/{total}: loss={progress.loss:.4f}{left}",
+                                 {"phase": "calibrating", "step": step, "total": total, "eta_seconds": eta,
+                                  "elapsed_seconds": progress.elapsed_s, "calibration_loss": progress.loss}))
+        if now - self._flushed_at >= self.flush_every_s or step == total:
             self.flush()
 
     def on_calibration_done(self, spectra: Spectra) -> None:

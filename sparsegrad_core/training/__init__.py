@@ -5,7 +5,7 @@
 """
 
 from .arguments import TrainingArguments
-from .callbacks import CallbackList, Phase, TrainerCallback
+from .callbacks import CalibrationProgress, CallbackList, Phase, TrainerCallback
 from .checkpoint import (
     TrainerState,
     bundle_checkpoint,
@@ -25,6 +25,7 @@ from .trainer import SUMMARY_FILE, Trainer, TrainResult, seed_everything
 
 __all__ = [
     "SUMMARY_FILE",
+    "CalibrationProgress",
     "CallbackList",
     "GradientCheckpointingUnsupported",
     "Phase",

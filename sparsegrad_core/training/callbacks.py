@@ -8,6 +8,7 @@ cancel or pause a job: :meth:`TrainerCallback.should_stop` is checked before eve
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -19,14 +20,33 @@ Spectra = dict[str, dict[str, list[float]]]
 """Per projection kind: ``{"out": eigenvalues of Σ G Gᵀ, "in": eigenvalues of Σ Gᵀ G}`` (descending)."""
 
 
+@dataclass(frozen=True)
+class CalibrationProgress:
+    """Calibration after backward pass ``step`` of ``total`` (the passes that build the bases and, for fixed or
+    block selection, the second pass that picks supports or block sizes), ``elapsed_s`` seconds after it
+    started; ``loss`` is this pass's loss."""
+
+    step: int
+    total: int
+    loss: float
+    elapsed_s: float
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds until the last pass, at the mean pace so far (None before the first pass)."""
+        if self.step <= 0:
+            return None
+        return max(self.total - self.step, 0) * self.elapsed_s / self.step
+
+
 class TrainerCallback:
     """Override what you need; every hook is a no-op by default."""
 
     def on_phase(self, name: Phase) -> None:
         """The run entered ``calibrating``, ``training``, ``evaluating`` or ``saving``."""
 
-    def on_calibration_step(self, step: int, total: int, loss: float) -> None:
-        """Calibration backward pass ``step`` of ``total`` finished with this loss."""
+    def on_calibration_step(self, progress: CalibrationProgress) -> None:
+        """A calibration backward pass finished: how many of how many, its loss, the time taken and left."""
 
     def on_calibration_done(self, spectra: Spectra) -> None:
         """The HOSVD bases are known; their eigenvalue spectra per projection kind."""
@@ -62,9 +82,9 @@ class CallbackList(TrainerCallback):
         for cb in self.callbacks:
             cb.on_phase(name)
 
-    def on_calibration_step(self, step: int, total: int, loss: float) -> None:
+    def on_calibration_step(self, progress: CalibrationProgress) -> None:
         for cb in self.callbacks:
-            cb.on_calibration_step(step, total, loss)
+            cb.on_calibration_step(progress)
 
     def on_calibration_done(self, spectra: Spectra) -> None:
         for cb in self.callbacks:

@@ -15,7 +15,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .callbacks import Phase, Spectra, TrainerCallback
+from .callbacks import CalibrationProgress, Phase, Spectra, TrainerCallback
 
 
 class RichProgress(TrainerCallback):
@@ -45,10 +45,13 @@ class RichProgress(TrainerCallback):
         if name == "calibrating" and self._calibration is None:
             self._calibration = self.progress.add_task("calibrating", total=None, info="")
 
-    def on_calibration_step(self, step: int, total: int, loss: float) -> None:
+    def on_calibration_step(self, progress: CalibrationProgress) -> None:
         if self._calibration is None:
-            self._calibration = self.progress.add_task("calibrating", total=total, info="")
-        self.progress.update(self._calibration, completed=step, total=total, info=f"loss {loss:.4f}")
+            self._calibration = self.progress.add_task("calibrating", total=progress.total, info="")
+        eta = progress.eta_s
+        left = f"  {eta:.0f} s left" if eta is not None and progress.step < progress.total else ""
+        self.progress.update(self._calibration, completed=progress.step, total=progress.total,
+                             info=f"loss {progress.loss:.4f}{left}")
 
     def on_calibration_done(self, spectra: Spectra) -> None:
         kinds = ", ".join(f"{kind} ({len(s['out'])}×{len(s['in'])})" for kind, s in spectra.items())

@@ -2,7 +2,8 @@
 
 ``prepare_model`` needs calibration batches for SparseGrad; :func:`prepare_for_training` takes them
 from the training data itself (the first ``calibration_steps`` micro-batches of a dedicated seeded
-shuffle, independent of the training order), reports progress through the callbacks, and stores
+shuffle, independent of the training order), reports each backward pass to the callbacks
+(:class:`~sparsegrad_core.training.callbacks.CalibrationProgress`: pass, total, loss, elapsed and left), and stores
 the bases once under ``<output_dir>/checkpoints/basis``. Resuming loads those bases instead of
 calibrating again. With ``gradient_checkpointing`` the calibration passes already recompute activations
 (and a model that cannot is refused before any work).
@@ -10,6 +11,7 @@ calibrating again. With ``gradient_checkpointing`` the calibration passes alread
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from torch import nn
 from ..batch_order import CALIBRATION_STREAM, BatchOrder
 from ..methods import MethodSpec, PreparedModel, prepare_model
 from ..tokenization import TokenizedDataset
-from .callbacks import CallbackList, TrainerCallback
+from .callbacks import CalibrationProgress, CallbackList, TrainerCallback
 from .checkpoint import BASIS_DIR, CHECKPOINTS_DIR, basis_dir_for, find_checkpoint, load_basis, save_basis
 from .gradient_checkpointing import cache_disabled, enable_gradient_checkpointing
 
@@ -83,9 +85,10 @@ def prepare_for_training(
 
     device = next(model.parameters()).device
     cb.on_phase("calibrating")
+    started = time.monotonic()
 
     def progress(step: int, total: int, loss: float) -> None:
-        cb.on_calibration_step(step, total, loss)
+        cb.on_calibration_step(CalibrationProgress(step, total, loss, time.monotonic() - started))
         if cb.should_stop():
             raise TrainingCancelled(f"stopped during calibration after {step} of {total} passes")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import httpx
 from rich.console import Console
@@ -70,6 +71,29 @@ def test_a_stopped_job_returns_at_once_and_outcomes_map_to_exit_codes() -> None:
     assert code == 3 and "sparsegrad resume ftjob-p" in message
     cancelled = JobPublic.model_validate(job_object("ftjob-c", "cancelled"))
     assert describe_outcome(cancelled)[1] == 1
+
+
+def test_watch_shows_calibration_passes_and_the_time_left() -> None:
+    """A calibrating job's progress line counts calibration passes (not training steps) and shows the ETA the
+    calibration events give."""
+    stream = (_sse(1, "phase", "Phase: calibrating", {"phase": "calibrating"})
+              + _sse(2, "metrics", "Calibration pass 3/20: loss=2.5000", {
+                  "phase": "calibrating", "step": 3, "total": 20, "eta_seconds": 600.0, "calibration_loss": 2.5})
+              + b"event: end\ndata: {}\n\n")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events/stream"):
+            return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=stream)
+        return httpx.Response(200, json=job_object("ftjob-c", "running", phase="calibrating", progress=0.0075))
+
+    out = io.StringIO()
+    client = SparseGradClient("http://svc", "sg-k", transport=httpx.MockTransport(handler))
+    watcher = JobWatcher(client, "ftjob-c", Console(file=out, width=200, force_terminal=True))
+    final = watcher.run()
+    assert final.status == "running" and watcher.step == 0 and watcher.total_steps is None
+    text = out.getvalue()
+    assert "calibrating" in text and "calibration pass 3/20" in text and "loss 2.5000" in text
+    assert re.search(r"ETA (9:5\d|10:00)", text), text
 
 
 def test_the_queue_position_is_gone_once_an_attempt_has_started() -> None:

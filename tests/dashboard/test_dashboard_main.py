@@ -66,6 +66,8 @@ def fill_job_form(page: Any, good_file: Path, max_steps: int = 20) -> None:
     page.fill("#hp-max_seq_length", "32")
     page.fill("#hp-max_steps", str(max_steps))
     page.fill("#hp-learning_rate", "1e-3")
+    page.evaluate("() => { document.querySelector('details.more').open = true; }")
+    page.fill("#validation-split", "0.2")  # 24 of the 120 examples: enough to evaluate
 
 
 def test_sign_in_wrong_key_then_right_key_and_sign_out(page: Any, dashboard_deployment: Deployment,
@@ -109,6 +111,7 @@ def test_new_job_upload_errors_inline_then_submit_double_click_makes_one_job(
     assert page.input_value("#sg-density") == "0.01" and page.is_checked("#method-sparsegrad")
     assert page.input_value("#sg-selection") == "block" and page.input_value("#setting") == "paper"
     assert page.input_value("#seed") == "42" and page.input_value("#validation-split") == "0.1"
+    assert "10% of the training file is held out when that is at least 20 examples" in page.inner_text("#valid-file-hint")
     assert page.is_hidden("#lora-rank")  # only the chosen method's parameters show
     page.check("#method-lora")
     assert page.is_visible("#lora-rank") and page.is_hidden("#sg-calibration")

@@ -15,6 +15,7 @@ from sparsegrad_core.model import sparsegrad_layers
 from sparsegrad_core.tokenization import tokenize_dataset
 from sparsegrad_core.training import (
     SUMMARY_FILE,
+    CalibrationProgress,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -152,8 +153,8 @@ class Recorder(TrainerCallback):
     def on_eval(self, step: int, metrics: dict[str, float]) -> None:
         self.evals.append(step)
 
-    def on_calibration_step(self, step: int, total: int, loss: float) -> None:
-        self.calibration.append(step)
+    def on_calibration_step(self, progress: CalibrationProgress) -> None:
+        self.calibration.append(progress.step)
 
     def on_calibration_done(self, spectra) -> None:
         self.spectra = spectra
@@ -242,6 +243,31 @@ def test_stop_during_calibration_leaves_the_weights_alone(tokenizer, sst2_small)
                              callbacks=[StopAfter(0)])
     for n, p in model.named_parameters():
         assert torch.equal(p, before[n]), n
+
+
+class CalibrationRecorder(TrainerCallback):
+    def __init__(self) -> None:
+        self.seen: list[CalibrationProgress] = []
+
+    def on_calibration_step(self, progress: CalibrationProgress) -> None:
+        self.seen.append(progress)
+
+
+@pytest.mark.parametrize(("selection", "passes"), [("dynamic", 3), ("fixed", 6), ("block", 6)])
+def test_calibration_reports_every_backward_pass_with_the_time_left(tokenizer, sst2_small, selection, passes):
+    """Every backward pass is reported, the second pass of fixed and block selection too (block calibration once
+    sat at 'pass 3 of 3' for half its time), with the elapsed time and an ETA at the mean pace."""
+    data = tokenize_dataset(sst2_small[0], tokenizer, 64)
+    rec = CalibrationRecorder()
+    sg = SparseGradConfig(density=0.05, calibration_steps=3, selection=selection)
+    prepare_for_training(tiny_bert(tokenizer), MethodSpec(type="sparsegrad", sparsegrad=sg), data, batch_size=8,
+                         callbacks=[rec])
+    assert [(p.step, p.total) for p in rec.seen] == [(i, passes) for i in range(1, passes + 1)]
+    elapsed = [p.elapsed_s for p in rec.seen]
+    assert elapsed == sorted(elapsed) and elapsed[0] > 0
+    for p in rec.seen:
+        assert p.loss > 0 and p.eta_s == pytest.approx(p.elapsed_s / p.step * (passes - p.step))
+    assert rec.seen[-1].eta_s == 0
 
 
 def test_early_stopping_and_best_checkpoint(tokenizer, sst2_small, tmp_path):

@@ -56,7 +56,7 @@ def test_sparsegrad_job_succeeds_end_to_end(
     job = job_row(settings, job_id)
     assert job.status == "succeeded" and job.error is None and job.attempts == 1
     assert (job.step, job.total_steps, job.progress, job.phase) == (20, 20, 1.0, None)
-    assert job.fine_tuned_model == f"tiny-bert:ft:demo:{job_id}"
+    assert job.fine_tuned_model == f"ft:tiny-bert:{job.tenant_id}:demo:{job_id}"  # OpenAI's ft:{base}:{org}:{suffix}:{id}
     assert job.trained_tokens and job.trained_tokens > 0
     assert job.finished_at is not None and job.started_at is not None
     summary = job.summary or {}
@@ -193,7 +193,7 @@ def test_causal_lm_chat_job_succeeds(pg_db: str, make_settings: Callable[..., Se
     tokenizer = load_tokenizer("minilm-l6")
     folder = save_model_folder(tmp_path / "tiny-llama", tiny_llama(tokenizer), tokenizer)
     settings = make_settings(pg_db, models={"tiny-llama": str(folder)})
-    chats = "".join(json.dumps({"messages": CHATS[i % len(CHATS)]}) + "\n" for i in range(40)).encode()
+    chats = "".join(json.dumps({"messages": CHATS[i % len(CHATS)]}) + "\n" for i in range(100)).encode()
     spec = job_spec(task={"type": "causal_lm", "num_labels": None, "label_names": None},
                     hyperparameters={"max_steps": 6, "checkpoint_every": 3})
     job_id = create_job(settings, chats, spec, model="tiny-llama")

@@ -39,6 +39,16 @@ export function methodText(method) {
   }
 }
 
+/** While calibrating: "pass 3 of 20" and the time left to the end of calibration, from the last progress event. */
+function calibrationText(job, calibration) {
+  if (job.status !== "running" || job.phase !== "calibrating" || !calibration) return null;
+  const left = calibration.end === null ? null : calibration.end - Date.now() / 1000;
+  return {
+    phase: `calibrating · pass ${calibration.step} of ${calibration.total}`,
+    eta: left === null ? "—" : `${left <= 0 ? "any moment" : formatDuration(left)} (to the end of calibration)`,
+  };
+}
+
 function etaText(job) {
   if (job.status !== "running" || !job.estimated_finish) return "—";
   const left = job.estimated_finish - Date.now() / 1000;
@@ -74,7 +84,7 @@ export function renderJobPage(root, jobId) {
   const signal = controller.signal;
   const store = new MetricStore(jobId);
   const state = { job: null, timer: null, ticks: 0, busy: false, again: false, final: false, pausePending: false,
-    merging: false, artifacts: [], drawn: "" };
+    merging: false, artifacts: [], drawn: "", calibration: null };
   let charts = null, insight = null, log = null, closeStream = null;
 
   const heading = el("h1", { class: "job-title" }, "Job ", el("code", null, jobId));
@@ -122,11 +132,12 @@ export function renderJobPage(root, jobId) {
     buttons.pause.textContent = running && state.pausePending ? "Pausing…" : "Pause";
     buttons.resume.textContent = running && state.pausePending ? "Withdraw pause" : "Resume";
     const steps = job.total_steps ? `${job.step} of ${job.total_steps}` : job.step ? String(job.step) : "—";
+    const calibrating = calibrationText(job, state.calibration);
     facts.replaceChildren(...[
       progressBar(job),
       kv([
-        ["Phase", job.phase || (job.status === "queued" && job.queue_position ? `queued, #${job.queue_position} in line` : "—")],
-        ["Step", steps], ["ETA", etaText(job)], ["Attempts", String(job.attempts)],
+        ["Phase", calibrating ? calibrating.phase : job.phase || (job.status === "queued" && job.queue_position ? `queued, #${job.queue_position} in line` : "—")],
+        ["Step", steps], ["ETA", calibrating ? calibrating.eta : etaText(job)], ["Attempts", String(job.attempts)],
         ["Model", job.model], ["Method", methodText(job.method)],
         ["Task", job.task && job.task.type ? `${job.task.type}${job.task.num_labels ? ` · ${job.task.num_labels} labels` : ""}` : null],
         ["Created", formatTime(job.created_at)], ["Started", job.started_at ? formatTime(job.started_at) : null],
@@ -245,6 +256,12 @@ export function renderJobPage(root, jobId) {
   function onEvent(event, meta) {
     log.add(event);
     const data = event.data || {};
+    if (event.type === "metrics" && data.phase === "calibrating") {
+      state.calibration = { step: data.step, total: data.total,
+        end: Number.isFinite(data.eta_seconds) ? Date.now() / 1000 + data.eta_seconds : null };
+      if (state.job) renderHeader();
+      return;
+    }
     if (event.type === "metrics" && Number.isFinite(data.step)) {
       // evaluations arrive here at once; training points come from the metrics route (no gaps)
       for (const [k, v] of Object.entries(data)) if (k.startsWith("eval_")) store.add(k, data.step, v);
