@@ -40,8 +40,6 @@ RegistryDep = Annotated[dict[str, RegisteredModel], Depends(app_state("registry"
 """The base models of this deployment, by name."""
 ApiKeysDep = Annotated[ApiKeys, Depends(app_state("api_keys"))]
 """The key cache and lookups (``api/auth.py``)."""
-StartedAtDep = Annotated[int, Depends(app_state("started_at"))]
-"""When the app started (Unix seconds): the ``created`` time of the registry's models."""
 
 
 def get_session(request: Request) -> Iterator[Session]:

@@ -8,7 +8,6 @@ it is missing.
 from __future__ import annotations
 
 import gc
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -90,7 +89,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     state.settings, state.sessions, state.reads, state.queue, state.api_keys = settings, sessions, reads, queue, keys
     state.store = LocalArtifactStore(settings.artifact_root)  # the API owns it; remote workers use /internal/store
     state.registry = model_registry(settings)
-    state.started_at = int(time.time())
     state.telemetry = telemetry
     install_error_handlers(app)
     app.include_router(api_router)

@@ -234,6 +234,30 @@ def file_cursor() -> Query:
     return select(either.c.id, either.c.created_at)
 
 
+def fine_tuned_models(tenant_id: Any) -> Query:
+    """The tenant's fine-tuned models (its succeeded jobs' ``fine_tuned_model``, unless deleted), newest first."""
+    return (select(Job.id.label("id"), Job.model.label("model"), Job.fine_tuned_model.label("fine_tuned_model"),
+                   Job.tenant_id.label("tenant_id"), Job.spec.label("spec"), Job.finished_at.label("finished_at"),
+                   Job.created_at.label("created_at"))
+            .where(Job.tenant_id == tenant_id, Job.status == JobStatus.succeeded, Job.fine_tuned_model.is_not(None),
+                   Job.model_deleted_at.is_(None))
+            .order_by(Job.finished_at.desc(), Job.id.desc()))
+
+
+@functools.cache
+def fine_tuned_models_statement() -> Query:
+    """``fine_tuned_models`` of tenant ``tenant_id``."""
+    return fine_tuned_models(bindparam("tenant_id", type_=String()))
+
+
+@functools.cache
+def fine_tuned_model_statement() -> Query:
+    """The tenant's fine-tuned model ``name``, made by job ``job_id`` (parameters ``tenant_id``, ``job_id``,
+    ``name``)."""
+    return fine_tuned_models(bindparam("tenant_id", type_=String())).where(
+        Job.id == bindparam("job_id"), Job.fine_tuned_model == bindparam("name"))
+
+
 @functools.cache
 def artifact_statement() -> Query:
     """An artifact of one of the tenant's jobs (parameters ``artifact_id``, ``tenant_id``)."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sparsegrad_service.job_spec import JobSpec
+from sparsegrad_service.registry import RegisteredModel
 from sparsegrad_service.schemas import (
     ArtifactPublic,
     CheckpointPublic,
@@ -16,6 +17,7 @@ from sparsegrad_service.schemas import (
     JobEventPublic,
     JobPublic,
     MetricPointPublic,
+    ModelObject,
 )
 from sparsegrad_service.schemas.insight import INSIGHT_KEYS, JobInsight, MethodInsight
 from sparsegrad_service.schemas.jobs import PublicHyperparameters
@@ -100,6 +102,17 @@ def job_insight(row: Any) -> JobInsight:
     insight = MethodInsight.model_validate({key: summary.get(key) for key in INSIGHT_KEYS})
     return JobInsight(fine_tuning_job_id=row.id, method=_public_spec(row.id, row.spec).spec.method.type.value,
                       **dict(insight))
+
+
+def fine_tuned_model_object(row: Any, base: RegisteredModel | None) -> ModelObject:
+    """``row``: a row of ``queries.fine_tuned_models``; ``base``: its base model, if still registered."""
+    spec = _public_spec(row.id, row.spec).spec
+    method = f"{spec.method.type.value} ({spec.method.setting.value} setting)"
+    return ModelObject(
+        id=row.fine_tuned_model, created=unix_required(row.finished_at or row.created_at), owned_by=row.tenant_id,
+        architecture=base.architecture if base is not None else "unknown", tasks=[spec.task.type.value],
+        description=f"{row.model} fine-tuned for {spec.task.type.value} with {method} by job {row.id}",
+        parent=row.model, fine_tuning_job_id=row.id)
 
 
 def event_object(row: Any) -> JobEventPublic:

@@ -240,7 +240,7 @@ def resume(job_id: Annotated[str, typer.Argument(help="Job id.")], url: UrlOptio
 
 @api_command
 def models(url: UrlOption = DEFAULT_URL, api_key: ApiKeyOption = None) -> None:
-    """List the base models the service fine-tunes."""
+    """List the base models the service fine-tunes, then your fine-tuned models."""
     with make_client(url, api_key) as client:
         data = client.list_models().data
     table = Table("id", "owned by", "description")

@@ -106,7 +106,7 @@ class OptionNames:
 def check_request(client: SparseGradClient, body: dict[str, Any], names: OptionNames) -> None:
     """Refuse (exit 2) a model the service does not offer or a setting the job request schema refuses,
     before anything is uploaded."""
-    offered = [m.id for m in client.list_models().data]
+    offered = [m.id for m in client.list_models().data if m.parent is None]  # base models, not fine-tuned ones
     if body["model"] not in offered:
         raise fail(f"{names.of['model']} {body['model']!r} is not offered by this service; choose one of "
                    f"{', '.join(offered)} (`sparsegrad models`)", 2)

@@ -59,6 +59,7 @@ class JobSnapshot:
     """What a run needs of the job row, read in the claiming transaction (the run holds no session)."""
 
     id: str
+    tenant_id: str
     model: str
     spec: dict[str, Any]
     seed: int
@@ -234,7 +235,8 @@ class WorkerJobStore(JobStore):
                       "device": device},
             )
             return JobSnapshot(
-                id=job.id, model=job.model, spec=dict(job.spec or {}), seed=int(job.seed), suffix=job.suffix,
+                id=job.id, tenant_id=job.tenant_id, model=job.model, spec=dict(job.spec or {}), seed=int(job.seed),
+                suffix=job.suffix,
                 attempt=int(job.attempts), max_attempts=int(job.max_attempts),
                 training_file=training, validation_file=validation,
             )

@@ -2,7 +2,8 @@
 
 The trainer has already evaluated and exported (``<run>/adapter`` or ``<run>/model``). Here: the
 ``saving`` phase, the artifacts (see :mod:`worker.artifacts`), ``Job.summary``, ``fine_tuned_model``
-(``{model}:ft:{suffix or "sparsegrad"}:{job_id}``), ``trained_tokens``, then ``succeeded`` and a final
+(OpenAI's ``ft:{model}:{org}:{suffix}:{job_id}``, see :mod:`sparsegrad_service.model_names`),
+``trained_tokens``, then ``succeeded`` and a final
 message. Nothing is written once the job is no longer this worker's.
 """
 
@@ -21,6 +22,7 @@ from sparsegrad_core.training.export import read_training_info
 from sparsegrad_core.training.telemetry import json_safe
 from sparsegrad_service.enums import ArtifactKind, EventType, JobStatus
 from sparsegrad_service.job_store import StoredArtifact
+from sparsegrad_service.model_names import fine_tuned_model_name
 from sparsegrad_service.settings import Settings
 from sparsegrad_service.store import ArtifactStore
 
@@ -50,10 +52,6 @@ class TrainedRun:
     callback: ServiceCallback
     merge_model: bool
     """The job asked for a merged model too."""
-
-
-def fine_tuned_model_name(model: str, suffix: str | None, job_id: str) -> str:
-    return f"{model}:ft:{suffix or 'sparsegrad'}:{job_id}"
 
 
 def _artifact_event(attempt: Attempt, artifact: StoredArtifact) -> None:
@@ -151,7 +149,7 @@ def complete(settings: Settings, store: ArtifactStore, attempt: Attempt, run: Tr
     if stop is not None:
         return stop
     job = attempt.job
-    name = fine_tuned_model_name(job.model, job.suffix, job.id)
+    name = fine_tuned_model_name(job.model, job.tenant_id, job.suffix, job.id)
     attempt.heartbeat.stop()
     final = attempt.journal.finish(
         JobStatus.succeeded, _final_message(run, name), fine_tuned_model=name, summary=summary,

@@ -1,10 +1,12 @@
-"""Base models workers may load (the deployment's registry; nothing else is accepted)."""
+"""Models: the base models workers may load (the deployment's registry; nothing else is accepted) and the
+tenant's fine-tuned models (its succeeded jobs' ``fine_tuned_model``, until deleted)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 from sqlalchemy import select
 
+from sparsegrad_service.model_names import job_id_of
 from sparsegrad_service.models import Job
 from sparsegrad_service.registry import RegisteredModel
 from sparsegrad_service.retention import delete_model_records, delete_objects, unfinished_job_on_model
@@ -12,31 +14,38 @@ from sparsegrad_service.schemas import ModelDeleted, ModelObject, ModelsPublic
 from sparsegrad_service.schemas.common import error_responses
 
 from ..deletion import refuse_while_merging
-from ..deps import CurrentTenant, RegistryDep, SessionDep, StartedAtDep, StoreDep
+from ..deps import CurrentTenant, ReadsDep, RegistryDep, SessionDep, StoreDep
 from ..errors import ApiError, conflict, not_found
+from ..queries import fine_tuned_model_statement, fine_tuned_models_statement
+from ..serializers import fine_tuned_model_object
 
 router = APIRouter(prefix="/models", tags=["models"], responses=error_responses(401, 404))
 
 
-def model_object(model: RegisteredModel, created: int) -> ModelObject:
-    return ModelObject(id=model.name, created=created, owned_by=model.owned_by, architecture=model.architecture,
-                       tasks=list(model.tasks), description=model.description)
+def model_object(model: RegisteredModel) -> ModelObject:
+    return ModelObject(id=model.name, created=model.created, owned_by=model.owned_by,
+                       architecture=model.architecture, tasks=list(model.tasks), description=model.description)
 
 
 @router.get("", response_model=ModelsPublic)
-async def list_models(registry: RegistryDep, started_at: StartedAtDep, _tenant: CurrentTenant) -> ModelsPublic:
-    """List the base models this deployment can fine-tune."""
-    return ModelsPublic(data=[model_object(m, started_at) for _, m in sorted(registry.items())])
+async def list_models(registry: RegistryDep, tenant: CurrentTenant, reads: ReadsDep) -> ModelsPublic:
+    """List the base models this deployment can fine-tune, then your fine-tuned models (newest first)."""
+    rows = await reads.all(fine_tuned_models_statement(), {"tenant_id": tenant.id})
+    return ModelsPublic(data=[*(model_object(m) for _, m in sorted(registry.items())),
+                              *(fine_tuned_model_object(r, registry.get(r.model)) for r in rows)])
 
 
-@router.get("/{model_id}", response_model=ModelObject)
-async def retrieve_model(model_id: str, registry: RegistryDep, started_at: StartedAtDep,
-                         _tenant: CurrentTenant) -> ModelObject:
-    """Retrieve one base model."""
-    model = registry.get(model_id)
-    if model is None:
-        raise not_found("model", model_id, param="model_id")
-    return model_object(model, started_at)
+@router.get("/{model:path}", response_model=ModelObject)
+async def retrieve_model(model: str, registry: RegistryDep, tenant: CurrentTenant, reads: ReadsDep) -> ModelObject:
+    """Retrieve a base model, or one of your fine-tuned models by its name (another tenant's is a 404)."""
+    base = registry.get(model)
+    if base is not None:
+        return model_object(base)
+    row = await reads.first(fine_tuned_model_statement(),
+                            {"tenant_id": tenant.id, "job_id": job_id_of(model), "name": model})
+    if row is None:
+        raise not_found("model", model, param="model")
+    return fine_tuned_model_object(row, registry.get(row.model))
 
 
 @router.delete("/{model:path}", response_model=ModelDeleted, responses=error_responses(403, 409))

@@ -22,6 +22,7 @@ from pydantic import (
 
 from sparsegrad_contract import defaults as D
 from sparsegrad_contract.defaults import JOB_SELECTION, RequestedMethod, Scheduler, Selection, Setting
+from sparsegrad_service.model_names import SUFFIX_CHARACTERS
 
 MAX_METADATA_KEYS = 16
 MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS = 64, 512
@@ -171,7 +172,11 @@ class JobCreate(StrictModel):
                     f"{JOB_SELECTION.value} selection, {D.DEFAULT_SETTING.value} setting.")
     hyperparameters: Hyperparameters | None = Field(default=None, description="Default: every hyperparameter at its default.")
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1, description=f"Seed of initialization, data order and dropout. Default {D.SEED}.")
-    suffix: str | None = Field(default=None, min_length=1, max_length=64, description="Added to the fine-tuned model name. Default: none.")
+    suffix: str | None = Field(
+        default=None, min_length=1, max_length=64,
+        description="Part of the fine-tuned model's name, `ft:{model}:{organization_id}:{suffix}:{job id}`: 1-64 ASCII "
+        "letters, digits, `-`, `_` or `.` (anything else, such as `:`, `/`, spaces or control characters, is refused "
+        "rather than changed). Default: none (the name has an empty suffix part).")
     metadata: dict[str, str] | None = Field(
         default=None, description=f"Up to {MAX_METADATA_KEYS} string pairs (keys ≤ {MAX_METADATA_KEY_CHARS}, values ≤ "
         f"{MAX_METADATA_VALUE_CHARS} characters). Default: none.")
@@ -191,6 +196,15 @@ class JobCreate(StrictModel):
                 raise ValueError(f"key {key!r} must be 1-{MAX_METADATA_KEY_CHARS} characters")
             if len(item) > MAX_METADATA_VALUE_CHARS:
                 raise ValueError(f"the value of {key!r} is longer than {MAX_METADATA_VALUE_CHARS} characters")
+        return value
+
+    @field_validator("suffix")
+    @classmethod
+    def _check_suffix(cls, value: str | None) -> str | None:
+        if value is not None and (bad := next((c for c in value if c not in SUFFIX_CHARACTERS), None)) is not None:
+            raise ValueError(f"{bad!r} at position {value.index(bad)} is not allowed: a suffix is part of the model "
+                             "name ft:{model}:{organization_id}:{suffix}:{job id}, so it may only contain ASCII "
+                             "letters, digits, '-', '_' and '.'")
         return value
 
     @field_validator("integrations")

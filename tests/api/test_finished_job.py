@@ -142,3 +142,22 @@ def test_result_files_are_files_of_the_files_api_in_openais_columns(finished: Fi
     with pytest.raises(NotFoundError):
         other.files.content(metrics_id)
     assert list(other.files.list()) == []
+
+
+def test_the_fine_tuned_model_is_named_like_openais_and_listed_for_its_tenant(finished: FinishedJob) -> None:
+    client, job = finished.sdk(), finished.job
+    org = job["organization_id"]
+    assert job["fine_tuned_model"] == f"ft:minilm-l6:{org}:trial:{job['id']}"
+    assert job["fine_tuned_model"].split(":") == ["ft", "minilm-l6", org, "trial", job["id"]]
+
+    models = list(client.models.list())
+    assert [m.id for m in models] == ["minilm-l6", "smollm2-135m", job["fine_tuned_model"]]
+    mine = models[-1]
+    assert (mine.owned_by, mine.created, mine.object) == (org, job["finished_at"], "model")
+    assert mine.model_extra is not None and mine.model_extra["parent"] == "minilm-l6"
+    assert mine.model_extra["fine_tuning_job_id"] == job["id"] and mine.model_extra["tasks"] == ["classification"]
+    assert client.models.retrieve(job["fine_tuned_model"]) == mine
+    other = finished.sdk("beta")
+    with pytest.raises(NotFoundError):
+        other.models.retrieve(job["fine_tuned_model"])
+    assert [m.id for m in other.models.list()] == ["minilm-l6", "smollm2-135m"]

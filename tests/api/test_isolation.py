@@ -11,13 +11,15 @@ import pytest
 from api_harness import CLASSIFICATION_ROWS, Service, jsonl
 
 from sparsegrad_service.db import session_scope
-from sparsegrad_service.models import Artifact, Job
+from sparsegrad_service.enums import JobStatus
+from sparsegrad_service.model_names import fine_tuned_model_name
+from sparsegrad_service.models import Artifact, Job, utcnow
 from sparsegrad_service.store import LocalArtifactStore, artifact_key
 
 OBJECT_PARAMS = {"file_id", "job_id", "artifact_id", "model"}
-TENANT_NEUTRAL = {"/v1/models", "/v1/models/{model_id}", "/v1/fine_tuning/defaults"}
+TENANT_NEUTRAL = {"/v1/fine_tuning/defaults"}
 NO_OBJECT = {("GET", "/v1/files"), ("POST", "/v1/files"), ("GET", "/v1/fine_tuning/jobs"),
-             ("POST", "/v1/fine_tuning/jobs"), ("GET", "/v1/storage")}
+             ("POST", "/v1/fine_tuning/jobs"), ("GET", "/v1/storage"), ("GET", "/v1/models")}
 
 
 def v1_operations(service: Service) -> list[tuple[str, str]]:
@@ -50,10 +52,11 @@ def test_every_v1_route_refuses_other_tenants_and_missing_keys(service: Service)
                             sha256=stored.sha256, storage_key=stored.key)
         session.add(artifact)
         session.flush()
-        fine_tuned = f"minilm-l6:ft:acme:{job['id']}"
-        session.get(Job, job["id"]).fine_tuned_model = fine_tuned  # type: ignore[union-attr]
-        ids = {"file_id": file_id, "job_id": job["id"], "artifact_id": artifact.id, "model_id": "minilm-l6",
-               "model": fine_tuned}
+        row = session.get(Job, job["id"])
+        assert row is not None
+        fine_tuned = fine_tuned_model_name(row.model, row.tenant_id, "iso", row.id)
+        row.status, row.finished_at, row.fine_tuned_model = JobStatus.succeeded, utcnow(), fine_tuned
+        ids = {"file_id": file_id, "job_id": job["id"], "artifact_id": artifact.id, "model": fine_tuned}
 
     operations = v1_operations(service)
     assert len(operations) >= 20, operations
@@ -82,6 +85,9 @@ def test_every_v1_route_refuses_other_tenants_and_missing_keys(service: Service)
         else:
             raise AssertionError(f"unclassified route {method} {path}: decide how it is tenant-scoped")
 
+    # base models are everybody's; a fine-tuned model only its tenant's
+    assert beta.get("/v1/models/minilm-l6").json()["owned_by"] == "sparsegrad"
+    assert fine_tuned not in beta.get("/v1/models").text and fine_tuned in acme.get("/v1/models").text
     # beta cannot use acme's file in a job, and its lists stay empty of acme's objects
     r = beta.post("/v1/fine_tuning/jobs", json={"model": "minilm-l6", "training_file": file_id})
     assert r.status_code == 400 and r.json()["error"]["param"] == "training_file"

@@ -177,9 +177,10 @@ export function renderNewJobPage(root) {
 
   // ---------------------------------------------------------------- models
   apiFetch("/v1/models", { signal: controller.signal }).then((page) => {
-    modelSelect.replaceChildren(...page.data.map((m) => el("option", { value: m.id }, `${m.id} (${m.architecture})`)));
+    const bases = page.data.filter((m) => !m.parent); // fine-tuned models are listed too; jobs start from a base
+    modelSelect.replaceChildren(...bases.map((m) => el("option", { value: m.id }, `${m.id} (${m.architecture})`)));
     const describe = () => {
-      const m = page.data.find((x) => x.id === modelSelect.value);
+      const m = bases.find((x) => x.id === modelSelect.value);
       modelDesc.textContent = m ? `${m.description} Tasks: ${m.tasks.join(", ")}.` : "";
     };
     modelSelect.addEventListener("change", describe);
