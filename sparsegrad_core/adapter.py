@@ -59,6 +59,23 @@ def _dense_trained_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def label_maps(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """The model config's class names as ``adapter_config.json`` keeps them: ``id2label`` (ids as strings, JSON's
+    keys) and ``label2id``; empty for a model without them."""
+    id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
+    return {"id2label": {str(k): v for k, v in id2label.items()}, "label2id": {v: int(k) for k, v in id2label.items()}}
+
+
+def apply_labels(model: nn.Module, config: dict[str, Any]) -> None:
+    """Name ``model``'s classes as the adapter's run named them (its ``id2label``), when the head sizes agree."""
+    id2label = config.get("id2label") or {}
+    model_config = getattr(model, "config", None)
+    if not id2label or model_config is None or getattr(model_config, "num_labels", None) != len(id2label):
+        return
+    model_config.id2label = {int(k): v for k, v in id2label.items()}
+    model_config.label2id = {v: int(k) for k, v in id2label.items()}
+
+
 def save_adapter(model: nn.Module, path: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
     """Write the adapter directory for a model trained with SparseGrad; returns the path."""
     path = Path(path)
@@ -104,7 +121,7 @@ def save_adapter(model: nn.Module, path: str | Path, *, metadata: dict[str, Any]
         "base_model": (metadata or {}).get("model") or getattr(getattr(model, "config", None), "_name_or_path", None),
         "model_type": getattr(getattr(model, "config", None), "model_type", None),
         "num_labels": getattr(getattr(model, "config", None), "num_labels", None),
-        "id2label": {str(k): v for k, v in (getattr(getattr(model, "config", None), "id2label", None) or {}).items()},
+        **label_maps(model),
         "metadata": metadata or {},
     }
     tmp_w, tmp_b = path / (ADAPTER_WEIGHTS + ".tmp"), path / (BASES_FILE + ".tmp")
@@ -133,7 +150,8 @@ def load_adapter(
 
     The base must be the model the adapter was trained from: its target weights are fingerprinted
     and compared, and a mismatch raises :class:`AdapterMismatchError`. The returned model computes
-    the same outputs as the trained one and can keep training.
+    the same outputs as the trained one and can keep training, and names its classes as training did
+    (``config.id2label`` / ``label2id`` from the adapter).
 
     ``base_model`` may also be that model's name, as the service's job (its ``model``) or the offline
     CLI used it: a bundled model (``"minilm-l6"``, ``"smollm2-135m"``) loads from its package, a local
@@ -202,5 +220,6 @@ def load_adapter(
                     "(e.g. a classification head with a different number of labels)"
                 )
             params[n].copy_(src)
+    apply_labels(base_model, config)
     return base_model
 
