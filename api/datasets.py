@@ -88,8 +88,8 @@ def form_column(value: str | None) -> str | int | None:
 
 def column_mapping(
     *, text: str | int | None = None, text_pair: str | int | None = None, label: str | int | None = None,
-    messages: str | None = None, has_header: bool | None = None, param_prefix: str = "",
-    fallback_param: str | None = None,
+    messages: str | None = None, prompt: str | None = None, completion: str | None = None,
+    has_header: bool | None = None, param_prefix: str = "", fallback_param: str | None = None,
 ) -> ColumnMapping:
     """A ``ColumnMapping`` with defaults for what is None; a bad combination is a 400."""
     defaults = ColumnMapping()
@@ -98,11 +98,14 @@ def column_mapping(
             text=defaults.text if text is None else text, text_pair=text_pair,
             label=defaults.label if label is None else label,
             messages=defaults.messages if messages is None else messages,
+            prompt=defaults.prompt if prompt is None else prompt,
+            completion=defaults.completion if completion is None else completion,
             has_header=defaults.has_header if has_header is None else has_header,
         )
     except (TypeError, ValueError) as exc:
         message = str(exc)
-        param = next((f"{param_prefix}{name}_column" for name in ("text_pair", "text", "label", "messages")
+        param = next((f"{param_prefix}{name}_column" for name in ("text_pair", "text", "label", "messages",
+                                                                   "completion", "prompt")
                       if f"ColumnMapping.{name}" in message), None)
         if param is None:
             param = f"{param_prefix}has_header" if "has_header" in message else fallback_param
@@ -111,7 +114,8 @@ def column_mapping(
 
 
 _MAPPING_FIELD = {"text": "text_column", "text_pair": "text_pair_column", "label": "label_column",
-                  "messages": "messages_column", "has_header": "has_header"}
+                  "messages": "messages_column", "prompt": "prompt_column", "completion": "completion_column",
+                  "has_header": "has_header"}
 """The request's name (upload form field, job ``task`` field) of each ``ColumnMapping`` field."""
 _LIBRARY_NAME = re.compile(r"ColumnMapping\((\w+)=(\w+)\)|ColumnMapping\.(\w+)|\b(\w+)(?==)")
 
@@ -132,13 +136,14 @@ def _in_request_names(message: str, prefix: str) -> str:
 
 def mapping_to_dict(mapping: ColumnMapping) -> dict[str, object]:
     return {"text": mapping.text, "text_pair": mapping.text_pair, "label": mapping.label,
-            "messages": mapping.messages, "has_header": mapping.has_header}
+            "messages": mapping.messages, "prompt": mapping.prompt, "completion": mapping.completion,
+            "has_header": mapping.has_header}
 
 
 def mapping_from_dict(stored: dict[str, object] | None) -> ColumnMapping:
     stored = stored or {}
     return ColumnMapping(**{k: v for k, v in stored.items()  # type: ignore[arg-type]
-                            if k in ("text", "text_pair", "label", "messages", "has_header")})
+                            if k in ("text", "text_pair", "label", "messages", "prompt", "completion", "has_header")})
 
 
 def dataset_error(exc: DatasetError, param: str) -> ApiError:

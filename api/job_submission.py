@@ -163,7 +163,8 @@ def resolve_task(
     else:
         task = task or TaskIn()
         mapping = column_mapping(text=task.text_column, text_pair=task.text_pair_column, label=task.label_column,
-                                 messages=task.messages_column, has_header=task.has_header, param_prefix="task.",
+                                 messages=task.messages_column, prompt=task.prompt_column,
+                                 completion=task.completion_column, has_header=task.has_header, param_prefix="task.",
                                  fallback_param="task")
         dataset = validate_dataset(
             _stored_bytes(store, train), train.filename, settings, task=task.type, mapping=mapping,
@@ -180,6 +181,7 @@ def resolve_task(
                          min_classes=1)
     return {
         "type": task_type.value, "text_column": mapping.text, "text_pair_column": mapping.text_pair,
-        "label_column": mapping.label, "messages_column": mapping.messages, "has_header": mapping.has_header,
+        "label_column": mapping.label, "messages_column": mapping.messages, "prompt_column": mapping.prompt,
+        "completion_column": mapping.completion, "has_header": mapping.has_header,
         "num_labels": num_labels, "label_names": label_names,
     }

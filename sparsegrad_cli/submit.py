@@ -24,7 +24,8 @@ from .watch import describe_outcome
 
 UPLOAD_FIELDS = {
     "task": "task", "text_column": "text_column", "text_pair_column": "text_pair_column",
-    "label_column": "label_column", "messages_column": "messages_column", "has_header": "no_header",
+    "label_column": "label_column", "messages_column": "messages_column", "prompt_column": "prompt_column",
+    "completion_column": "completion_column", "has_header": "no_header",
 }
 """Each field of the upload form → the ``submit`` parameter that sets it."""
 JOB_FIELDS = {
@@ -157,6 +158,8 @@ def submit(
     text_pair_column: Annotated[str | None, typer.Option(help="Second-sentence column (pair tasks).")] = None,
     label_column: Annotated[str | None, typer.Option(help="Label column or key.")] = None,
     messages_column: Annotated[str | None, typer.Option(help="Chat messages key (causal_lm JSONL).")] = None,
+    prompt_column: Annotated[str | None, typer.Option(help="Prompt key of prompt/completion JSONL (causal_lm).")] = None,
+    completion_column: Annotated[str | None, typer.Option(help="Completion key of prompt/completion JSONL.")] = None,
     no_header: Annotated[bool, typer.Option("--no-header", help="CSV/TSV without a header row (columns are indices).")] = False,
     seed: Annotated[int | None, typer.Option(help="Seed of initialization and data order.")] = None,
     suffix: Annotated[str | None, typer.Option(help="Added to the fine-tuned model's name.")] = None,
@@ -175,6 +178,7 @@ def submit(
         "gradient_checkpointing": True if gradient_checkpointing else None, "task": task.value if task else None,
         "text_column": _column(text_column), "text_pair_column": _column(text_pair_column),
         "label_column": _column(label_column), "messages_column": messages_column,
+        "prompt_column": prompt_column, "completion_column": completion_column,
         "no_header": False if no_header else None, "seed": seed, "suffix": suffix, "merge": True if merge else None,
     }
     body = job_request(values)

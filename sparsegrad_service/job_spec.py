@@ -33,13 +33,16 @@ class TaskSpec(_Spec):
     text_pair_column: str | int | None = _COLUMNS.text_pair
     label_column: str | int = _COLUMNS.label
     messages_column: str = _COLUMNS.messages
+    prompt_column: str = _COLUMNS.prompt
+    completion_column: str = _COLUMNS.completion
     has_header: bool = _COLUMNS.has_header
     num_labels: int | None = None
     label_names: list[str] | None = None
 
     def mapping(self) -> ColumnMapping:
         return ColumnMapping(text=self.text_column, text_pair=self.text_pair_column, label=self.label_column,
-                             messages=self.messages_column, has_header=self.has_header)
+                             messages=self.messages_column, prompt=self.prompt_column,
+                             completion=self.completion_column, has_header=self.has_header)
 
 
 class _Method(_Spec):

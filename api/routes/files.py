@@ -47,6 +47,8 @@ def upload_file(
     text_pair_column: Annotated[str | None, Form(description="Default: none.")] = None,
     label_column: Annotated[str | None, Form(description="Default `label`.")] = None,
     messages_column: Annotated[str | None, Form(description="Default `messages`.")] = None,
+    prompt_column: Annotated[str | None, Form(description="Prompt key of prompt/completion JSONL. Default `prompt`.")] = None,
+    completion_column: Annotated[str | None, Form(description="Completion key of prompt/completion JSONL. Default `completion`.")] = None,
     has_header: Annotated[bool | None, Form(description="CSV/TSV header row. Default true.")] = None,
 ) -> FileObject:
     """Upload a dataset file; it is validated now and refused with every bad line listed."""
@@ -60,7 +62,8 @@ def upload_file(
     data = read_capped(file.file, settings.max_upload_bytes)
     filename = safe_filename(file.filename)
     mapping = column_mapping(text=form_column(text_column), text_pair=form_column(text_pair_column),
-                             label=form_column(label_column), messages=messages_column, has_header=has_header)
+                             label=form_column(label_column), messages=messages_column, prompt=prompt_column, completion=completion_column,
+                             has_header=has_header)
     dataset = validate_dataset(data, filename, settings, task=task, mapping=mapping, param="file")
     file_id = new_id("file")
     try:

@@ -76,6 +76,8 @@ class TaskIn(StrictModel):
     text_pair_column: Column | None = Field(default=None, description="Second sentence of pair tasks. Default: none.")
     label_column: Column = Field(default="label", description="Label field. Default `label`.")
     messages_column: str = Field(default="messages", min_length=1, description="Chat messages key (causal_lm JSONL). Default `messages`.")
+    prompt_column: str = Field(default="prompt", min_length=1, description="Prompt key of prompt/completion records (causal_lm JSONL). Default `prompt`.")
+    completion_column: str = Field(default="completion", min_length=1, description="Completion key of prompt/completion records (causal_lm JSONL). Default `completion`.")
     has_header: bool = Field(default=True, description="CSV/TSV files have a header row. Default true; false needs indices.")
     num_labels: int | None = Field(default=None, ge=1, le=100_000, description="Classes (classification). Default: from the training file.")
     label_names: list[str] | None = Field(

@@ -35,7 +35,8 @@ def test_defaults_are_filled_in_and_the_job_is_queued(service: Service, acme: Te
     assert job["hyperparameters"]["group_by_length"] is True and job["hyperparameters"]["gradient_checkpointing"] is False
     assert job["hyperparameters"]["checkpoint_every"] == service.settings.checkpoint_every
     assert job["task"] == {"type": "classification", "text_column": "text", "text_pair_column": None,
-                           "label_column": "label", "messages_column": "messages", "has_header": True,
+                           "label_column": "label", "messages_column": "messages", "prompt_column": "prompt",
+                           "completion_column": "completion", "has_header": True,
                            "num_labels": 2, "label_names": ["0", "1"]}
     assert job["seed"] == 42 and job["integrations"] == [] and job["result_files"] == []
     assert job["error"] is None and job["started_at"] is None and isinstance(job["created_at"], int)

@@ -84,7 +84,8 @@ export function renderNewJobPage(root) {
   // ---------------------------------------------------------------- data
   const taskType = select([["", "Auto (from the file)"], ["classification", "Classification"], ["regression", "Regression"], ["causal_lm", "Causal LM (chat)"]], "");
   const columns = [["text-column", "Text column", "text", "text_column"], ["text-pair-column", "Text pair column", "none", "text_pair_column"],
-    ["label-column", "Label column", "label", "label_column"], ["messages-column", "Messages column", "messages", "messages_column"]];
+    ["label-column", "Label column", "label", "label_column"], ["messages-column", "Messages column", "messages", "messages_column"],
+    ["prompt-column", "Prompt column", "prompt", "prompt_column"], ["completion-column", "Completion column", "completion", "completion_column"]];
   const hasHeader = el("input", { type: "checkbox", id: "has-header", checked: true });
   const fileInput = (id) => el("input", { type: "file", accept: ".jsonl,.json,.csv,.tsv,.txt" });
   const trainInput = fileInput(), validInput = fileInput();
@@ -306,7 +307,8 @@ export function renderNewJobPage(root) {
     const spec = { model: modelSelect.value, training_file: uploads.train.file.id };
     if (uploads.valid.file) spec.validation_file = uploads.valid.file.id;
     const task = prune({ type: taskType.value || undefined, text_column: column("text-column"), text_pair_column: column("text-pair-column"),
-      label_column: column("label-column"), messages_column: read("messages-column"), has_header: hasHeader.checked ? undefined : false });
+      label_column: column("label-column"), messages_column: read("messages-column"),
+      prompt_column: read("prompt-column"), completion_column: read("completion-column"), has_header: hasHeader.checked ? undefined : false });
     if (Object.keys(task).length) spec.task = task;
     const hp = {};
     for (const [name] of [...HYPER, ...MORE]) hp[name] = read(`hp-${name}`, { integer: name !== "learning_rate" && name !== "warmup_ratio" });
