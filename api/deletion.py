@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import shutil
 
-from sparsegrad_service.models import Job
-from sparsegrad_service.retention import delete_objects, job_scratch
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from sparsegrad_service.models import Artifact, Job
+from sparsegrad_service.retention import MODEL_ARTIFACT_KINDS, delete_objects, job_scratch
 from sparsegrad_service.settings import Settings
 from sparsegrad_service.store import LocalArtifactStore, job_prefix
 
@@ -29,3 +32,24 @@ def remove_job_storage(store: LocalArtifactStore, settings: Settings, job_id: st
     store.delete_prefix(job_prefix(job_id))
     for folder in job_scratch(settings.work_dir, job_id):
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def delete_result_file(session: Session, store: LocalArtifactStore, tenant_id: str, file_id: str) -> bool:
+    """Delete a result file (a job's artifact, as the Files API shows it); False when the tenant has none by
+    that id. A file that is part of a fine-tuned model (its adapter, LoRA or merged archive) is a 409 that
+    names the model to delete instead: the model is deleted whole or not at all."""
+    found = session.execute(select(Artifact, Job).join(Job, Job.id == Artifact.job_id)
+                            .where(Artifact.id == file_id, Job.tenant_id == tenant_id)
+                            .with_for_update(of=Artifact)).first()
+    if found is None:
+        return False
+    artifact, job = found
+    if artifact.kind in {str(kind) for kind in MODEL_ARTIFACT_KINDS}:
+        owner = f"fine-tuned model {job.fine_tuned_model}" if job.fine_tuned_model else f"job {job.id}"
+        raise conflict(f"File {file_id} ({artifact.kind}) is part of {owner}: delete the model "
+                       "(DELETE /v1/models/{model}) or the job (DELETE /v1/fine_tuning/jobs/{id}) instead.",
+                       "file_is_model")
+    session.execute(delete(Artifact).where(Artifact.id == file_id))
+    session.commit()
+    delete_objects(store, [artifact.storage_key])
+    return True

@@ -25,6 +25,7 @@ from ..datasets import (
     safe_filename,
     validate_dataset,
 )
+from ..deletion import delete_result_file
 from ..deps import CurrentTenant, ReadsDep, SessionDep, SettingsDep, StoreDep
 from ..errors import ApiError, conflict, not_found
 from ..multipart import FormRoute
@@ -121,7 +122,10 @@ async def download_file(file_id: str, tenant: CurrentTenant, reads: ReadsDep, st
 
 @router.delete("/{file_id}", response_model=FileDeleted, responses=error_responses(409))
 def delete_file(file_id: str, session: SessionDep, tenant: CurrentTenant, store: StoreDep) -> FileDeleted:
-    """Delete a file and its bytes; refused (409) while a job that has not finished trains or validates on it."""
+    """Delete a file and its bytes; refused (409) while a job that has not finished trains or validates on it.
+    A result file can be deleted too, except the archives of a fine-tuned model (delete the model instead)."""
+    if delete_result_file(session, store, tenant.id, file_id):
+        return FileDeleted(id=file_id)
     tenant_file(session, tenant.id, file_id, lock=True)
     storage_key = mark_file_deleted(session, file_id)
     if storage_key is None:

@@ -206,6 +206,28 @@ def test_deleting_a_fine_tuned_model_removes_its_archives_and_keeps_the_job(
     assert acme.delete(f"{JOBS}/{job['id']}").status_code == 200  # the job still goes, with what is left
 
 
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"], indirect=True)
+def test_a_result_file_is_deleted_through_the_files_api_unless_it_is_part_of_the_model(
+    service: Service, acme: TenantClient, other: TenantClient,
+) -> None:
+    job = acme.create_job()
+    outputs = add_outputs(service, job["id"], kinds=(ArtifactKind.adapter, ArtifactKind.metrics))
+    ids = {a["kind"]: a["id"] for a in acme.get(f"{JOBS}/{job['id']}/artifacts").json()["data"]}
+    store = store_of(service)
+
+    assert error_of(other.delete(f"/v1/files/{ids['metrics']}"), 404, "not_found")  # not globex's
+    message = error_of(acme.delete(f"/v1/files/{ids['adapter']}"), 409, "file_is_model")
+    assert outputs.model in message and "/v1/models/" in message, message
+    assert store.exists(outputs.artifacts["adapter"])
+
+    r = acme.delete(f"/v1/files/{ids['metrics']}")
+    assert r.status_code == 200 and r.json() == {"id": ids["metrics"], "object": "file", "deleted": True}
+    assert not store.exists(outputs.artifacts["metrics"])
+    assert acme.get(f"/v1/files/{ids['metrics']}").status_code == 404
+    assert acme.get(f"{JOBS}/{job['id']}").json()["result_files"] == [ids["adapter"]]
+    assert error_of(acme.delete(f"/v1/files/{ids['metrics']}"), 404, "not_found")
+
 def test_base_models_cannot_be_deleted(service: Service, acme: TenantClient) -> None:
     message = error_of(acme.delete("/v1/models/minilm-l6"), 403, "model_not_deletable")
     assert "base model" in message and "minilm-l6" in message
