@@ -103,7 +103,8 @@ def test_running_sparsegrad_job_is_watched_live_and_paused_resumed_cancelled_fro
     assert any(url.endswith(f"/v1/fine_tuning/jobs/{job['id']}/insight") for url in requested)
     assert "spectra" not in (job_status(client, job["id"])["summary"] or {})
     page.wait_for_selector("#chart-energy [data-series='original basis, same k'] circle", timeout=20_000)
-    assert plotted(page, "#chart-energy [data-series='SparseGrad basis (top-k)']") >= 5
+    page.wait_for_function(f"() => ({PLOTTED})(\"#chart-energy [data-series='SparseGrad basis (top-k)']\") >= 5",
+                           timeout=20_000)  # the series grows live: wait for it, do not sample it once
     assert (page.locator("#chart-loss svg title").first.text_content() or "").startswith("Loss vs step")
 
     # the event log streams: lines now, more later
