@@ -146,3 +146,45 @@ def tiny_job(training_file: str, **hyper: object) -> dict[str, object]:
     return {"model": "tiny-bert", "training_file": training_file,
             "method": {"type": "sparsegrad", "sparsegrad": {"density": 0.05, "calibration_steps": 2}},
             "hyperparameters": hp}
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """``sparsegrad up`` on the embedded default: its URL, an API key of tenant ``local``, its data dir."""
+
+    url: str
+    key: str
+    data_dir: Path
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.key}"}, timeout=60)
+
+
+@contextlib.contextmanager
+def embedded_up(tmp_path: Path, tiny_model_dir: Path) -> Iterator[Embedded]:
+    """``sparsegrad up`` (uvicorn + a Celery worker on the filesystem broker + SQLite + a local artifact store)
+    on a fresh data dir with ``tiny-bert`` registered and a key created; Ctrl-C on exit, which must end it
+    with status 0 (the log's tail otherwise)."""
+    data_dir, port = tmp_path / "data", free_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("SPARSEGRAD_") and k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update({"SPARSEGRAD_MODELS": json.dumps({"tiny-bert": str(tiny_model_dir)}), "PYTHONUNBUFFERED": "1",
+                "SPARSEGRAD_TORCH_THREADS": "1"})
+    log_path = tmp_path / "up.log"
+    with open(log_path, "wb") as log:
+        up = subprocess.Popen([sys.executable, "-m", "sparsegrad_cli", "up", "--port", str(port),
+                               "--data-dir", str(data_dir)], env=env, cwd=REPO, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(url, up, 90, log_path)
+            keys = subprocess.run([sys.executable, "-m", "sparsegrad_cli", "keys", "create", "--tenant", "local",
+                                   "--data-dir", str(data_dir)], env=env, cwd=REPO, capture_output=True, text=True,
+                                  timeout=120)
+            assert keys.returncode == 0, keys.stderr
+            yield Embedded(url, keys.stdout.strip().splitlines()[-1], data_dir)
+        finally:
+            if up.poll() is None:
+                os.killpg(up.pid, signal.SIGINT)
+            code = up.wait(timeout=60)
+    assert code == 0, log_path.read_text()[-3000:]

@@ -12,18 +12,12 @@ accounted for here.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import httpx
-from support.endpoints import free_port, wait_for, wait_ready
+from support.endpoints import wait_for
 
-from .conftest import REPO, tiny_job
+from .conftest import embedded_up, tiny_job
 
 MEASURED = ("artifacts", "work")
 NOT_MEASURED = {"sparsegrad.db", "sparsegrad.db-wal", "sparsegrad.db-shm", "broker", "logs", "worker_token"}
@@ -41,26 +35,11 @@ def measured_bytes(data_dir: Path) -> tuple[int, list[str]]:
 def test_the_data_dir_returns_to_its_size_after_deleting_the_model_the_job_and_the_files(
     tmp_path: Path, tiny_model_dir: Path, sst2_jsonl: Path
 ) -> None:
-    data_dir, port = tmp_path / "data", free_port()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("SPARSEGRAD_") and k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update({"SPARSEGRAD_MODELS": json.dumps({"tiny-bert": str(tiny_model_dir)}), "PYTHONUNBUFFERED": "1",
-                "SPARSEGRAD_TORCH_THREADS": "1"})
-    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
-    up = subprocess.Popen([sys.executable, "-m", "sparsegrad_cli", "up", "--port", str(port),
-                           "--data-dir", str(data_dir)], env=env, cwd=REPO, stdout=log,
-                          stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, up, 90, tmp_path / "up.log")
-        keys = subprocess.run([sys.executable, "-m", "sparsegrad_cli", "keys", "create", "--tenant", "local",
-                               "--data-dir", str(data_dir)], env=env, cwd=REPO, capture_output=True, text=True,
-                              timeout=120)
-        assert keys.returncode == 0, keys.stderr
-        key = keys.stdout.strip().splitlines()[-1]
+    with embedded_up(tmp_path, tiny_model_dir) as up:
+        data_dir = up.data_dir
         baseline, baseline_files = measured_bytes(data_dir)
 
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
+        with up.client() as c:
             lines = sst2_jsonl.read_bytes().splitlines(keepends=True)
             file_ids = [c.post("/v1/files", files={"file": (name, b"".join(part))},
                                data={"purpose": "fine-tune"}).json()["id"]
@@ -102,9 +81,3 @@ def test_the_data_dir_returns_to_its_size_after_deleting_the_model_the_job_and_t
 
         after, after_files = measured_bytes(data_dir)
         assert (after, after_files) == (baseline, baseline_files)
-    finally:
-        if up.poll() is None:
-            os.killpg(up.pid, signal.SIGINT)
-        code = up.wait(timeout=60)
-        log.close()
-    assert code == 0, (tmp_path / "up.log").read_text()[-3000:]
