@@ -2,7 +2,8 @@
 
 Layout (PEFT spirit)::
 
-    adapter_config.json           method, config, targets, kinds, fingerprint, task metadata
+    adapter_config.json           method, config, targets, kinds, fingerprint (SHA-256 of every target
+                                  weight value, ``fingerprint_version`` 2), task metadata
     adapter_model.safetensors     per target: "<name>.sg_indices" (int32, flat row-major into the
                                   rotated (out, in) weight, or into the (r_out, r_in) block for block
                                   selection; none when the block is stored whole) and
@@ -28,7 +29,8 @@ from sparsegrad_contract.defaults import MethodType
 
 from .config import SparseGradConfig
 from .hosvd import KindBasis, SparseGradBasis
-from .model import apply_sparsegrad, sparsegrad_layers, weight_fingerprint
+from .layer import SparseGradLinear
+from .model import FINGERPRINT_VERSION, apply_sparsegrad, sparsegrad_layers, weight_fingerprint
 from .targets import linear_shape, linear_weight
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -36,7 +38,8 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 BASES_FILE = "sparsegrad_bases.safetensors"
 ADAPTER_FORMAT = "sparsegrad"
 """``adapter_config.json``'s ``format`` of a SparseGrad adapter."""
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: ``base_fingerprint`` hashes every value of the target weights (``fingerprint_version``); 1 hashed a sample."""
 
 
 class AdapterMismatchError(ValueError):
@@ -116,6 +119,7 @@ def save_adapter(model: nn.Module, path: str | Path, *, metadata: dict[str, Any]
         "kinds": kinds,
         "base_fingerprint": combined_fingerprint(fingerprints),
         "layer_fingerprints": fingerprints,
+        "fingerprint_version": FINGERPRINT_VERSION,
         "dense_modules": sorted(dense),
         # The name the run loaded the model by (``metadata["model"]``: the job's model), else its folder.
         "base_model": (metadata or {}).get("model") or getattr(getattr(model, "config", None), "_name_or_path", None),
@@ -141,6 +145,35 @@ def read_adapter_config(path: str | Path) -> dict[str, Any]:
     if config.get("format") != ADAPTER_FORMAT:
         raise ValueError(f"{cfg_path}: not a SparseGrad adapter (format={config.get('format')!r})")
     return config
+
+
+def _check_fits(base_model: nn.Module, modules: dict[str, nn.Module], config: dict[str, Any],
+                tensors: dict[str, torch.Tensor]) -> None:
+    """Raise :class:`AdapterMismatchError` (``ValueError`` for an adapter already applied) where the adapter cannot be
+    applied to ``base_model`` as it is: target shapes, the adapter's own tensors, the densely trained tensors."""
+    applied = [n for n, m in modules.items() if isinstance(m, SparseGradLinear)]
+    if applied:
+        raise ValueError(f"the model already has SparseGrad layers at {applied[:3]}; load the adapter onto the base")
+    for n, m in modules.items():
+        meta = config["kinds"][config["target_modules"][n]["kind"]]
+        want = (meta["out_features"], meta["in_features"])
+        if linear_shape(m) != want:
+            raise AdapterMismatchError(f"target {n}: adapter has shape {want}, base model {linear_shape(m)}")
+    lacking = [f"{n}.{t}" for n in modules for t in ("sg_indices", "sg_delta") if f"{n}.{t}" not in tensors]
+    params = dict(base_model.named_parameters())
+    dense_names = config.get("dense_modules", [])
+    lacking += [n for n in dense_names if n not in tensors]
+    if lacking:
+        raise AdapterMismatchError(f"adapter {ADAPTER_WEIGHTS} lacks tensors: {lacking[:5]}")
+    missing = [n for n in dense_names if n not in params]
+    if missing:
+        raise AdapterMismatchError(f"base model lacks trained tensors of this adapter: {missing[:5]}")
+    for n in dense_names:
+        if params[n].shape != tensors[n].shape:
+            raise AdapterMismatchError(
+                f"tensor {n}: adapter has shape {tuple(tensors[n].shape)}, base model {tuple(params[n].shape)} "
+                "(e.g. a classification head with a different number of labels)"
+            )
 
 
 def load_adapter(
@@ -173,9 +206,9 @@ def load_adapter(
     except AttributeError as exc:
         raise AdapterMismatchError(f"base model lacks a target module of this adapter: {exc}") from exc
     if check_fingerprint:
-        fps = {}
-        for n, m in modules.items():
-            fps[n] = weight_fingerprint(linear_weight(m).detach())
+        # adapters written before ``fingerprint_version`` hashed a strided sample of each weight
+        version = int(config.get("fingerprint_version", 1))
+        fps = {n: weight_fingerprint(linear_weight(m), version) for n, m in modules.items()}
         got = combined_fingerprint(fps)
         if got != config["base_fingerprint"]:
             bad = [n for n in names if fps[n] != config["layer_fingerprints"].get(n)]
@@ -184,6 +217,7 @@ def load_adapter(
                 f"{config['base_fingerprint']} != {got}; {len(bad)} of {len(names)} target weights differ, "
                 f"first: {bad[:3]}). Load the base model it was trained from ({config.get('base_model')!r})."
             )
+    _check_fits(base_model, modules, config, tensors)  # every refusal comes before anything changes the model
     kinds = {
         kind: KindBasis(
             u_out=bases.get(f"{kind}.u_out"), u_in=bases[f"{kind}.u_in"],
@@ -207,19 +241,9 @@ def load_adapter(
     with torch.no_grad():
         for n, layer in sparsegrad_layers(base_model):
             layer.load_delta(tensors[f"{n}.sg_indices"], tensors[f"{n}.sg_delta"])
-        dense_names = config.get("dense_modules", [])
         params = dict(base_model.named_parameters())
-        missing = [n for n in dense_names if n not in params]
-        if missing:
-            raise AdapterMismatchError(f"base model lacks trained tensors of this adapter: {missing[:5]}")
-        for n in dense_names:
-            src = tensors[n]
-            if params[n].shape != src.shape:
-                raise AdapterMismatchError(
-                    f"tensor {n}: adapter has shape {tuple(src.shape)}, base model {tuple(params[n].shape)} "
-                    "(e.g. a classification head with a different number of labels)"
-                )
-            params[n].copy_(src)
+        for n in config.get("dense_modules", []):
+            params[n].copy_(tensors[n])
     apply_labels(base_model, config)
     return base_model
 

@@ -22,13 +22,21 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
-def weight_fingerprint(weight: torch.Tensor) -> str:
-    """A cheap, stable fingerprint of a weight: shape plus a strided sample of ~64k values."""
+FINGERPRINT_VERSION = 2
+"""How :func:`weight_fingerprint` hashes: 2, every value; 1 (adapters written before), a strided sample."""
+
+
+def weight_fingerprint(weight: torch.Tensor, version: int = FINGERPRINT_VERSION) -> str:
+    """A stable fingerprint of a weight: SHA-256 of its shape and every value (as float32), so a base that differs
+    in a single entry has another fingerprint. ``version=1`` is the fingerprint adapters written before kept: the
+    shape and a strided sample of ~64k values (it misses most entries of a large weight)."""
     flat = weight.detach().reshape(-1)
-    stride = max(1, flat.numel() // 65536)
-    sample = flat[::stride].to(torch.float32).cpu().contiguous()
+    if version == 1:
+        flat = flat[:: max(1, flat.numel() // 65536)]
+    elif version != FINGERPRINT_VERSION:
+        raise ValueError(f"unknown fingerprint version {version} (this version knows 1 and {FINGERPRINT_VERSION})")
     h = hashlib.sha256(str(tuple(weight.shape)).encode())
-    h.update(sample.numpy().tobytes())
+    h.update(flat.to(torch.float32).cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 

@@ -228,3 +228,87 @@ def test_gpt2_adapter_roundtrip(make_gpt2, make_lm_batch, tmp_path):
         )
     merge_adapter(fresh)
     assert all(type(fresh.get_submodule(n)) is Conv1D for n, _ in sparsegrad_layers(model))
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _assert_untouched(model: nn.Module, before: dict[str, torch.Tensor]) -> None:
+    """Bit for bit the state it had, and no SparseGrad layer in it."""
+    after = model.state_dict()
+    assert set(after) == set(before)
+    for k, v in before.items():
+        assert after[k].dtype == v.dtype and torch.equal(after[k], v), f"{k} changed by a refused load"
+    assert not any(isinstance(m, SparseGradLinear) for m in model.modules())
+
+
+@pytest.fixture
+def wide_adapter(make_bert, make_cls_batch, tmp_path):
+    """(base factory, trained model, adapter path): a one-block BERT whose intermediate.dense is 1024 x 128 =
+    131,072 entries, more than the ~64k values the strided sample of format-1 fingerprints took (every second)."""
+
+    def base() -> nn.Module:
+        return make_bert(seed=0, hidden=128, layers=1, intermediate=1024)
+
+    model = base()
+    batches = [make_cls_batch(seed=s) for s in range(2)]
+    cfg = SparseGradConfig(calibration_steps=2, density=0.01)
+    apply_sparsegrad(model, calibrate(model, batches, cfg), cfg)
+    _train(model, batches, steps=2)
+    return base, model, save_adapter(model, tmp_path / "a")
+
+
+def test_base_differing_in_one_entry_is_refused_before_any_change(wide_adapter):
+    """The fingerprint covers every value of every target weight: one entry the old sample skipped is refused."""
+    from sparsegrad_core.model import weight_fingerprint
+
+    base, _, path = wide_adapter
+    other = base()
+    weight = other.bert.encoder.layer[0].intermediate.dense.weight
+    with torch.no_grad():
+        weight.view(-1)[1] += 1e-3  # odd flat index: not in the old sample
+    assert weight_fingerprint(weight, version=1) == weight_fingerprint(
+        base().bert.encoder.layer[0].intermediate.dense.weight, version=1)
+    before = _state(other)
+    with pytest.raises(AdapterMismatchError, match="1 of 2 target weights differ"):
+        load_adapter(other, path)
+    _assert_untouched(other, before)
+    load_adapter(base(), path)  # the base it was trained on loads
+
+
+def test_refused_head_leaves_model_unchanged(trained_bert, make_bert, tmp_path):
+    """A head with another number of labels is refused before apply_sparsegrad touches the (matching) MLPs."""
+    model, _ = trained_bert()
+    path = save_adapter(model, tmp_path / "a")
+    other = make_bert(seed=0, num_labels=3)
+    before = _state(other)
+    with pytest.raises(AdapterMismatchError, match=r"classifier\.(weight|bias): adapter has shape"):
+        load_adapter(other, path)
+    _assert_untouched(other, before)
+
+
+def test_adapter_with_sampled_fingerprint_still_loads(wide_adapter, make_cls_batch):
+    """Adapters written before ``fingerprint_version`` (format 1) are checked with the sampled fingerprint they
+    recorded: they load onto their base and are refused on another."""
+    from sparsegrad_core.adapter import combined_fingerprint
+    from sparsegrad_core.model import weight_fingerprint
+    from sparsegrad_core.targets import linear_weight
+
+    base, model, path = wide_adapter
+    cfg_path = path / "adapter_config.json"
+    config = json.loads(cfg_path.read_text())
+    assert config["fingerprint_version"] == 2
+    ref = base()
+    old = {n: weight_fingerprint(linear_weight(ref.get_submodule(n)), version=1) for n in config["target_modules"]}
+    assert old != config["layer_fingerprints"]
+    config.pop("fingerprint_version")
+    config.update(format_version=1, layer_fingerprints=old, base_fingerprint=combined_fingerprint(old))
+    cfg_path.write_text(json.dumps(config))
+    batch = make_cls_batch(seed=99)
+    torch.testing.assert_close(_logits(load_adapter(ref, path), batch), _logits(model, batch), rtol=0, atol=1e-5)
+    other = base()
+    with torch.no_grad():
+        other.bert.encoder.layer[0].output.dense.weight.view(-1)[0] += 1e-3  # in the sample
+    with pytest.raises(AdapterMismatchError, match="different base model"):
+        load_adapter(other, path)
