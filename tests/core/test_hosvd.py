@@ -70,6 +70,7 @@ def test_calibrate_leaves_model_bit_identical(bert_and_batches):
     target_grad = torch.randn_like(target_w)
     model.classifier.weight.grad = head_grad
     target_w.grad = target_grad
+    head_grad_values, target_grad_values = head_grad.clone(), target_grad.clone()  # taken before calibrating
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     grads = {n: p.grad for n, p in model.named_parameters()}
@@ -90,7 +91,9 @@ def test_calibrate_leaves_model_bit_identical(bert_and_batches):
     assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
     for n, p in model.named_parameters():
         assert p.grad is grads[n], f"{n}.grad not restored"
-    assert torch.equal(model.classifier.weight.grad, head_grad.clone())
+    # the same tensors, holding the values they held before (calibration must not accumulate into them)
+    assert torch.equal(model.classifier.weight.grad, head_grad_values)
+    assert torch.equal(target_w.grad, target_grad_values)
     assert not model.training
     assert [c[:2] for c in calls] == [(i, 5) for i in range(1, 6)]
     assert basis.stats["steps"] == 5
