@@ -15,7 +15,7 @@ from api_harness import Service, TenantClient, start_service
 from sqlalchemy import update
 from support.sse import read_events
 
-from api.event_stream import REDIS_RECHECK_S
+from api import event_stream
 from migrations import upgrade
 from sparsegrad_client.sse import ServerSentEvent
 from sparsegrad_service.db import session_scope
@@ -132,13 +132,21 @@ def redis_service(tmp_path: Path, redis_url: str) -> Iterator[Service]:
     yield from start_service(tmp_path, url, redis_url=redis_url)
 
 
-def test_stream_wakes_on_redis_notifications(redis_service: Service) -> None:
+NOT_WOKEN_S = 30.0
+"""The polling interval and the Redis re-read interval while a test checks that notifications wake a stream."""
+
+
+def test_stream_wakes_on_redis_notifications(redis_service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Any way of reading the events without a wake-up (the polling fallback, the periodic re-read after a lost
+    # notification) now waits 30 s per read; the producer's notifications come within 0.2 s.
+    monkeypatch.setattr(event_stream, "POLL_S", NOT_WOKEN_S)
+    monkeypatch.setattr(event_stream, "REDIS_RECHECK_S", NOT_WOKEN_S)
     acme = redis_service.as_tenant("acme")
     channel = LiveChannel(redis_service.settings)
     messages, seconds = stream_live(redis_service, acme,
                                     notify=lambda job_id: channel.notify(job_id, {"kind": "event"}))
     assert [m.event for m in messages] == ["message", "phase", "phase", "phase", "message", "end"]
-    assert seconds < REDIS_RECHECK_S  # woken by the notifications, not by the periodic re-read
+    assert seconds < 5.0, f"the stream took {seconds:.1f} s: not woken by the notifications"
 
 
 def revoke_while_streaming(service: Service) -> tuple[list[ServerSentEvent], float]:
