@@ -50,10 +50,10 @@ def test_job_runs_end_to_end_and_the_adapter_reproduces_the_workers_model(
     deployment: Deployment, sst2_jsonl: Path, dev_jsonl: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     import torch
+    from support.sparse_update import merged_with_moved_mlps
 
     from sparsegrad_core.loading import load_base_model
     from sparsegrad_core.tokenization import tokenize_dataset
-    from sparsegrad_core.training import merge_exported
     from sparsegrad_core.training.evaluation import evaluate
     from sparsegrad_data import load_dataset
 
@@ -107,7 +107,7 @@ def test_job_runs_end_to_end_and_the_adapter_reproduces_the_workers_model(
     dev = load_dataset(dev_jsonl, train.task, label_names=train.label_names)
     base, tokenizer = load_base_model(str(tiny_model_dir), "classification", num_labels=2,
                                       label_names=train.label_names)
-    model = merge_exported(base, adapter_dir).eval()
+    model = merged_with_moved_mlps(base, adapter_dir).eval()  # its sparse delta moved the MLP weights
     with torch.no_grad():
         local = evaluate(model, tokenize_dataset(dev, tokenizer, 32), batch_size=16)
     after = done["summary"]["after"]

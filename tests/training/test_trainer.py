@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support.sparse_update import merged_with_moved_mlps
 from support.tiny import tiny_bert, tiny_llama
 
 from sparsegrad_core.config import SparseGradConfig
@@ -191,7 +192,8 @@ def test_sparsegrad_run_reports_metrics_exports_and_merges(tokenizer, sst2_small
     model.eval()
     with torch.no_grad():
         expected = model(**batch).logits
-    merged = merge_exported(tiny_bert(tokenizer), tmp_path / "adapter")
+    # ... with a non-empty sparse delta that moved every MLP weight (not just the densely trained head)
+    merged = merged_with_moved_mlps(tiny_bert(tokenizer), tmp_path / "adapter")
     merged.eval()
     assert not list(sparsegrad_layers(merged))
     with torch.no_grad():

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support.sparse_update import merged_with_moved_mlps
 from support.tiny import CHATS, save_model_folder, tiny_llama
 from transformers import AutoModelForSequenceClassification
 from worker_helpers import (
@@ -108,6 +109,7 @@ def test_sparsegrad_job_succeeds_end_to_end(
     # the adapter, loaded on a fresh base model, computes what the worker's model computed
     expected = torch.tensor(summary["probe"]["logits"])
     base, tokenizer = load_base_model(str(tiny_model_dir), "classification", num_labels=2, label_names=["0", "1"])
+    merged_with_moved_mlps(load_base_model(str(tiny_model_dir), "classification", num_labels=2)[0], adapter_dir)
     assert runner.trained_model is not None
     torch.testing.assert_close(probe_of(runner.trained_model, tokenizer, summary), expected)
     torch.testing.assert_close(probe_of(load_adapter(base, adapter_dir), tokenizer, summary), expected,
