@@ -79,9 +79,10 @@ def test_openai_sdk_drives_the_service(deployment: Deployment, sst2_jsonl: Path,
     assert len({e.id for e in all_events}) == len(all_events) > 7
     assert any(e.type == "metrics" for e in all_events)
 
-    checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id)
-    assert checkpoints.data and checkpoints.data[0].fine_tuning_job_id == job.id
-    assert checkpoints.data[0].step_number in (20, 25) and checkpoints.data[0].object == "fine_tuning.job.checkpoint"
+    # checkpoints were written (events say so), and the finished job kept none of them: the default
+    # SPARSEGRAD_KEEP_FINISHED_CHECKPOINTS is 0 (the SDK's checkpoint objects: tests/api/test_openai_sdk.py)
+    assert any(e.type == "checkpoint" for e in all_events)
+    assert client.fine_tuning.jobs.checkpoints.list(job.id).data == []
 
     page = client.fine_tuning.jobs.list(limit=2)
     assert len(page.data) == 2 and page.has_more

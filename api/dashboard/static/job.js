@@ -161,7 +161,8 @@ export function renderJobPage(root, jobId) {
   }
 
   async function loadCheckpoints() {
-    renderCheckpoints(sections.checkpoints, await apiFetch(`${path}/checkpoints?limit=100`, { signal }));
+    const page = await apiFetch(`${path}/checkpoints?limit=100`, { signal });
+    renderCheckpoints(sections.checkpoints, page, Boolean(state.job && TERMINAL.has(state.job.status)));
   }
 
   function drawArtifacts() {

@@ -60,8 +60,10 @@ function table(caption, headers, rows, empty, cls = "") {
  * Fill `container` with the checkpoints table.
  * @param {HTMLElement} container
  * @param {{data: object[], has_more: boolean}} page the API's checkpoint list (newest first)
+ * @param {boolean} finished the job has ended (its resume checkpoints beyond the deployment's
+ *   `SPARSEGRAD_KEEP_FINISHED_CHECKPOINTS` were deleted)
  */
-export function renderCheckpoints(container, page) {
+export function renderCheckpoints(container, page, finished = false) {
   const rows = page.data.map((c) => el("tr", null,
     el("td", { class: "num" }, c.step_number),
     el("td", null, formatTime(c.created_at)),
@@ -72,7 +74,8 @@ export function renderCheckpoints(container, page) {
   fill(container, 
     el("h2", { id: "checkpoints-heading" }, "Checkpoints"),
     table("Resumable checkpoints, newest first", ["Step", "Saved", "Train loss", "Eval loss", "Trained tokens", "Name"],
-      rows, "No checkpoint yet.", "stack-narrow"),
+      rows, finished ? "No checkpoint kept: a finished job's resume checkpoints are deleted (its outputs are the artifacts below)."
+        : "No checkpoint yet.", "stack-narrow"),
     page.has_more ? el("p", { class: "muted" }, `Showing the newest ${page.data.length}.`) : null);
 }
 
