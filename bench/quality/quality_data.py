@@ -115,8 +115,32 @@ def run_datasets(run: Any, data_dir: Path | None, chat_source: str | None,
     return train, held
 
 
+def stratified_subsample(ds: Dataset, n: int, seed: int = 0) -> Dataset:
+    """``n`` examples, stratified by label (``Dataset.split``'s rule), file order kept; all when ``n >= len``."""
+    if n >= len(ds):
+        return ds
+    return ds.split(n / len(ds), seed=seed)[1]
+
+
+def protocol_datasets(run: Any, data_dir: Path | None, chat_source: str | None,
+                      workdir: Path) -> tuple[Dataset, Dataset, Dataset]:
+    """Protocol 2: (train, selection split, dev). The selection split is carved once from the training
+    subsample, stratified by label, with seed 0 whatever the run's seed or method: every run of a task sees
+    the same rows. The dev set (held-out conversations) is only ever used for the reported numbers."""
+    if run.task == "chat":
+        train_path, eval_path, _ = chat_files(chat_source, run.train_size, _chat_eval(run), workdir)
+        pool, dev = load_dataset(train_path, TaskType.CAUSAL_LM), load_dataset(eval_path, TaskType.CAUSAL_LM)
+    else:
+        full, dev = _load_glue(run.task, None if data_dir is None else Path(data_dir))
+        pool = stratified_subsample(full, run.train_size, seed=0)
+    train, selection = pool.split(run.val_fraction, seed=0)
+    return train, selection, dev
+
+
 def _chat_eval(run: Any) -> int:
-    """Held-out conversations: a quarter of the training count, 20 to 300."""
+    """Held-out conversations: the protocol's count, else a quarter of the training count, 20 to 300."""
+    if getattr(run, "heldout", None):
+        return int(run.heldout)
     return min(300, max(20, run.train_size // 4))
 
 

@@ -13,6 +13,13 @@ Protocol (the same for every method, so the comparison is fair):
    evaluated on the GLUE dev set (the decoder: on held-out conversations).
 
 Every method gets the same grid, steps, batch size, sequence length and subsample.
+
+Protocol 2 (``protocol_v2.json``, written out in ``PROTOCOL.md``; profile ``v2``) replaces the fixed-step
+budget: every run trains on the training subsample minus a stratified selection split (the same rows for every
+method and seed), evaluates on that split every ``eval_every`` steps, stops after ``patience`` evaluations
+without improvement or at the step cap, restores the best selection-split weights and is then evaluated once
+on the GLUE dev set. The learning rate is chosen on seed 0 from the selection-split score only, and the
+final seed-0 run *is* that selection run (same key: the phase is not part of a protocol-2 key).
 """
 
 from __future__ import annotations
@@ -21,13 +28,14 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 GLUE_TASKS = ("sst2", "mrpc", "cola")
 SPARSEGRAD_SELECTIONS = {"sparsegrad": "dynamic", "sparsegrad-fixed": "fixed", "sparsegrad-block": "block"}
 """Benchmark method name -> ``SparseGradConfig.selection`` (the paper's exact method is plain ``sparsegrad``)."""
-METHODS = (*SPARSEGRAD_SELECTIONS, "lora", "meprop", "full")
+METHODS = (*SPARSEGRAD_SELECTIONS, "lora", "meprop", "full", "galore")
 DECODER_METHODS = ("sparsegrad", "lora", "meprop")
 SETTINGS = ("paper", "peft")
 SWEEP_DENSITIES = (0.005, 0.01, 0.02, 0.04)
@@ -67,6 +75,21 @@ class Profile:
     chat_lr_grid: tuple[float, ...] = (2e-4, 1e-3)
     chat_setting: str = "peft"
     chat_seeds: tuple[int, ...] = (0, 1, 2)
+    chat_methods: tuple[str, ...] = DECODER_METHODS
+    # protocol 2: early stopping on the selection split, schedule and clipping (protocol 1: none of these)
+    protocol: int = 1
+    methods: tuple[str, ...] = tuple(m for m in METHODS if m != "galore")
+    eval_every: int | None = None
+    patience: int | None = None
+    chat_eval_every: int | None = None
+    chat_patience: int | None = None
+    chat_heldout: int | None = None
+    """Held-out conversations (None: protocol 1's rule, a quarter of the training count, 20 to 300)."""
+    lr_scheduler: str = "constant"
+    warmup_ratio: float = 0.0
+    weight_decay: float | None = None
+    """None: the library's default."""
+    max_grad_norm: float | None = None
 
 
 PROFILES: dict[str, Profile] = {
@@ -85,6 +108,41 @@ PROFILES: dict[str, Profile] = {
         chat_train=3000, chat_steps=300, chat_lr_grid=(1e-4, 3e-4, 1e-3),
     ),
 }
+
+PROTOCOL_FILE = Path(__file__).resolve().parent / "protocol_v2.json"
+STAGES = ("full", "paper", "peft", "decoder")
+"""Protocol 2's run order: full FT first (the sanity bar), then the paper setting, PEFT-pure, the decoder."""
+
+
+@cache
+def protocol(path: Path = PROTOCOL_FILE) -> dict[str, Any]:
+    """The machine-readable protocol (``protocol_v2.json``): the one source of every protocol-2 number."""
+    return dict(json.loads(Path(path).read_text()))
+
+
+def profile_from_protocol(p: dict[str, Any]) -> Profile:
+    """The harness profile of a protocol file (``v<version>``)."""
+    enc, dec, sched = p["encoder"], p["decoder"], p["schedule"]
+    tasks = enc["tasks"]
+    return Profile(
+        name=f"v{p['version']}", protocol=int(p["version"]),
+        train_size={t: int(v["train_size"]) for t, v in tasks.items()},
+        max_seq_length={t: int(v["max_seq_length"]) for t, v in tasks.items()},
+        steps=int(enc["max_steps"]), batch_size=int(enc["batch_size"]), lr_grid=tuple(p["lr_grid"]),
+        seeds=tuple(p["seeds"]), settings=tuple(enc["settings"]), val_fraction=float(enc["selection_fraction"]),
+        calibration_steps=int(enc["calibration_steps"]), methods=tuple(enc["methods"]),
+        eval_every=int(enc["eval_every"]), patience=int(enc["patience"]),
+        chat_train=int(dec["train_conversations"]), chat_steps=int(dec["max_steps"]),
+        chat_batch=int(dec["batch_size"]), chat_seq_length=int(dec["max_seq_length"]),
+        chat_lr_grid=tuple(p["lr_grid"]), chat_setting=dec["setting"], chat_seeds=tuple(p["seeds"]),
+        chat_methods=tuple(dec["methods"]), chat_eval_every=int(dec["eval_every"]),
+        chat_patience=int(dec["patience"]), chat_heldout=int(dec["heldout_conversations"]),
+        lr_scheduler=sched["lr_scheduler"], warmup_ratio=float(sched["warmup_ratio"]),
+        weight_decay=float(sched["weight_decay"]), max_grad_norm=float(sched["max_grad_norm"]),
+    )
+
+
+PROFILES["v2"] = profile_from_protocol(protocol())
 
 
 @dataclass(frozen=True)
@@ -108,18 +166,42 @@ class Run:
     model: str = "minilm-l6"
     max_grad_norm: float | None = None
     """Gradient clipping for every method (None: none, the profiles' default)."""
+    protocol: int = 1
+    """Protocol version; from 2 on it leads the key, and the schedule, clipping, evaluation and stopping
+    below come from that version's protocol file."""
+    eval_every: int | None = None
+    patience: int | None = None
+    lr_scheduler: str = "constant"
+    warmup_ratio: float = 0.0
+    weight_decay: float | None = None
+    heldout: int | None = None
+    """Held-out conversations of a chat run (None: protocol 1's rule)."""
 
     @property
     def key(self) -> str:
+        if self.protocol >= 2:
+            # No phase: the final seed-0 run is the selection run at the chosen learning rate.
+            return (f"v{self.protocol}|{self.model}|{self.data}|{self.task}|{self.method}|{self.setting}"
+                    f"|d={self.density:g}|lr={self.lr:g}|seed={self.seed}|n={self.train_size}|cap={self.steps}"
+                    f"|bs={self.batch_size}|len={self.max_seq_length}|cal={self.calibration_steps}"
+                    f"|sel={self.val_fraction:g}")
         clip = "" if self.max_grad_norm is None else f"|clip={self.max_grad_norm:g}"
         return (f"{self.phase}|{self.model}|{self.data}|{self.task}|{self.method}|{self.setting}|d={self.density:g}"
                 f"|lr={self.lr:g}|seed={self.seed}|n={self.train_size}|steps={self.steps}|bs={self.batch_size}"
                 f"|len={self.max_seq_length}|cal={self.calibration_steps}|val={self.val_fraction:g}{clip}")
 
     @property
-    def group(self) -> tuple[str, str, str, str, float]:
-        """What one learning-rate choice is shared by."""
-        return (self.task, self.method, self.setting, self.model, self.density)
+    def group(self) -> tuple[Any, ...]:
+        """What one learning-rate choice is shared by (protocol 2 and later: also the version)."""
+        base = (self.task, self.method, self.setting, self.model, self.density)
+        return base if self.protocol < 2 else (*base, self.protocol)
+
+    @property
+    def stage(self) -> str:
+        """Where the run falls in protocol 2's order (:data:`STAGES`)."""
+        if self.task == "chat":
+            return "decoder"
+        return "full" if self.method == "full" else self.setting
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "key": self.key}
@@ -133,7 +215,8 @@ class Run:
 class PlanOptions:
     profile: Profile
     tasks: Sequence[str] = GLUE_TASKS
-    methods: Sequence[str] = METHODS
+    methods: Sequence[str] | None = None
+    """None: the profile's methods."""
     settings: Sequence[str] | None = None
     seeds: Sequence[int] | None = None
     density: float = 0.01
@@ -146,7 +229,13 @@ class PlanOptions:
     available: dict[str, int] = field(default_factory=dict)
     """Training rows available per task (caps the subsample when the data is smaller)."""
     max_grad_norm: float | None = None
-    """Gradient clipping for every method; part of the run key."""
+    """Gradient clipping for every method; part of the run key (protocol 2: the protocol's, always)."""
+    stages: Sequence[str] | None = None
+    """Protocol 2: only these stages of :data:`STAGES` (None: all, in that order)."""
+
+    @property
+    def method_list(self) -> list[str]:
+        return list(self.profile.methods if self.methods is None else self.methods)
 
 
 def _settings_for(method: str, settings: Sequence[str]) -> list[str]:
@@ -161,24 +250,47 @@ def _run(opts: PlanOptions, phase: str, task: str, method: str, setting: str, se
     p = opts.profile
     if task == "chat":
         size, length, batch, steps = p.chat_train, p.chat_seq_length, p.chat_batch, p.chat_steps
-        model, data = "smollm2-135m", opts.decoder_data
+        model, data, every, patience = "smollm2-135m", opts.decoder_data, p.chat_eval_every, p.chat_patience
     else:
         size, length, batch, steps = p.train_size[task], p.max_seq_length[task], p.batch_size, p.steps
-        model, data = "minilm-l6", opts.data
+        model, data, every, patience = "minilm-l6", opts.data, p.eval_every, p.patience
     if task in opts.available:
         size = min(size, opts.available[task])
+    steps = opts.steps or steps
+    if every is not None:
+        every = min(every, steps)
+    clip = p.max_grad_norm if p.protocol >= 2 else opts.max_grad_norm
     return Run(phase=phase, task=task, method=method, setting=setting, seed=seed, lr=lr, density=density,
-               train_size=size, steps=opts.steps or steps, batch_size=batch, max_seq_length=length,
+               train_size=size, steps=steps, batch_size=batch, max_seq_length=length,
                calibration_steps=p.calibration_steps, val_fraction=p.val_fraction, data=data, model=model,
-               max_grad_norm=opts.max_grad_norm)
+               max_grad_norm=clip, protocol=p.protocol, eval_every=every, patience=patience,
+               lr_scheduler=p.lr_scheduler, warmup_ratio=p.warmup_ratio, weight_decay=p.weight_decay,
+               heldout=p.chat_heldout if task == "chat" else None)
 
 
 def _groups(opts: PlanOptions) -> list[tuple[str, str, str, float]]:
     """(task, method, setting, density) groups that get their own learning-rate selection."""
     settings = opts.settings or opts.profile.settings
-    out = [(t, m, s, opts.density) for t in opts.tasks for m in opts.methods for s in _settings_for(m, settings)]
+    methods = opts.method_list
+    if opts.profile.protocol >= 2:
+        # Stage order (full FT first for the sanity bar, then paper, PEFT-pure, decoder); tasks inside a stage.
+        stages = [s for s in STAGES if opts.stages is None or s in opts.stages]
+        out = []
+        for stage in stages:
+            if stage == "decoder":
+                if opts.decoder:
+                    out += [("chat", m, "paper" if m == "full" else opts.profile.chat_setting, opts.density)
+                            for m in opts.profile.chat_methods if opts.methods is None or m in opts.methods]
+                continue
+            for m in methods:
+                for s in _settings_for(m, settings):
+                    if ("full" if m == "full" else s) == stage:
+                        out += [(t, m, s, opts.density) for t in opts.tasks]
+        return out
+    out = [(t, m, s, opts.density) for t in opts.tasks for m in methods for s in _settings_for(m, settings)]
     if opts.decoder:
-        out += [("chat", m, opts.profile.chat_setting, opts.density) for m in DECODER_METHODS if m in opts.methods]
+        out += [("chat", m, opts.profile.chat_setting, opts.density) for m in opts.profile.chat_methods
+                if m in methods]
     return out
 
 
@@ -203,6 +315,11 @@ def final_runs(opts: PlanOptions, chosen: dict[tuple, float]) -> list[Run]:
         if lr is None:
             continue
         seeds = opts.seeds or (opts.profile.chat_seeds if task == "chat" else opts.profile.seeds)
+        if opts.profile.protocol >= 2:
+            # Same data, budget and seed: the seed-0 final run is the selection run at the chosen lr (reused).
+            runs += [_run(opts, "select" if s == 0 else "final", task, method, setting, s, lr, density)
+                     for s in seeds]
+            continue
         runs += [_run(opts, "final", task, method, setting, s, lr, density) for s in seeds]
         if opts.sweep_density and task != "chat" and method == "sparsegrad" and setting == "paper":
             for d in SWEEP_DENSITIES:
@@ -238,6 +355,13 @@ def hyperparameters(run: Any) -> dict[str, Any]:
             "max_seq_length": run.max_seq_length, "lr_scheduler": "constant", "group_by_length": True}
     if getattr(run, "max_grad_norm", None) is not None:
         args["max_grad_norm"] = run.max_grad_norm
+    if getattr(run, "protocol", 1) >= 2:
+        # Early stopping and the best-checkpoint restore are the harness's (quality_train.BestSelection): the
+        # selection score is not always one library metric (MRPC: the mean of accuracy and F1).
+        args.update(lr_scheduler=run.lr_scheduler, warmup_ratio=run.warmup_ratio, eval_every=run.eval_every,
+                    group_by_length=True)
+        if run.weight_decay is not None:
+            args["weight_decay"] = run.weight_decay
     return args
 
 
@@ -255,25 +379,72 @@ def task_score(task: str, metrics: dict[str, Any]) -> float:
     return -float(metrics["eval_loss"])
 
 
+def selection_score(row: dict[str, Any]) -> float:
+    """What the learning-rate choice reads: protocol 2, the best selection-split score
+    (``selection_metrics``) and never the dev ``metrics``; protocol 1, the select row's ``metrics`` (which
+    were the validation split's). A diverged run (NaN, or no selection metrics) scores -inf."""
+    run = Run.from_dict(row)
+    metrics = row.get("selection_metrics") if run.protocol >= 2 else row.get("metrics")
+    if not metrics or row.get("diverged"):
+        return -math.inf
+    try:
+        score = task_score(run.task, metrics)
+    except (KeyError, TypeError, ValueError):
+        return -math.inf
+    return -math.inf if math.isnan(score) else score
+
+
 def choose_lrs(rows: Iterable[dict[str, Any]]) -> dict[tuple, float]:
-    """Best learning rate per group from finished ``select`` rows (ties: the smaller lr; NaN loses)."""
+    """Best learning rate per group from finished seed-0 ``select`` rows (ties: the smaller lr; NaN loses)."""
     best: dict[tuple, tuple[float, float]] = {}
     for row in rows:
-        if row.get("phase") != "select":
+        if row.get("phase") != "select" or row.get("seed", 0) != 0:
             continue
         run = Run.from_dict(row)
-        score = task_score(run.task, row["metrics"])
-        score = -math.inf if math.isnan(score) else score
+        score = selection_score(row)
         cur = best.get(run.group)
         if cur is None or score > cur[0] or (score == cur[0] and run.lr < cur[1]):
             best[run.group] = (score, run.lr)
     return {g: lr for g, (_, lr) in best.items()}
 
 
+def is_reported(row: dict[str, Any], chosen: dict[tuple, float]) -> bool:
+    """Whether a finished row is one of the reported (final) runs: at its group's chosen learning rate, a
+    ``final`` row, or under protocol 2 also the seed-0 selection run (which is that seed's final run)."""
+    run = Run.from_dict(row)
+    if chosen.get(run.group, run.lr) != run.lr:
+        return False
+    return run.phase == "final" or (run.protocol >= 2 and run.seed == 0 and run.group in chosen)
+
+
 # --------------------------------------------------------------------------------------- time estimate
 
-def estimate_seconds(run: Run) -> float:
-    """Seconds for one run from measured step times, scaled by batch x length (see the constants)."""
+def _v2_step_s(run: Run) -> float:
+    """Protocol 2: seconds per step from the protocol file's measured step times (``step_time_s``)."""
+    st = protocol()["step_time_s"]
+    if run.task == "chat":
+        return float(st["decoder_batch4_len128"][run.method]) * run.batch_size * run.max_seq_length / (4 * 128)
+    table = st["encoder_batch16_sst2"]["paper" if run.method == "full" else run.setting]
+    return float(table[run.method]) * run.batch_size / 16 * float(st["encoder_task_factor"][run.task])
+
+
+def estimate_seconds(run: Run, *, upper: bool = False) -> float:
+    """Seconds for one run from measured step times, scaled by batch x length (see the constants).
+
+    Protocol 2: ``upper`` — every run goes to the step cap; otherwise early stopping ends it at the
+    protocol's ``expected_stop_fraction`` of the cap. Each evaluation is a forward pass over the selection
+    split; the dev set (held-out chat) is evaluated once."""
+    if run.protocol >= 2:
+        step = _v2_step_s(run)
+        steps = run.steps if upper else run.steps * float(protocol()["step_time_s"]["expected_stop_fraction"])
+        per_row_fwd = step / run.batch_size / 3
+        if run.task == "chat":
+            sel_rows, dev_rows = run.train_size * run.val_fraction, run.heldout or 0
+        else:
+            sel_rows, dev_rows = run.train_size * run.val_fraction, DEV_SIZES[run.task]
+        n_evals = steps / (run.eval_every or run.steps) if run.task != "chat" else steps / (run.eval_every or 1)
+        calib = 1.3 * run.calibration_steps * step if run.method in SPARSEGRAD_SELECTIONS else 0.0
+        return RUN_OVERHEAD_S + calib + steps * step + (n_evals * sel_rows + dev_rows) * per_row_fwd
     if run.task == "chat":
         step = STEP_S_SMOLLM[run.method] * run.batch_size * run.max_seq_length / (8 * 256)
         eval_rows = run.train_size * run.val_fraction if run.phase == "select" else 100
@@ -287,11 +458,14 @@ def estimate_seconds(run: Run) -> float:
     return RUN_OVERHEAD_S + calib + run.steps * step + eval_rows * per_row_fwd
 
 
-def estimate_plan(opts: PlanOptions) -> tuple[int, int, float]:
-    """(selection runs, final runs, estimated seconds), final runs at a placeholder lr."""
+def estimate_plan(opts: PlanOptions, *, upper: bool = False) -> tuple[int, int, float]:
+    """(selection runs, final runs still to train, estimated seconds), final runs at a placeholder lr.
+
+    Protocol 2's reused seed-0 finals are selection runs already and are not counted again."""
     sel = selection_runs(opts)
-    fin = final_runs(opts, {r.group: r.lr for r in sel})
-    return len(sel), len(fin), sum(map(estimate_seconds, sel)) + sum(map(estimate_seconds, fin))
+    keys = {r.key for r in sel}
+    fin = [r for r in final_runs(opts, {r.group: r.lr for r in sel}) if r.key not in keys]
+    return len(sel), len(fin), sum(estimate_seconds(r, upper=upper) for r in (*sel, *fin))
 
 
 # ------------------------------------------------------------------------------------ the results log

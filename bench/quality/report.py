@@ -36,8 +36,9 @@ def aggregate(rows: list[dict[str, Any]], default_density: float = 0.01) -> dict
     """The content of results.json (see the module docstring)."""
     chosen = qp.choose_lrs(rows)
     # Final rows at a learning rate that is no longer the chosen one (the grid grew since) are left out.
-    finals = [r for r in rows if r.get("phase") == "final"
-              and chosen.get(qp.Run.from_dict(r).group, r["lr"]) == r["lr"]]
+    finals = [r for r in rows if qp.is_reported(r, chosen)]
+    if len({r.get("protocol", 1) for r in finals}) > 1:
+        raise ValueError("runs.jsonl mixes protocol versions; report each version's folder on its own")
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for row in finals:
         groups[(row["task"], row["method"], row["setting"], row["density"])].append(row)
@@ -68,7 +69,7 @@ def aggregate(rows: list[dict[str, Any]], default_density: float = 0.01) -> dict
         glue.append({"method": method, "setting": setting, "tasks": tasks, **mean_std(complete)})
     selection = [
         {"task": r["task"], "method": r["method"], "setting": r["setting"], "density": r["density"], "lr": r["lr"],
-         "val_score": qp.task_score(r["task"], r["metrics"]),
+         "val_score": qp.selection_score(r),
          "chosen": chosen.get(qp.Run.from_dict(r).group) == r["lr"]}
         for r in rows if r.get("phase") == "select"
     ]

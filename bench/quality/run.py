@@ -4,6 +4,11 @@
     python bench/quality/run.py --profile full --settings paper,peft --sweep-density --decoder
     python bench/quality/run.py --profile quick --service http://127.0.0.1:8000 --api-key sg-...
     python bench/quality/report.py --out bench/results/quality
+    python bench/quality/run.py --profile v2 --data-dir ../shared/data/glue --decoder --out bench/results/quality_v2 --dry-run
+    python bench/quality/run.py --profile v2 --data-dir ../shared/data/glue --stages full --out bench/results/quality_v2
+
+Profile ``v2`` is protocol 2 (``protocol_v2.json``, ``PROTOCOL.md``): stages full, paper, peft, decoder in
+that order, each finished (selection, then the other seeds) before the next, so the plan runs in resumable pieces.
 
 The plan and protocol are in ``quality_plan``; each run is one ``train_one(run)`` (``quality_train``) or one
 service job (``quality_service``). Finished runs are appended to ``<out>/runs.jsonl`` and skipped on a
@@ -39,7 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", choices=sorted(qp.PROFILES), default="quick")
     p.add_argument("--data-dir", type=Path, default=None, help="GLUE folder (SST-2/, MRPC/, CoLA/); default: bundled samples")
     p.add_argument("--tasks", default=",".join(qp.GLUE_TASKS))
-    p.add_argument("--methods", default=",".join(qp.METHODS))
+    p.add_argument("--methods", default=None, help="default: the profile's")
+    p.add_argument("--stages", default=None, help=f"protocol 2: only these stages ({','.join(qp.STAGES)}; default all)")
     p.add_argument("--settings", default=None, help="paper,peft (default: the profile's)")
     p.add_argument("--seeds", default=None, help="final-phase seeds (default: the profile's, 0,1,2)")
     p.add_argument("--density", type=float, default=0.01)
@@ -82,8 +88,9 @@ def build_options(args: argparse.Namespace) -> qp.PlanOptions:
         convs, decoder_data = chat_conversations(args.chat_source)
         available["chat"] = len(convs) - min(300, max(20, len(convs) // 4))
     settings, seeds = _csv(args.settings), _csv(args.seeds, int)
+    stages = _csv(args.stages)
     for name, given, allowed in (("task", tasks, qp.GLUE_TASKS), ("method", _csv(args.methods) or [], qp.METHODS),
-                                 ("setting", settings or [], qp.SETTINGS)):
+                                 ("setting", settings or [], qp.SETTINGS), ("stage", stages or [], qp.STAGES)):
         bad = [v for v in given if v not in allowed]
         if bad:
             raise SystemExit(f"unknown {name} {', '.join(bad)}; choose from {', '.join(allowed)}")
@@ -94,7 +101,7 @@ def build_options(args: argparse.Namespace) -> qp.PlanOptions:
             raise SystemExit(f"--lr-grid needs learning rates in (0, 1), got {args.lr_grid!r}")
         profile = dataclasses.replace(profile, lr_grid=grid)
     return qp.PlanOptions(
-        profile=profile, tasks=tasks, methods=_csv(args.methods) or [], settings=settings,
+        profile=profile, tasks=tasks, methods=_csv(args.methods), settings=settings, stages=stages,
         seeds=seeds, density=args.density, data=data, sweep_density=args.sweep_density, decoder=args.decoder,
         decoder_data=decoder_data, steps=args.steps, available=available, max_grad_norm=args.max_grad_norm,
     )
@@ -142,6 +149,30 @@ def execute(runs: list[qp.Run], log: qp.RunLog, trainer: Trainer, label: str) ->
     return failures
 
 
+def print_v2_plan(opts: qp.PlanOptions) -> None:
+    """Protocol 2's plan per stage: run counts and the expected / upper-bound hours."""
+    p = qp.protocol()
+    print(f"protocol {p['version']} ({p['date']}): selection split {opts.profile.val_fraction:g} of train, "
+          f"eval every {opts.profile.eval_every} steps, patience {opts.profile.patience}, cap {opts.profile.steps} "
+          f"steps; {opts.profile.lr_scheduler} decay after {opts.profile.warmup_ratio:g} warmup, clip "
+          f"{opts.profile.max_grad_norm:g}, weight decay {opts.profile.weight_decay:g}")
+    total = [0, 0, 0.0, 0.0]
+    for stage in qp.STAGES:
+        if opts.stages is not None and stage not in opts.stages:
+            continue
+        piece = dataclasses.replace(opts, stages=[stage])
+        n_sel, n_fin, est = qp.estimate_plan(piece)
+        up = qp.estimate_plan(piece, upper=True)[2]
+        if n_sel == 0:
+            continue
+        print(f"  stage {stage}: {n_sel} selection + {n_fin} more final runs; ~{est / 3600:.1f} h expected, "
+              f"{up / 3600:.1f} h if every run reaches the cap")
+        total = [total[0] + n_sel, total[1] + n_fin, total[2] + est, total[3] + up]
+    print(f"  total: {total[0] + total[1]} runs; ~{total[2] / 3600:.1f} h expected (early stop at "
+          f"{p['step_time_s']['expected_stop_fraction']:g} of the cap), {total[3] / 3600:.1f} h upper bound, "
+          f"2 CPU cores", flush=True)
+
+
 def print_compare_links(url: str, rows: list[dict[str, Any]]) -> None:
     """The dashboard's compare page for the final jobs of each (task, setting, seed) that ran as jobs."""
     groups: dict[tuple[str, str, int], list[str]] = {}
@@ -156,12 +187,14 @@ def main(argv: list[str] | None = None, trainer: Trainer | None = None) -> int:
     args = parse_args(argv)
     opts = build_options(args)
     n_sel, n_fin, est = qp.estimate_plan(opts)
-    print(f"profile {opts.profile.name}: tasks {','.join(opts.tasks)}; methods {','.join(opts.methods)}; settings "
+    print(f"profile {opts.profile.name}: tasks {','.join(opts.tasks)}; methods {','.join(opts.method_list)}; settings "
           f"{','.join(opts.settings or opts.profile.settings)}; data {opts.data}"
           f"{' + decoder (' + opts.decoder_data + ')' if opts.decoder else ''}")
     print(f"plan: {n_sel} selection runs (lr grid {list(opts.profile.lr_grid)}, seed 0, validation split "
           f"{opts.profile.val_fraction:g} of train) + {n_fin} final runs = {n_sel + n_fin} runs; "
           f"estimated {est / 60:.0f} min on 2 CPU cores (from measured step times)", flush=True)
+    if opts.profile.protocol >= 2:
+        print_v2_plan(opts)
     if args.dry_run:
         return 0
     log = qp.RunLog(args.out)
@@ -175,9 +208,15 @@ def main(argv: list[str] | None = None, trainer: Trainer | None = None) -> int:
             trainer = runner.run_all
         else:
             trainer = inprocess_trainer(args)
-    failures = execute(qp.selection_runs(opts), log, trainer, "select")
-    chosen = qp.choose_lrs(log.rows())
-    failures += execute(qp.final_runs(opts, chosen), log, trainer, "final")
+    failures = 0
+    # Protocol 2: stage by stage (full FT first: the sanity bar), each stage's finals before the next stage.
+    pieces = ([dataclasses.replace(opts, stages=[s]) for s in qp.STAGES if opts.stages is None or s in opts.stages]
+              if opts.profile.protocol >= 2 else [opts])
+    for piece in pieces:
+        label = "" if piece is opts else f"{piece.stages[0]} "  # type: ignore[index]
+        failures += execute(qp.selection_runs(piece), log, trainer, f"{label}select")
+        chosen = qp.choose_lrs(log.rows())
+        failures += execute(qp.final_runs(piece, chosen), log, trainer, f"{label}final")
     if args.service:
         print_compare_links(args.service, log.rows())
     if not args.no_report:

@@ -160,3 +160,139 @@ def test_report_leaves_out_finals_at_an_lr_no_longer_chosen() -> None:
     assert sst2["metrics"]["eval_accuracy"]["mean"] == pytest.approx(0.9)
     (glue,) = agg["glue_average"]
     assert glue["mean"] == pytest.approx(0.9) and glue["n"] == 3
+
+
+# ------------------------------------------------------------------------------------------- protocol 2
+
+def _v2(**kw):
+    return qp.PlanOptions(profile=qp.PROFILES["v2"], **kw)
+
+
+def test_v2_profile_is_the_protocol_file() -> None:
+    p, prof = qp.protocol(), qp.PROFILES["v2"]
+    assert prof.protocol == p["version"] == 2 and prof.name == "v2"
+    assert prof.lr_grid == tuple(p["lr_grid"]) and prof.seeds == tuple(p["seeds"])
+    assert prof.steps == p["encoder"]["max_steps"] and prof.eval_every == p["encoder"]["eval_every"]
+    assert prof.patience == p["encoder"]["patience"] and prof.val_fraction == p["encoder"]["selection_fraction"]
+    assert (prof.lr_scheduler, prof.warmup_ratio, prof.max_grad_norm, prof.weight_decay) == tuple(
+        p["schedule"][k] for k in ("lr_scheduler", "warmup_ratio", "max_grad_norm", "weight_decay"))
+    # every run carries the schedule into the library's TrainingArguments
+    run = qp.selection_runs(_v2(tasks=["sst2"], methods=["lora"]))[0]
+    hp = qp.hyperparameters(run)
+    assert hp["lr_scheduler"] == "linear" and hp["warmup_ratio"] == p["schedule"]["warmup_ratio"]
+    assert hp["max_grad_norm"] == 1.0 and hp["weight_decay"] == 0.01 and hp["eval_every"] == 100
+    assert hp["max_steps"] == 1500 and hp["batch_size"] == 32
+
+
+def test_v2_plan_count_and_order() -> None:
+    opts = _v2(decoder=True)
+    enc, dec = qp.protocol()["encoder"], qp.protocol()["decoder"]
+    n_lr, n_tasks = len(qp.protocol()["lr_grid"]), len(enc["tasks"])
+    enc_groups = n_tasks * (1 + (len(enc["methods"]) - 1) * len(enc["settings"]))  # full FT once
+    sel = qp.selection_runs(opts)
+    assert len(sel) == (enc_groups + len(dec["methods"])) * n_lr
+    # order: full FT first (the sanity bar), then paper, then peft, then the decoder
+    stages = [r.stage for r in sel]
+    assert stages == sorted(stages, key=qp.STAGES.index)
+    assert stages[0] == "full" and set(stages) == set(qp.STAGES)
+    assert {r.method for r in sel if r.stage == "full"} == {"full"}
+    assert {r.setting for r in sel if r.stage == "peft"} == {"peft"}
+    assert {r.model for r in sel if r.stage == "decoder"} == {"smollm2-135m"}
+    # finals: seed 0 is the selection run (reused), seeds 1 and 2 are new
+    n_sel, n_fin, _ = qp.estimate_plan(opts)
+    assert (n_sel, n_fin) == (len(sel), len(sel) // n_lr * 2)
+    assert qp.estimate_plan(opts, upper=True)[2] > qp.estimate_plan(opts)[2] > 0
+    only_full = qp.selection_runs(_v2(stages=["full"]))
+    assert {r.method for r in only_full} == {"full"} and len(only_full) == n_tasks * n_lr
+
+
+def test_v2_key_has_the_version_and_never_matches_protocol_1() -> None:
+    v2 = qp.selection_runs(_v2(tasks=["sst2"], methods=["sparsegrad"]))
+    assert all(r.key.startswith("v2|") for r in v2)
+    v1 = qp.selection_runs(_opts(profile="full", tasks=["sst2"], methods=["sparsegrad"]))
+    assert not {r.key for r in v1} & {r.key for r in v2}
+    # a protocol-1 row in the same log never takes part in a protocol-2 choice
+    row_v1 = {**v1[0].to_dict(), "metrics": _metrics("sst2", 0.99)}
+    assert v2[0].group not in qp.choose_lrs([row_v1])
+    # rows written before protocol 2 existed have no "protocol" field: they read as protocol 1
+    old = {k: v for k, v in row_v1.items() if k not in {"protocol", "eval_every", "patience", "heldout"}}
+    assert qp.Run.from_dict(old).protocol == 1 and qp.Run.from_dict(old).key == v1[0].key
+
+
+def _v2_row(run: qp.Run, sel: float, dev: float) -> dict:
+    return {**run.to_dict(), "selection_metrics": _metrics(run.task, sel), "metrics": _metrics(run.task, dev)}
+
+
+def test_v2_lr_choice_reads_the_selection_split_only() -> None:
+    sel = qp.selection_runs(_v2(tasks=["sst2"], methods=["lora"], settings=["peft"]))
+    assert [r.lr for r in sel] == list(qp.protocol()["lr_grid"])
+    # 1e-4 is best on the selection split; 1e-3 has by far the best dev score: the dev score must not matter
+    scores = {3e-5: (0.80, 0.80), 1e-4: (0.90, 0.70), 3e-4: (0.85, 0.85), 1e-3: (0.60, 0.99)}
+    rows = [_v2_row(r, *scores[r.lr]) for r in sel]
+    assert qp.choose_lrs(rows) == {sel[0].group: 1e-4}
+    flipped = [{**row, "metrics": _metrics("sst2", 1.0 - row["metrics"]["eval_accuracy"])} for row in rows]
+    assert qp.choose_lrs(flipped) == {sel[0].group: 1e-4}
+    # a diverged run loses, whatever its dev metric; a tie goes to the smaller lr
+    rows[1] = {**rows[1], "selection_metrics": _metrics("sst2", math.nan)}
+    rows[2] = {**rows[2], "selection_metrics": _metrics("sst2", 0.80)}
+    assert qp.choose_lrs(rows) == {sel[0].group: 3e-5}
+    rows[0] = {**rows[0], "diverged": True, "selection_metrics": None}
+    assert qp.choose_lrs(rows) == {sel[0].group: 3e-4}
+    # a seed-1 row (or a final row) never takes part in the choice
+    extra = qp.final_runs(_v2(tasks=["sst2"], methods=["lora"], settings=["peft"]), {sel[0].group: 1e-3})[1]
+    assert qp.choose_lrs([*rows, _v2_row(extra, 1.0, 1.0)]) == {sel[0].group: 3e-4}
+
+
+def test_v2_seed0_final_is_the_selection_run(tmp_path: Path) -> None:
+    opts = _v2(tasks=["sst2"], methods=["lora"], settings=["peft"])
+    sel = qp.selection_runs(opts)
+    fin = qp.final_runs(opts, {sel[0].group: 3e-4})
+    assert [r.seed for r in fin] == [0, 1, 2] and {r.lr for r in fin} == {3e-4}
+    assert fin[0] == next(r for r in sel if r.lr == 3e-4) and fin[0].key in {r.key for r in sel}
+    assert fin[1].key not in {r.key for r in sel} and fin[1].phase == "final"
+    # end to end through run.main with a fake trainer: 4 selection runs + 2 new seeds, seed 0 trained once
+    calls: list[str] = []
+
+    def fake(runs):
+        for r in runs:
+            calls.append(r.key)
+            s = {3e-5: 0.5, 1e-4: 0.6, 3e-4: 0.7, 1e-3: 0.4}[r.lr]
+            yield r, {"selection_metrics": _metrics(r.task, s), "metrics": _metrics(r.task, s - 0.1 + r.seed / 100),
+                      "s_per_step": 0.1, "trainable_params": 10}
+    argv = ["--profile", "v2", "--tasks", "sst2", "--methods", "lora", "--settings", "peft", "--out", str(tmp_path),
+            "--no-report"]
+    assert quality_run.main(argv, trainer=fake) == 0
+    assert len(calls) == len(set(calls)) == 4 + 2
+    rows = qp.RunLog(tmp_path).rows()
+    chosen = qp.choose_lrs(rows)
+    reported = sorted((r["seed"], r["lr"]) for r in rows if qp.is_reported(r, chosen))
+    assert reported == [(0, 3e-4), (1, 3e-4), (2, 3e-4)]
+    (entry,) = report.aggregate(rows)["results"]
+    assert entry["seeds"] == [0, 1, 2] and entry["lr"] == 3e-4
+    assert entry["metrics"]["eval_accuracy"]["mean"] == pytest.approx(0.61)
+    again: list[str] = []
+    assert quality_run.main(argv, trainer=fake_trainer(again)) == 0 and again == []
+
+
+def test_v2_selection_split_is_disjoint_fixed_and_stratified() -> None:
+    import quality_data
+
+    opts = _v2(tasks=["sst2"], data="bundled", methods=["lora", "sparsegrad"], available={"sst2": 400})
+    runs = qp.selection_runs(opts) + qp.final_runs(opts, {g: 1e-4 for g in {r.group for r in qp.selection_runs(opts)}})
+    assert len({(r.method, r.seed, r.lr) for r in runs}) >= 6
+    splits = [quality_data.protocol_datasets(r, None, None, Path("unused")) for r in runs]
+    def key(ds):
+        return [(e.text, e.label) for e in ds.examples]
+
+    train0, sel0, dev0 = (key(d) for d in splits[0])
+    for train, selection, dev in splits[1:]:  # the same rows for every method, seed and learning rate
+        assert key(train) == train0 and key(selection) == sel0 and key(dev) == dev0
+    pool = quality_data.stratified_subsample(quality_data._load_glue("sst2", None)[0], runs[0].train_size)
+    assert sorted(train0 + sel0) == sorted((e.text, e.label) for e in pool.examples)  # a partition of the pool
+    assert len(sel0) == round(len(pool.examples) * qp.PROFILES["v2"].val_fraction)
+    idx_train = {id(e) for e in splits[0][0].examples}
+    assert not any(id(e) in idx_train for e in splits[0][1].examples)
+    labels = [e.label for e in pool.examples]
+    share = sum(1 for _, lab in sel0 if lab == labels[0]) / len(sel0)
+    assert share == pytest.approx(labels.count(labels[0]) / len(labels), abs=0.02)  # stratified by label
+    assert not set(sel0) & set(dev0)
