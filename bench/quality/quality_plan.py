@@ -192,9 +192,12 @@ class Run:
 
     @property
     def group(self) -> tuple[Any, ...]:
-        """What one learning-rate choice is shared by (protocol 2 and later: also the version)."""
+        """What one learning-rate choice is shared by (protocol 2 and later: also the version, data and budget,
+        so a smoke run with fewer steps never takes part in a real choice)."""
         base = (self.task, self.method, self.setting, self.model, self.density)
-        return base if self.protocol < 2 else (*base, self.protocol)
+        if self.protocol < 2:
+            return base
+        return (*base, self.protocol, self.data, self.train_size, self.steps)
 
     @property
     def stage(self) -> str:
@@ -415,6 +418,22 @@ def is_reported(row: dict[str, Any], chosen: dict[tuple, float]) -> bool:
     if chosen.get(run.group, run.lr) != run.lr:
         return False
     return run.phase == "final" or (run.protocol >= 2 and run.seed == 0 and run.group in chosen)
+
+
+def sanity_bar(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Protocol 2's check of its own budget: full FT's reported dev metric (mean over the seeds there are) per
+    task against the protocol file's ``sanity_bar``. ``ok`` is None while a task has no reported full-FT run."""
+    rows = list(rows)
+    chosen = choose_lrs(rows)
+    out: dict[str, dict[str, Any]] = {}
+    for task, bar in protocol()["sanity_bar"].items():
+        ((metric, need),) = bar.items()
+        got = [float(r["metrics"][metric]) for r in rows if r.get("task") == task and r.get("method") == "full"
+               and r.get("protocol", 1) >= 2 and is_reported(r, chosen)]
+        mean = sum(got) / len(got) if got else None
+        out[task] = {"metric": metric, "bar": need, "mean": mean, "n": len(got),
+                     "ok": None if mean is None else mean >= need}
+    return out
 
 
 # --------------------------------------------------------------------------------------- time estimate

@@ -28,7 +28,8 @@ from sparsegrad_core.training.checkpoint import restore_trainable_state, trainab
 from sparsegrad_core.training.evaluation import evaluate
 
 from quality_data import protocol_datasets, run_datasets  # isort: skip  (bench/quality is on sys.path)
-from quality_plan import SPARSEGRAD_SELECTIONS, hyperparameters, task_score  # isort: skip
+import galore_method  # isort: skip
+from quality_plan import SPARSEGRAD_SELECTIONS, hyperparameters, protocol, task_score  # isort: skip
 
 
 class BestSelection(TrainerCallback):
@@ -110,16 +111,19 @@ def train_one(run: Any, *, data_dir: Path | None = None, chat_source: str | None
 
 def _train_v2(run: Any, *, data_dir: Path | None, chat_source: str | None, workdir: Path) -> dict[str, Any]:
     """Protocol 2: train on train minus the selection split, stop early, restore the best, evaluate dev once."""
-    if run.method == "galore":
-        raise NotImplementedError("galore: the protocol names it, the in-process trainer does not build its "
-                                  "optimizer yet (PROTOCOL.md, 'GaLore')")
     t0 = time.perf_counter()
     train_ds, sel_ds, dev_ds = protocol_datasets(run, data_dir, chat_source, workdir)
+    if run.method == "galore":
+        galore_method.ensure_registered()
     spec = method_spec(run.method, run.setting, run.density, run.calibration_steps)
     args = TrainingArguments(**hyperparameters(run), seed=run.seed, eval_before=False, save_final=False,
                              log_every=max(1, run.steps))
     best = BestSelection(run.task, run.patience)
-    trained = finetune(run.model, train_ds, sel_ds, spec, args, callbacks=[best], run_info={"model": run.model})
+    if run.method == "galore":
+        trained = galore_method.finetune_galore(run.model, train_ds, sel_ds, spec, args, protocol()["galore"],
+                                                callbacks=[best])
+    else:
+        trained = finetune(run.model, train_ds, sel_ds, spec, args, callbacks=[best], run_info={"model": run.model})
     prepared, result = trained.prepared, trained.result
     best.restore()
     dev_tokens = tokenize_dataset(dev_ds, trained.tokenizer, run.max_seq_length)

@@ -95,6 +95,9 @@ def build_options(args: argparse.Namespace) -> qp.PlanOptions:
         if bad:
             raise SystemExit(f"unknown {name} {', '.join(bad)}; choose from {', '.join(allowed)}")
     profile = qp.PROFILES[args.profile]
+    if profile.protocol >= 2 and args.steps is None and (args.lr_grid or args.max_grad_norm is not None):
+        raise SystemExit(f"--lr-grid and --max-grad-norm would change protocol {profile.protocol}; bump the "
+                         "protocol instead (PROTOCOL.md), or add --steps for a smoke check")
     if args.lr_grid:
         grid = tuple(sorted(_csv(args.lr_grid, float) or []))
         if not grid or any(not 0 < lr < 1 for lr in grid):
@@ -173,6 +176,18 @@ def print_v2_plan(opts: qp.PlanOptions) -> None:
           f"2 CPU cores", flush=True)
 
 
+def sanity_bar_holds(rows: list[dict[str, Any]], tasks: Iterable[str]) -> bool:
+    """Print protocol 2's sanity bar (full FT on dev); False when a task of this plan has runs below it."""
+    ok = True
+    for task, bar in qp.sanity_bar(rows).items():
+        if task not in tasks or bar["mean"] is None:
+            continue
+        print(f"sanity bar {task}: full FT {bar['metric']} {bar['mean']:.4f} over {bar['n']} seed(s), needs "
+              f">= {bar['bar']:g}: {'ok' if bar['ok'] else 'FAILS'}", flush=True)
+        ok = ok and bool(bar["ok"])
+    return ok
+
+
 def print_compare_links(url: str, rows: list[dict[str, Any]]) -> None:
     """The dashboard's compare page for the final jobs of each (task, setting, seed) that ran as jobs."""
     groups: dict[tuple[str, str, int], list[str]] = {}
@@ -217,6 +232,10 @@ def main(argv: list[str] | None = None, trainer: Trainer | None = None) -> int:
         failures += execute(qp.selection_runs(piece), log, trainer, f"{label}select")
         chosen = qp.choose_lrs(log.rows())
         failures += execute(qp.final_runs(piece, chosen), log, trainer, f"{label}final")
+        if piece.stages == ["full"] and not sanity_bar_holds(log.rows(), piece.tasks):
+            print("the sanity bar fails: the budget is too small; bump the protocol (PROTOCOL.md) before "
+                  "running the other methods", file=sys.stderr)
+            return 2
     if args.service:
         print_compare_links(args.service, log.rows())
     if not args.no_report:

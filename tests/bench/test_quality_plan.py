@@ -296,3 +296,34 @@ def test_v2_selection_split_is_disjoint_fixed_and_stratified() -> None:
     share = sum(1 for _, lab in sel0 if lab == labels[0]) / len(sel0)
     assert share == pytest.approx(labels.count(labels[0]) / len(labels), abs=0.02)  # stratified by label
     assert not set(sel0) & set(dev0)
+
+
+def test_v2_sanity_bar_stops_the_plan_after_full_ft(tmp_path: Path) -> None:
+    bar = qp.protocol()["sanity_bar"]["sst2"]["eval_accuracy"]
+
+    def trainer(dev: float):
+        def run_all(runs):
+            for r in runs:
+                yield r, {"selection_metrics": _metrics(r.task, 0.5 + r.lr), "metrics": _metrics(r.task, dev),
+                          "s_per_step": 0.1, "trainable_params": 10}
+        return run_all
+    argv = ["--profile", "v2", "--tasks", "sst2", "--methods", "full,lora", "--out", str(tmp_path), "--no-report"]
+    assert quality_run.main(argv, trainer=trainer(bar - 0.05)) == 2  # below the bar: nothing after full FT
+    rows = qp.RunLog(tmp_path).rows()
+    assert {r["method"] for r in rows} == {"full"} and len(rows) == 4 + 2
+    assert qp.sanity_bar(rows)["sst2"]["ok"] is False
+    ok_dir = tmp_path / "ok"
+    assert quality_run.main([*argv[:-3], "--out", str(ok_dir), "--no-report"], trainer=trainer(bar + 0.01)) == 0
+    ok_rows = qp.RunLog(ok_dir).rows()
+    assert qp.sanity_bar(ok_rows)["sst2"]["ok"] is True and {r["method"] for r in ok_rows} == {"full", "lora"}
+
+
+def test_v2_protocol_cannot_be_changed_from_the_command_line_and_smokes_never_mix() -> None:
+    with pytest.raises(SystemExit, match="bump the protocol"):
+        quality_run.build_options(quality_run.parse_args(["--profile", "v2", "--lr-grid", "1e-2"]))
+    with pytest.raises(SystemExit, match="bump the protocol"):
+        quality_run.build_options(quality_run.parse_args(["--profile", "v2", "--max-grad-norm", "5"]))
+    real = qp.selection_runs(_v2(tasks=["sst2"], methods=["lora"], settings=["peft"]))[0]
+    smoke = qp.selection_runs(_v2(tasks=["sst2"], methods=["lora"], settings=["peft"], steps=6))[0]
+    assert smoke.eval_every == 6 and smoke.key != real.key and smoke.group != real.group
+    assert qp.choose_lrs([_v2_row(smoke, 0.9, 0.9)]).get(real.group) is None
