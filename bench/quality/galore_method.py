@@ -90,4 +90,5 @@ def finetune_galore(model_source: str, train: Dataset, eval_data: Dataset | None
         cb.on_prepared(prepared)
     trainer = Trainer(prepared, train_tokens, eval_tokens, tokenizer, args, list(callbacks))
     trainer.optimizer = galore_optimizer(prepared.model, prepared.targets, args, options)
+    prepared.state["optimizer"] = trainer.optimizer.optimizers[0]  # the GaLoreAdamW, for inspection
     return FinetuneRun(prepared, tokenizer, train_tokens, eval_tokens, trainer.train())

@@ -87,6 +87,11 @@ def build_options(args: argparse.Namespace) -> qp.PlanOptions:
     if args.decoder:
         convs, decoder_data = chat_conversations(args.chat_source)
         available["chat"] = len(convs) - min(300, max(20, len(convs) // 4))
+    if args.decoder and qp.PROFILES[args.profile].protocol >= 2 and args.steps is None \
+            and decoder_data != qp.protocol()["decoder"]["data"]:
+        raise SystemExit(f"protocol 2's decoder trains on {qp.protocol()['decoder']['data_source']}; found "
+                         f"{decoder_data} ({len(convs)} conversations): pip install chitchat-dataset or give "
+                         "--chat-source")
     settings, seeds = _csv(args.settings), _csv(args.seeds, int)
     stages = _csv(args.stages)
     for name, given, allowed in (("task", tasks, qp.GLUE_TASKS), ("method", _csv(args.methods) or [], qp.METHODS),
