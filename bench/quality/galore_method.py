@@ -61,7 +61,8 @@ def galore_optimizer(model: nn.Module, targets: Sequence[str], args: TrainingArg
     modules = dict(model.named_modules())
     low_rank = [modules[t].weight for t in targets]
     ids = {id(p) for p in low_rank}
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if p.requires_grad and id(p) not in ids:
             (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)

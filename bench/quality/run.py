@@ -151,8 +151,10 @@ def execute(runs: list[qp.Run], log: qp.RunLog, trainer: Trainer, label: str) ->
         i += 1
         row = log.append(run, result)
         score = qp.task_score(run.task, row["metrics"])
+        stop = "" if run.protocol < 2 else (f" (selection {qp.selection_score(row):.4f}, best step "
+                                            f"{row.get('best_step')} of {row.get('steps_done')})")
         print(f"  [{i}/{len(todo)}] {run.task} {run.method} {run.setting} d={run.density:g} lr={run.lr:g} "
-              f"seed={run.seed}: score {score:.4f}, {row.get('s_per_step')} s/step, "
+              f"seed={run.seed}: score {score:.4f}{stop}, {row.get('s_per_step')} s/step, "
               f"{time.perf_counter() - t0:.0f} s elapsed", flush=True)
     return failures
 
@@ -220,6 +222,9 @@ def main(argv: list[str] | None = None, trainer: Trainer | None = None) -> int:
     log = qp.RunLog(args.out)
     if trainer is None:
         if args.service:
+            if opts.profile.protocol >= 2:
+                raise SystemExit("protocol 2 runs in process only: its early stopping and best-weights restore "
+                                 "are the harness's (quality_train.BestSelection), not a job's")
             from quality_service import ServiceRunner
 
             if not args.api_key:
