@@ -72,7 +72,8 @@ def galore_optimizer(model: nn.Module, targets: Sequence[str], args: TrainingArg
          "proj_type": str(options.get("proj_type", "std"))},
         {"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0},
     ]
-    return CombinedOptimizer([GaLoreAdamW([g for g in groups if g["params"]], lr=args.learning_rate)])
+    return CombinedOptimizer([GaLoreAdamW([g for g in groups if g["params"]], lr=args.learning_rate,
+                                          no_deprecation_warning=True)])
 
 
 def finetune_galore(model_source: str, train: Dataset, eval_data: Dataset | None, spec: MethodSpec,

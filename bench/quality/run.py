@@ -107,7 +107,8 @@ def build_options(args: argparse.Namespace) -> qp.PlanOptions:
         grid = tuple(sorted(_csv(args.lr_grid, float) or []))
         if not grid or any(not 0 < lr < 1 for lr in grid):
             raise SystemExit(f"--lr-grid needs learning rates in (0, 1), got {args.lr_grid!r}")
-        profile = dataclasses.replace(profile, lr_grid=grid)
+        # protocol 2 has one grid for the encoder and the decoder
+        profile = dataclasses.replace(profile, lr_grid=grid, **({"chat_lr_grid": grid} if profile.protocol >= 2 else {}))
     return qp.PlanOptions(
         profile=profile, tasks=tasks, methods=_csv(args.methods), settings=settings, stages=stages,
         seeds=seeds, density=args.density, data=data, sweep_density=args.sweep_density, decoder=args.decoder,
