@@ -78,6 +78,8 @@ class Profile:
     chat_methods: tuple[str, ...] = DECODER_METHODS
     # protocol 2: early stopping on the selection split, schedule and clipping (protocol 1: none of these)
     protocol: int = 1
+    density: float = 0.01
+    """The density every method is compared at (``--density`` overrides it outside protocol 2)."""
     methods: tuple[str, ...] = tuple(m for m in METHODS if m != "galore")
     eval_every: int | None = None
     patience: int | None = None
@@ -130,7 +132,7 @@ def profile_from_protocol(p: dict[str, Any]) -> Profile:
         max_seq_length={t: int(v["max_seq_length"]) for t, v in tasks.items()},
         steps=int(enc["max_steps"]), batch_size=int(enc["batch_size"]), lr_grid=tuple(p["lr_grid"]),
         seeds=tuple(p["seeds"]), settings=tuple(enc["settings"]), val_fraction=float(enc["selection_fraction"]),
-        calibration_steps=int(enc["calibration_steps"]), methods=tuple(enc["methods"]),
+        calibration_steps=int(enc["calibration_steps"]), methods=tuple(enc["methods"]), density=float(enc["density"]),
         eval_every=int(enc["eval_every"]), patience=int(enc["patience"]),
         chat_train=int(dec["train_conversations"]), chat_steps=int(dec["max_steps"]),
         chat_batch=int(dec["batch_size"]), chat_seq_length=int(dec["max_seq_length"]),

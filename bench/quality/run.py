@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stages", default=None, help=f"protocol 2: only these stages ({','.join(qp.STAGES)}; default all)")
     p.add_argument("--settings", default=None, help="paper,peft (default: the profile's)")
     p.add_argument("--seeds", default=None, help="final-phase seeds (default: the profile's, 0,1,2)")
-    p.add_argument("--density", type=float, default=0.01)
+    p.add_argument("--density", type=float, default=None, help="default: the profile's (0.01)")
     p.add_argument("--out", type=Path, default=Path("bench/results/quality"))
     p.add_argument("--sweep-density", action="store_true", help="SparseGrad dynamic at 0.5%%, 1%%, 2%%, 4%%")
     p.add_argument("--decoder", action="store_true", help="also SmolLM2-135M chat SFT (SparseGrad vs LoRA vs MeProp)")
@@ -100,8 +100,9 @@ def build_options(args: argparse.Namespace) -> qp.PlanOptions:
         if bad:
             raise SystemExit(f"unknown {name} {', '.join(bad)}; choose from {', '.join(allowed)}")
     profile = qp.PROFILES[args.profile]
-    if profile.protocol >= 2 and args.steps is None and (args.lr_grid or args.max_grad_norm is not None):
-        raise SystemExit(f"--lr-grid and --max-grad-norm would change protocol {profile.protocol}; bump the "
+    if profile.protocol >= 2 and args.steps is None and (args.lr_grid or args.max_grad_norm is not None
+                                                         or args.density not in (None, profile.density)):
+        raise SystemExit(f"--lr-grid, --max-grad-norm and --density would change protocol {profile.protocol}; bump the "
                          "protocol instead (PROTOCOL.md), or add --steps for a smoke check")
     if args.lr_grid:
         grid = tuple(sorted(_csv(args.lr_grid, float) or []))
@@ -111,7 +112,7 @@ def build_options(args: argparse.Namespace) -> qp.PlanOptions:
         profile = dataclasses.replace(profile, lr_grid=grid, **({"chat_lr_grid": grid} if profile.protocol >= 2 else {}))
     return qp.PlanOptions(
         profile=profile, tasks=tasks, methods=_csv(args.methods), settings=settings, stages=stages,
-        seeds=seeds, density=args.density, data=data, sweep_density=args.sweep_density, decoder=args.decoder,
+        seeds=seeds, density=profile.density if args.density is None else args.density, data=data, sweep_density=args.sweep_density, decoder=args.decoder,
         decoder_data=decoder_data, steps=args.steps, available=available, max_grad_norm=args.max_grad_norm,
     )
 

@@ -327,3 +327,40 @@ def test_v2_protocol_cannot_be_changed_from_the_command_line_and_smokes_never_mi
     smoke = qp.selection_runs(_v2(tasks=["sst2"], methods=["lora"], settings=["peft"], steps=6))[0]
     assert smoke.eval_every == 6 and smoke.key != real.key and smoke.group != real.group
     assert qp.choose_lrs([_v2_row(smoke, 0.9, 0.9)]).get(real.group) is None
+
+
+def test_protocol_md_quotes_the_plan_file() -> None:
+    """Every value PROTOCOL.md's tables give next to a plan-file key is that key's value (one source of truth)."""
+    import re
+
+    text = (QUALITY / "PROTOCOL.md").read_text()
+    assert "version 2 (2026-12-03)" in text.splitlines()[0] and "bump the version" in text
+    assert qp.protocol()["date"] == "2026-12-03"
+
+    def lookup(path: str):
+        node = qp.protocol()
+        for part in path.split("."):
+            node = node[part]
+        return node
+
+    def flat(v):
+        if isinstance(v, dict | list | tuple):
+            return [x for item in (v.values() if isinstance(v, dict) else v) for x in flat(item)]
+        return [v]
+
+    def numbers(cell: str) -> list[float]:
+        return [float(x) for x in re.findall(r"(?<![\w.-])\d+(?:\.\d+)?(?:e-?\d+)?", cell)]
+
+    checked = 0
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not cells[3].startswith("`"):
+            continue
+        keys = re.findall(r"`([\w.\-]+)`", cells[3])
+        values = [x for k in keys for x in flat(lookup(k))]
+        want_numbers = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+        assert numbers(cells[2].replace("SST-2", "").replace("CoLA", "").replace("MRPC", "")) == want_numbers, line
+        for word in (v for v in values if isinstance(v, str) and " " not in v):
+            assert word in cells[2], line
+        checked += 1
+    assert checked >= 20
