@@ -6,7 +6,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 import torch
 from torch import nn
 
@@ -43,7 +42,6 @@ def test_best_selection_stops_on_the_selection_score_and_restores_the_best_weigh
 
 
 def test_galore_trains_the_mlp_through_galore_adamw_in_the_peft_setting() -> None:
-    pytest.importorskip("galore_torch")
     import galore_method
 
     from sparsegrad_core.config import SparseGradConfig
