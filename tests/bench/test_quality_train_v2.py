@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -41,7 +43,20 @@ def test_best_selection_stops_on_the_selection_score_and_restores_the_best_weigh
     assert [s for s, _ in cb.evals] == [100, 200, 300, 400]
 
 
-def test_galore_trains_the_mlp_through_galore_adamw_in_the_peft_setting() -> None:
+@pytest.fixture()
+def galore_registered() -> Iterator[None]:
+    """GaLore in the method registry for one test only (the registry is process-wide: a method left registered
+    would show up as a method jobs can ask for)."""
+    import galore_method
+
+    from sparsegrad_core.methods import unregister_method
+
+    galore_method.ensure_registered()
+    yield
+    unregister_method(galore_method.NAME)
+
+
+def test_galore_trains_the_mlp_through_galore_adamw_in_the_peft_setting(galore_registered: None) -> None:
     import galore_method
 
     from sparsegrad_core.config import SparseGradConfig
@@ -53,7 +68,6 @@ def test_galore_trains_the_mlp_through_galore_adamw_in_the_peft_setting() -> Non
     task_type, mapping = glue_mapping("sst2")
     full = load_dataset(sample_path("sst2_train"), task_type, mapping)
     train = replace(full, examples=full.examples[:32])
-    galore_method.ensure_registered()
     spec = MethodSpec(type="galore", setting="peft", sparsegrad=SparseGradConfig(density=0.01))
     args = TrainingArguments(learning_rate=1e-3, batch_size=8, max_steps=2, max_seq_length=32, eval_before=False,
                              save_final=False, max_grad_norm=1.0, weight_decay=0.01)
