@@ -20,10 +20,14 @@ method and seed), evaluates on that split every ``eval_every`` steps, stops afte
 without improvement or at the step cap, restores the best selection-split weights and is then evaluated once
 on the GLUE dev set. The learning rate is chosen on seed 0 from the selection-split score only, and the
 final seed-0 run *is* that selection run (same key: the phase is not part of a protocol-2 key).
+
+Protocol 3 (``protocol_v3.json``, profile ``v3``, the current one) keeps protocol 2's rules and changes its
+budget: a larger SST-2 pool, a step cap per task and a learning-rate grid per setting (``PROTOCOL.md`` says why).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -92,6 +96,21 @@ class Profile:
     weight_decay: float | None = None
     """None: the library's default."""
     max_grad_norm: float | None = None
+    task_steps: dict[str, int] | None = None
+    """Protocol 3: a step cap per task (None: ``steps`` for every task)."""
+    setting_lr_grid: dict[str, tuple[float, ...]] | None = None
+    """Protocol 3: a learning-rate grid per setting, the same for every method, task and model of that setting
+    (None: ``lr_grid`` for the encoder and ``chat_lr_grid`` for the decoder)."""
+
+    def cap(self, task: str) -> int:
+        """The step cap of an encoder task."""
+        return (self.task_steps or {}).get(task, self.steps)
+
+    def grid(self, task: str, setting: str) -> tuple[float, ...]:
+        """The learning rates a (task, setting) group is selected from."""
+        if self.setting_lr_grid is not None:
+            return self.setting_lr_grid[setting]
+        return self.chat_lr_grid if task == "chat" else self.lr_grid
 
 
 PROFILES: dict[str, Profile] = {
@@ -111,32 +130,45 @@ PROFILES: dict[str, Profile] = {
     ),
 }
 
-PROTOCOL_FILE = Path(__file__).resolve().parent / "protocol_v2.json"
+CURRENT_PROTOCOL = 3
+"""The protocol every new quality number is measured under; earlier versions stay readable (their archive)."""
 STAGES = ("full", "paper", "peft", "decoder")
 """Protocol 2's run order: full FT first (the sanity bar), then the paper setting, PEFT-pure, the decoder."""
 
 
+def protocol_file(version: int = CURRENT_PROTOCOL) -> Path:
+    return Path(__file__).resolve().parent / f"protocol_v{version}.json"
+
+
 @cache
-def protocol(path: Path = PROTOCOL_FILE) -> dict[str, Any]:
-    """The machine-readable protocol (``protocol_v2.json``): the one source of every protocol-2 number."""
-    return dict(json.loads(Path(path).read_text()))
+def protocol(version: int = CURRENT_PROTOCOL) -> dict[str, Any]:
+    """The machine-readable protocol ``protocol_v<version>.json``: the one source of every number of that version."""
+    data = dict(json.loads(protocol_file(version).read_text()))
+    if data.get("version") != version:
+        raise ValueError(f"{protocol_file(version)} says version {data.get('version')}, not {version}")
+    return data
 
 
 def profile_from_protocol(p: dict[str, Any]) -> Profile:
     """The harness profile of a protocol file (``v<version>``)."""
     enc, dec, sched = p["encoder"], p["decoder"], p["schedule"]
     tasks = enc["tasks"]
+    grid = p["lr_grid"]
+    per_setting = isinstance(grid, dict)  # protocol 3 on: one grid per setting
+    flat = tuple(grid[SETTINGS[0]] if per_setting else grid)
+    caps = {t: int(v.get("max_steps", enc.get("max_steps", 0))) for t, v in tasks.items()}
     return Profile(
         name=f"v{p['version']}", protocol=int(p["version"]),
         train_size={t: int(v["train_size"]) for t, v in tasks.items()},
         max_seq_length={t: int(v["max_seq_length"]) for t, v in tasks.items()},
-        steps=int(enc["max_steps"]), batch_size=int(enc["batch_size"]), lr_grid=tuple(p["lr_grid"]),
+        steps=max(caps.values()), task_steps=caps, batch_size=int(enc["batch_size"]), lr_grid=flat,
+        setting_lr_grid={s: tuple(g) for s, g in grid.items()} if per_setting else None,
         seeds=tuple(p["seeds"]), settings=tuple(enc["settings"]), val_fraction=float(enc["selection_fraction"]),
         calibration_steps=int(enc["calibration_steps"]), methods=tuple(enc["methods"]), density=float(enc["density"]),
         eval_every=int(enc["eval_every"]), patience=int(enc["patience"]),
         chat_train=int(dec["train_conversations"]), chat_steps=int(dec["max_steps"]),
         chat_batch=int(dec["batch_size"]), chat_seq_length=int(dec["max_seq_length"]),
-        chat_lr_grid=tuple(p["lr_grid"]), chat_setting=dec["setting"], chat_seeds=tuple(p["seeds"]),
+        chat_lr_grid=flat, chat_setting=dec["setting"], chat_seeds=tuple(p["seeds"]),
         chat_methods=tuple(dec["methods"]), chat_eval_every=int(dec["eval_every"]),
         chat_patience=int(dec["patience"]), chat_heldout=int(dec["heldout_conversations"]),
         lr_scheduler=sched["lr_scheduler"], warmup_ratio=float(sched["warmup_ratio"]),
@@ -144,7 +176,8 @@ def profile_from_protocol(p: dict[str, Any]) -> Profile:
     )
 
 
-PROFILES["v2"] = profile_from_protocol(protocol())
+for _version in range(2, CURRENT_PROTOCOL + 1):
+    PROFILES[f"v{_version}"] = profile_from_protocol(protocol(_version))
 
 
 @dataclass(frozen=True)
@@ -257,7 +290,7 @@ def _run(opts: PlanOptions, phase: str, task: str, method: str, setting: str, se
         size, length, batch, steps = p.chat_train, p.chat_seq_length, p.chat_batch, p.chat_steps
         model, data, every, patience = "smollm2-135m", opts.decoder_data, p.chat_eval_every, p.chat_patience
     else:
-        size, length, batch, steps = p.train_size[task], p.max_seq_length[task], p.batch_size, p.steps
+        size, length, batch, steps = p.train_size[task], p.max_seq_length[task], p.batch_size, p.cap(task)
         model, data, every, patience = "minilm-l6", opts.data, p.eval_every, p.patience
     if task in opts.available:
         size = min(size, opts.available[task])
@@ -303,7 +336,7 @@ def selection_runs(opts: PlanOptions) -> list[Run]:
     """Seed 0, every grid learning rate, validation split carved from the training subsample."""
     runs = []
     for task, method, setting, density in _groups(opts):
-        grid = opts.profile.chat_lr_grid if task == "chat" else opts.profile.lr_grid
+        grid = opts.profile.grid(task, setting)
         runs += [_run(opts, "select", task, method, setting, 0, lr, density) for lr in grid]
     return runs
 
@@ -413,6 +446,15 @@ def choose_lrs(rows: Iterable[dict[str, Any]]) -> dict[tuple, float]:
     return {g: lr for g, (_, lr) in best.items()}
 
 
+def chosen_for(opts: PlanOptions, rows: Iterable[dict[str, Any]]) -> dict[tuple, float]:
+    """:func:`choose_lrs` for the plan's groups whose selection runs have all finished: a group with a failed or
+    missing selection run gets no final runs until it is complete (a choice is never made on part of a grid)."""
+    rows = list(rows)
+    done = {r["key"] for r in rows}
+    incomplete = {r.group for r in selection_runs(opts) if r.key not in done}
+    return {g: lr for g, lr in choose_lrs(rows).items() if g not in incomplete}
+
+
 def is_reported(row: dict[str, Any], chosen: dict[tuple, float]) -> bool:
     """Whether a finished row is one of the reported (final) runs: at its group's chosen learning rate, a
     ``final`` row, or under protocol 2 also the seed-0 selection run (which is that seed's final run)."""
@@ -422,16 +464,17 @@ def is_reported(row: dict[str, Any], chosen: dict[tuple, float]) -> bool:
     return run.phase == "final" or (run.protocol >= 2 and run.seed == 0 and run.group in chosen)
 
 
-def sanity_bar(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Protocol 2's check of its own budget: full FT's reported dev metric (mean over the seeds there are) per
-    task against the protocol file's ``sanity_bar``. ``ok`` is None while a task has no reported full-FT run."""
-    rows = list(rows)
+def sanity_bar(rows: Iterable[dict[str, Any]], version: int = CURRENT_PROTOCOL) -> dict[str, dict[str, Any]]:
+    """A protocol's check of its own budget: full FT's reported dev metric (mean over the seeds there are) per
+    task against the protocol file's ``sanity_bar``, from that version's rows only. ``ok`` is None while a task
+    has no reported full-FT run."""
+    rows = [r for r in rows if r.get("protocol", 1) == version]
     chosen = choose_lrs(rows)
     out: dict[str, dict[str, Any]] = {}
-    for task, bar in protocol()["sanity_bar"].items():
+    for task, bar in protocol(version)["sanity_bar"].items():
         ((metric, need),) = bar.items()
         got = [float(r["metrics"][metric]) for r in rows if r.get("task") == task and r.get("method") == "full"
-               and r.get("protocol", 1) >= 2 and is_reported(r, chosen)]
+               and is_reported(r, chosen)]
         mean = sum(got) / len(got) if got else None
         out[task] = {"metric": metric, "bar": need, "mean": mean, "n": len(got),
                      "ok": None if mean is None else mean >= need}
@@ -442,7 +485,7 @@ def sanity_bar(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def _v2_step_s(run: Run) -> float:
     """Protocol 2: seconds per step from the protocol file's measured step times (``step_time_s``)."""
-    st = protocol()["step_time_s"]
+    st = protocol(run.protocol)["step_time_s"]
     if run.task == "chat":
         return float(st["decoder_batch4_len128"][run.method]) * run.batch_size * run.max_seq_length / (4 * 128)
     table = st["encoder_batch16_sst2"]["paper" if run.method == "full" else run.setting]
@@ -457,7 +500,7 @@ def estimate_seconds(run: Run, *, upper: bool = False) -> float:
     split; the dev set (held-out chat) is evaluated once."""
     if run.protocol >= 2:
         step = _v2_step_s(run)
-        steps = run.steps if upper else run.steps * float(protocol()["step_time_s"]["expected_stop_fraction"])
+        steps = run.steps if upper else run.steps * float(protocol(run.protocol)["step_time_s"]["expected_stop_fraction"])
         per_row_fwd = step / run.batch_size / 3
         if run.task == "chat":
             sel_rows, dev_rows = run.train_size * run.val_fraction, run.heldout or 0
@@ -517,7 +560,8 @@ class RunLog:
     def append(self, run: Run, result: dict[str, Any]) -> dict[str, Any]:
         row = {**run.to_dict(), **result}
         self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
+        with open(self.path, "a") as f:  # several plan processes may share one log: one locked write per row
+            fcntl.flock(f, fcntl.LOCK_EX)
             f.write(json.dumps(row, default=str) + "\n")
         return row
 

@@ -120,7 +120,7 @@ def _train_v2(run: Any, *, data_dir: Path | None, chat_source: str | None, workd
                              log_every=max(1, run.steps))
     best = BestSelection(run.task, run.patience)
     if run.method == "galore":
-        trained = galore_method.finetune_galore(run.model, train_ds, sel_ds, spec, args, protocol()["galore"],
+        trained = galore_method.finetune_galore(run.model, train_ds, sel_ds, spec, args, protocol(run.protocol)["galore"],
                                                 callbacks=[best])
     else:
         trained = finetune(run.model, train_ds, sel_ds, spec, args, callbacks=[best], run_info={"model": run.model})

@@ -4,11 +4,13 @@
     python bench/quality/run.py --profile full --settings paper,peft --sweep-density --decoder
     python bench/quality/run.py --profile quick --service http://127.0.0.1:8000 --api-key sg-...
     python bench/quality/report.py --out bench/results/quality
-    python bench/quality/run.py --profile v2 --data-dir ../shared/data/glue --decoder --out bench/results/quality_v2 --dry-run
-    python bench/quality/run.py --profile v2 --data-dir ../shared/data/glue --stages full --out bench/results/quality_v2
+    python bench/quality/run.py --profile v3 --data-dir ../shared/data/glue --decoder --out bench/results/quality_v3 --dry-run
+    python bench/quality/run.py --profile v3 --data-dir ../shared/data/glue --stages full --out bench/results/quality_v3
 
-Profile ``v2`` is protocol 2 (``protocol_v2.json``, ``PROTOCOL.md``): stages full, paper, peft, decoder in
-that order, each finished (selection, then the other seeds) before the next, so the plan runs in resumable pieces.
+Profile ``v3`` is protocol 3, the current one (``protocol_v3.json``, ``PROTOCOL.md``; ``v2`` is its archived
+predecessor): stages full, paper, peft, decoder in that order, each finished (selection, then the other seeds)
+before the next, so the plan runs in resumable pieces. Several processes may share one ``--out`` (for example
+one per ``--tasks`` with ``OMP_NUM_THREADS=1`` each): rows are appended under a lock.
 
 The plan and protocol are in ``quality_plan``; each run is one ``train_one(run)`` (``quality_train``) or one
 service job (``quality_service``). Finished runs are appended to ``<out>/runs.jsonl`` and skipped on a
@@ -45,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path, default=None, help="GLUE folder (SST-2/, MRPC/, CoLA/); default: bundled samples")
     p.add_argument("--tasks", default=",".join(qp.GLUE_TASKS))
     p.add_argument("--methods", default=None, help="default: the profile's")
-    p.add_argument("--stages", default=None, help=f"protocol 2: only these stages ({','.join(qp.STAGES)}; default all)")
+    p.add_argument("--stages", default=None, help=f"protocol 2 on: only these stages ({','.join(qp.STAGES)}; default all)")
     p.add_argument("--settings", default=None, help="paper,peft (default: the profile's)")
     p.add_argument("--seeds", default=None, help="final-phase seeds (default: the profile's, 0,1,2)")
     p.add_argument("--density", type=float, default=None, help="default: the profile's (0.01)")
@@ -87,9 +89,9 @@ def build_options(args: argparse.Namespace) -> qp.PlanOptions:
     if args.decoder:
         convs, decoder_data = chat_conversations(args.chat_source)
         available["chat"] = len(convs) - min(300, max(20, len(convs) // 4))
-    if args.decoder and qp.PROFILES[args.profile].protocol >= 2 and args.steps is None \
-            and decoder_data != qp.protocol()["decoder"]["data"]:
-        raise SystemExit(f"protocol 2's decoder trains on {qp.protocol()['decoder']['data_source']}; found "
+    version = qp.PROFILES[args.profile].protocol
+    if args.decoder and version >= 2 and args.steps is None and decoder_data != qp.protocol(version)["decoder"]["data"]:
+        raise SystemExit(f"protocol {version}'s decoder trains on {qp.protocol(version)['decoder']['data_source']}; found "
                          f"{decoder_data} ({len(convs)} conversations): pip install chitchat-dataset or give "
                          "--chat-source")
     settings, seeds = _csv(args.settings), _csv(args.seeds, int)
@@ -108,8 +110,9 @@ def build_options(args: argparse.Namespace) -> qp.PlanOptions:
         grid = tuple(sorted(_csv(args.lr_grid, float) or []))
         if not grid or any(not 0 < lr < 1 for lr in grid):
             raise SystemExit(f"--lr-grid needs learning rates in (0, 1), got {args.lr_grid!r}")
-        # protocol 2 has one grid for the encoder and the decoder
-        profile = dataclasses.replace(profile, lr_grid=grid, **({"chat_lr_grid": grid} if profile.protocol >= 2 else {}))
+        # one grid for every setting, the encoder and the decoder
+        profile = dataclasses.replace(profile, lr_grid=grid, setting_lr_grid=None,
+                                      **({"chat_lr_grid": grid} if profile.protocol >= 2 else {}))
     return qp.PlanOptions(
         profile=profile, tasks=tasks, methods=_csv(args.methods), settings=settings, stages=stages,
         seeds=seeds, density=profile.density if args.density is None else args.density, data=data, sweep_density=args.sweep_density, decoder=args.decoder,
@@ -161,12 +164,12 @@ def execute(runs: list[qp.Run], log: qp.RunLog, trainer: Trainer, label: str) ->
     return failures
 
 
-def print_v2_plan(opts: qp.PlanOptions) -> None:
-    """Protocol 2's plan per stage: run counts and the expected / upper-bound hours."""
-    p = qp.protocol()
+def print_staged_plan(opts: qp.PlanOptions) -> None:
+    """A staged protocol's plan per stage: run counts and the expected / upper-bound hours."""
+    p = qp.protocol(opts.profile.protocol)
     print(f"protocol {p['version']} ({p['date']}): selection split {opts.profile.val_fraction:g} of train, "
-          f"eval every {opts.profile.eval_every} steps, patience {opts.profile.patience}, cap {opts.profile.steps} "
-          f"steps; {opts.profile.lr_scheduler} decay after {opts.profile.warmup_ratio:g} warmup, clip "
+          f"eval every {opts.profile.eval_every} steps, patience {opts.profile.patience}, cap "
+          f"{', '.join(f'{t} {opts.profile.cap(t)}' for t in opts.tasks)} steps; {opts.profile.lr_scheduler} decay after {opts.profile.warmup_ratio:g} warmup, clip "
           f"{opts.profile.max_grad_norm:g}, weight decay {opts.profile.weight_decay:g}")
     total = [0, 0, 0.0, 0.0]
     for stage in qp.STAGES:
@@ -185,10 +188,10 @@ def print_v2_plan(opts: qp.PlanOptions) -> None:
           f"2 CPU cores", flush=True)
 
 
-def sanity_bar_holds(rows: list[dict[str, Any]], tasks: Iterable[str]) -> bool:
-    """Print protocol 2's sanity bar (full FT on dev); False when a task of this plan has runs below it."""
+def sanity_bar_holds(rows: list[dict[str, Any]], tasks: Iterable[str], version: int) -> bool:
+    """Print the protocol's sanity bar (full FT on dev); False when a task of this plan has runs below it."""
     ok = True
-    for task, bar in qp.sanity_bar(rows).items():
+    for task, bar in qp.sanity_bar(rows, version).items():
         if task not in tasks or bar["mean"] is None:
             continue
         print(f"sanity bar {task}: full FT {bar['metric']} {bar['mean']:.4f} over {bar['n']} seed(s), needs "
@@ -211,22 +214,25 @@ def main(argv: list[str] | None = None, trainer: Trainer | None = None) -> int:
     args = parse_args(argv)
     opts = build_options(args)
     n_sel, n_fin, est = qp.estimate_plan(opts)
+    settings = opts.settings or opts.profile.settings
+    grids = "; ".join(f"{s} {list(opts.profile.grid('sst2', s))}" for s in settings) \
+        if opts.profile.setting_lr_grid else str(list(opts.profile.lr_grid))
     print(f"profile {opts.profile.name}: tasks {','.join(opts.tasks)}; methods {','.join(opts.method_list)}; settings "
           f"{','.join(opts.settings or opts.profile.settings)}; data {opts.data}"
           f"{' + decoder (' + opts.decoder_data + ')' if opts.decoder else ''}")
-    print(f"plan: {n_sel} selection runs (lr grid {list(opts.profile.lr_grid)}, seed 0, validation split "
+    print(f"plan: {n_sel} selection runs (lr grid {grids}, seed 0, validation split "
           f"{opts.profile.val_fraction:g} of train) + {n_fin} final runs = {n_sel + n_fin} runs; "
           f"estimated {est / 60:.0f} min on 2 CPU cores (from measured step times)", flush=True)
     if opts.profile.protocol >= 2:
-        print_v2_plan(opts)
+        print_staged_plan(opts)
     if args.dry_run:
         return 0
     log = qp.RunLog(args.out)
     if trainer is None:
         if args.service:
             if opts.profile.protocol >= 2:
-                raise SystemExit("protocol 2 runs in process only: its early stopping and best-weights restore "
-                                 "are the harness's (quality_train.BestSelection), not a job's")
+                raise SystemExit(f"protocol {opts.profile.protocol} runs in process only: its early stopping and "
+                                 "best-weights restore are the harness's (quality_train.BestSelection), not a job's")
             from quality_service import ServiceRunner
 
             if not args.api_key:
@@ -236,15 +242,15 @@ def main(argv: list[str] | None = None, trainer: Trainer | None = None) -> int:
         else:
             trainer = inprocess_trainer(args)
     failures = 0
-    # Protocol 2: stage by stage (full FT first: the sanity bar), each stage's finals before the next stage.
+    # Protocol 2 on: stage by stage (full FT first: the sanity bar), each stage's finals before the next stage.
     pieces = ([dataclasses.replace(opts, stages=[s]) for s in qp.STAGES if opts.stages is None or s in opts.stages]
               if opts.profile.protocol >= 2 else [opts])
     for piece in pieces:
         label = "" if piece is opts else f"{piece.stages[0]} "  # type: ignore[index]
         failures += execute(qp.selection_runs(piece), log, trainer, f"{label}select")
-        chosen = qp.choose_lrs(log.rows())
+        chosen = qp.chosen_for(piece, log.rows())
         failures += execute(qp.final_runs(piece, chosen), log, trainer, f"{label}final")
-        if piece.stages == ["full"] and not sanity_bar_holds(log.rows(), piece.tasks):
+        if piece.stages == ["full"] and not sanity_bar_holds(log.rows(), piece.tasks, opts.profile.protocol):
             print("the sanity bar fails: the budget is too small; bump the protocol (PROTOCOL.md) before "
                   "running the other methods", file=sys.stderr)
             return 2
