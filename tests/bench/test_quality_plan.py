@@ -162,32 +162,66 @@ def test_report_leaves_out_finals_at_an_lr_no_longer_chosen() -> None:
     assert glue["mean"] == pytest.approx(0.9) and glue["n"] == 3
 
 
-# ------------------------------------------------------------------------------------------- protocol 2
+# ---------------------------------------------------------------------- protocol 2 and later (current: 3)
+
+CURRENT = f"v{qp.CURRENT_PROTOCOL}"
+
 
 def _v2(**kw):
-    return qp.PlanOptions(profile=qp.PROFILES["v2"], **kw)
+    """Options of the current protocol (the staged, early-stopping protocol that version 2 introduced)."""
+    return qp.PlanOptions(profile=qp.PROFILES[CURRENT], **kw)
 
 
-def test_v2_profile_is_the_protocol_file() -> None:
-    p, prof = qp.protocol(), qp.PROFILES["v2"]
-    assert prof.protocol == p["version"] == 2 and prof.name == "v2"
-    assert prof.lr_grid == tuple(p["lr_grid"]) and prof.seeds == tuple(p["seeds"])
-    assert prof.steps == p["encoder"]["max_steps"] and prof.eval_every == p["encoder"]["eval_every"]
-    assert prof.patience == p["encoder"]["patience"] and prof.val_fraction == p["encoder"]["selection_fraction"]
+def _grid(setting: str = "peft") -> list[float]:
+    return list(qp.protocol()["lr_grid"][setting])
+
+
+@pytest.mark.parametrize("version", range(2, qp.CURRENT_PROTOCOL + 1))
+def test_each_profile_is_its_protocol_file(version: int) -> None:
+    p, prof = qp.protocol(version), qp.PROFILES[f"v{version}"]
+    assert prof.protocol == p["version"] == version and prof.name == f"v{version}"
+    assert prof.seeds == tuple(p["seeds"])
+    enc = p["encoder"]
+    for task, spec in enc["tasks"].items():
+        assert prof.cap(task) == spec.get("max_steps", enc.get("max_steps"))
+        assert (prof.train_size[task], prof.max_seq_length[task]) == (spec["train_size"], spec["max_seq_length"])
+        for setting in enc["settings"]:
+            grid = p["lr_grid"][setting] if isinstance(p["lr_grid"], dict) else p["lr_grid"]
+            assert prof.grid(task, setting) == tuple(grid)
+    assert prof.eval_every == enc["eval_every"]
+    assert prof.patience == enc["patience"] and prof.val_fraction == enc["selection_fraction"]
     assert (prof.lr_scheduler, prof.warmup_ratio, prof.max_grad_norm, prof.weight_decay) == tuple(
         p["schedule"][k] for k in ("lr_scheduler", "warmup_ratio", "max_grad_norm", "weight_decay"))
-    # every run carries the schedule into the library's TrainingArguments
-    run = qp.selection_runs(_v2(tasks=["sst2"], methods=["lora"]))[0]
-    hp = qp.hyperparameters(run)
-    assert hp["lr_scheduler"] == "linear" and hp["warmup_ratio"] == p["schedule"]["warmup_ratio"]
-    assert hp["max_grad_norm"] == 1.0 and hp["weight_decay"] == 0.01 and hp["eval_every"] == 100
-    assert hp["max_steps"] == 1500 and hp["batch_size"] == 32
+    # every run carries the schedule and its task's cap into the library's TrainingArguments
+    opts = qp.PlanOptions(profile=prof, methods=["lora"], settings=["peft"])
+    for run in qp.selection_runs(opts):
+        hp = qp.hyperparameters(run)
+        assert hp["lr_scheduler"] == "linear" and hp["warmup_ratio"] == p["schedule"]["warmup_ratio"]
+        assert hp["max_grad_norm"] == 1.0 and hp["weight_decay"] == 0.01 and hp["eval_every"] == 100
+        assert hp["max_steps"] == prof.cap(run.task) and hp["batch_size"] == 32
+        assert run.key.startswith(f"v{version}|")
+
+
+def test_protocol_3_budget_per_task_and_grid_per_setting() -> None:
+    prof = qp.PROFILES["v3"]
+    sel = qp.selection_runs(qp.PlanOptions(profile=prof, decoder=True))
+    caps = {r.task: r.steps for r in sel if r.task != "chat"}
+    assert caps == {"sst2": 1500, "mrpc": 800, "cola": 1200}
+    grids: dict[tuple[str, str], set[float]] = {}
+    for r in sel:
+        grids.setdefault((r.task, r.setting), set()).add(r.lr)
+    # within a setting the grid is the same for every task and method (full FT and the decoder's full FT: paper)
+    assert {frozenset(g) for (_, s), g in grids.items() if s == "paper"} == {frozenset(_grid("paper"))}
+    assert {frozenset(g) for (_, s), g in grids.items() if s == "peft"} == {frozenset(_grid("peft"))}
+    assert {r.lr for r in sel if r.method == "full"} == set(_grid("paper"))
+    assert qp.PROFILES["v3"].train_size["sst2"] == 30000 and qp.PROFILES["v2"].train_size["sst2"] == 4000
 
 
 def test_v2_plan_count_and_order() -> None:
     opts = _v2(decoder=True)
     enc, dec = qp.protocol()["encoder"], qp.protocol()["decoder"]
-    n_lr, n_tasks = len(qp.protocol()["lr_grid"]), len(enc["tasks"])
+    n_lr, n_tasks = len(_grid("paper")), len(enc["tasks"])
+    assert len(_grid("peft")) == n_lr
     enc_groups = n_tasks * (1 + (len(enc["methods"]) - 1) * len(enc["settings"]))  # full FT once
     sel = qp.selection_runs(opts)
     assert len(sel) == (enc_groups + len(dec["methods"])) * n_lr
@@ -208,7 +242,7 @@ def test_v2_plan_count_and_order() -> None:
 
 def test_v2_key_has_the_version_and_never_matches_protocol_1() -> None:
     v2 = qp.selection_runs(_v2(tasks=["sst2"], methods=["sparsegrad"]))
-    assert all(r.key.startswith("v2|") for r in v2)
+    assert all(r.key.startswith(f"{CURRENT}|") for r in v2)
     v1 = qp.selection_runs(_opts(profile="full", tasks=["sst2"], methods=["sparsegrad"]))
     assert not {r.key for r in v1} & {r.key for r in v2}
     # a protocol-1 row in the same log never takes part in a protocol-2 choice
@@ -225,22 +259,34 @@ def _v2_row(run: qp.Run, sel: float, dev: float) -> dict:
 
 def test_v2_lr_choice_reads_the_selection_split_only() -> None:
     sel = qp.selection_runs(_v2(tasks=["sst2"], methods=["lora"], settings=["peft"]))
-    assert [r.lr for r in sel] == list(qp.protocol()["lr_grid"])
-    # 1e-4 is best on the selection split; 1e-3 has by far the best dev score: the dev score must not matter
-    scores = {3e-5: (0.80, 0.80), 1e-4: (0.90, 0.70), 3e-4: (0.85, 0.85), 1e-3: (0.60, 0.99)}
+    assert [r.lr for r in sel] == _grid("peft") == [1e-4, 3e-4, 1e-3]
+    # 3e-4 is best on the selection split; 1e-3 has by far the best dev score: the dev score must not matter
+    scores = {1e-4: (0.80, 0.80), 3e-4: (0.90, 0.70), 1e-3: (0.60, 0.99)}
     rows = [_v2_row(r, *scores[r.lr]) for r in sel]
-    assert qp.choose_lrs(rows) == {sel[0].group: 1e-4}
+    assert qp.choose_lrs(rows) == {sel[0].group: 3e-4}
     flipped = [{**row, "metrics": _metrics("sst2", 1.0 - row["metrics"]["eval_accuracy"])} for row in rows]
-    assert qp.choose_lrs(flipped) == {sel[0].group: 1e-4}
+    assert qp.choose_lrs(flipped) == {sel[0].group: 3e-4}
     # a diverged run loses, whatever its dev metric; a tie goes to the smaller lr
     rows[1] = {**rows[1], "selection_metrics": _metrics("sst2", math.nan)}
+    assert qp.choose_lrs(rows) == {sel[0].group: 1e-4}
     rows[2] = {**rows[2], "selection_metrics": _metrics("sst2", 0.80)}
-    assert qp.choose_lrs(rows) == {sel[0].group: 3e-5}
+    assert qp.choose_lrs(rows) == {sel[0].group: 1e-4}
     rows[0] = {**rows[0], "diverged": True, "selection_metrics": None}
-    assert qp.choose_lrs(rows) == {sel[0].group: 3e-4}
+    assert qp.choose_lrs(rows) == {sel[0].group: 1e-3}
     # a seed-1 row (or a final row) never takes part in the choice
-    extra = qp.final_runs(_v2(tasks=["sst2"], methods=["lora"], settings=["peft"]), {sel[0].group: 1e-3})[1]
-    assert qp.choose_lrs([*rows, _v2_row(extra, 1.0, 1.0)]) == {sel[0].group: 3e-4}
+    extra = qp.final_runs(_v2(tasks=["sst2"], methods=["lora"], settings=["peft"]), {sel[0].group: 1e-4})[1]
+    assert qp.choose_lrs([*rows, _v2_row(extra, 1.0, 1.0)]) == {sel[0].group: 1e-3}
+
+
+def test_no_choice_is_made_on_part_of_a_grid() -> None:
+    opts = _v2(tasks=["sst2"], methods=["lora"], settings=["peft"])
+    sel = qp.selection_runs(opts)
+    rows = [_v2_row(r, 0.5 + r.lr, 0.5) for r in sel]
+    assert qp.chosen_for(opts, rows) == {sel[0].group: 1e-3}
+    # the best learning rate's run failed (no row): nothing is chosen, so no final run starts
+    assert qp.choose_lrs(rows[:-1]) == {sel[0].group: 3e-4}
+    assert qp.chosen_for(opts, rows[:-1]) == {}
+    assert qp.final_runs(opts, qp.chosen_for(opts, rows[:-1])) == []
 
 
 def test_v2_seed0_final_is_the_selection_run(tmp_path: Path) -> None:
@@ -256,13 +302,13 @@ def test_v2_seed0_final_is_the_selection_run(tmp_path: Path) -> None:
     def fake(runs):
         for r in runs:
             calls.append(r.key)
-            s = {3e-5: 0.5, 1e-4: 0.6, 3e-4: 0.7, 1e-3: 0.4}[r.lr]
+            s = {1e-4: 0.6, 3e-4: 0.7, 1e-3: 0.4}[r.lr]
             yield r, {"selection_metrics": _metrics(r.task, s), "metrics": _metrics(r.task, s - 0.1 + r.seed / 100),
                       "s_per_step": 0.1, "trainable_params": 10}
-    argv = ["--profile", "v2", "--tasks", "sst2", "--methods", "lora", "--settings", "peft", "--out", str(tmp_path),
+    argv = ["--profile", CURRENT, "--tasks", "sst2", "--methods", "lora", "--settings", "peft", "--out", str(tmp_path),
             "--no-report"]
     assert quality_run.main(argv, trainer=fake) == 0
-    assert len(calls) == len(set(calls)) == 4 + 2
+    assert len(calls) == len(set(calls)) == 3 + 2
     rows = qp.RunLog(tmp_path).rows()
     chosen = qp.choose_lrs(rows)
     reported = sorted((r["seed"], r["lr"]) for r in rows if qp.is_reported(r, chosen))
@@ -289,7 +335,7 @@ def test_v2_selection_split_is_disjoint_fixed_and_stratified() -> None:
         assert key(train) == train0 and key(selection) == sel0 and key(dev) == dev0
     pool = quality_data.stratified_subsample(quality_data._load_glue("sst2", None)[0], runs[0].train_size)
     assert sorted(train0 + sel0) == sorted((e.text, e.label) for e in pool.examples)  # a partition of the pool
-    assert len(sel0) == round(len(pool.examples) * qp.PROFILES["v2"].val_fraction)
+    assert len(sel0) == round(len(pool.examples) * qp.PROFILES[CURRENT].val_fraction)
     idx_train = {id(e) for e in splits[0][0].examples}
     assert not any(id(e) in idx_train for e in splits[0][1].examples)
     labels = [e.label for e in pool.examples]
@@ -307,10 +353,10 @@ def test_v2_sanity_bar_stops_the_plan_after_full_ft(tmp_path: Path) -> None:
                 yield r, {"selection_metrics": _metrics(r.task, 0.5 + r.lr), "metrics": _metrics(r.task, dev),
                           "s_per_step": 0.1, "trainable_params": 10}
         return run_all
-    argv = ["--profile", "v2", "--tasks", "sst2", "--methods", "full,lora", "--out", str(tmp_path), "--no-report"]
+    argv = ["--profile", CURRENT, "--tasks", "sst2", "--methods", "full,lora", "--out", str(tmp_path), "--no-report"]
     assert quality_run.main(argv, trainer=trainer(bar - 0.05)) == 2  # below the bar: nothing after full FT
     rows = qp.RunLog(tmp_path).rows()
-    assert {r["method"] for r in rows} == {"full"} and len(rows) == 4 + 2
+    assert {r["method"] for r in rows} == {"full"} and len(rows) == len(_grid("paper")) + 2
     assert qp.sanity_bar(rows)["sst2"]["ok"] is False
     ok_dir = tmp_path / "ok"
     assert quality_run.main([*argv[:-3], "--out", str(ok_dir), "--no-report"], trainer=trainer(bar + 0.01)) == 0
@@ -320,9 +366,9 @@ def test_v2_sanity_bar_stops_the_plan_after_full_ft(tmp_path: Path) -> None:
 
 def test_v2_protocol_cannot_be_changed_from_the_command_line_and_smokes_never_mix() -> None:
     with pytest.raises(SystemExit, match="bump the protocol"):
-        quality_run.build_options(quality_run.parse_args(["--profile", "v2", "--lr-grid", "1e-2"]))
+        quality_run.build_options(quality_run.parse_args(["--profile", CURRENT, "--lr-grid", "1e-2"]))
     with pytest.raises(SystemExit, match="bump the protocol"):
-        quality_run.build_options(quality_run.parse_args(["--profile", "v2", "--max-grad-norm", "5"]))
+        quality_run.build_options(quality_run.parse_args(["--profile", CURRENT, "--max-grad-norm", "5"]))
     real = qp.selection_runs(_v2(tasks=["sst2"], methods=["lora"], settings=["peft"]))[0]
     smoke = qp.selection_runs(_v2(tasks=["sst2"], methods=["lora"], settings=["peft"], steps=6))[0]
     assert smoke.eval_every == 6 and smoke.key != real.key and smoke.group != real.group
@@ -334,7 +380,7 @@ def test_protocol_md_quotes_the_plan_file() -> None:
     import re
 
     text = (QUALITY / "PROTOCOL.md").read_text()
-    assert "version 2 (2026-12-03)" in text.splitlines()[0] and "bump the version" in text
+    assert f"version {qp.CURRENT_PROTOCOL} (2026-12-03)" in text.splitlines()[0] and "bump the version" in text
     assert qp.protocol()["date"] == "2026-12-03"
 
     def lookup(path: str):
