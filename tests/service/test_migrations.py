@@ -12,7 +12,8 @@ from sqlalchemy import create_engine, inspect
 from migrations import alembic_config, upgrade
 from sparsegrad_service.models import Base
 
-TABLES = {"tenants", "api_keys", "files", "jobs", "job_events", "job_metrics", "job_checkpoints", "job_artifacts"}
+TABLES = {"tenants", "api_keys", "files", "jobs", "job_events", "job_metrics", "job_checkpoints", "job_artifacts",
+          "webhook_endpoints", "webhook_deliveries", "webhook_attempts"}
 
 
 def _diff(url: str) -> list[object]:
