@@ -81,6 +81,23 @@ class Settings(BaseSettings):
     db_read_pool: int = Field(default=10, ge=1)
     """PostgreSQL connections of each API process for its reads on the event loop; more concurrent reads wait
     for one (up to 30 s, then 503)."""
+    webhook_queue: str = "webhooks"
+    """Celery queue of webhook deliveries, consumed by ``worker.webhooks`` workers (``sparsegrad up`` starts one)."""
+    webhooks_allow_private: bool = False
+    """Let webhook URLs reach loopback, link-local, private and other non-public addresses (tests, one-machine
+    setups). Refused otherwise, when the URL is registered and again before each delivery."""
+    webhooks_allow_http: bool = False
+    """Accept ``http://`` webhook URLs (default: ``https://`` only)."""
+    webhook_max_attempts: int = Field(default=15, ge=1)
+    """HTTP attempts of one delivery before it is marked failed."""
+    webhook_backoff_s: float = Field(default=10.0, gt=0)
+    """Wait before the first retry of a failed delivery; it doubles after each failure, up to
+    ``webhook_backoff_max_s``."""
+    webhook_backoff_max_s: float = Field(default=4 * 3600.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    """Timeout of one delivery request (connect, and each read or write)."""
+    webhook_poll_s: float = Field(default=1.0, gt=0)
+    """How often a webhook worker looks for due deliveries (the outbox in SQL) and queues them."""
 
     @field_validator("models", mode="before")
     @classmethod
