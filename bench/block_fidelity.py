@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 import reporting
+from gradient_tap import GradientTap
 
 from sparsegrad_core import SparseGradConfig, SparseGradLinear, calibrate
 from sparsegrad_core.block import block_step_cost, choose_block
@@ -60,24 +61,13 @@ def load_data(model: str, data: str | None) -> Any:
 
 
 class Probe:
-    """Wraps ``SparseGradLinear.record_gradient`` to measure, for each rule's block, its share of the exact
-    top-k energy (every rule on the same gradients)."""
+    """Measures, through a :class:`GradientTap`, each rule's block share of the exact top-k energy (every rule
+    on the same gradients)."""
 
     def __init__(self, rules: dict[str, dict[str, tuple[int, int]]], every: int) -> None:
-        self.rules, self.every = rules, every
-        self.calls: dict[int, int] = {}
+        self.rules = rules
         self.rows: list[dict[str, Any]] = []
-        original = SparseGradLinear.record_gradient
-        probe = self
-
-        def record_gradient(layer: SparseGradLinear, g: torch.Tensor, x: torch.Tensor) -> None:
-            step = probe.calls.get(id(layer), 0) + 1
-            probe.calls[id(layer)] = step
-            if step == 1 or step % probe.every == 0:
-                probe.measure(layer, step, g, x)
-            original(layer, g, x)
-
-        SparseGradLinear.record_gradient = record_gradient  # type: ignore[method-assign]
+        self.tap = GradientTap(self.measure, every)
 
     @torch.no_grad()
     def measure(self, layer: SparseGradLinear, step: int, g: torch.Tensor, x: torch.Tensor) -> None:
@@ -183,6 +173,7 @@ def main(argv: list[str]) -> None:
     targs = TrainingArguments(batch_size=args.batch_size, max_steps=args.steps, learning_rate=args.lr,
                               seed=args.seed, eval_before=False, save_final=False, log_every=max(1, args.steps // 10))
     Trainer(prepared, data, None, tokenizer, targs).train()
+    probe.tap.close()
     summaries = {rule: summarize([r for r in probe.rows if r["rule"] == rule]) for rule in rules}
     summary = summaries[default_rule]
     print(f"\nblock share of the exact top-k energy, {args.model}, {summary['steps_measured']} measured steps of "

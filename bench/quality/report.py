@@ -6,6 +6,12 @@ Final-phase rows are grouped by (task, method, setting, density): mean ± sample
 paper's metrics (SST-2 accuracy; MRPC accuracy and F1; CoLA Matthews correlation; chat eval loss). The
 GLUE average per (method, setting) is the mean of SST-2 accuracy, MRPC mean(accuracy, F1) and CoLA MCC,
 computed per seed and then averaged. The chosen learning rates come from the selection rows.
+
+Paired differences: for every (task, method, setting) and each seed both runs have, the method's score minus
+LoRA's in the same setting and minus full FT's (same task, seed and data; full FT runs once, in the paper setting);
+mean ± sample std of those per-seed differences (also of the per-seed GLUE averages). The paper's GLUE averages
+(``PAPER_GLUE_AVERAGE``) are printed beside the table: other models and the full GLUE suite, so compare the
+order and the gaps, not the scores.
 """
 
 from __future__ import annotations
@@ -25,6 +31,16 @@ import quality_plan as qp
 TASK_METRICS = {"sst2": ("eval_accuracy",), "mrpc": ("eval_accuracy", "eval_f1"), "cola": ("eval_mcc",),
                 "chat": ("eval_loss",)}
 SHORT = {"eval_accuracy": "acc", "eval_f1": "F1", "eval_mcc": "MCC", "eval_loss": "eval loss"}
+REFERENCES = ("lora", "full")
+"""What the paired differences are taken against (LoRA in the same setting; full FT, which has one setting)."""
+PAPER_GLUE_AVERAGE = {
+    "BERT-base (Table 4)": {"full": 82.5, "lora": 81.6, "sparsegrad": 82.6, "meprop": 82.1},
+    "RoBERTa-base (Table 4)": {"full": 84.2, "lora": 83.1, "sparsegrad": 83.6, "meprop": 82.5},
+    "RoBERTa-large (Table 5)": {"full": 85.6, "lora": 83.7, "sparsegrad": 85.4, "meprop": 84.3},
+}
+"""The SparseGrad paper's GLUE averages (paper setting, all GLUE tasks); LLaMA-2-7B chat valid loss below."""
+PAPER_DECODER_LOSS = {"LLaMA-2-7B, OpenAssistant (Table 6)": {"full": 1.250, "lora": 1.249, "sparsegrad": 1.247,
+                                                                "meprop": 1.259}}
 
 
 def mean_std(values: list[float]) -> dict[str, Any]:
@@ -73,7 +89,51 @@ def aggregate(rows: list[dict[str, Any]], default_density: float = 0.01) -> dict
          "chosen": chosen.get(qp.Run.from_dict(r).group) == r["lr"]}
         for r in rows if r.get("phase") == "select"
     ]
-    return {"results": results, "glue_average": glue, "selection": selection, "n_rows": len(rows)}
+    return {"results": results, "glue_average": glue, "paired": paired_differences(finals, default_density),
+            "selection": selection, "n_rows": len(rows)}
+
+
+def _reference_setting(reference: str, setting: str) -> str:
+    return "paper" if reference == "full" else setting
+
+
+def paired_differences(finals: list[dict[str, Any]], default_density: float = 0.01) -> list[dict[str, Any]]:
+    """Per (task or ``glue``, method, setting, reference): the per-seed differences of the task score (GLUE: of
+    the per-seed average over the tasks both have for that seed), with their mean ± sample std."""
+    score: dict[tuple[str, str, str, int], float] = {}
+    for row in finals:
+        if row["density"] == default_density:
+            score[(row["task"], row["method"], row["setting"], row["seed"])] = qp.task_score(row["task"], row["metrics"])
+    out = []
+    methods = sorted({(k[1], k[2]) for k in score})
+    for reference in REFERENCES:
+        for method, setting in methods:
+            if method == reference:
+                continue
+            ref_setting = _reference_setting(reference, setting)
+            glue: dict[int, list[float]] = defaultdict(list)
+            tasks = sorted({k[0] for k in score if k[1] == method and k[2] == setting},
+                           key=lambda t: (t not in qp.GLUE_TASKS, t))
+            for task in tasks:
+                diffs = {}
+                for (t, m, st, seed), value in score.items():
+                    ref = score.get((task, reference, ref_setting, seed))
+                    if (t, m, st) == (task, method, setting) and ref is not None:
+                        diffs[seed] = value - ref
+                        if task in qp.GLUE_TASKS:
+                            glue[seed].append(diffs[seed])
+                if diffs:
+                    seeds = sorted(diffs)
+                    out.append({"task": task, "method": method, "setting": setting, "reference": reference,
+                                "seeds": seeds, "diffs": [diffs[s] for s in seeds],
+                                **mean_std([diffs[s] for s in seeds])})
+            n_glue = {len(v) for v in glue.values()}
+            complete = [statistics.fmean(v) for v in glue.values() if len(v) == max(n_glue, default=0)]
+            if glue and max(n_glue) > 1:
+                out.append({"task": "glue", "method": method, "setting": setting, "reference": reference,
+                            "seeds": sorted(s for s, v in glue.items() if len(v) == max(n_glue)),
+                            "diffs": complete, "tasks": max(n_glue), **mean_std(complete)})
+    return out
 
 
 def _fmt(ms: dict[str, Any], scale: float = 100.0, digits: int = 1) -> str:
@@ -120,6 +180,8 @@ def markdown(agg: dict[str, Any], default_density: float = 0.01) -> str:
             by = {e["task"]: e for e in sweep if e["density"] == d}
             lines.append(f"| {d * 100:g}% | " + " | ".join(_fmt(by[t]["score"]) if t in by else "–" for t in tasks) + " |")
         lines.append("")
+    lines += paired_markdown(agg)
+    lines += paper_markdown(agg)
     lines += ["## Chosen learning rates and run sizes", "",
               "| task | method | setting | lr grid (val score ×100) | chosen lr | train subsample | steps | batch | max len |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -133,6 +195,57 @@ def markdown(agg: dict[str, Any], default_density: float = 0.01) -> str:
         lines.append(f"| {e['task']} | {e['method']} | {e['setting']} | {grid_txt} | {e['lr']:g} | {e['train_size']} "
                      f"| {e['steps']} | {e['batch_size']} | {e['max_seq_length']} |")
     return "\n".join(lines) + "\n"
+
+
+def paired_markdown(agg: dict[str, Any]) -> list[str]:
+    """Tables of the per-seed paired differences (×100; chat: eval loss, where lower is better)."""
+    pairs = agg.get("paired") or []
+    if not pairs:
+        return []
+    lines = ["## Paired differences (same task and seed; mean ± std over seeds of method − reference)", "",
+             "Positive: the method scores higher (chat: its held-out loss is higher, i.e. worse). Full FT runs once, "
+             "in the paper setting; it is the reference for both settings.", ""]
+    for reference in REFERENCES:
+        rows = [p for p in pairs if p["reference"] == reference]
+        if not rows:
+            continue
+        tasks = [t for t in (*qp.GLUE_TASKS, "glue", "chat") if any(p["task"] == t for p in rows)]
+        label = "LoRA (same setting)" if reference == "lora" else "full FT"
+        lines += [f"### against {label}", "", "| method | setting | " + " | ".join(tasks) + " |",
+                  "|---|---|" + "---|" * len(tasks)]
+        for method in qp.METHODS:
+            for setting in qp.SETTINGS:
+                mine = {p["task"]: p for p in rows if p["method"] == method and p["setting"] == setting}
+                if mine:
+                    cells = [(f"{p['mean'] * (1 if t == 'chat' else 100):+.{3 if t == 'chat' else 1}f} ± "
+                              f"{p['std'] * (1 if t == 'chat' else 100):.{3 if t == 'chat' else 1}f} (n={p['n']})")
+                             if (p := mine.get(t)) else "–" for t in tasks]
+                    lines.append(f"| {method} | {setting} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def paper_markdown(agg: dict[str, Any]) -> list[str]:
+    """The paper's GLUE averages and decoder losses beside ours (paper setting)."""
+    ours = {g["method"]: g for g in agg["glue_average"] if g["setting"] == "paper" and g["n"]}
+    methods = ["full", "lora", "sparsegrad", "meprop"]
+    lines = ["## Beside the paper (paper setting)", "",
+             "The paper's numbers are GLUE averages over all GLUE tasks on BERT/RoBERTa; ours are over "
+             + ", ".join(sorted({t for g in ours.values() for t in g["tasks"]}) or ["no task yet"])
+             + " on MiniLM-L6. Compare the order and the gaps, not the values.", "",
+             "| source | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for source, values in PAPER_GLUE_AVERAGE.items():
+        lines.append(f"| paper, {source} | " + " | ".join(f"{values[m]:.1f}" for m in methods) + " |")
+    if ours:
+        lines.append("| this run, MiniLM-L6 | " + " | ".join(_fmt(ours[m]) if m in ours else "–" for m in methods) + " |")
+    chat = {e["method"]: e for e in agg["results"] if e["task"] == "chat"}
+    if chat:
+        lines += ["", "| decoder (held-out loss) | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+        for source, values in PAPER_DECODER_LOSS.items():
+            lines.append(f"| paper, {source} | " + " | ".join(f"{values[m]:.3f}" for m in methods) + " |")
+        lines.append("| this run, SmolLM2-135M chat | " + " | ".join(
+            _fmt(chat[m]["metrics"]["eval_loss"], 1.0, 3) if m in chat else "–" for m in methods) + " |")
+    return [*lines, ""]
 
 
 def plot(agg: dict[str, Any], path: Path, default_density: float = 0.01) -> None:

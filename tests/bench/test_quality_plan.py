@@ -410,3 +410,28 @@ def test_protocol_md_quotes_the_plan_file() -> None:
             assert word in cells[2], line
         checked += 1
     assert checked >= 20
+
+
+def test_report_pairs_each_seed_with_lora_and_full_ft(tmp_path: Path) -> None:
+    dev = {("full", "paper"): [0.90, 0.91, 0.92], ("lora", "peft"): [0.85, 0.87, 0.86],
+           ("sparsegrad", "peft"): [0.86, 0.86, 0.90]}
+
+    def trainer(runs):
+        for r in runs:
+            yield r, {"selection_metrics": _metrics(r.task, 0.5 + r.lr), "s_per_step": 0.1, "trainable_params": 10,
+                      "metrics": _metrics(r.task, dev[(r.method, r.setting)][r.seed])}
+    for methods, settings in (("full", "paper"), ("lora,sparsegrad", "peft")):
+        argv = ["--profile", CURRENT, "--tasks", "sst2", "--methods", methods, "--settings", settings,
+                "--out", str(tmp_path), "--no-report"]
+        assert quality_run.main(argv, trainer=trainer) == 0
+    agg = report.aggregate(qp.RunLog(tmp_path).rows())
+    pairs = {(p["task"], p["method"], p["reference"]): p for p in agg["paired"]}
+    vs_lora, vs_full = pairs[("sst2", "sparsegrad", "lora")], pairs[("sst2", "sparsegrad", "full")]
+    assert vs_lora["seeds"] == [0, 1, 2] and vs_lora["diffs"] == pytest.approx([0.01, -0.01, 0.04])
+    assert vs_lora["mean"] == pytest.approx(0.04 / 3) and vs_lora["std"] == pytest.approx(0.025166, abs=1e-5)
+    assert vs_full["diffs"] == pytest.approx([-0.04, -0.05, -0.02])
+    assert pairs[("sst2", "lora", "full")]["diffs"] == pytest.approx([-0.05, -0.04, -0.06])
+    assert ("sst2", "lora", "lora") not in pairs and ("sst2", "full", "full") not in pairs
+    text = report.markdown(agg)
+    assert "| sparsegrad | peft | +1.3 ± 2.5 (n=3) |" in text and "| sparsegrad | peft | -3.7 ± 1.5 (n=3) |" in text
+    assert "paper, BERT-base (Table 4) | 82.5 | 81.6 | 82.6 | 82.1 |" in text

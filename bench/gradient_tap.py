@@ -1,0 +1,38 @@
+"""Observe every ``SparseGradLinear``'s per-step ``(g, x)`` during real training, without changing it.
+
+``GradientTap(measure, every)`` wraps ``SparseGradLinear.record_gradient`` (the backward hook that selects a
+step's entries) so that ``measure(layer, step, g, x)`` runs on the first step and every ``every``-th step of each
+layer before the layer's own selection; ``close()`` puts the original back. The measurement benchmarks
+(``block_fidelity.py``, ``basis_drift.py``) use it so that what they measure is the trajectory training follows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from sparsegrad_core import SparseGradLinear
+
+Measure = Callable[[SparseGradLinear, int, torch.Tensor, torch.Tensor], None]
+
+
+class GradientTap:
+    def __init__(self, measure: Measure, every: int) -> None:
+        self.measure, self.every = measure, max(1, int(every))
+        self.calls: dict[int, int] = {}
+        self._original = SparseGradLinear.record_gradient
+        original, tap = self._original, self
+
+        def record_gradient(layer: SparseGradLinear, g: torch.Tensor, x: torch.Tensor) -> None:
+            step = tap.calls.get(id(layer), 0) + 1
+            tap.calls[id(layer)] = step
+            if step == 1 or step % tap.every == 0:
+                with torch.no_grad():
+                    tap.measure(layer, step, g, x)
+            original(layer, g, x)
+
+        SparseGradLinear.record_gradient = record_gradient  # type: ignore[method-assign]
+
+    def close(self) -> None:
+        SparseGradLinear.record_gradient = self._original  # type: ignore[method-assign]
