@@ -18,6 +18,7 @@ from .enums import EventType, JobStatus
 from .job_records import add_event
 from .models import Job, utcnow
 from .retention import CheckpointRetention
+from .webhooks import record_job_event
 
 
 def compare_and_set(session: Session, job_id: str, from_statuses: Sequence[JobStatus], **values: Any) -> bool:
@@ -34,7 +35,8 @@ def end_job(session: Session, job_id: str, status: JobStatus, retention: Checkpo
     """The one way a job reaches a terminal status (the worker's finish, a cancel, the reaper): update job
     ``job_id`` to ``status`` (finished now, no phase, estimate or pending pause) with ``values`` if ``where``
     holds, and in the same transaction drop its checkpoints beyond ``retention.keep`` (their keys collect
-    in ``retention.dropped``, for the caller to delete once committed; ``None`` keeps them all). Returns
+    in ``retention.dropped``, for the caller to delete once committed; ``None`` keeps them all), and write
+    the job's webhook event to the outbox (:func:`~sparsegrad_service.webhooks.record_job_event`). Returns
     whether the job changed."""
     assert status.terminal, status
     ended = {"finished_at": utcnow(), "phase": None, "estimated_finish": None, "pause_requested": False, **values}
@@ -44,6 +46,7 @@ def end_job(session: Session, job_id: str, status: JobStatus, retention: Checkpo
         return False
     if retention is not None:
         retention.apply(session, job_id)
+    record_job_event(session, job_id, status, ended["finished_at"])
     return True
 
 
