@@ -2,7 +2,8 @@
 
 Broker: Redis when ``redis_url`` is set, otherwise Celery's filesystem transport under ``data_dir/broker``
 (one machine, no services). Policy for training: a dedicated queue, late acks, prefetch 1, no result
-backend (state lives in SQL).
+backend (state lives in SQL). Webhook deliveries have their own queue (``webhook_queue``), so that they never
+wait behind a training job.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from .settings import Settings
 
 RUN_JOB_TASK = "sparsegrad.run_job"
 MERGE_JOB_TASK = "sparsegrad.merge_job"
+DELIVER_WEBHOOK_TASK = "sparsegrad.deliver_webhook"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -29,6 +31,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             RUN_JOB_TASK: {"queue": settings.training_queue},
             MERGE_JOB_TASK: {"queue": settings.training_queue},
+            DELIVER_WEBHOOK_TASK: {"queue": settings.webhook_queue},
         },
         "broker_connection_retry_on_startup": True,
         "worker_hijack_root_logger": False,
