@@ -99,6 +99,20 @@ class Settings(BaseSettings):
     webhook_poll_s: float = Field(default=1.0, gt=0)
     """How often a webhook worker looks for due deliveries (the outbox in SQL) and queues them."""
 
+    inference_url: str | None = None
+    """The API only: the inference server (``http://host:port``) it forwards chat completions, completions and
+    predictions to (``sparsegrad up`` starts one and sets this). Unset: those routes answer 503."""
+    inference_backend: Literal["transformers", "vllm"] = "transformers"
+    """The inference server's engine: ``transformers`` (CPU, or a GPU it sees) or ``vllm`` (GPU; ``pip install vllm``)."""
+    inference_cache_size: int = Field(default=2, ge=1)
+    """Fine-tuned models the transformers engine keeps loaded per base model (the least recently used leaves)."""
+    inference_max_pending: int = Field(default=16, ge=1)
+    """Requests the inference server holds at once, running or waiting; more answer 503 with ``Retry-After``."""
+    inference_vllm_max_lora_rank: int = Field(default=256, ge=1)
+    """vLLM: the largest LoRA rank served (block SparseGrad adapters of higher rank are served merged)."""
+    inference_vllm_gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
+    """vLLM: the share of GPU memory each engine may take."""
+
     @field_validator("models", mode="before")
     @classmethod
     def _parse_models(cls, value: Any) -> Any:
