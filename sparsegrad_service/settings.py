@@ -113,6 +113,23 @@ class Settings(BaseSettings):
     inference_vllm_gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
     """vLLM: the share of GPU memory each engine may take."""
 
+    wandb_api_key: SecretStr | None = None
+    """Weights & Biases: the key workers log jobs' ``{"type": "wandb"}`` integrations with. W&B is enabled when
+    this is set or ``wandb_mode`` is ``offline``; otherwise a job asking for it is refused (400)."""
+    wandb_base_url: str | None = None
+    """W&B server of a self-hosted deployment (default: W&B's cloud)."""
+    wandb_mode: Literal["online", "offline"] = "online"
+    """``offline``: runs are written under ``wandb_dir`` only (``wandb sync`` uploads them later); no key needed."""
+    wandb_dir: Path | None = None
+    """Where workers keep W&B's local run files; default ``<data_dir>/wandb``."""
+    mlflow_tracking_uri: str | None = None
+    """MLflow tracking server (``http://host:5000``, ``sqlite:///mlflow.db``, ...) that jobs' ``{"type": "mlflow"}``
+    integrations log to. Unset: a job asking for MLflow is refused (400)."""
+    mlflow_experiment: str = Field(default="sparsegrad", min_length=1)
+    """MLflow experiment of a job whose integration names none."""
+    mlflow_all_jobs: bool = False
+    """Log every job to MLflow (in ``mlflow_experiment``) even when its request has no MLflow integration."""
+
     @field_validator("models", mode="before")
     @classmethod
     def _parse_models(cls, value: Any) -> Any:
@@ -154,6 +171,15 @@ class Settings(BaseSettings):
     @property
     def work_dir(self) -> Path:
         return (self.data_dir / "work").resolve()
+
+    @property
+    def wandb_enabled(self) -> bool:
+        """W&B integrations are accepted: a key is set, or runs stay offline."""
+        return self.wandb_api_key is not None or self.wandb_mode == "offline"
+
+    @property
+    def wandb_root(self) -> Path:
+        return (self.wandb_dir or self.data_dir / "wandb").resolve()
 
     def worker_secret(self) -> str:
         """The worker credential; in development a random one is created once under ``data_dir``."""
