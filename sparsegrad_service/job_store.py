@@ -132,7 +132,7 @@ class JobStore:
             if step is None:
                 return None
             row = session.scalar(select(Checkpoint).where(Checkpoint.job_id == self.job_id, Checkpoint.step == step))
-            if row is None:
+            if row is None or row.storage_key is None or row.sha256 is None:  # a model kept without its resume archive
                 return None
             return StoredCheckpoint(row.id, row.step, row.storage_key, row.sha256, dict(row.metrics or {}))
 

@@ -192,7 +192,9 @@ class MetricPoint(Base):
 
 
 class Checkpoint(Base):
-    """A resumable checkpoint of a job, stored as one archive in the artifact store."""
+    """A checkpoint of a job at one step: while the job can resume, its resume archive (``storage_key``,
+    ``bytes``, ``sha256``); once the job succeeded, the model at that step (``model_*``: an adapter archive, or
+    the whole model for methods that export one), which a finished job keeps instead of the resume archive."""
 
     __tablename__ = "job_checkpoints"
     __table_args__ = (UniqueConstraint("job_id", "step", name="uq_job_checkpoints_job_step"),)
@@ -201,9 +203,14 @@ class Checkpoint(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     step: Mapped[int] = mapped_column(Integer)
     metrics: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    storage_key: Mapped[str] = mapped_column(String(255))
-    bytes: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str | None] = mapped_column(String(255))
+    bytes: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    model_kind: Mapped[str | None] = mapped_column(String(20))
+    """``adapter`` or ``merged_model`` (an ``ArtifactKind``): what ``model_key`` unpacks to."""
+    model_key: Mapped[str | None] = mapped_column(String(255))
+    model_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    model_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -36,7 +36,7 @@ MODEL_ARTIFACT_KINDS = (ArtifactKind.adapter, ArtifactKind.lora, ArtifactKind.me
 def drop_checkpoints(session: Session, job_id: str, keep: int) -> list[str]:
     """Delete the job's checkpoint rows beyond the newest ``keep`` and point ``Job.last_checkpoint_step`` at
     the newest one left (None when none is); returns the dropped rows' storage keys."""
-    old = session.execute(select(Checkpoint.id, Checkpoint.storage_key).where(Checkpoint.job_id == job_id)
+    old = session.execute(select(Checkpoint.id, *CHECKPOINT_KEYS).where(Checkpoint.job_id == job_id)
                           .order_by(Checkpoint.step.desc()).offset(keep)).all()
     if not old:
         return []
@@ -44,7 +44,21 @@ def drop_checkpoints(session: Session, job_id: str, keep: int) -> list[str]:
     newest = select(func.max(Checkpoint.step)).where(Checkpoint.job_id == job_id).scalar_subquery()
     session.execute(update(Job).where(Job.id == job_id).values(last_checkpoint_step=newest)
                     .execution_options(synchronize_session=False))
-    return [row.storage_key for row in old]
+    return _present([key for row in old for key in row[1:]])
+
+
+CHECKPOINT_KEYS = (Checkpoint.storage_key, Checkpoint.model_key)
+"""The objects a checkpoint row may describe: its resume archive and its model archive."""
+
+
+def _present(keys: Iterable[str | None]) -> list[str]:
+    return [key for key in keys if key is not None]
+
+
+def checkpoint_keys(session: Session, job_id: str) -> list[str]:
+    """The storage keys of every object job ``job_id``'s checkpoint rows describe."""
+    return _present(key for row in session.execute(select(*CHECKPOINT_KEYS).where(Checkpoint.job_id == job_id))
+                    for key in row)
 
 
 @dataclass
@@ -116,7 +130,7 @@ def delete_job_records(session: Session, job_id: str) -> list[str]:
     """Delete the job row and everything recorded under it (artifacts, checkpoints, events, metric points);
     returns the storage keys of its artifacts and checkpoints."""
     keys = list(session.scalars(select(Artifact.storage_key).where(Artifact.job_id == job_id)))
-    keys += session.scalars(select(Checkpoint.storage_key).where(Checkpoint.job_id == job_id))
+    keys += checkpoint_keys(session, job_id)
     for table in (Artifact, Checkpoint, JobEvent, MetricPoint):
         session.execute(delete(table).where(table.job_id == job_id))
     session.execute(delete(Job).where(Job.id == job_id))
@@ -124,11 +138,13 @@ def delete_job_records(session: Session, job_id: str) -> list[str]:
 
 
 def delete_model_records(session: Session, job: Job) -> list[str]:
-    """Delete the artifact rows that make up job ``job``'s fine-tuned model and mark the model deleted;
-    returns their storage keys. The job, its metrics file and its history stay."""
+    """Delete the artifact rows that make up job ``job``'s fine-tuned model and its checkpoints (the model at
+    earlier steps) and mark the model deleted; returns their storage keys. The job, its metrics file and its
+    history stay."""
     kinds = [str(kind) for kind in MODEL_ARTIFACT_KINDS]
     keys = list(session.scalars(select(Artifact.storage_key).where(Artifact.job_id == job.id,
                                                                    Artifact.kind.in_(kinds))))
+    keys += drop_checkpoints(session, job.id, 0)
     session.execute(delete(Artifact).where(Artifact.job_id == job.id, Artifact.kind.in_(kinds)))
     job.model_deleted_at = utcnow()
     return keys
