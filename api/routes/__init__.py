@@ -2,12 +2,24 @@
 
 from fastapi import APIRouter
 
-from . import artifacts, checkpoints, defaults, events, files, insight, jobs, metrics, models, storage
+from . import (
+    artifacts,
+    checkpoints,
+    defaults,
+    events,
+    files,
+    insight,
+    jobs,
+    metrics,
+    models,
+    storage,
+    webhooks,
+)
 from .health import router as health_router
 from .internal import router as internal_router
 
 api_router = APIRouter(prefix="/v1")
-for module in (files, models, defaults, jobs, insight, events, metrics, checkpoints, artifacts, storage):
+for module in (files, models, defaults, jobs, insight, events, metrics, checkpoints, artifacts, storage, webhooks):
     api_router.include_router(module.router)
 
 __all__ = ["api_router", "health_router", "internal_router"]

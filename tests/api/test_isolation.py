@@ -13,13 +13,14 @@ from api_harness import CLASSIFICATION_ROWS, Service, jsonl
 from sparsegrad_service.db import session_scope
 from sparsegrad_service.enums import JobStatus
 from sparsegrad_service.model_names import fine_tuned_model_name
-from sparsegrad_service.models import Artifact, Job, utcnow
+from sparsegrad_service.models import Artifact, Job, WebhookEndpoint, utcnow
 from sparsegrad_service.store import LocalArtifactStore, artifact_key
 
-OBJECT_PARAMS = {"file_id", "job_id", "artifact_id", "model"}
+OBJECT_PARAMS = {"file_id", "job_id", "artifact_id", "model", "webhook_id"}
 TENANT_NEUTRAL = {"/v1/fine_tuning/defaults"}
 NO_OBJECT = {("GET", "/v1/files"), ("POST", "/v1/files"), ("GET", "/v1/fine_tuning/jobs"),
-             ("POST", "/v1/fine_tuning/jobs"), ("GET", "/v1/storage"), ("GET", "/v1/models")}
+             ("POST", "/v1/fine_tuning/jobs"), ("GET", "/v1/storage"), ("GET", "/v1/models"),
+             ("GET", "/v1/webhooks"), ("POST", "/v1/webhooks")}
 
 
 def v1_operations(service: Service) -> list[tuple[str, str]]:
@@ -56,7 +57,11 @@ def test_every_v1_route_refuses_other_tenants_and_missing_keys(service: Service)
         assert row is not None
         fine_tuned = fine_tuned_model_name(row.model, row.tenant_id, "iso", row.id)
         row.status, row.finished_at, row.fine_tuned_model = JobStatus.succeeded, utcnow(), fine_tuned
-        ids = {"file_id": file_id, "job_id": job["id"], "artifact_id": artifact.id, "model": fine_tuned}
+        webhook = WebhookEndpoint(tenant_id=row.tenant_id, url="https://hooks.example.com/x", secret="whsec_c2VjcmV0")
+        session.add(webhook)
+        session.flush()
+        ids = {"file_id": file_id, "job_id": job["id"], "artifact_id": artifact.id, "model": fine_tuned,
+               "webhook_id": webhook.id}
 
     operations = v1_operations(service)
     assert len(operations) >= 20, operations
@@ -81,7 +86,7 @@ def test_every_v1_route_refuses_other_tenants_and_missing_keys(service: Service)
         elif path in TENANT_NEUTRAL:
             assert r.status_code == 200, (method, path, r.text)
         elif (method, path) in NO_OBJECT:
-            assert file_id not in r.text and job["id"] not in r.text, (method, path, r.text)
+            assert all(i not in r.text for i in (file_id, job["id"], ids["webhook_id"])), (method, path, r.text)
         else:
             raise AssertionError(f"unclassified route {method} {path}: decide how it is tenant-scoped")
 
