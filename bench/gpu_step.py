@@ -173,9 +173,11 @@ def main(argv: list[str]) -> None:
     rows += run_llama_suite(args, device, started) if args.suite in ("all", "llama") else []
     gpu_step_report.add_ratios(rows)
     gpu_step_report.print_tables(rows)
-    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    seconds = time.perf_counter() - started
+    print(f"\ntotal {seconds:.0f} s")
     path = reporting.save_json(
-        {"argv": ["bench/gpu_step.py", *argv], "args": vars(args), "hardware": hw, "rows": rows},
+        {"argv": ["bench/gpu_step.py", *argv], "args": vars(args), "hardware": hw, "seconds": seconds,
+         "rows": rows},
         f"gpu_step_{device.type}.json",
         args.out,
     )
