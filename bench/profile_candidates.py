@@ -5,7 +5,14 @@ timed.
 * ``add_rotated_delta_sparse``: ``SparseGradLinear.add_rotated_delta`` multiplying by the sparse ``S``
   (k non-zeros) as CSR instead of a dense ``|R|×|C|`` block;
 * ``rotate_gradient_best``: ``selection.rotate_gradient`` choosing among four associations of
-  ``u_outᵀ gᵀ x u_in`` by FLOPs (the library chooses between two).
+  ``u_outᵀ gᵀ x u_in`` by FLOPs (the library chose between two).
+
+This module writes nothing itself: ``profile_sg.py`` (Part B, ``profile_ab.py``) times these copies against the
+library and writes the figures to ``bench/results/profile_<model>.json`` (``part_b_micro``, and
+``part_b_end_to_end`` unless ``--skip-ab``). The committed files are from 2026-11-27 (commit a996e11). Both
+changes went into the library on 2026-12-03 (commit 0e0ebca: the CPU push-back multiplies by the sparse S, and
+``rotate_gradient`` considers all four associations), so a rerun now compares the copies with the library's own
+versions of them; keep the committed files as the record of the change.
 """
 
 from __future__ import annotations
