@@ -81,4 +81,5 @@ def resolve_spec(body: JobCreate, task: dict[str, Any], checkpoint_every: int) -
     return JobSpec(task=task, method=resolve_method_config(body.method),  # type: ignore[arg-type]
                    hyperparameters=resolve_hyperparameters(body, checkpoint_every),
                    validation_split=body.validation_split, merge_model=body.merge_model,
+                   integrations=list(body.integrations or []),
                    requested={"method": asked.get("method"), "hyperparameters": asked.get("hyperparameters")})

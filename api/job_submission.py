@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from sparsegrad_contract.defaults import SEED
 from sparsegrad_data import TaskType
 from sparsegrad_service.enums import EventLevel, EventType, JobStatus
+from sparsegrad_service.integrations import missing_setting, not_configured_message
 from sparsegrad_service.job_records import add_event
 from sparsegrad_service.models import File, Job, utcnow
 from sparsegrad_service.queue import JobQueue
@@ -63,6 +64,7 @@ def submit_job(
             return Submission(_replay(existing, digest, idempotency_key), created=False)
 
     model = _registered_model(registry, body.model)
+    _check_integrations(settings, body)
     train = _tenant_file(session, tenant_id, body.training_file, "training_file")
     valid = _tenant_file(session, tenant_id, body.validation_file, "validation_file") if body.validation_file else None
     spec = resolve_spec(body, resolve_task(settings, store, body.task, train, valid, model), settings.checkpoint_every)
@@ -125,6 +127,13 @@ def _registered_model(registry: dict[str, RegisteredModel], name: str) -> Regist
         raise ApiError(400, f"Model '{name}' is not available; available models: {available}.", param="model",
                        code="model_not_found")
     return model
+
+
+def _check_integrations(settings: Settings, body: JobCreate) -> None:
+    for entry in body.integrations or []:
+        if (setting := missing_setting(settings, entry.type)) is not None:
+            raise ApiError(400, not_configured_message(entry.type, setting), param="integrations",
+                           code="integration_not_configured")
 
 
 def _tenant_file(session: Session, tenant_id: str, file_id: str, param: str) -> File:

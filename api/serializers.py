@@ -92,7 +92,7 @@ def job_public(job: Any) -> JobPublic:
         queue_position=job.queue_position, task=spec.task, attempts=job.attempts,
         step=job.step, total_steps=job.total_steps, summary=job.summary,
         pause_requested=bool(job.pause_requested), validation_split=spec.validation_split,
-        merge_model=spec.merge_model,
+        merge_model=spec.merge_model, integrations=spec.integrations,
     )
 
 

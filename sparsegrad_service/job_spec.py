@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sparsegrad_contract import defaults as D
 from sparsegrad_contract.defaults import MethodType, Scheduler, Selection, Setting, resolve_method
@@ -104,6 +104,71 @@ class ResolvedHyperparameters(_Spec):
     gradient_checkpointing: bool = D.GRADIENT_CHECKPOINTING
 
 
+WANDB_NAME_FORBIDDEN = "/\\#?%:"
+"""Characters W&B refuses in project and entity names."""
+MAX_TRACKING_TAGS, MAX_TRACKING_TAG_CHARS = 20, 64
+
+
+class WandbIntegration(_Spec):
+    """OpenAI's ``wandb`` integration: the W&B run the job's metrics go to."""
+
+    project: str = Field(min_length=1, max_length=128, description="W&B project of the run (created if missing).")
+    name: str | None = Field(default=None, min_length=1, max_length=128,
+                             description="Display name of the run. Default: the job id.")
+    entity: str | None = Field(default=None, min_length=1, max_length=128,
+                               description="W&B team or user. Default: the server's W&B key's default entity.")
+    tags: list[str] = Field(
+        default_factory=list, max_length=MAX_TRACKING_TAGS,
+        description=f"Up to {MAX_TRACKING_TAGS} tags of 1-{MAX_TRACKING_TAG_CHARS} characters, besides the service's "
+        "`sparsegrad/finetune`, `sparsegrad/{model}` and `sparsegrad/{job id}`. Default: none.")
+    log_adapter: bool = Field(
+        default=False, description="Also upload the trained adapter (the whole model for method `full`) to the run "
+        "as an artifact once the job succeeds. Default false (adapters of large models are large).")
+
+    @field_validator("project", "entity")
+    @classmethod
+    def _wandb_name(cls, value: str | None) -> str | None:
+        if value is not None and (bad := next((c for c in value if c in WANDB_NAME_FORBIDDEN), None)):
+            raise ValueError(f"{bad!r} is not allowed in a W&B name (nor any of {WANDB_NAME_FORBIDDEN!r})")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        for tag in value:
+            if not 1 <= len(tag) <= MAX_TRACKING_TAG_CHARS:
+                raise ValueError(f"tag {tag[:80]!r} must be 1-{MAX_TRACKING_TAG_CHARS} characters")
+        return value
+
+
+class MlflowIntegration(_Spec):
+    """The MLflow run the job's metrics go to, on the server's MLflow tracking server."""
+
+    experiment: str | None = Field(
+        default=None, min_length=1, max_length=500,
+        description="MLflow experiment (created if missing). Default: the server's `SPARSEGRAD_MLFLOW_EXPERIMENT`.")
+    run_name: str | None = Field(default=None, min_length=1, max_length=250,
+                                 description="Name of the run. Default: the job id.")
+    log_adapter: bool = Field(
+        default=False, description="Also upload the trained adapter (the whole model for method `full`) to the run "
+        "as artifacts once the job succeeds. Default false.")
+
+
+class WandbEntry(_Spec):
+    type: Literal["wandb"]
+    wandb: WandbIntegration
+
+
+class MlflowEntry(_Spec):
+    type: Literal["mlflow"]
+    mlflow: MlflowIntegration = MlflowIntegration()
+
+
+Integration = Annotated[WandbEntry | MlflowEntry, Field(discriminator="type")]
+"""One tracking integration of a job: OpenAI's ``{"type": "wandb", "wandb": {...}}``, or this service's
+``{"type": "mlflow", "mlflow": {...}}`` (same shape)."""
+
+
 class JobSpec(_Spec):
     """Everything the worker needs to know of a job besides its files, model, seed and suffix."""
 
@@ -114,6 +179,8 @@ class JobSpec(_Spec):
     validation_split: float = D.VALIDATION_SPLIT
     """Share of the training file held out when the job names no validation file; 0: none."""
     merge_model: bool = False
+    integrations: list[Integration] = Field(default_factory=list)
+    """Tracking runs the worker logs the job to (see :mod:`worker.integrations`)."""
     requested: dict[str, Any] | None = None
     """The request's ``method`` and ``hyperparameters`` as given (JSON, unset fields left out; null stands for
     ``"auto"``), echoed in the job object next to what they resolved to. Not read by the worker."""

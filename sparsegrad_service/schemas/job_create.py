@@ -1,9 +1,9 @@
 """The body of ``POST /v1/fine_tuning/jobs``: OpenAI's job request plus the SparseGrad task, method and
 hyperparameters, every optional field with its default in its description (shown at ``/docs``).
 
-Unknown fields are refused (400 naming them), except what OpenAI clients send: ``integrations`` (null or
-empty), ``"auto"`` hyperparameters (the default), ``learning_rate_multiplier`` and
-``method: {"type": "supervised", "supervised": {"hyperparameters": {...}}}`` (the service default method).
+Unknown fields are refused (400 naming them), except what OpenAI clients send: ``"auto"`` hyperparameters (the
+default), ``learning_rate_multiplier``, ``method: {"type": "supervised", "supervised": {"hyperparameters": {...}}}``
+(the service default method) and ``integrations`` (W&B, and MLflow in the same shape).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pydantic import (
 
 from sparsegrad_contract import defaults as D
 from sparsegrad_contract.defaults import JOB_SELECTION, RequestedMethod, Scheduler, Selection, Setting
+from sparsegrad_service.job_spec import Integration
 from sparsegrad_service.model_names import SUFFIX_CHARACTERS
 
 MAX_METADATA_KEYS = 16
@@ -184,7 +185,10 @@ class JobCreate(StrictModel):
         f"{MAX_METADATA_VALUE_CHARS} characters). Default: none.")
     validation_split: float = Field(default=D.VALIDATION_SPLIT, gt=0, le=0.5, description=f"Share of the training file held out for evaluation when no `validation_file` is given, in (0, 0.5]. Default {D.VALIDATION_SPLIT}. " + HOLD_OUT_RULE)
     merge_model: bool = Field(default=False, description="Also produce a merged model artifact. Default false.")
-    integrations: list[Any] | None = Field(default=None, description="OpenAI compatibility: only null or [] (no integrations).")
+    integrations: list[Integration] | None = Field(
+        default=None, description="Tracking runs the job logs its parameters and metrics to, at most one of each type: "
+        'OpenAI\'s `{"type": "wandb", "wandb": {"project": ...}}` (needs W&B configured on the server) and '
+        '`{"type": "mlflow", "mlflow": {"experiment": ...}}` (needs `SPARSEGRAD_MLFLOW_TRACKING_URI`). Default: none.')
 
     @field_validator("metadata")
     @classmethod
@@ -211,7 +215,8 @@ class JobCreate(StrictModel):
 
     @field_validator("integrations")
     @classmethod
-    def _no_integrations(cls, value: list[Any] | None) -> list[Any] | None:
-        if value:
-            raise ValueError("integrations are not supported by this service (send null or [])")
+    def _one_of_each(cls, value: list[Integration] | None) -> list[Integration] | None:
+        kinds = [entry.type for entry in value or []]
+        if twice := sorted({kind for kind in kinds if kinds.count(kind) > 1}):
+            raise ValueError(f"at most one {twice[0]} integration per job")
         return value

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, computed_field, model_validator
 
 from sparsegrad_contract.defaults import LEARNING_RATE
-from sparsegrad_service.job_spec import ResolvedHyperparameters, TaskSpec
+from sparsegrad_service.job_spec import Integration, ResolvedHyperparameters, TaskSpec
 
 
 class PublicHyperparameters(ResolvedHyperparameters):
@@ -62,7 +62,8 @@ class JobPublic(BaseModel):
     seed: int
     suffix: str | None
     organization_id: str
-    integrations: list[Any] = Field(default_factory=list)
+    integrations: list[Integration] = Field(default_factory=list, description="The tracking integrations the job "
+                                            "logs to, as requested; their runs are named in the job's events.")
     phase: str | None = Field(description="While running: calibrating, training, evaluating or saving.")
     progress: float = Field(description="0-1: calibration is the first 5%, training 5-95%, evaluation and saving the rest.")
     queue_position: int | None = Field(description="1 + queued jobs ahead of this one (all tenants); null unless queued.")
