@@ -7,5 +7,7 @@ import-linter contract). The ``sparsegrad`` command line lives in :mod:`sparsegr
 
 from .client import ApiError, DownloadError, SparseGradClient
 from .sse import ServerSentEvent
+from .webhooks import WebhookEvent, WebhookSignatureError, verify_webhook
 
-__all__ = ["ApiError", "DownloadError", "ServerSentEvent", "SparseGradClient"]
+__all__ = ["ApiError", "DownloadError", "ServerSentEvent", "SparseGradClient", "WebhookEvent", "WebhookSignatureError",
+           "verify_webhook"]

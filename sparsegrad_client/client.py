@@ -46,6 +46,7 @@ from sparsegrad_service.schemas import (
 )
 
 from .sse import parse_sse
+from .webhooks import WebhookEndpoints
 
 Progress = Callable[[int, int | None], None]
 """Transfer progress callback: ``(bytes done, total bytes or None)``."""
@@ -161,6 +162,8 @@ class SparseGradClient:
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
+        self.webhooks = WebhookEndpoints(self._call)
+        """The tenant's webhook endpoints and their deliveries (:class:`~sparsegrad_client.webhooks.WebhookEndpoints`)."""
 
     def __enter__(self) -> SparseGradClient:
         return self
