@@ -1,5 +1,5 @@
-"""The embedded service under one foreground command: migrations, then the API (uvicorn) and N Celery
-workers as child processes, readiness, log files (optionally followed on the terminal), and shutdown.
+"""The embedded service under one foreground command: migrations, then the API (uvicorn), N Celery training
+workers and a webhook worker as child processes, readiness, log files (optionally followed on the terminal), and shutdown.
 
 Each child runs in its own process group and writes to ``<data_dir>/logs/<name>.log``; stopping sends
 SIGTERM to every group, then SIGKILL after a grace period, so nothing is left behind. Settings reach the
@@ -44,6 +44,18 @@ def celery_worker_command(queue: str, hostname: str | None = None, concurrency: 
     if hostname:
         command += ["--hostname", hostname]
     return command
+
+
+WEBHOOK_WORKER_THREADS = 4
+"""Deliveries one webhook worker makes at once (threads: its tasks wait on HTTP)."""
+
+
+def webhook_worker_command(queue: str, hostname: str | None = None, threads: int = WEBHOOK_WORKER_THREADS) -> list[str]:
+    """The command line of one webhook worker (``python -m celery -A worker.webhooks worker ...``): its own
+    Celery app and queue, so deliveries never wait behind a training job, and its relay queues due deliveries."""
+    command = [sys.executable, "-m", "celery", "-A", "worker.webhooks", "worker", "-Q", queue, "-c", str(threads),
+               "--pool", "threads", "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO"]
+    return command + (["--hostname", hostname] if hostname else [])
 
 
 def service_env(settings: Settings, public_url: str | None = None) -> dict[str, str]:
@@ -158,6 +170,8 @@ class EmbeddedService:
             name = f"worker{i}"
             command = celery_worker_command(self.settings.training_queue, f"{name}@%h")
             self.children.append(Child(name, command, self.log_dir / f"{name}.log"))
+        self.children.append(Child("webhooks", webhook_worker_command(self.settings.webhook_queue, "webhooks@%h"),
+                                   self.log_dir / "webhooks.log"))
         for child in self.children:
             child.start(env, cwd)
             if self.echo is not None:

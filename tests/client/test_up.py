@@ -38,7 +38,7 @@ def test_up_serves_keys_authenticate_and_ctrl_c_stops_everything(tmp_path: Path)
         wait_ready(url, up, 90, log)
         children = _descendants(up.pid)
         names = " ".join(" ".join(c.cmdline()) for c in children)
-        assert "uvicorn" in names and "celery" in names and "worker1@" in names
+        assert "uvicorn" in names and "celery" in names and "worker1@" in names and "worker.webhooks" in names
         keys = subprocess.run([*UP[:-1], "keys", "create", "--tenant", "smoke", "--data-dir", str(data_dir)],
                               cwd=REPO, env=clean_env(), capture_output=True, text=True, timeout=60)
         assert keys.returncode == 0, keys.stderr
@@ -54,7 +54,7 @@ def test_up_serves_keys_authenticate_and_ctrl_c_stops_everything(tmp_path: Path)
     assert code == 0, output[-3000:]
     assert f"{url}/" in output and "/docs" in output
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE], output[-2000:]
-    assert (data_dir / "logs" / "api.log").is_file() and (data_dir / "logs" / "worker1.log").is_file()
+    assert all((data_dir / "logs" / f"{name}.log").is_file() for name in ("api", "worker1", "webhooks"))
 
 
 def test_up_exits_non_zero_with_the_log_tail_when_a_child_dies(tmp_path: Path) -> None:
@@ -62,7 +62,7 @@ def test_up_exits_non_zero_with_the_log_tail_when_a_child_dies(tmp_path: Path) -
     up = _start(data_dir, port, log, "--workers", "0", "--logs", "files")
     try:
         wait_ready(f"http://127.0.0.1:{port}", up, 90, log)
-        (api,) = _descendants(up.pid)
+        (api,) = [c for c in _descendants(up.pid) if "uvicorn" in c.cmdline()]
         os.kill(api.pid, signal.SIGKILL)
         code = up.wait(timeout=30)
     finally:
