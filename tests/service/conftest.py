@@ -161,15 +161,15 @@ class Embedded:
 
 
 @contextlib.contextmanager
-def embedded_up(tmp_path: Path, tiny_model_dir: Path) -> Iterator[Embedded]:
+def embedded_up(tmp_path: Path, tiny_model_dir: Path, settings: dict[str, str] | None = None) -> Iterator[Embedded]:
     """``sparsegrad up`` (uvicorn + a Celery worker on the filesystem broker + SQLite + a local artifact store)
     on a fresh data dir with ``tiny-bert`` registered and a key created; Ctrl-C on exit, which must end it
-    with status 0 (the log's tail otherwise)."""
+    with status 0 (the log's tail otherwise). ``settings``: more ``SPARSEGRAD_*`` variables."""
     data_dir, port = tmp_path / "data", free_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("SPARSEGRAD_") and k not in ("DATABASE_URL", "REDIS_URL")}
     env.update({"SPARSEGRAD_MODELS": json.dumps({"tiny-bert": str(tiny_model_dir)}), "PYTHONUNBUFFERED": "1",
-                "SPARSEGRAD_TORCH_THREADS": "1"})
+                "SPARSEGRAD_TORCH_THREADS": "1", **(settings or {})})
     log_path = tmp_path / "up.log"
     with open(log_path, "wb") as log:
         up = subprocess.Popen([sys.executable, "-m", "sparsegrad_cli", "up", "--port", str(port),
