@@ -1,5 +1,5 @@
 """The ``sparsegrad`` command: assembles the service commands (``up``, ``keys``, ``migrate``, ``worker``),
-the job commands over the REST client (``submit``, ``jobs``, ``watch``, ``download``, ...), the demo, and
+the job commands over the REST client (``submit``, ``jobs``, ``watch``, ``download``, ``webhooks``, ...), the demo, and
 the offline ``train``/``merge`` of ``sparsegrad_core.cli`` (imported only when they run, so that the
 service commands start without torch)."""
 
@@ -12,7 +12,7 @@ import typer
 
 from sparsegrad_contract import demo as demo_recipe
 
-from . import job_commands, service_commands, submit
+from . import job_commands, service_commands, submit, webhook_commands
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True,
@@ -25,6 +25,7 @@ app.command(rich_help_panel="Service")(service_commands.worker)
 app.add_typer(service_commands.keys_app, name="keys", rich_help_panel="Service")
 app.command(rich_help_panel="Jobs")(submit.submit)
 app.add_typer(job_commands.jobs_app, name="jobs", rich_help_panel="Jobs")
+app.add_typer(webhook_commands.webhooks_app, name="webhooks", rich_help_panel="Jobs")
 for command in (job_commands.watch, job_commands.download, job_commands.cancel, job_commands.pause,
                 job_commands.resume, job_commands.models):
     app.command(rich_help_panel="Jobs")(command)
