@@ -146,7 +146,8 @@ class MlflowIntegration(_Spec):
 
     experiment: str | None = Field(
         default=None, min_length=1, max_length=500,
-        description="MLflow experiment (created if missing). Default: the server's `SPARSEGRAD_MLFLOW_EXPERIMENT`.")
+        description="MLflow experiment (created if missing). Default: `{prefix}/{organization_id}`, the prefix "
+        "being the server's `SPARSEGRAD_MLFLOW_EXPERIMENT`.")
     run_name: str | None = Field(default=None, min_length=1, max_length=250,
                                  description="Name of the run. Default: the job id.")
     log_adapter: bool = Field(

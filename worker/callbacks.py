@@ -9,6 +9,8 @@ batched into short SQL transactions.
   "total", "eta_seconds", ...}``. ``phase`` events mark real phase changes: the trainer's brief ``saving`` around a periodic
   checkpoint is not one.
 * Progress: calibration is the first 5 %, training 5–95 %, evaluation and saving the rest.
+* With a :class:`~worker.integrations.JobTracking`, every metric point written also goes to the job's W&B /
+  MLflow runs (same step, name and value).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from sparsegrad_service.enums import EventType
 from sparsegrad_service.models import utcnow
 
 from .heartbeat import StopFlags
+from .integrations import JobTracking
 from .journal import Event, JobJournal
 
 METRICS_EVENT_EVERY_S = 2.0
@@ -69,9 +72,12 @@ class ServiceCallback(TrainerCallback):
 
     def __init__(
         self, journal: JobJournal, flags: StopFlags, *, flush_every_s: float, device: torch.device,
-        save_checkpoint: CheckpointSaver, trained_tokens: int = 0,
+        save_checkpoint: CheckpointSaver, trained_tokens: int = 0, tracking: JobTracking | None = None,
     ) -> None:
+        """``tracking``: the job's W&B / MLflow runs, which get every metric point written and the trainable
+        parameter count."""
         self.journal, self.flags, self.flush_every_s, self.device = journal, flags, flush_every_s, device
+        self.tracking = tracking
         self.save_checkpoint = save_checkpoint
         self.trained_tokens = float(trained_tokens)
         self.phase: str | None = None
@@ -94,7 +100,8 @@ class ServiceCallback(TrainerCallback):
             return
         rows, events, job = self._rows, self._events, self._job
         self._rows, self._events, self._job = [], [], {}
-        self.journal.write(events=events, metrics=rows, job=job)
+        if self.journal.write(events=events, metrics=rows, job=job) and self.tracking is not None:
+            self.tracking.log_metrics(rows)
 
     def _progress(self, step: int) -> float:
         if not self.total_steps:
@@ -151,6 +158,8 @@ class ServiceCallback(TrainerCallback):
         self.flush()
 
     def on_prepared(self, prepared: PreparedModel) -> None:
+        if self.tracking is not None:
+            self.tracking.log_params({"trainable_params": prepared.trainable_params})
         block = chosen_block(prepared)
         if block is not None:
             self.insight["block"] = block

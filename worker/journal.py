@@ -8,7 +8,7 @@ checkpoints beyond ``keep_checkpoints`` leave SQL and the artifact store.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sparsegrad_service.enums import EventLevel, EventType, JobStatus
@@ -33,6 +33,9 @@ class JobJournal:
         self.job_store, self.flags, self.live = job_store, flags, live
         self.store, self.keep_checkpoints = store, keep_checkpoints
         self.job_id = job_store.job_id
+        self.finish_listeners: list[Callable[[JobStatus, dict[str, Any]], None]] = []
+        """Called with the status the job got and the finishing values (``fine_tuned_model``, ...) once it ends
+        (e.g. :class:`worker.integrations.JobTracking` closes its runs)."""
 
     @property
     def lost(self) -> bool:
@@ -74,8 +77,12 @@ class JobJournal:
         (``cancelled`` when a cancel arrived meanwhile), or None if the job was lost."""
         if self.lost:
             return None
-        return finish_job(self.job_store, status, message, self.store, self.keep_checkpoints, live=self.live,
-                          error=error, **values)
+        final = finish_job(self.job_store, status, message, self.store, self.keep_checkpoints, live=self.live,
+                           error=error, **values)
+        if final is not None:
+            for listener in self.finish_listeners:
+                listener(final, values)
+        return final
 
 
 def finish_job(job_store: WorkerJobStore, status: JobStatus, message: str, store: ArtifactStore | None,
