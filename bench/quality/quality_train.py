@@ -53,6 +53,8 @@ class BestSelection(TrainerCallback):
             self.since_best = 0
         else:
             self.since_best += 1
+        best = "none yet" if self.best is None else f"best {self.best[0]:.4f} at step {self.best[1]}"
+        print(f"    step {step}: selection {score:.4f} ({best}; {self.since_best} without improvement)", flush=True)
 
     def should_stop(self) -> bool:
         return self.patience is not None and self.since_best >= self.patience
