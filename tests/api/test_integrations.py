@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_harness import Service, TenantClient, start_service
+from api_harness import Service, TenantClient, serving, start_service
+from openai import BadRequestError, OpenAI
 
 from sparsegrad_service.db import session_scope
 from sparsegrad_service.models import Job
@@ -84,3 +85,20 @@ def test_malformed_entries_name_their_field(tracking: Service) -> None:
         assert r.json()["error"]["param"] == param, (integrations, r.json())
     r = create(acme, [MLFLOW, MLFLOW])
     assert "at most one mlflow integration" in r.json()["error"]["message"]
+
+
+def test_the_openai_sdk_sends_and_reads_wandb_integrations(tmp_path: Path, db: str) -> None:
+    for service in start_service(tmp_path, db, wandb_mode="offline"):
+        with serving(service.app) as base_url:
+            client = OpenAI(base_url=base_url, api_key=service.key("sdk"), max_retries=0)
+            train = service.as_tenant("sdk").upload_id()
+            job = client.fine_tuning.jobs.create(model="minilm-l6", training_file=train, integrations=[
+                {"type": "wandb", "wandb": {"project": "sdk-runs", "tags": ["a"]}}])
+            assert job.integrations is not None and len(job.integrations) == 1
+            wandb = job.integrations[0].wandb
+            assert (job.integrations[0].type, wandb.project, wandb.name, wandb.tags) == ("wandb", "sdk-runs", None, ["a"])
+            assert client.fine_tuning.jobs.retrieve(job.id).integrations == job.integrations
+            with pytest.raises(BadRequestError) as refused:
+                client.fine_tuning.jobs.create(model="minilm-l6", training_file=train,
+                                               extra_body={"integrations": [MLFLOW]})
+            assert "SPARSEGRAD_MLFLOW_TRACKING_URI" in str(refused.value)
