@@ -308,13 +308,26 @@ def metric_names_statement() -> Query:
 
 
 @functools.cache
+def checkpoint_model_statement() -> Query:
+    """The model archive of checkpoint ``checkpoint_id`` of job ``job_id`` of tenant ``tenant_id`` (no row: none)."""
+    return (select(Checkpoint.step.label("step"), Checkpoint.model_key.label("model_key"),
+                   Checkpoint.model_sha256.label("model_sha256"), Job.fine_tuned_model.label("fine_tuned_model"))
+            .join(Job, Job.id == Checkpoint.job_id)
+            .where(Checkpoint.id == bindparam("checkpoint_id"), Checkpoint.job_id == bindparam("job_id"),
+                   Job.tenant_id == bindparam("tenant_id"), Checkpoint.model_key.is_not(None),
+                   Job.fine_tuned_model.is_not(None)))
+
+
+@functools.cache
 def checkpoint_step_statement() -> Query:
     return select(Checkpoint.step.label("step")).where(Checkpoint.id == bindparam("checkpoint_id"),
                                                        Checkpoint.job_id == bindparam("job_id"))
 
 
 def checkpoints_page(job_id: str, before_step: int | None, limit: int) -> Query:
-    query = select(*columns(Checkpoint)).where(Checkpoint.job_id == job_id)
+    """The job's checkpoints, newest first, with the job's ``fine_tuned_model`` (which names the models)."""
+    query = (select(*columns(Checkpoint), Job.fine_tuned_model.label("fine_tuned_model"))
+             .join(Job, Job.id == Checkpoint.job_id).where(Checkpoint.job_id == job_id))
     if before_step is not None:
         query = query.where(Checkpoint.step < before_step)
     return query.order_by(Checkpoint.step.desc()).limit(limit)
@@ -329,13 +342,20 @@ def jobs_per_status_statement() -> Query:
 @functools.cache
 def storage_statement() -> Query:
     """What tenant ``tenant_id`` stores, from its live rows: ``files_count``, ``files_bytes``, and the same for
-    ``checkpoints`` and ``artifacts`` (of its jobs); one row."""
+    ``checkpoints`` (of its jobs: resume archives and checkpoint models, each an object) and ``artifacts``; one
+    row."""
     tenant = bindparam("tenant_id", type_=String())
     tenant_jobs = select(Job.id).where(Job.tenant_id == tenant)
-    live: dict[str, tuple[Any, list[ColumnElement[bool]]]] = {
-        "files": (File.bytes, [File.tenant_id == tenant, File.deleted_at.is_(None)]),
-        "checkpoints": (Checkpoint.bytes, [Checkpoint.job_id.in_(tenant_jobs)]),
-        "artifacts": (Artifact.bytes, [Artifact.job_id.in_(tenant_jobs)])}
-    return select(*(column for name, (size, where) in live.items() for column in (
-        select(func.count(size)).where(*where).scalar_subquery().label(f"{name}_count"),
-        select(func.coalesce(func.sum(size), 0)).where(*where).scalar_subquery().label(f"{name}_bytes"))))
+    of_jobs = [Checkpoint.job_id.in_(tenant_jobs)]
+    live: dict[str, list[tuple[Any, list[Any]]]] = {
+        "files": [(File.bytes, [File.tenant_id == tenant, File.deleted_at.is_(None)])],
+        "checkpoints": [(Checkpoint.bytes, of_jobs), (Checkpoint.model_bytes, of_jobs)],
+        "artifacts": [(Artifact.bytes, [Artifact.job_id.in_(tenant_jobs)])]}
+
+    def total(parts: list[tuple[Any, list[Any]]], measure: Any) -> Any:
+        return sum((select(measure(size)).where(*where).scalar_subquery() for size, where in parts),
+                   start=literal(0))
+
+    return select(*(column for name, parts in live.items() for column in (
+        total(parts, func.count).label(f"{name}_count"),
+        total(parts, lambda size: func.coalesce(func.sum(size), 0)).label(f"{name}_bytes"))))

@@ -7,7 +7,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from sparsegrad_service.enums import ArtifactKind
 from sparsegrad_service.job_spec import JobSpec
+from sparsegrad_service.model_names import checkpoint_model_name
 from sparsegrad_service.registry import RegisteredModel
 from sparsegrad_service.schemas import (
     ArtifactPublic,
@@ -125,10 +127,15 @@ def metric_point(row: Any) -> MetricPointPublic:
 
 
 def checkpoint_object(row: Any) -> CheckpointPublic:
+    """``row``: a row of ``queries.checkpoints_page`` (the checkpoint's columns and its job's ``fine_tuned_model``)."""
+    is_model = row.model_key is not None and row.fine_tuned_model is not None
     return CheckpointPublic(
         id=row.id, created_at=unix_required(row.created_at),
-        fine_tuned_model_checkpoint=f"{row.job_id}:ckpt-step-{row.step}", fine_tuning_job_id=row.job_id,
-        metrics={**(row.metrics or {}), "step": row.step}, step_number=row.step,
+        fine_tuned_model_checkpoint=checkpoint_model_name(row.fine_tuned_model, row.step) if is_model else None,
+        fine_tuning_job_id=row.job_id, metrics={**(row.metrics or {}), "step": row.step}, step_number=row.step,
+        resumable=row.storage_key is not None,
+        format=("adapter" if row.model_kind == ArtifactKind.adapter else "model") if is_model else None,
+        bytes=row.model_bytes if is_model else None, sha256=row.model_sha256 if is_model else None,
     )
 
 

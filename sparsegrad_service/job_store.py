@@ -25,7 +25,9 @@ from sqlalchemy.orm import Session
 from .db import retry_while_disconnected, session_scope
 from .enums import ArtifactKind, EventLevel, EventType, JobStatus
 from .job_records import add_event, insert_metrics
+from .model_resolution import ModelNotFound, ResolvedModel, resolve_model
 from .models import Artifact, Checkpoint, File, Job, MetricPoint, utcnow
+from .registry import RegisteredModel
 from .retention import CheckpointRetention, drop_checkpoints
 from .store import StoredObject
 from .transitions import compare_and_set, end_job
@@ -136,6 +138,15 @@ class JobStore:
                 return None
             return StoredCheckpoint(row.id, row.step, row.storage_key, row.sha256, dict(row.metrics or {}))
 
+    def resolve_model(self, registry: dict[str, RegisteredModel], name: str | None = None) -> ResolvedModel:
+        """What ``name`` (default: the job's ``model``) stands for, for the job's tenant
+        (:func:`~sparsegrad_service.model_resolution.resolve_model`; its errors propagate)."""
+        with session_scope(self.sql_url) as session:
+            job = session.get(Job, self.job_id)
+            if job is None:
+                raise ModelNotFound(name or "", f"job {self.job_id} does not exist")
+            return resolve_model(session, job.tenant_id, name or job.model, registry)
+
     def metric_points(self) -> list[tuple[int, str, float]]:
         """Every metric point of the job as ``(step, name, value)``, ordered by name, then step."""
         with session_scope(self.sql_url) as session:
@@ -161,6 +172,31 @@ class JobStore:
             session.add(row)
             session.flush()
             return StoredArtifact(row.id, kind, filename, stored.bytes, stored.sha256)
+
+    def resume_checkpoints(self) -> list[StoredCheckpoint]:
+        """The job's checkpoints that hold a resume archive, newest step first."""
+        with session_scope(self.sql_url) as session:
+            rows = session.scalars(select(Checkpoint).where(Checkpoint.job_id == self.job_id,
+                                                            Checkpoint.storage_key.is_not(None))
+                                   .order_by(Checkpoint.step.desc()))
+            return [StoredCheckpoint(r.id, r.step, r.storage_key, r.sha256, dict(r.metrics or {}))
+                    for r in rows if r.storage_key is not None and r.sha256 is not None]
+
+    def record_checkpoint_model(self, step: int, kind: ArtifactKind, stored: StoredObject,
+                                metrics: dict[str, Any] | None = None) -> str:
+        """Record the stored model (``kind``: adapter or whole model) of the checkpoint at ``step``, creating a
+        row without a resume archive when there is none at that step; returns the checkpoint id (for a
+        :class:`WorkerJobStore`, only while it holds the job)."""
+        with session_scope(self.sql_url) as session:
+            self._hold(session)
+            row = session.scalar(select(Checkpoint).where(Checkpoint.job_id == self.job_id, Checkpoint.step == step))
+            if row is None:
+                row = Checkpoint(job_id=self.job_id, step=step, metrics=metrics)
+                session.add(row)
+            row.model_kind, row.model_key = str(kind), stored.key
+            row.model_bytes, row.model_sha256 = stored.bytes, stored.sha256
+            session.flush()
+            return row.id
 
     def delete_artifacts(self) -> None:
         """Remove every Artifact row of the job (a job cancelled while saving lists none)."""

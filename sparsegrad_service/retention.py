@@ -6,9 +6,11 @@ transaction committed, so a rolled-back change never loses bytes that rows still
 dies in between leaves orphan objects, never rows without objects; a job's orphans go with the job's store
 folder when the job is deleted.
 
-* A finished job keeps its newest ``Settings.keep_finished_checkpoints`` resume checkpoints (default 0: it
-  cannot resume, its outputs are the artifacts). :func:`~sparsegrad_service.transitions.end_job`, the one
-  terminal transition, drops the rest through a :class:`CheckpointRetention`.
+* A job that succeeded keeps its newest ``Settings.keep_finished_checkpoints`` checkpoints that are models
+  (the worker stored them as adapters, or whole models, before finishing it), without their resume archives:
+  a finished job cannot resume. A job that failed or was cancelled has no model and keeps none.
+  :func:`~sparsegrad_service.transitions.end_job`, the one terminal transition, drops the rest through a
+  :class:`CheckpointRetention`.
 * A file, a job or a model is *in use* while something that has not finished may still read it: a job not
   in a terminal status (it may start, resume or still read its files), or a merge request not yet done.
 """
@@ -23,7 +25,7 @@ from pathlib import Path
 from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import QueryableAttribute, Session
 
-from .enums import TERMINAL_STATUSES, ArtifactKind
+from .enums import TERMINAL_STATUSES, ArtifactKind, JobStatus
 from .models import Artifact, Checkpoint, File, Job, JobEvent, MetricPoint, utcnow
 from .store import ArtifactStore, StoreError
 
@@ -61,16 +63,38 @@ def checkpoint_keys(session: Session, job_id: str) -> list[str]:
                     for key in row)
 
 
+def keep_checkpoint_models(session: Session, job_id: str, keep: int) -> list[str]:
+    """What a succeeded job keeps: its newest ``keep`` checkpoints that are models, without their resume
+    archives; every other checkpoint row goes. Returns the storage keys of what was dropped."""
+    kept = list(session.scalars(select(Checkpoint.id).where(Checkpoint.job_id == job_id,
+                                                            Checkpoint.model_key.is_not(None))
+                                .order_by(Checkpoint.step.desc()).limit(keep))) if keep > 0 else []
+    dropped = _present(key for row in session.execute(
+        select(*CHECKPOINT_KEYS).where(Checkpoint.job_id == job_id, Checkpoint.id.not_in(kept))) for key in row)
+    dropped += _present(session.scalars(select(Checkpoint.storage_key).where(Checkpoint.id.in_(kept))
+                                        .order_by(Checkpoint.step.desc())))
+    session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.id.not_in(kept)))
+    session.execute(update(Checkpoint).where(Checkpoint.id.in_(kept)).values(storage_key=None, bytes=None, sha256=None)
+                    .execution_options(synchronize_session=False))
+    session.execute(update(Job).where(Job.id == job_id).values(last_checkpoint_step=None)
+                    .execution_options(synchronize_session=False))
+    return dropped
+
+
 @dataclass
 class CheckpointRetention:
-    """How many resume checkpoints a job keeps once it ended (``Settings.keep_finished_checkpoints``), and
-    the storage keys of the checkpoints a terminal transition dropped, to delete once it committed."""
+    """How many checkpoints a job keeps as models once it succeeded (``Settings.keep_finished_checkpoints``;
+    a job that ended otherwise keeps none), and the storage keys of the checkpoints and resume archives a
+    terminal transition dropped, to delete once it committed."""
 
     keep: int
     dropped: list[str] = field(default_factory=list)
 
-    def apply(self, session: Session, job_id: str) -> None:
-        self.dropped.extend(drop_checkpoints(session, job_id, self.keep))
+    def apply(self, session: Session, job_id: str, status: JobStatus) -> None:
+        if status == JobStatus.succeeded:
+            self.dropped.extend(keep_checkpoint_models(session, job_id, self.keep))
+        else:
+            self.dropped.extend(drop_checkpoints(session, job_id, 0))
 
     def delete_dropped(self, store: ArtifactStore) -> None:
         delete_objects(store, self.dropped)

@@ -59,9 +59,12 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
     checkpoint_every: int = Field(default=50, ge=1)
     """Default steps between checkpoints of a running job (a job's hyperparameters may override it)."""
-    keep_finished_checkpoints: int = Field(default=0, ge=0)
-    """Resume checkpoints a job keeps once it succeeded, failed or was cancelled (the newest ones); the rest
-    leave the store. Default 0: a finished job cannot resume, and its outputs are its artifacts."""
+    keep_finished_checkpoints: int = Field(default=2, ge=0)
+    """Checkpoints a succeeded job keeps as models (``{model}:ckpt-step-{step}``: its final step and the newest
+    checkpoints before it, each an adapter archive, or the whole model for methods that export one); their
+    resume archives, and every checkpoint of a job that failed or was cancelled, leave the store. Default 2:
+    the final model and one earlier step to fall back on. An adapter holds only what training changed (sparse
+    deltas, bases, task head), far less than a resume archive (dense target weights, optimizer moments)."""
     metrics_flush_s: float = Field(default=1.0, gt=0)
     stop_check_s: float = Field(default=0.5, ge=0)
     """How often the training loop reads the cancel/pause flags from SQL (at most; checked at each step)."""
@@ -126,9 +129,9 @@ class Settings(BaseSettings):
     """MLflow tracking server (``http://host:5000``, ``sqlite:///mlflow.db``, ...) that jobs' ``{"type": "mlflow"}``
     integrations log to. Unset: a job asking for MLflow is refused (400)."""
     mlflow_experiment: str = Field(default="sparsegrad", min_length=1)
-    """MLflow experiment of a job whose integration names none."""
+    """A job whose MLflow integration names no experiment logs to ``<mlflow_experiment>/<organization id>``."""
     mlflow_all_jobs: bool = False
-    """Log every job to MLflow (in ``mlflow_experiment``) even when its request has no MLflow integration."""
+    """Log every job to MLflow (see ``mlflow_experiment``), also those whose request has no MLflow integration."""
 
     @field_validator("models", mode="before")
     @classmethod

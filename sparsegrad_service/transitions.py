@@ -34,8 +34,9 @@ def end_job(session: Session, job_id: str, status: JobStatus, retention: Checkpo
             *where: ColumnElement[bool], **values: Any) -> bool:
     """The one way a job reaches a terminal status (the worker's finish, a cancel, the reaper): update job
     ``job_id`` to ``status`` (finished now, no phase, estimate or pending pause) with ``values`` if ``where``
-    holds, and in the same transaction drop its checkpoints beyond ``retention.keep`` (their keys collect
-    in ``retention.dropped``, for the caller to delete once committed; ``None`` keeps them all), and write
+    holds, and in the same transaction drop the checkpoints it does not keep (a succeeded job keeps its newest
+    ``retention.keep`` checkpoint models, a job that ended otherwise none; their keys collect in
+    ``retention.dropped``, for the caller to delete once committed; ``None`` keeps them all), and write
     the job's webhook event to the outbox (:func:`~sparsegrad_service.webhooks.record_job_event`). Returns
     whether the job changed."""
     assert status.terminal, status
@@ -45,7 +46,7 @@ def end_job(session: Session, job_id: str, status: JobStatus, retention: Checkpo
     if not result.rowcount:  # type: ignore[attr-defined]
         return False
     if retention is not None:
-        retention.apply(session, job_id)
+        retention.apply(session, job_id, status)
     record_job_event(session, job_id, status, ended["finished_at"])
     return True
 

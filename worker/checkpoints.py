@@ -1,4 +1,5 @@
-"""Resumable checkpoints in the artifact store: upload the trainer's checkpoint, restore it on resume.
+"""Checkpoints in the artifact store: upload the trainer's checkpoint, restore it on resume, and keep the newest
+of a completed run as models (:func:`store_checkpoint_models`).
 
 One stored checkpoint is one ``.tar.gz`` (``store.checkpoint_key(job_id, step)``) of the trainer's checkpoint
 bundle (``sparsegrad_core.training.bundle_checkpoint``: the step's tensors, optimizer moments, RNG states and data
@@ -9,6 +10,12 @@ neither recalibrates nor replays anything differently.
 Checkpoints are gzip archives with ``pack_directory``'s layout but stored without compression: trained
 float tensors and optimizer moments barely compress (about 7 %), and deflating them costs seconds per
 hundred megabytes on every checkpoint of a running job.
+
+A completed run's newest ``keep`` checkpoints, its final step first, become models: the trained state of each
+step exported in the method's format (``export_trained``: the adapter, or the whole model) and packed like the
+job's own adapter artifact (``{job}/checkpoints/step-{step}-model.tar.gz``), so every loader of a fine-tuned
+model reads them. When the job ends its resume archives leave the store (see
+:mod:`sparsegrad_service.retention`): a finished job cannot resume, and a model is much smaller.
 """
 
 from __future__ import annotations
@@ -18,13 +25,20 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from transformers import PreTrainedTokenizerBase
+
+from sparsegrad_core.methods import PreparedModel
 from sparsegrad_core.training import bundle_checkpoint, bundled_checkpoint
+from sparsegrad_core.training.checkpoint import load_checkpoint, restore_trainable_state, trainable_state
+from sparsegrad_core.training.export import export_trained, read_training_info
+from sparsegrad_service.enums import ArtifactKind
 from sparsegrad_service.job_store import StoredCheckpoint, WorkerJobStore
 from sparsegrad_service.store import (
     ArtifactStore,
     StoreError,
     checkpoint_key,
     file_digest,
+    job_prefix,
     pack_directory,
     unpack_archive,
 )
@@ -44,10 +58,10 @@ def pack_checkpoint(checkpoint_dir: Path, staging: Path) -> Path:
 
 def upload_checkpoint(
     job_store: WorkerJobStore, store: ArtifactStore, step: int, checkpoint_dir: Path, staging: Path,
-    metrics: dict[str, Any],
+    metrics: dict[str, Any], keep: int = KEEP_STORED,
 ) -> StoredCheckpoint | None:
     """Pack and store the checkpoint of ``step``, record it (replacing a row of the same step), point
-    ``Job.last_checkpoint_step`` at it and prune older stored checkpoints beyond :data:`KEEP_STORED`.
+    ``Job.last_checkpoint_step`` at it and prune older stored checkpoints beyond the newest ``keep``.
     Returns None (recording nothing) if the job is no longer held by this worker. The SQL part waits out
     a lost database connection for up to the job store's ``retry_s`` seconds."""
     archive = pack_checkpoint(checkpoint_dir, staging)
@@ -56,7 +70,7 @@ def upload_checkpoint(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
-    recorded = job_store.record_checkpoint(step, stored, metrics, keep=KEEP_STORED)
+    recorded = job_store.record_checkpoint(step, stored, metrics, keep=keep)
     if recorded is None:
         return None
     result, old_keys = recorded
@@ -79,3 +93,50 @@ def restore_checkpoint(store: ArtifactStore, checkpoint: StoredCheckpoint, run_d
         return bundled_checkpoint(run_dir, checkpoint.step)
     except FileNotFoundError as exc:
         raise StoreError(f"checkpoint {checkpoint.storage_key} holds {exc}") from exc
+
+
+def checkpoint_model_key(job_id: str, step: int) -> str:
+    """Where the model of job ``job_id``'s checkpoint at ``step`` is stored."""
+    return f"{job_prefix(job_id)}/checkpoints/step-{step:08d}-model.tar.gz"
+
+
+def _store_model(job_store: WorkerJobStore, store: ArtifactStore, step: int, kind: ArtifactKind, folder: Path,
+                 scratch: Path, metrics: dict[str, Any] | None = None) -> int:
+    archive = pack_directory(folder, scratch / f"step-{step}-model.tar.gz")
+    try:
+        stored = store.put_file(checkpoint_model_key(job_store.job_id, step), archive)
+    finally:
+        archive.unlink(missing_ok=True)
+    job_store.record_checkpoint_model(step, kind, stored, metrics)
+    return step
+
+
+def store_checkpoint_models(
+    job_store: WorkerJobStore, store: ArtifactStore, prepared: PreparedModel, tokenizer: PreTrainedTokenizerBase,
+    export_dir: Path, final_step: int, keep: int, scratch: Path, final_metrics: dict[str, Any] | None = None,
+) -> list[int]:
+    """Store the newest ``keep`` checkpoints of a completed run as models: the final step (the run's export,
+    ``export_dir``) and the newest stored resume checkpoints before it, each restored into ``prepared`` and
+    exported as the run exported its result (``training_info.json`` says which step). ``prepared`` ends in
+    its final state again. Returns the steps stored, newest first; raises ``LostJobError`` once the job is not
+    this worker's."""
+    if keep <= 0:
+        return []
+    kind = ArtifactKind.adapter if prepared.method.exports_adapter else ArtifactKind.merged_model
+    steps = [_store_model(job_store, store, final_step, kind, export_dir, scratch, final_metrics)]
+    older = [c for c in job_store.resume_checkpoints() if c.step < final_step][: keep - 1]
+    if not older:
+        return steps
+    info = {k: v for k, v in read_training_info(export_dir).items() if k != "method"}
+    final_state = trainable_state(prepared.model)
+    try:
+        for checkpoint in older:
+            work = scratch / f"checkpoint-{checkpoint.step}"
+            load_checkpoint(restore_checkpoint(store, checkpoint, work / "run"), prepared.model, None,
+                            restore_rng=False)
+            export = export_trained(prepared, tokenizer, work / "export", {**info, "checkpoint_step": checkpoint.step})
+            steps.append(_store_model(job_store, store, checkpoint.step, kind, export, scratch))
+            shutil.rmtree(work, ignore_errors=True)
+    finally:
+        restore_trainable_state(prepared.model, final_state)
+    return steps

@@ -1,8 +1,9 @@
 """Close a completed training run: store its artifacts, write the job summary, mark it succeeded.
 
 The trainer has already evaluated and exported (``<run>/adapter`` or ``<run>/model``). Here: the
-``saving`` phase, the artifacts (see :mod:`worker.artifacts`), ``Job.summary``, ``fine_tuned_model``
-(OpenAI's ``ft:{model}:{org}:{suffix}:{job_id}``, see :mod:`sparsegrad_service.model_names`),
+``saving`` phase, the artifacts (see :mod:`worker.artifacts`), the newest checkpoints as models (see
+:func:`worker.checkpoints.store_checkpoint_models`), ``Job.summary``, ``fine_tuned_model`` (OpenAI's
+``ft:{base}:{org}:{suffix}:{job_id}`` with the root base model, see :mod:`sparsegrad_service.model_names`),
 ``trained_tokens``, then ``succeeded`` and a final
 message. Nothing is written once the job is no longer this worker's.
 """
@@ -29,6 +30,7 @@ from sparsegrad_service.store import ArtifactStore
 from .artifacts import discard_artifacts, store_folder, store_metrics
 from .attempt import Attempt, Outcome
 from .callbacks import ServiceCallback
+from .checkpoints import store_checkpoint_models
 from .data import JobData
 from .probe import reference_outputs
 
@@ -44,6 +46,9 @@ class TrainedRun:
     """What a completed training run left for finalization."""
 
     model_source: str
+    """What training loaded: the base model's source, or the folder of the model it continued from."""
+    base_name: str
+    """The root base model's name (the ``{base}`` of the fine-tuned model's name)."""
     prepared: PreparedModel
     tokenizer: PreTrainedTokenizerBase
     data: JobData
@@ -98,12 +103,29 @@ def _store_outputs(settings: Settings, store: ArtifactStore, attempt: Attempt, r
             return stop
         stored.append(store_folder(job_store, store, ArtifactKind.merged_model, merged, scratch))
         _artifact_event(attempt, stored[-1])
+    if stop := _interrupted(attempt):
+        return stop
+    kept = store_checkpoint_models(job_store, store, run.prepared, run.tokenizer, export_dir, run.result.global_step,
+                                   settings.keep_finished_checkpoints, scratch, _final_metrics(run))
+    if kept:
+        attempt.journal.event(EventType.message, f"Checkpoints kept as models: steps {', '.join(map(str, kept))}.",
+                              {"steps": kept})
     run.callback.flush()
     if stop := _interrupted(attempt):
         return stop
     stored.append(store_metrics(job_store, store))
     _artifact_event(attempt, stored[-1])
     return None
+
+
+def _final_metrics(run: TrainedRun) -> dict[str, Any]:
+    """The final step's checkpoint metrics, as the periodic checkpoints record theirs."""
+    metrics: dict[str, Any] = {"step": run.result.global_step, "trained_tokens": int(run.callback.trained_tokens)}
+    if "loss" in run.callback.last_train:
+        metrics["train_loss"] = run.callback.last_train["loss"]
+    if "eval_loss" in (run.result.final_eval or {}):
+        metrics["valid_loss"] = (run.result.final_eval or {})["eval_loss"]
+    return json_safe(metrics)  # type: ignore[no-any-return]
 
 
 def _summary(attempt: Attempt, run: TrainedRun) -> dict[str, Any]:
@@ -149,7 +171,7 @@ def complete(settings: Settings, store: ArtifactStore, attempt: Attempt, run: Tr
     if stop is not None:
         return stop
     job = attempt.job
-    name = fine_tuned_model_name(job.model, job.tenant_id, job.suffix, job.id)
+    name = fine_tuned_model_name(run.base_name, job.tenant_id, job.suffix, job.id)
     attempt.heartbeat.stop()
     final = attempt.journal.finish(
         JobStatus.succeeded, _final_message(run, name), fine_tuned_model=name, summary=summary,

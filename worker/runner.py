@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,20 +30,22 @@ from sparsegrad_service.enums import EventType, JobStatus
 from sparsegrad_service.job_spec import JobSpec
 from sparsegrad_service.job_store import JobSnapshot, WorkerJobStore
 from sparsegrad_service.live import LiveChannel
-from sparsegrad_service.registry import model_registry
+from sparsegrad_service.model_resolution import ResolvedModel
 from sparsegrad_service.settings import Settings
 from sparsegrad_service.store import ArtifactStore, StoreError, make_store
 
 from .attempt import Attempt, Outcome, default_worker_id
 from .callbacks import PreparedMessages, ServiceCallback
-from .checkpoints import restore_checkpoint, upload_checkpoint
+from .checkpoints import KEEP_STORED, restore_checkpoint, upload_checkpoint
 from .data import load_job_data
 from .device import release_memory, select_device
 from .errors import JobError
 from .finalize import TrainedRun, complete
 from .heartbeat import HeartbeatThread, StopFlags
+from .integrations import JobTracking
 from .jobspec import method_spec, task_spec, training_arguments
 from .journal import JobJournal, finish_job
+from .parents import materialize, resolve_job_model
 
 log = logging.getLogger("sparsegrad.worker")
 MAX_ERROR_CHARS = 2000
@@ -140,9 +143,7 @@ class JobRunner:
 
     def _train(self, attempt: Attempt) -> Outcome:
         settings, job, journal = self.settings, attempt.job, attempt.journal
-        registered = model_registry(settings).get(job.model)
-        if registered is None:
-            raise JobError("model_not_available", f"model {job.model!r} is not served by this deployment", "model")
+        start = resolve_job_model(settings, attempt.job_store)
         try:
             spec = JobSpec.from_stored(job.spec)
         except ValueError as exc:
@@ -159,6 +160,7 @@ class JobRunner:
         except (TypeError, ValueError) as exc:
             raise JobError("invalid_hyperparameters", str(exc), "hyperparameters") from exc
         journal.event(EventType.message, *data.describe())
+        source = self._start_from(attempt, start)
 
         resume_from, trained_tokens = None, 0
         stored = attempt.job_store.latest_checkpoint()
@@ -171,10 +173,10 @@ class JobRunner:
         callback = ServiceCallback(
             journal, attempt.flags, flush_every_s=settings.metrics_flush_s, device=attempt.device.device,
             save_checkpoint=lambda step, path, metrics: self._store_checkpoint(attempt, step, path, metrics),
-            trained_tokens=trained_tokens,
+            trained_tokens=trained_tokens, tracking=JobTracking.open(settings, job, spec, journal, attempt.run_dir),
         )
         try:
-            run = finetune(registered.source, data.train, data.eval, method, args,
+            run = finetune(source, data.train, data.eval, method, args,
                            callbacks=[callback, PreparedMessages(journal, job.model)], resume_from=resume_from,
                            device=attempt.device.device, run_info={"model": job.model, "job_id": job.id})
         except DataTokenizationError as exc:
@@ -196,13 +198,27 @@ class JobRunner:
             return self._stopped(attempt, step=result.global_step, checkpointed=False)
         if self.keep_model:
             self.trained_model = run.prepared.model
-        trained = TrainedRun(registered.source, run.prepared, run.tokenizer, data, args, result, callback,
+        trained = TrainedRun(source, start.base.name, run.prepared, run.tokenizer, data, args, result, callback,
                              spec.merge_model)
         return complete(self.settings, self.store, attempt, trained)
 
     # ------------------------------------------------------------------------------------------ pieces
+    def _start_from(self, attempt: Attempt, start: ResolvedModel) -> str:
+        """The model source training loads: the base model's, or (continued training) the base with the chain of
+        the fine-tuned model or checkpoint the job names applied, built in the run folder."""
+        if not start.chain:
+            return start.base.source
+        parent = start.lineage[-1]
+        attempt.journal.event(
+            EventType.message, f"Continuing from {parent.model} (job {parent.fine_tuning_job_id}): base model "
+            f"{start.base.name} with {len(start.chain)} stored weight archive(s) applied.",
+            {"lineage": [asdict(entry) for entry in start.lineage]})
+        return materialize(self.store, start, attempt.run_dir / "parent")
+
     def _store_checkpoint(self, attempt: Attempt, step: int, path: Path, metrics: dict[str, Any]) -> str | None:
-        stored = upload_checkpoint(attempt.job_store, self.store, step, path, attempt.run_dir / ".upload", metrics)
+        keep = max(KEEP_STORED, self.settings.keep_finished_checkpoints)  # the newest become models if it succeeds
+        stored = upload_checkpoint(attempt.job_store, self.store, step, path, attempt.run_dir / ".upload", metrics,
+                                   keep)
         if stored is None:
             attempt.flags.set(lost=True)
             return None

@@ -119,10 +119,18 @@ class CheckpointPublic(BaseModel):
     id: str
     object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
     created_at: int
-    fine_tuned_model_checkpoint: str = Field(description="`<job id>:ckpt-step-<N>`.")
+    fine_tuned_model_checkpoint: str | None = Field(description=(
+        "The checkpoint's model name, `<fine-tuned model>:ckpt-step-<N>`: usable as `model` for inference and for "
+        "a new job (continued training). Null while it is only a resume point (its job has not succeeded)."))
     fine_tuning_job_id: str
     metrics: dict[str, Any]
     step_number: int
+    resumable: bool = Field(description="The job can resume from it (a paused or running job's checkpoint).")
+    format: Literal["adapter", "model"] | None = Field(
+        default=None, description="What the content route downloads: `adapter` (an adapter archive over the "
+        "model the job trained from, as the job's adapter artifact) or `model` (the whole model); null: no model.")
+    bytes: int | None = Field(default=None, description="Size of the downloadable model archive.")
+    sha256: str | None = Field(default=None, description="Its SHA-256 (also the download's `X-Content-SHA256`).")
 
 
 class CheckpointsPublic(BaseModel):

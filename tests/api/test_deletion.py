@@ -293,13 +293,13 @@ def test_cancelling_a_paused_job_drops_its_checkpoints(service: Service, acme: T
         assert session.get(Job, job["id"]).last_checkpoint_step is None  # type: ignore[union-attr]
 
 
-def test_a_finished_job_keeps_the_newest_checkpoints_the_setting_asks_for(keeping_one: Service) -> None:
-    acme = keeping_one.as_tenant("acme")
+def test_a_cancelled_job_keeps_no_checkpoint_whatever_the_setting(keeping_one: Service) -> None:
+    acme = keeping_one.as_tenant("acme")  # keep_finished_checkpoints keeps a succeeded job's checkpoint models only
     job = acme.create_job()
     outputs = add_outputs(keeping_one, job["id"], status="paused", steps=(10, 20, 30), kinds=())
     assert acme.post(f"{JOBS}/{job['id']}/cancel").json()["status"] == "cancelled"
-    assert [c["step_number"] for c in acme.get(f"{JOBS}/{job['id']}/checkpoints").json()["data"]] == [30]
-    assert [store_of(keeping_one).path(key).exists() for key in outputs.checkpoints] == [False, False, True]
+    assert acme.get(f"{JOBS}/{job['id']}/checkpoints").json()["data"] == []
+    assert [store_of(keeping_one).path(key).exists() for key in outputs.checkpoints] == [False, False, False]
 
 
 # ------------------------------------------------------------------------------------------------ storage

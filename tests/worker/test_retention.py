@@ -1,7 +1,7 @@
-"""A job that ends keeps ``keep_finished_checkpoints`` resume checkpoints (default 0) whichever way it ends: the
-worker finishing it (succeeded, failed, or cancelled when a cancel wins), or the reaper (failed after its last
-attempt, or cancelled while cancelling). The dropped checkpoints leave SQL and the artifact store; a paused
-job, and a running one, keep theirs."""
+"""A job that ends keeps no resume checkpoint whichever way it ends: the worker finishing it (succeeded, failed, or
+cancelled when a cancel wins), or the reaper (failed after its last attempt, or cancelled while cancelling). A
+succeeded job keeps its newest ``keep_finished_checkpoints`` checkpoint models. The dropped checkpoints leave SQL
+and the artifact store; a paused job, and a running one, keep theirs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sqlalchemy import update
 from worker_helpers import checkpoints, create_job, job_row
 
 from sparsegrad_service.db import get_engine, session_scope
-from sparsegrad_service.enums import JobStatus
+from sparsegrad_service.enums import ArtifactKind, JobStatus
 from sparsegrad_service.job_store import WorkerJobStore
 from sparsegrad_service.live import LiveChannel
 from sparsegrad_service.models import Job, utcnow
@@ -71,14 +71,27 @@ def test_a_job_the_worker_finishes_drops_its_checkpoints(
     assert not (settings.artifact_root / "jobs").exists()  # no empty folders left behind
 
 
-def test_a_finished_job_keeps_the_newest_checkpoints_it_is_allowed(
-    sqlite_db: str, make_settings: Callable[..., Settings], sst2_bytes: bytes,
+@pytest.mark.parametrize("status", [JobStatus.succeeded, JobStatus.failed])
+def test_a_succeeded_job_keeps_the_newest_checkpoint_models_it_is_allowed(
+    sqlite_db: str, make_settings: Callable[..., Settings], sst2_bytes: bytes, status: JobStatus,
 ) -> None:
-    settings = make_settings(sqlite_db, keep_finished_checkpoints=1)
+    settings = make_settings(sqlite_db, keep_finished_checkpoints=2)
     job_id, keys = running_with_checkpoints(settings, sst2_bytes)
-    assert journal(settings, job_id).finish(JobStatus.succeeded, "done") == JobStatus.succeeded
-    assert kept(settings, job_id, keys) == ([30], [False, False, True])
-    assert job_row(settings, job_id).last_checkpoint_step == 30
+    store = LocalArtifactStore(settings.artifact_root)
+    job_store = WorkerJobStore(settings.sql_url, job_id, "w1")
+    models = []
+    for step in (20, 30, 40):  # the worker stores models of the newest steps (the final one has no resume archive)
+        stored = store.put_bytes(f"jobs/{job_id}/checkpoints/model-{step}", bytes(step))
+        job_store.record_checkpoint_model(step, ArtifactKind.adapter, stored)
+        models.append(stored.key)
+    error = {"code": "training_error", "message": "boom", "param": None} if status == JobStatus.failed else None
+    assert journal(settings, job_id).finish(status, "the end", error=error) == status
+    if status == JobStatus.succeeded:  # the newest two models, without their resume archives
+        assert kept(settings, job_id, keys + models) == ([30, 40], [False, False, False, False, True, True])
+        assert all(c.storage_key is None and c.bytes is None for c in checkpoints(settings, job_id))
+    else:  # a failed job has no model: nothing stays
+        assert kept(settings, job_id, keys + models) == ([], [False] * 6)
+    assert job_row(settings, job_id).last_checkpoint_step is None
 
 
 def test_a_cancel_that_wins_the_finish_drops_the_checkpoints_and_a_pause_keeps_them(

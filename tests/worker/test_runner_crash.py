@@ -76,7 +76,8 @@ def test_killed_worker_resumes_from_its_checkpoint(
         assert [s for s, _ in metric_series(settings, job_id, name)] == list(range(1, 21)), name
     resumed = [e.data["step"] for e in events(settings, job_id) if e.type == "checkpoint"]
     assert resumed[-3:] == [10, 15, 20]  # the second attempt checkpointed from step 5 on
-    assert checkpoints(settings, job_id) == []  # and, once succeeded, kept none (keep_finished_checkpoints 0)
+    kept = checkpoints(settings, job_id)  # once succeeded, the newest two as models, without resume archives
+    assert [(c.step, c.storage_key) for c in kept] == [(15, None), (20, None)]
     assert not (settings.work_dir / job_id).exists()  # the killed attempt's folder is cleaned up too
 
 

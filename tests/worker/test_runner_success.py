@@ -86,12 +86,16 @@ def test_sparsegrad_job_succeeds_end_to_end(
         assert len(metric_series(settings, job_id, name)) == 20, name
     assert [s for s, _ in metric_series(settings, job_id, "original_basis_topk_energy_share")] == [1, 6, 11, 16]
 
-    # checkpoints: the newest two (what keep_finished_checkpoints keeps here), stored with their digest
+    # checkpoints: the newest two (keep_finished_checkpoints), the final step's too, kept as models (adapters,
+    # with their digest) without their resume archives
     rows = checkpoints(settings, job_id)
-    assert [c.step for c in rows] == [8, 16] and job.last_checkpoint_step == 16
-    assert rows[-1].metrics["train_loss"] == pytest.approx(dict(losses)[16])
+    assert [c.step for c in rows] == [16, 20] and job.last_checkpoint_step is None
+    assert rows[0].metrics["train_loss"] == pytest.approx(dict(losses)[16])
+    assert rows[1].metrics["train_loss"] == pytest.approx(dict(losses)[20])
     for row in rows:
-        assert sha256_of(settings.artifact_root / row.storage_key) == row.sha256
+        assert row.storage_key is None and row.model_kind == "adapter"
+        assert sha256_of(settings.artifact_root / row.model_key) == row.model_sha256
+    assert not list((settings.artifact_root / job_prefix(job_id) / "checkpoints").glob("step-????????.tar.gz"))
 
     # artifacts: adapter, merged model and metrics CSV with correct digests
     arts = artifacts(settings, job_id)
@@ -139,9 +143,12 @@ def test_lora_and_full_jobs_succeed(
     assert summary["eval_source"] == "validation_file" and summary["eval_examples"] == 24
     assert "spectra" not in summary or summary["spectra"] is None
     assert [e.data["step"] for e in events(settings, job_id) if e.type == "checkpoint"] == [5, 10]
-    # succeeded: its checkpoints left SQL and the store (keep_finished_checkpoints defaults to 0)
-    assert checkpoints(settings, job_id) == [] and job.last_checkpoint_step is None
-    assert not (settings.artifact_root / job_prefix(job_id) / "checkpoints").exists()
+    # succeeded: its final step and newest checkpoint are kept as models, in the method's format
+    # (keep_finished_checkpoints defaults to 2); the resume archives left SQL and the store
+    rows = checkpoints(settings, job_id)
+    assert [c.step for c in rows] == [10, 12] and job.last_checkpoint_step is None
+    assert {c.model_kind for c in rows} == {"adapter" if method == "lora" else "merged_model"}
+    assert all(c.storage_key is None for c in rows)
     assert [e.data["phase"] for e in events(settings, job_id) if e.type == "phase"] == [
         "evaluating", "training", "evaluating", "saving"]
 

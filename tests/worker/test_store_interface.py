@@ -10,6 +10,7 @@ from worker_helpers import artifacts, create_job, job_row, job_spec
 
 from sparsegrad_service.settings import Settings
 from sparsegrad_service.store import LocalArtifactStore, StoredObject, artifact_key, checkpoint_key, file_key
+from worker.checkpoints import checkpoint_model_key
 from worker.runner import JobRunner, Outcome
 
 
@@ -54,8 +55,11 @@ def test_runner_uses_only_the_store_interface(
         ("put_file", checkpoint_key(job_id, 9)),
         ("delete", checkpoint_key(job_id, 3)),
         ("put_file", artifact_key(job_id, f"{job_id}-adapter.tar.gz")),
+        ("put_file", checkpoint_model_key(job_id, 9)),  # keep_finished_checkpoints (2) kept as models: the final
+        ("fetch", checkpoint_key(job_id, 6)),  # step's export, and the newest earlier checkpoint, restored
+        ("put_file", checkpoint_model_key(job_id, 6)),
         ("put_bytes", artifact_key(job_id, f"{job_id}-metrics.csv")),
-        ("delete", checkpoint_key(job_id, 9)),  # succeeded: it keeps keep_finished_checkpoints (0) of them
+        ("delete", checkpoint_key(job_id, 9)),  # succeeded: the resume archives go
         ("delete", checkpoint_key(job_id, 6)),
     ]
     assert {a.storage_key for a in artifacts(api_side, job_id).values()} == {
