@@ -87,7 +87,7 @@ class WebhookSender:
                                              extensions=extensions)
                 response = http.send(request, stream=True)
                 try:
-                    excerpt = read_excerpt(response)
+                    excerpt = read_excerpt(response, t0 + self.settings.webhook_timeout_s)
                 finally:
                     response.close()
         except httpx.HTTPError as exc:
@@ -98,12 +98,13 @@ class WebhookSender:
         return result(status_code=code, error=error, response_excerpt=excerpt)
 
 
-def read_excerpt(response: httpx.Response) -> str | None:
-    """The first ``EXCERPT_CHARS`` characters of the body (the rest is not read)."""
+def read_excerpt(response: httpx.Response, deadline: float) -> str | None:
+    """The first ``EXCERPT_CHARS`` characters of the body, as much of them as came before ``deadline``
+    (``time.monotonic()``); the rest is not read, so a body that trickles in cannot hold the attempt."""
     data = b""
     for chunk in response.iter_bytes():
         data += chunk
-        if len(data) >= 4 * EXCERPT_CHARS:
+        if len(data) >= 4 * EXCERPT_CHARS or time.monotonic() > deadline:
             break
     return data.decode("utf-8", "replace")[:EXCERPT_CHARS] or None
 

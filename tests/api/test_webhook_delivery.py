@@ -147,3 +147,16 @@ def test_redirects_are_not_followed(service: Service) -> None:
         assert len(receiver.requests) == 1 and elsewhere.requests == []
     [attempt] = deliveries(acme, hook["id"])[0]["attempts"]
     assert attempt["status_code"] == 307 and "redirects are not followed" in attempt["error"]
+
+
+def test_an_answer_that_trickles_in_does_not_hold_the_attempt(service: Service) -> None:
+    acme = service.as_tenant("acme")
+    with webhook_receiver([500]) as receiver:
+        receiver.trickle_s = 0.05  # 5,000 bytes: over four minutes
+        hook = acme.post(HOOKS, json={"url": receiver.url}).json()
+        acme.post(f"{HOOKS}/{hook['id']}/test")
+        t0 = time.monotonic()
+        relay_once(service, WebhookSender(service.settings.model_copy(update={"webhook_timeout_s": 1.0})))
+        assert time.monotonic() - t0 < 3
+    [attempt] = deliveries(acme, hook["id"])[0]["attempts"]
+    assert attempt["status_code"] == 500 and attempt["response_excerpt"].startswith("boo")

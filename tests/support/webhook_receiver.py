@@ -30,6 +30,8 @@ class Receiver:
     requests: list[Received] = field(default_factory=list)
     location: str | None = None
     """The ``Location`` header of redirect answers."""
+    trickle_s: float | None = None
+    """Send the answer's body one byte at a time, this many seconds apart (a receiver that never finishes)."""
 
 
 @contextmanager
@@ -49,7 +51,16 @@ def webhook_receiver(statuses: Sequence[int] = ()) -> Iterator[Receiver]:
             answer = (b"boom " * 1000) if status >= 500 else b"ok"
             self.send_header("Content-Length", str(len(answer)))
             self.end_headers()
-            self.wfile.write(answer)
+            if receiver.trickle_s is None:
+                self.wfile.write(answer)
+                return
+            try:
+                for byte in answer:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(receiver.trickle_s)
+            except OSError:  # the sender stopped reading
+                pass
 
         def log_message(self, *_: object) -> None:
             pass
