@@ -21,8 +21,9 @@ without improvement or at the step cap, restores the best selection-split weight
 on the GLUE dev set. The learning rate is chosen on seed 0 from the selection-split score only, and the
 final seed-0 run *is* that selection run (same key: the phase is not part of a protocol-2 key).
 
-Protocol 3 (``protocol_v3.json``, profile ``v3``, the current one) keeps protocol 2's rules and changes its
-budget: a larger SST-2 pool, a step cap per task and a learning-rate grid per setting (``PROTOCOL.md`` says why).
+Protocols 3 and 4 (``protocol_v3.json``, ``protocol_v4.json``; profile ``v4`` is the current one) keep protocol 2's
+rules and change its budget: a larger SST-2 pool, a step cap per task, a learning-rate grid per setting and (4) a
+selection-split share per task (``PROTOCOL.md`` says why).
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ class Profile:
     max_grad_norm: float | None = None
     task_steps: dict[str, int] | None = None
     """Protocol 3: a step cap per task (None: ``steps`` for every task)."""
+    task_val_fraction: dict[str, float] | None = None
+    """Protocol 4: a selection-split share per task (None: ``val_fraction`` for every task)."""
     setting_lr_grid: dict[str, tuple[float, ...]] | None = None
     """Protocol 3: a learning-rate grid per setting, the same for every method, task and model of that setting
     (None: ``lr_grid`` for the encoder and ``chat_lr_grid`` for the decoder)."""
@@ -105,6 +108,10 @@ class Profile:
     def cap(self, task: str) -> int:
         """The step cap of an encoder task."""
         return (self.task_steps or {}).get(task, self.steps)
+
+    def selection_fraction(self, task: str) -> float:
+        """The share of an encoder task's pool carved out as its selection split."""
+        return (self.task_val_fraction or {}).get(task, self.val_fraction)
 
     def grid(self, task: str, setting: str) -> tuple[float, ...]:
         """The learning rates a (task, setting) group is selected from."""
@@ -130,7 +137,7 @@ PROFILES: dict[str, Profile] = {
     ),
 }
 
-CURRENT_PROTOCOL = 3
+CURRENT_PROTOCOL = 4
 """The protocol every new quality number is measured under; earlier versions stay readable (their archive)."""
 STAGES = ("full", "paper", "peft", "decoder")
 """Protocol 2's run order: full FT first (the sanity bar), then the paper setting, PEFT-pure, the decoder."""
@@ -157,11 +164,12 @@ def profile_from_protocol(p: dict[str, Any]) -> Profile:
     per_setting = isinstance(grid, dict)  # protocol 3 on: one grid per setting
     flat = tuple(grid[SETTINGS[0]] if per_setting else grid)
     caps = {t: int(v.get("max_steps", enc.get("max_steps", 0))) for t, v in tasks.items()}
+    fractions = {t: float(v.get("selection_fraction", enc["selection_fraction"])) for t, v in tasks.items()}
     return Profile(
         name=f"v{p['version']}", protocol=int(p["version"]),
         train_size={t: int(v["train_size"]) for t, v in tasks.items()},
         max_seq_length={t: int(v["max_seq_length"]) for t, v in tasks.items()},
-        steps=max(caps.values()), task_steps=caps, batch_size=int(enc["batch_size"]), lr_grid=flat,
+        steps=max(caps.values()), task_steps=caps, task_val_fraction=fractions, batch_size=int(enc["batch_size"]), lr_grid=flat,
         setting_lr_grid={s: tuple(g) for s, g in grid.items()} if per_setting else None,
         seeds=tuple(p["seeds"]), settings=tuple(enc["settings"]), val_fraction=float(enc["selection_fraction"]),
         calibration_steps=int(enc["calibration_steps"]), methods=tuple(enc["methods"]), density=float(enc["density"]),
@@ -300,7 +308,8 @@ def _run(opts: PlanOptions, phase: str, task: str, method: str, setting: str, se
     clip = p.max_grad_norm if p.protocol >= 2 else opts.max_grad_norm
     return Run(phase=phase, task=task, method=method, setting=setting, seed=seed, lr=lr, density=density,
                train_size=size, steps=steps, batch_size=batch, max_seq_length=length,
-               calibration_steps=p.calibration_steps, val_fraction=p.val_fraction, data=data, model=model,
+               calibration_steps=p.calibration_steps, data=data, model=model,
+               val_fraction=p.val_fraction if task == "chat" else p.selection_fraction(task),
                max_grad_norm=clip, protocol=p.protocol, eval_every=every, patience=patience,
                lr_scheduler=p.lr_scheduler, warmup_ratio=p.warmup_ratio, weight_decay=p.weight_decay,
                heldout=p.chat_heldout if task == "chat" else None)

@@ -4,11 +4,11 @@
     python bench/quality/run.py --profile full --settings paper,peft --sweep-density --decoder
     python bench/quality/run.py --profile quick --service http://127.0.0.1:8000 --api-key sg-...
     python bench/quality/report.py --out bench/results/quality
-    python bench/quality/run.py --profile v3 --data-dir ../shared/data/glue --decoder --out bench/results/quality_v3 --dry-run
-    python bench/quality/run.py --profile v3 --data-dir ../shared/data/glue --stages full --out bench/results/quality_v3
+    python bench/quality/run.py --profile v4 --data-dir ../shared/data/glue --decoder --out bench/results/quality_v4 --dry-run
+    python bench/quality/run.py --profile v4 --data-dir ../shared/data/glue --stages full --out bench/results/quality_v4
 
-Profile ``v3`` is protocol 3, the current one (``protocol_v3.json``, ``PROTOCOL.md``; ``v2`` is its archived
-predecessor): stages full, paper, peft, decoder in that order, each finished (selection, then the other seeds)
+Profile ``v4`` is protocol 4, the current one (``protocol_v4.json``, ``PROTOCOL.md``; ``v2`` and ``v3`` are its
+archived predecessors): stages full, paper, peft, decoder in that order, each finished (selection, then the other seeds)
 before the next, so the plan runs in resumable pieces. Several processes may share one ``--out`` (for example
 one per ``--tasks`` with ``OMP_NUM_THREADS=1`` each): rows are appended under a lock.
 
@@ -167,7 +167,8 @@ def execute(runs: list[qp.Run], log: qp.RunLog, trainer: Trainer, label: str) ->
 def print_staged_plan(opts: qp.PlanOptions) -> None:
     """A staged protocol's plan per stage: run counts and the expected / upper-bound hours."""
     p = qp.protocol(opts.profile.protocol)
-    print(f"protocol {p['version']} ({p['date']}): selection split {opts.profile.val_fraction:g} of train, "
+    split = ", ".join(f"{t} {opts.profile.selection_fraction(t):g}" for t in opts.tasks)
+    print(f"protocol {p['version']} ({p['date']}): selection split {split} of the pool, "
           f"eval every {opts.profile.eval_every} steps, patience {opts.profile.patience}, cap "
           f"{', '.join(f'{t} {opts.profile.cap(t)}' for t in opts.tasks)} steps; {opts.profile.lr_scheduler} decay after {opts.profile.warmup_ratio:g} warmup, clip "
           f"{opts.profile.max_grad_norm:g}, weight decay {opts.profile.weight_decay:g}")

@@ -202,11 +202,12 @@ def test_each_profile_is_its_protocol_file(version: int) -> None:
         assert run.key.startswith(f"v{version}|")
 
 
-def test_protocol_3_budget_per_task_and_grid_per_setting() -> None:
-    prof = qp.PROFILES["v3"]
+def test_protocol_4_budget_per_task_and_grid_per_setting() -> None:
+    prof = qp.PROFILES["v4"]
     sel = qp.selection_runs(qp.PlanOptions(profile=prof, decoder=True))
     caps = {r.task: r.steps for r in sel if r.task != "chat"}
-    assert caps == {"sst2": 1500, "mrpc": 800, "cola": 1200}
+    assert caps == {"sst2": 1000, "mrpc": 600, "cola": 800}
+    assert {r.task: r.val_fraction for r in sel} == {"sst2": 0.05, "mrpc": 0.1, "cola": 0.1, "chat": 0.1}
     grids: dict[tuple[str, str], set[float]] = {}
     for r in sel:
         grids.setdefault((r.task, r.setting), set()).add(r.lr)
@@ -214,7 +215,10 @@ def test_protocol_3_budget_per_task_and_grid_per_setting() -> None:
     assert {frozenset(g) for (_, s), g in grids.items() if s == "paper"} == {frozenset(_grid("paper"))}
     assert {frozenset(g) for (_, s), g in grids.items() if s == "peft"} == {frozenset(_grid("peft"))}
     assert {r.lr for r in sel if r.method == "full"} == set(_grid("paper"))
-    assert qp.PROFILES["v3"].train_size["sst2"] == 30000 and qp.PROFILES["v2"].train_size["sst2"] == 4000
+    assert [qp.PROFILES[f"v{v}"].train_size["sst2"] for v in (2, 3, 4)] == [4000, 30000, 20000]
+    # a version's runs never share a key or a learning-rate group with another version's
+    v3 = qp.selection_runs(qp.PlanOptions(profile=qp.PROFILES["v3"], decoder=True))
+    assert not {r.key for r in v3} & {r.key for r in sel} and not {r.group for r in v3} & {r.group for r in sel}
 
 
 def test_v2_plan_count_and_order() -> None:
@@ -335,7 +339,7 @@ def test_v2_selection_split_is_disjoint_fixed_and_stratified() -> None:
         assert key(train) == train0 and key(selection) == sel0 and key(dev) == dev0
     pool = quality_data.stratified_subsample(quality_data._load_glue("sst2", None)[0], runs[0].train_size)
     assert sorted(train0 + sel0) == sorted((e.text, e.label) for e in pool.examples)  # a partition of the pool
-    assert len(sel0) == round(len(pool.examples) * qp.PROFILES[CURRENT].val_fraction)
+    assert len(sel0) == round(len(pool.examples) * qp.PROFILES[CURRENT].selection_fraction("sst2"))
     idx_train = {id(e) for e in splits[0][0].examples}
     assert not any(id(e) in idx_train for e in splits[0][1].examples)
     labels = [e.label for e in pool.examples]
