@@ -9,7 +9,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from sparsegrad_service.models import Artifact, Job
-from sparsegrad_service.retention import MODEL_ARTIFACT_KINDS, delete_objects, job_scratch
+from sparsegrad_service.retention import MODEL_ARTIFACT_KINDS, delete_objects, job_built_on, job_scratch
 from sparsegrad_service.settings import Settings
 from sparsegrad_service.store import LocalArtifactStore, job_prefix
 
@@ -23,6 +23,16 @@ def refuse_while_merging(job: Job, what: str) -> None:
         requested = as_utc(job.merge_requested_at).isoformat(timespec="seconds")
         raise conflict(f"Cannot delete {what}: a merged model of job {job.id} was requested at {requested} and "
                        "no worker has finished it yet; try again once the merge is done.", "merge_in_progress")
+
+
+def refuse_while_trained_on(session: Session, job: Job, what: str) -> None:
+    """409 while another job starts from ``job``'s fine-tuned model or one of its checkpoints and still needs
+    it (continued training: its model is built on this one)."""
+    user = job_built_on(session, job)
+    if user is not None:
+        uses = f"its model {user.fine_tuned_model} is built on" if user.fine_tuned_model else "it fine-tunes"
+        raise conflict(f"Cannot delete {what}: job {user.id} ('{user.status}') started from {user.model} and {uses} "
+                       "it; delete that job or its model first.", "model_in_use")
 
 
 def remove_job_storage(store: LocalArtifactStore, settings: Settings, job_id: str, keys: list[str]) -> None:

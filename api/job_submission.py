@@ -1,4 +1,5 @@
-"""Create a fine-tuning job from a request: resolve the base model and the tenant's files, settle the task
+"""Create a fine-tuning job from a request: resolve the model it starts from (a base model, or one of the tenant's
+fine-tuned models or checkpoints) and the tenant's files, settle the task
 (the training file's, or the request's re-validated against the stored bytes), honour ``Idempotency-Key``,
 insert the queued job with its first event, then enqueue it. A broker outage leaves the job queued (with a
 warning event) for the reaper to send again."""
@@ -8,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -20,6 +21,8 @@ from sparsegrad_data import TaskType
 from sparsegrad_service.enums import EventLevel, EventType, JobStatus
 from sparsegrad_service.integrations import missing_setting, not_configured_message
 from sparsegrad_service.job_records import add_event
+from sparsegrad_service.job_spec import ModelRef
+from sparsegrad_service.model_resolution import ModelResolutionError, ResolvedModel, resolve_model
 from sparsegrad_service.models import File, Job, utcnow
 from sparsegrad_service.queue import JobQueue
 from sparsegrad_service.registry import RegisteredModel
@@ -63,14 +66,17 @@ def submit_job(
         if existing is not None:
             return Submission(_replay(existing, digest, idempotency_key), created=False)
 
-    model = _registered_model(registry, body.model)
+    start = start_model(session, tenant_id, registry, body.model)
+    model = start.base
     _check_integrations(settings, body)
     train = _tenant_file(session, tenant_id, body.training_file, "training_file")
     valid = _tenant_file(session, tenant_id, body.validation_file, "validation_file") if body.validation_file else None
     spec = resolve_spec(body, resolve_task(settings, store, body.task, train, valid, model), settings.checkpoint_every)
+    if start.kind != "base":
+        spec = spec.model_copy(update={"lineage": [ModelRef(**asdict(entry)) for entry in start.lineage]})
     now = utcnow()
     job = Job(
-        tenant_id=tenant_id, model=model.name, training_file_id=train.id,
+        tenant_id=tenant_id, model=start.name, training_file_id=train.id,
         validation_file_id=valid.id if valid else None, spec=spec.stored(), status=JobStatus.queued,
         seed=SEED if body.seed is None else body.seed, suffix=body.suffix, metadata_=body.metadata,
         idempotency_key=idempotency_key, request_hash=digest, created_at=now, queued_at=now,
@@ -85,7 +91,7 @@ def submit_job(
         if valid is not None:
             _tenant_file(session, tenant_id, valid.id, "validation_file")
         add_event(session, job.id, EventType.message, "Job created", data={
-            "model": model.name, "method": spec.method.type.value, "task": spec.task.type.value})
+            "model": start.name, "method": spec.method.type.value, "task": spec.task.type.value})
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -120,13 +126,18 @@ def _replay(job: Job, digest: str, key: str) -> Job:
     return job
 
 
-def _registered_model(registry: dict[str, RegisteredModel], name: str) -> RegisteredModel:
-    model = registry.get(name)
-    if model is None:
-        available = ", ".join(sorted(registry))
-        raise ApiError(400, f"Model '{name}' is not available; available models: {available}.", param="model",
-                       code="model_not_found")
-    return model
+def start_model(session: Session, tenant_id: str, registry: dict[str, RegisteredModel], name: str) -> ResolvedModel:
+    """The model a new job starts from: a base model, or (continued training) one of the tenant's fine-tuned
+    models or checkpoints that can be loaded. Refusals name ``model``: 400 for a name that is not a model or a
+    job that has not succeeded, 404 for another tenant's, a missing or a deleted one."""
+    try:
+        start = resolve_model(session, tenant_id, name, registry)
+    except ModelResolutionError as exc:
+        raise ApiError(exc.status, exc.message, param="model", code=exc.code) from exc
+    if not start.servable:
+        raise ApiError(400, f"Model '{name}' cannot be fine-tuned: {start.unservable}.", param="model",
+                       code="model_not_available")
+    return start
 
 
 def _check_integrations(settings: Settings, body: JobCreate) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sparsegrad_service.enums import ArtifactKind
-from sparsegrad_service.job_spec import JobSpec
+from sparsegrad_service.job_spec import JobSpec, ModelRef
 from sparsegrad_service.model_names import checkpoint_model_name
 from sparsegrad_service.registry import RegisteredModel
 from sparsegrad_service.schemas import (
@@ -84,7 +84,8 @@ def job_public(job: Any) -> JobPublic:
     public = _public_spec(job.id, job.spec)
     spec = public.spec
     return JobPublic(
-        id=job.id, status=job.status, model=job.model, created_at=unix_required(job.created_at),
+        id=job.id, status=job.status, model=job.model, lineage=spec.lineage or [ModelRef(model=job.model)],
+        created_at=unix_required(job.created_at),
         started_at=unix(job.started_at), finished_at=unix(job.finished_at), error=_job_error(job.error),
         method=public.method, hyperparameters=public.hyperparameters, requested=spec.requested,
         training_file=job.training_file_id, validation_file=job.validation_file_id,
@@ -106,8 +107,16 @@ def job_insight(row: Any) -> JobInsight:
                       **dict(insight))
 
 
+def root_model(row: Any) -> str:
+    """The root base model of a job (``row``: its ``id``, ``model`` and ``spec``): ``model``, unless the job
+    continued training a fine-tuned model (then the first model of its lineage)."""
+    lineage = _public_spec(row.id, row.spec).spec.lineage
+    return lineage[0].model if lineage else str(row.model)
+
+
 def fine_tuned_model_object(row: Any, base: RegisteredModel | None) -> ModelObject:
-    """``row``: a row of ``queries.fine_tuned_models``; ``base``: its base model, if still registered."""
+    """``row``: a row of ``queries.fine_tuned_models``; ``base``: its root base model (:func:`root_model`), if
+    still registered."""
     spec = _public_spec(row.id, row.spec).spec
     method = f"{spec.method.type.value} ({spec.method.setting.value} setting)"
     return ModelObject(

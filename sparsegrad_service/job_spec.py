@@ -170,6 +170,14 @@ Integration = Annotated[WandbEntry | MlflowEntry, Field(discriminator="type")]
 ``{"type": "mlflow", "mlflow": {...}}`` (same shape)."""
 
 
+class ModelRef(_Spec):
+    """One model of a job's lineage: its name, the job that made it (None: a base model), the checkpoint's step."""
+
+    model: str
+    fine_tuning_job_id: str | None = None
+    step: int | None = None
+
+
 class JobSpec(_Spec):
     """Everything the worker needs to know of a job besides its files, model, seed and suffix."""
 
@@ -185,6 +193,10 @@ class JobSpec(_Spec):
     requested: dict[str, Any] | None = None
     """The request's ``method`` and ``hyperparameters`` as given (JSON, unset fields left out; null stands for
     ``"auto"``), echoed in the job object next to what they resolved to. Not read by the worker."""
+    lineage: list[ModelRef] | None = None
+    """Continued training: the models the job starts from as they were when it was created, the root base model
+    first and the fine-tuned model or checkpoint the job names (its ``model``) last; None when ``model`` is a base
+    model. Shown in the job object; not read by the worker (it resolves ``model`` itself)."""
 
     @classmethod
     def from_stored(cls, stored: dict[str, Any] | None) -> JobSpec:

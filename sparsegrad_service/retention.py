@@ -138,6 +138,21 @@ def unfinished_job_on_model(session: Session, model: str) -> Job | None:
                           .order_by(Job.created_at, Job.id).limit(1))
 
 
+def job_built_on(session: Session, job: Job) -> Job | None:
+    """The oldest job that starts from job ``job``'s fine-tuned model or one of its checkpoints (continued
+    training) and still needs it: it has not finished, or it succeeded and its model (stored as an adapter over
+    that model, or built from it) is not deleted."""
+    if job.fine_tuned_model is None:
+        return None
+    name = job.fine_tuned_model
+    needs = or_(Job.status.not_in(TERMINAL_STATUSES),
+                and_(Job.status == JobStatus.succeeded, Job.model_deleted_at.is_(None)))
+    return session.scalar(select(Job).where(
+        Job.tenant_id == job.tenant_id, Job.id != job.id, needs,
+        or_(Job.model == name, Job.model.startswith(f"{name}:ckpt-step-", autoescape=True)),
+    ).order_by(Job.created_at, Job.id).limit(1))
+
+
 def merge_scratch_prefix(job_id: str) -> str:
     """Name prefix of the work folders a merge of job ``job_id`` unpacks and saves in."""
     return f"merge-{job_id}-"

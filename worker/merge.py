@@ -1,7 +1,7 @@
 """MergeJob: add a ``merged_model`` artifact to a succeeded job after the fact (the ``merge_job`` task).
 
-Fetch the job's adapter archive from the store, merge it into a fresh copy of the registered base model
-(``merge_exported``), save it with its tokenizer, pack and store it, record the artifact and an event.
+Fetch the job's adapter archive from the store, merge it into a fresh copy of the model the job trained from
+(the registered base model, or the fine-tuned model it continued: :mod:`worker.parents`) (``merge_exported``), save it with its tokenizer, pack and store it, record the artifact and an event.
 Idempotent: a job that already has a merged model (full fine-tuning exports one) is left as it is. However
 it ends, the run serves the request it started for (``Job.merge_requested_at``, which keeps the model and the
 job from being deleted meanwhile).
@@ -19,13 +19,13 @@ from sparsegrad_core.recipe import merge
 from sparsegrad_service.enums import ArtifactKind, EventLevel, EventType, JobStatus
 from sparsegrad_service.job_store import JobStore
 from sparsegrad_service.live import LiveChannel
-from sparsegrad_service.registry import model_registry
 from sparsegrad_service.retention import merge_scratch_prefix
 from sparsegrad_service.settings import Settings
 from sparsegrad_service.store import ArtifactStore, make_store, unpack_archive
 
 from .artifacts import store_folder
 from .errors import JobError
+from .parents import materialize, resolve_job_model
 
 log = logging.getLogger("sparsegrad.worker")
 
@@ -71,17 +71,16 @@ class MergeJob:
         model, key = self._adapter_key()
         if not key:
             return MergeOutcome.exists
-        registered = model_registry(self.settings).get(model)
-        if registered is None:
-            raise JobError("model_not_available", f"model {model!r} is not served by this deployment", "model")
+        start = resolve_job_model(self.settings, self.job_store, model)  # a base model, or the model it continued
         self.settings.work_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=merge_scratch_prefix(self.job_id), dir=self.settings.work_dir) as tmp:
             work = Path(tmp)
+            source = materialize(self.store, start, work / "parent")
             archive = self.store.fetch(key, work / "adapter.tar.gz")
             adapter_dir = unpack_archive(archive, work / "adapter")
             archive.unlink()
             merged = work / "merged"
-            merge(registered.source, adapter_dir, merged)
+            merge(source, adapter_dir, merged)
             shutil.rmtree(adapter_dir, ignore_errors=True)
             artifact = store_folder(self.job_store, self.store, ArtifactKind.merged_model, merged, work)
         self.job_store.add_event(

@@ -24,7 +24,7 @@ from sparsegrad_service.schemas.common import error_responses
 from sparsegrad_service.schemas.job_create import MAX_METADATA_KEY_CHARS, MAX_METADATA_KEYS
 from sparsegrad_service.transitions import request_cancel, request_pause, request_resume
 
-from ..deletion import refuse_while_merging, remove_job_storage
+from ..deletion import refuse_while_merging, refuse_while_trained_on, remove_job_storage
 from ..deps import CurrentTenant, QueueDep, ReadsDep, RegistryDep, SessionDep, SettingsDep, StoreDep
 from ..errors import ApiError, conflict, not_found
 from ..job_submission import enqueue_or_warn, submit_job
@@ -206,6 +206,7 @@ def delete_job(job_id: str, session: SessionDep, tenant: CurrentTenant, settings
         raise conflict(f"Cannot delete job {job.id}: its status is '{job.status}'; only a succeeded, failed or "
                        "cancelled job can be deleted (cancel it first).", "invalid_state")
     refuse_while_merging(job, f"job {job.id}")
+    refuse_while_trained_on(session, job, f"job {job.id}")
     keys = delete_job_records(session, job.id)
     session.commit()
     remove_job_storage(store, settings, job.id, keys)

@@ -13,11 +13,11 @@ from sparsegrad_service.retention import delete_model_records, delete_objects, u
 from sparsegrad_service.schemas import ModelDeleted, ModelObject, ModelsPublic
 from sparsegrad_service.schemas.common import error_responses
 
-from ..deletion import refuse_while_merging
+from ..deletion import refuse_while_merging, refuse_while_trained_on
 from ..deps import CurrentTenant, ReadsDep, RegistryDep, SessionDep, StoreDep
 from ..errors import ApiError, conflict, not_found
 from ..queries import fine_tuned_model_statement, fine_tuned_models_statement
-from ..serializers import fine_tuned_model_object
+from ..serializers import fine_tuned_model_object, root_model
 
 router = APIRouter(prefix="/models", tags=["models"], responses=error_responses(401, 404))
 
@@ -32,7 +32,7 @@ async def list_models(registry: RegistryDep, tenant: CurrentTenant, reads: Reads
     """List the base models this deployment can fine-tune, then your fine-tuned models (newest first)."""
     rows = await reads.all(fine_tuned_models_statement(), {"tenant_id": tenant.id})
     return ModelsPublic(data=[*(model_object(m) for _, m in sorted(registry.items())),
-                              *(fine_tuned_model_object(r, registry.get(r.model)) for r in rows)])
+                              *(fine_tuned_model_object(r, registry.get(root_model(r))) for r in rows)])
 
 
 @router.get("/{model:path}", response_model=ModelObject)
@@ -45,7 +45,7 @@ async def retrieve_model(model: str, registry: RegistryDep, tenant: CurrentTenan
                             {"tenant_id": tenant.id, "job_id": job_id_of(model), "name": model})
     if row is None:
         raise not_found("model", model, param="model")
-    return fine_tuned_model_object(row, registry.get(row.model))
+    return fine_tuned_model_object(row, registry.get(root_model(row)))
 
 
 @router.delete("/{model:path}", response_model=ModelDeleted, responses=error_responses(403, 409))
@@ -61,6 +61,7 @@ def delete_model(model: str, session: SessionDep, tenant: CurrentTenant, registr
     if job is None:
         raise not_found("model", model, param="model")
     refuse_while_merging(job, f"model {model}")
+    refuse_while_trained_on(session, job, f"model {model}")
     user = unfinished_job_on_model(session, model)
     if user is not None:
         raise conflict(f"Cannot delete model {model}: job {user.id} ('{user.status}') fine-tunes it.",

@@ -166,7 +166,9 @@ HOLD_OUT_RULE = (f"The share is held out only when it is at least {D.MIN_EVAL_EX
 class JobCreate(StrictModel):
     """A fine-tuning job request. Only `model` and `training_file` are required."""
 
-    model: str = Field(min_length=1, max_length=200, description="A base model from `GET /v1/models`.")
+    model: str = Field(min_length=1, max_length=200, description=(
+        "A base model from `GET /v1/models`, or (continued training) one of your fine-tuned models or checkpoints "
+        "(`fine_tuned_model_checkpoint` names): the job starts from its weights."))
     training_file: str = Field(min_length=1, max_length=100, description="Id of an uploaded file (`purpose=fine-tune`).")
     validation_file: str | None = Field(
         default=None, max_length=100, description="Id of an uploaded evaluation file. Default: hold out `validation_split` of the training file. " + HOLD_OUT_RULE)

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, computed_field, model_validator
 
 from sparsegrad_contract.defaults import LEARNING_RATE
-from sparsegrad_service.job_spec import Integration, ResolvedHyperparameters, TaskSpec
+from sparsegrad_service.job_spec import Integration, ModelRef, ResolvedHyperparameters, TaskSpec
 
 
 class PublicHyperparameters(ResolvedHyperparameters):
@@ -39,7 +39,12 @@ class JobPublic(BaseModel):
     id: str
     object: Literal["fine_tuning.job"] = "fine_tuning.job"
     status: str = Field(description="validating_files, queued, running, paused, cancelling, succeeded, failed or cancelled.")
-    model: str
+    model: str = Field(description="What the job fine-tunes: a base model, or (continued training) one of your "
+                       "fine-tuned models or checkpoints.")
+    lineage: list[ModelRef] = Field(description=(
+        "The models the job starts from, the root base model first and `model` last, each with the job that made "
+        "it and the checkpoint step; just `model` when it is a base model. The fine-tuned model is named after the "
+        "root base model."))
     created_at: int
     started_at: int | None
     finished_at: int | None

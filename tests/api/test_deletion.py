@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from sparsegrad_service.db import session_scope
 from sparsegrad_service.enums import ArtifactKind
 from sparsegrad_service.job_records import add_event, insert_metrics
-from sparsegrad_service.models import Artifact, Checkpoint, File, Job, JobEvent, MetricPoint
+from sparsegrad_service.models import Artifact, Checkpoint, File, Job, JobEvent, MetricPoint, utcnow
 from sparsegrad_service.store import LocalArtifactStore, artifact_key, checkpoint_key, file_key, job_prefix
 
 JOBS = "/v1/fine_tuning/jobs"
@@ -271,7 +271,10 @@ def test_a_model_a_job_fine_tunes_cannot_be_deleted(service: Service, acme: Tena
     set_job(service, user["id"], model=outputs.model, status="running")
     message = error_of(acme.delete(f"/v1/models/{outputs.model}"), 409, "model_in_use")
     assert user["id"] in message and "'running'" in message
-    set_job(service, user["id"], status="succeeded")
+    set_job(service, user["id"], status="succeeded")  # its model is built on this one (continued training)
+    message = error_of(acme.delete(f"/v1/models/{outputs.model}"), 409, "model_in_use")
+    assert user["id"] in message and "'succeeded'" in message
+    set_job(service, user["id"], model_deleted_at=utcnow())
     assert acme.delete(f"/v1/models/{outputs.model}").status_code == 200
 
 

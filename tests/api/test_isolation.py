@@ -13,10 +13,10 @@ from api_harness import CLASSIFICATION_ROWS, Service, jsonl
 from sparsegrad_service.db import session_scope
 from sparsegrad_service.enums import JobStatus
 from sparsegrad_service.model_names import fine_tuned_model_name
-from sparsegrad_service.models import Artifact, Job, WebhookEndpoint, utcnow
+from sparsegrad_service.models import Artifact, Checkpoint, Job, WebhookEndpoint, utcnow
 from sparsegrad_service.store import LocalArtifactStore, artifact_key
 
-OBJECT_PARAMS = {"file_id", "job_id", "artifact_id", "model", "webhook_id"}
+OBJECT_PARAMS = {"file_id", "job_id", "artifact_id", "model", "webhook_id", "checkpoint_id"}
 TENANT_NEUTRAL = {"/v1/fine_tuning/defaults"}
 NO_OBJECT = {("GET", "/v1/files"), ("POST", "/v1/files"), ("GET", "/v1/fine_tuning/jobs"),
              ("POST", "/v1/fine_tuning/jobs"), ("GET", "/v1/storage"), ("GET", "/v1/models"),
@@ -59,9 +59,12 @@ def test_every_v1_route_refuses_other_tenants_and_missing_keys(service: Service)
         row.status, row.finished_at, row.fine_tuned_model = JobStatus.succeeded, utcnow(), fine_tuned
         webhook = WebhookEndpoint(tenant_id=row.tenant_id, url="https://hooks.example.com/x", secret="whsec_c2VjcmV0")
         session.add(webhook)
+        checkpoint = Checkpoint(job_id=job["id"], step=5, model_kind="adapter", model_key=stored.key,
+                                model_bytes=stored.bytes, model_sha256=stored.sha256)
+        session.add(checkpoint)
         session.flush()
         ids = {"file_id": file_id, "job_id": job["id"], "artifact_id": artifact.id, "model": fine_tuned,
-               "webhook_id": webhook.id}
+               "webhook_id": webhook.id, "checkpoint_id": checkpoint.id}
 
     operations = v1_operations(service)
     assert len(operations) >= 20, operations

@@ -45,7 +45,8 @@ def test_defaults_are_filled_in_and_the_job_is_queued(service: Service, acme: Te
         assert key in job
     spec = job_spec(service, job["id"])
     assert set(spec) == {"version", "task", "method", "hyperparameters", "validation_split", "merge_model", "integrations",
-                         "requested"}
+                         "requested", "lineage"}
+    assert spec["lineage"] is None and job["lineage"] == [{"model": "minilm-l6", "fine_tuning_job_id": None, "step": None}]
     assert spec["version"] == 2 and spec["validation_split"] == 0.1
     assert spec["method"] == {"type": "sparsegrad", "setting": "paper", **job["method"]["sparsegrad"]}
     assert spec["hyperparameters"] | {"learning_rate_multiplier": 1.0} == job["hyperparameters"]
