@@ -1,6 +1,7 @@
 """The job page in a real browser against a real deployment: live charts, event log and method insight of
-a running SparseGrad job; pause, resume and cancel from the page; a succeeded job's adapter downloaded
-through the page (checksum equal to the API's), its spec, results and a merged model requested."""
+a running SparseGrad job; pause, resume and cancel from the page; a succeeded job's adapter and checkpoint models
+downloaded through the page (checksums equal to the API's), its spec, results and a merged model requested; a job
+continuing from one of its checkpoints shows its lineage."""
 
 from __future__ import annotations
 
@@ -185,10 +186,21 @@ def test_succeeded_job_adapter_downloads_with_the_apis_checksum(
     assert "accuracy" in results and "Trainable parameters" in results
     assert plotted(page, "#chart-loss") >= 12
     page.wait_for_selector("#insight .spectrum-card svg")
-    # the deployment keeps no resume checkpoint of a finished job (SPARSEGRAD_KEEP_FINISHED_CHECKPOINTS=0)
-    page.locator("#checkpoints", has_text="No checkpoint kept").wait_for()
-    assert page.locator("#checkpoints tbody tr td.num").count() == 0
+    # the succeeded job keeps its final step and newest checkpoint as models (SPARSEGRAD_KEEP_FINISHED_CHECKPOINTS
+    # defaults to 2): named as OpenAI names them, downloadable with the API's checksum
+    model = done["fine_tuned_model"]
+    checkpoints = client.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()["data"]
+    assert [c["step_number"] for c in checkpoints] == [12, 10]
+    final = page.locator("#checkpoints tbody tr", has_text=f"{model}:ckpt-step-12")
+    final.wait_for()
+    assert page.locator("#checkpoints tbody tr", has_text=f"{model}:ckpt-step-10").count() == 1
+    with page.expect_download() as info:
+        final.get_by_role("button", name="Download").click()
+    data = Path(info.value.path()).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == checkpoints[0]["sha256"] and len(data) == checkpoints[0]["bytes"]
+    final.get_by_text("checksum verified").wait_for()
     screenshot(page, "job_succeeded")
+
 
     # readable on a phone: nothing wider than the screen
     page.set_viewport_size({"width": 390, "height": 844})
@@ -202,4 +214,15 @@ def test_succeeded_job_adapter_downloads_with_the_apis_checksum(
     page.wait_for_selector("#artifacts tbody tr[data-kind='merged_model'], #artifacts button[data-kind='merged_model']",
                            timeout=90_000)
     assert page.locator("#merge-button").count() == 0
+
+    # a job continuing from a checkpoint shows where it starts from, linking back to this job
+    child = client.post("/v1/fine_tuning/jobs", json={"model": f"{model}:ckpt-step-10", "training_file": training_file,
+                                                     "hyperparameters": {"max_steps": 2}})
+    assert child.status_code == 200, child.text
+    page.goto(f"{dashboard_deployment.url}/#/jobs/{child.json()['id']}")
+    lineage = page.locator(".lineage li")
+    lineage.first.wait_for()
+    assert [lineage.nth(i).inner_text() for i in range(lineage.count())] == [
+        "tiny-bert (base model)", f"{model}:ckpt-step-10 ({job['id']}, step 10)"]
+    assert page.locator(f".lineage a[href='#/jobs/{job['id']}']").count() == 1
     assert not console_errors

@@ -66,6 +66,22 @@ function progressBar(job) {
     el("span", { class: "pct" }, `${pct}%`));
 }
 
+/**
+ * The chain a continued training starts from (`job.lineage`: root base model first, the job's model last), each
+ * fine-tuned model linking to the job that made it; null for a job on a base model.
+ * @param {object} job
+ * @returns {HTMLElement|null}
+ */
+function lineageList(job) {
+  const lineage = job.lineage || [];
+  if (lineage.length < 2) return null;
+  return el("ol", { class: "lineage", "aria-label": "Models this job starts from, base model first" },
+    lineage.map((entry) => el("li", null, el("code", null, entry.model), entry.fine_tuning_job_id
+      ? [" (", el("a", { href: `#/jobs/${encodeURIComponent(entry.fine_tuning_job_id)}` }, entry.fine_tuning_job_id),
+        entry.step !== null && entry.step !== undefined ? `, step ${entry.step}` : "", ")"]
+      : " (base model)")));
+}
+
 function kv(pairs) {
   return el("dl", { class: "kv job-facts" },
     pairs.filter(([, v]) => v !== null && v !== undefined && v !== "").map(([k, v]) => [el("dt", null, k), el("dd", null, v)]));
@@ -138,7 +154,7 @@ export function renderJobPage(root, jobId) {
       kv([
         ["Phase", calibrating ? calibrating.phase : job.phase || (job.status === "queued" && job.queue_position ? `queued, #${job.queue_position} in line` : "—")],
         ["Step", steps], ["ETA", calibrating ? calibrating.eta : etaText(job)], ["Attempts", String(job.attempts)],
-        ["Model", job.model], ["Method", methodText(job.method)],
+        ["Model", job.model], ["Lineage", lineageList(job)], ["Method", methodText(job.method)],
         ["Task", job.task && job.task.type ? `${job.task.type}${job.task.num_labels ? ` · ${job.task.num_labels} labels` : ""}` : null],
         ["Created", formatTime(job.created_at)], ["Started", job.started_at ? formatTime(job.started_at) : null],
         ["Finished", job.finished_at ? formatTime(job.finished_at) : null],

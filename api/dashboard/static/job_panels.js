@@ -57,24 +57,41 @@ function table(caption, headers, rows, empty, cls = "") {
 }
 
 /**
- * Fill `container` with the checkpoints table.
+ * Fill `container` with the checkpoints table: a succeeded job's are models (their name is usable as `model`
+ * for inference and for a new job, and they download); a running or paused job's are resume points.
  * @param {HTMLElement} container
  * @param {{data: object[], has_more: boolean}} page the API's checkpoint list (newest first)
- * @param {boolean} finished the job has ended (its resume checkpoints beyond the deployment's
- *   `SPARSEGRAD_KEEP_FINISHED_CHECKPOINTS` were deleted)
+ * @param {boolean} finished the job has ended (only a succeeded one keeps checkpoints, its newest
+ *   `SPARSEGRAD_KEEP_FINISHED_CHECKPOINTS` as models)
  */
 export function renderCheckpoints(container, page, finished = false) {
-  const rows = page.data.map((c) => el("tr", null,
-    el("td", { class: "num" }, c.step_number),
-    el("td", null, formatTime(c.created_at)),
-    el("td", { class: "num" }, formatNumber(c.metrics.train_loss)),
-    el("td", { class: "num" }, formatNumber(c.metrics.valid_loss)),
-    el("td", { class: "num" }, formatNumber(c.metrics.trained_tokens)),
-    el("td", null, el("code", null, c.fine_tuned_model_checkpoint))));
-  fill(container, 
+  const rows = page.data.map((c) => {
+    let name = el("span", { class: "muted" }, c.resumable ? "resume point" : "—");
+    let action = null;
+    if (c.fine_tuned_model_checkpoint) {
+      name = el("code", null, c.fine_tuned_model_checkpoint);
+      const status = el("span", { class: "verify", role: "status" });
+      const button = el("button", {
+        type: "button", class: "btn btn-small", "aria-label": `Download the model of step ${c.step_number}`,
+        dataset: { checkpoint: c.id },
+      }, "Download");
+      const url = `/v1/fine_tuning/jobs/${encodeURIComponent(c.fine_tuning_job_id)}/checkpoints/${encodeURIComponent(c.id)}/content`;
+      button.addEventListener("click", () => download(url, `${c.fine_tuned_model_checkpoint}.tar.gz`, c.sha256, button, status));
+      action = [button, " ", formatBytes(c.bytes), " ", status];
+    }
+    return el("tr", null,
+      el("td", { class: "num" }, c.step_number),
+      el("td", null, formatTime(c.created_at)),
+      el("td", { class: "num" }, formatNumber(c.metrics.train_loss)),
+      el("td", { class: "num" }, formatNumber(c.metrics.valid_loss)),
+      el("td", { class: "num" }, formatNumber(c.metrics.trained_tokens)),
+      el("td", null, name),
+      el("td", null, action));
+  });
+  fill(container,
     el("h2", { id: "checkpoints-heading" }, "Checkpoints"),
-    table("Resumable checkpoints, newest first", ["Step", "Saved", "Train loss", "Eval loss", "Trained tokens", "Name"],
-      rows, finished ? "No checkpoint kept: a finished job's resume checkpoints are deleted (its outputs are the artifacts below)."
+    table("Checkpoints, newest first", ["Step", "Saved", "Train loss", "Eval loss", "Trained tokens", "Model", "Download"],
+      rows, finished ? "No checkpoint kept: only a succeeded job keeps checkpoints, its newest ones, as models."
         : "No checkpoint yet.", "stack-narrow"),
     page.has_more ? el("p", { class: "muted" }, `Showing the newest ${page.data.length}.`) : null);
 }
@@ -85,23 +102,24 @@ async function sha256Hex(blob) {
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-async function download(artifact, button, status) {
+/** Download `url` as a file (named by the response, else `name`) and check it against `sha256`. */
+async function download(url, name, sha256, button, status) {
   button.disabled = true;
   const label = button.textContent;
   button.textContent = "Downloading…";
   status.textContent = "";
   try {
-    const { blob, filename } = await apiFetchBlob(`/v1/artifacts/${encodeURIComponent(artifact.id)}/content`);
-    const url = URL.createObjectURL(blob);
-    const link = el("a", { href: url, download: filename || artifact.filename, hidden: true });
+    const { blob, filename } = await apiFetchBlob(url);
+    const objectUrl = URL.createObjectURL(blob);
+    const link = el("a", { href: objectUrl, download: filename || name, hidden: true });
     document.body.append(link);
     link.click();
     link.remove();
-    setTimeout(() => URL.revokeObjectURL(url), 60000);
+    setTimeout(() => URL.revokeObjectURL(objectUrl), 60000);
     const digest = await sha256Hex(blob);
     if (digest === null) status.textContent = "downloaded";
-    else status.textContent = digest === artifact.sha256 ? "✓ checksum verified" : "✗ checksum mismatch";
-    status.className = `verify ${digest && digest !== artifact.sha256 ? "bad" : "ok"}`;
+    else status.textContent = digest === sha256 ? "✓ checksum verified" : "✗ checksum mismatch";
+    status.className = `verify ${digest && digest !== sha256 ? "bad" : "ok"}`;
   } catch (exc) {
     toast(`Download failed: ${exc.message}`, "error");
   } finally {
@@ -125,7 +143,8 @@ export function renderArtifacts(container, artifacts, job, merge) {
       type: "button", class: "btn btn-small", "aria-label": `Download ${a.kind} ${a.filename}`,
       dataset: { artifact: a.id, kind: a.kind },
     }, "Download");
-    button.addEventListener("click", () => download(a, button, status));
+    button.addEventListener("click", () => download(`/v1/artifacts/${encodeURIComponent(a.id)}/content`, a.filename,
+      a.sha256, button, status));
     return el("tr", null,
       el("td", null, a.kind.replace("_", " ")),
       el("td", null, el("code", null, a.filename)),
