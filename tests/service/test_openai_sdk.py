@@ -79,10 +79,13 @@ def test_openai_sdk_drives_the_service(deployment: Deployment, sst2_jsonl: Path,
     assert len({e.id for e in all_events}) == len(all_events) > 7
     assert any(e.type == "metrics" for e in all_events)
 
-    # checkpoints were written (events say so), and the finished job kept none of them: the default
-    # SPARSEGRAD_KEEP_FINISHED_CHECKPOINTS is 0 (the SDK's checkpoint objects: tests/api/test_openai_sdk.py)
+    # checkpoints were written (events say so), and the finished job keeps its final step and newest checkpoint
+    # as models (SPARSEGRAD_KEEP_FINISHED_CHECKPOINTS defaults to 2), named as OpenAI names them
     assert any(e.type == "checkpoint" for e in all_events)
-    assert client.fine_tuning.jobs.checkpoints.list(job.id).data == []
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(job.id).data
+    assert [c.fine_tuned_model_checkpoint for c in checkpoints] == [
+        f"{done.fine_tuned_model}:ckpt-step-25", f"{done.fine_tuned_model}:ckpt-step-{checkpoints[1].step_number}"]
+    assert 0 < checkpoints[1].step_number < 25 and checkpoints[0].fine_tuning_job_id == job.id
 
     page = client.fine_tuning.jobs.list(limit=2)
     assert len(page.data) == 2 and page.has_more

@@ -1,6 +1,6 @@
 """The data dir returns to its size after deletes: ``sparsegrad up`` on the embedded default (SQLite, the
-filesystem broker, the local artifact store, one worker) runs a job from uploaded files; deleting its model,
-the job and the files gives every byte they took back.
+filesystem broker, the local artifact store, one worker) runs a job from uploaded files; deleting its model
+(with its checkpoint models), the job and the files gives every byte they took back.
 
 What is measured: the bytes of every regular file under ``<data_dir>/artifacts`` (the artifact store:
 uploads, checkpoints, job outputs) and ``<data_dir>/work`` (the worker's scratch). What is not: the SQLite
@@ -57,22 +57,28 @@ def test_the_data_dir_returns_to_its_size_after_deleting_the_model_the_job_and_t
             events = c.get(f"/v1/fine_tuning/jobs/{job['id']}/events", params={"limit": 100}).json()["data"]
             assert sorted(e["data"]["step"] for e in events if e["type"] == "checkpoint") == [4, 8, 12]
 
-            # finished: no checkpoint left (keep_finished_checkpoints 0), no scratch, and every stored byte is
-            # a live row the storage figure counts
+            # finished: its final step and newest checkpoint kept as models (keep_finished_checkpoints 2) without
+            # their resume archives, no scratch, and every stored byte is a live row the storage figure counts
             finished, finished_files = measured_bytes(data_dir)
-            assert not [f for f in finished_files if "/checkpoints/" in f or f.startswith("work")], finished_files
+            assert [f.rsplit("/", 1)[1] for f in finished_files if "/checkpoints/" in f] == [
+                "step-00000008-model.tar.gz", "step-00000012-model.tar.gz"]
+            assert not [f for f in finished_files if f.startswith("work")], finished_files
             storage = c.get("/v1/storage").json()
             outputs = c.get(f"/v1/fine_tuning/jobs/{job['id']}/artifacts").json()["data"]
+            models = c.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()["data"]
             assert {"adapter", "merged_model", "metrics"} <= {a["kind"] for a in outputs}
-            assert storage["checkpoints"] == {"count": 0, "bytes": 0}
+            assert storage["checkpoints"] == {"count": 2, "bytes": sum(m["bytes"] for m in models)}
             assert storage["artifacts"] == {"count": len(outputs), "bytes": sum(a["bytes"] for a in outputs)}
             assert finished - baseline == storage["total_bytes"]
 
+            # deleting the model takes its archives and its checkpoints
             assert c.delete(f"/v1/models/{done['fine_tuned_model']}").json()["deleted"] is True
             without_model, _ = measured_bytes(data_dir)
             kept = c.get(f"/v1/fine_tuning/jobs/{job['id']}/artifacts").json()["data"]
             assert [a["kind"] for a in kept] == ["metrics"]
-            assert finished - without_model == sum(a["bytes"] for a in outputs) - kept[0]["bytes"]
+            assert c.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()["data"] == []
+            assert finished - without_model == (sum(a["bytes"] for a in outputs) - kept[0]["bytes"]
+                                                + storage["checkpoints"]["bytes"])
 
             for file_id in file_ids:  # the job has finished: its files may go
                 assert c.delete(f"/v1/files/{file_id}").json()["deleted"] is True
