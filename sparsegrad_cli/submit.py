@@ -16,6 +16,7 @@ from sparsegrad_client import ApiError, SparseGradClient
 from sparsegrad_contract.defaults import DEFAULT_METHOD, GRADIENT_CHECKPOINTING, Selection, Setting
 from sparsegrad_contract.defaults import MethodType as Method
 from sparsegrad_data import TaskType as Task
+from sparsegrad_service.model_names import parse_model_name
 from sparsegrad_service.schemas import JobCreate
 
 from .job_commands import upload, watch_until_stopped
@@ -107,10 +108,14 @@ class OptionNames:
 def check_request(client: SparseGradClient, body: dict[str, Any], names: OptionNames) -> None:
     """Refuse (exit 2) a model the service does not offer or a setting the job request schema refuses,
     before anything is uploaded."""
-    offered = [m.id for m in client.list_models().data if m.parent is None]  # base models, not fine-tuned ones
-    if body["model"] not in offered:
+    listed = client.list_models().data  # base models, then the tenant's fine-tuned ones (continued training)
+    name = parse_model_name(body["model"])
+    if body["model"] not in {m.id for m in listed} and not (
+            name is not None and name.step is not None and name.fine_tuned_model in {m.id for m in listed}):
+        offered = [m.id for m in listed if m.parent is None]
         raise fail(f"{names.of['model']} {body['model']!r} is not offered by this service; choose one of "
-                   f"{', '.join(offered)} (`sparsegrad models`)", 2)
+                   f"{', '.join(offered)}, one of your fine-tuned models or a checkpoint of one "
+                   "(`sparsegrad models`)", 2)
     try:
         JobCreate.model_validate({**body, "training_file": _PENDING_FILE})
     except ValidationError as exc:
@@ -134,7 +139,8 @@ def _discard(client: SparseGradClient, file_ids: list[str]) -> None:
 @api_command
 def submit(
     ctx: typer.Context,
-    model: Annotated[str, typer.Option(help="A base model the service registers (`sparsegrad models`).")],
+    model: Annotated[str, typer.Option(help="A base model the service registers, or one of your fine-tuned models or "
+                                            "their checkpoints to continue training (`sparsegrad models`).")],
     train: Annotated[Path, typer.Option("--train", exists=True, dir_okay=False, help="Training data (JSONL/CSV/TSV).")],
     eval_file: Annotated[Path | None, typer.Option("--eval", exists=True, dir_okay=False, help="Validation data.")] = None,
     method: Annotated[Method, typer.Option(metavar="<method>", help=f"How the MLP projections train: {_choices(Method)}.")] = DEFAULT_METHOD,
