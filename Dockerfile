@@ -29,6 +29,7 @@ COPY sparsegrad_client ./sparsegrad_client
 COPY sparsegrad_cli ./sparsegrad_cli
 COPY api ./api
 COPY worker ./worker
+COPY inference ./inference
 COPY migrations ./migrations
 
 # ------------------------------------------------------------------------------------------------- api

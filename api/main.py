@@ -27,6 +27,7 @@ from .auth import ApiKeys
 from .dashboard import mount_dashboard
 from .errors import install_error_handlers
 from .fast_reads import FastJobReads
+from .inference_proxy import InferenceProxy
 from .observability import Telemetry, TelemetryMiddleware
 from .reads import reads_for
 from .reaper import ReaperThread
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 reaper.stop()
             get_engine(settings.sql_url).dispose()  # pooled connections only; the engine stays usable
             await reads.close()
+            await _app.state.inference.aclose()
 
     app = FastAPI(title="SparseGrad fine-tuning service", description=DESCRIPTION, version=_version(),
                   lifespan=lifespan)
@@ -90,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     state.store = LocalArtifactStore(settings.artifact_root)  # the API owns it; remote workers use /internal/store
     state.registry = model_registry(settings)
     state.telemetry = telemetry
+    state.inference = InferenceProxy(settings)  # the inference server's client (opened on first use)
     install_error_handlers(app)
     app.include_router(api_router)
     app.include_router(health_router)

@@ -5,6 +5,7 @@ renders a conversation (with the tokenizer's chat template, or a plain ``<|role|
 into text segments marked trained or not, where only assistant turns with weight 1 (the default) are
 trained; :func:`encode_chat` tokenizes them into ``(input_ids, labels)``. Prompt/completion records
 (:func:`encode_prompt_completion`) use no template: the prompt, then the completion and EOS, trained.
+:func:`generation_prompt` formats a conversation the same way for a model to answer (inference).
 
 Tool definitions, tool calls and tool results go through the chat template only: a tokenizer without
 one, or whose template drops them, raises ValueError naming the tokenizer (never a silent loss).
@@ -91,6 +92,15 @@ def chat_segments(
     if cursor < len(full):
         out.append((full[cursor:], False))
     return out
+
+
+def generation_prompt(messages: Sequence[ChatMessage], tokenizer: PreTrainedTokenizerBase) -> str:
+    """The text a model continues to answer ``messages``, formatted as :func:`chat_segments` formats training
+    chats: the chat template with ``add_generation_prompt=True``, or without a template the plain format followed
+    by the ``<|assistant|>`` header. Raises ValueError (naming the tokenizer) when the template fails."""
+    if not getattr(tokenizer, "chat_template", None):
+        return "".join(text for text, _ in _plain_segments(messages, tokenizer)) + "<|assistant|>\n"
+    return _render(tokenizer, [_template_message(m, tokenizer) for m in messages], None, prompt=True)
 
 
 def _plain_segments(

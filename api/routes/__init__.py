@@ -8,6 +8,7 @@ from . import (
     defaults,
     events,
     files,
+    inference,
     insight,
     jobs,
     metrics,
@@ -19,7 +20,8 @@ from .health import router as health_router
 from .internal import router as internal_router
 
 api_router = APIRouter(prefix="/v1")
-for module in (files, models, defaults, jobs, insight, events, metrics, checkpoints, artifacts, storage, webhooks):
+for module in (files, models, defaults, jobs, insight, events, metrics, checkpoints, artifacts, storage, webhooks,
+               inference):
     api_router.include_router(module.router)
 
 __all__ = ["api_router", "health_router", "internal_router"]
