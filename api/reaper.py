@@ -6,9 +6,9 @@ it (each transition is a compare-and-set)."""
 from __future__ import annotations
 
 import logging
-import threading
 
 from sparsegrad_service.db import get_engine
+from sparsegrad_service.periodic import PeriodicThread
 from sparsegrad_service.queue import JobQueue
 from sparsegrad_service.reaper import reap_stale_jobs
 from sparsegrad_service.settings import Settings
@@ -17,19 +17,12 @@ from sparsegrad_service.store import ArtifactStore
 log = logging.getLogger("sparsegrad.api.reaper")
 
 
-class ReaperThread:
+class ReaperThread(PeriodicThread):
+    name = "sparsegrad-reaper"
+
     def __init__(self, settings: Settings, queue: JobQueue, store: ArtifactStore) -> None:
+        super().__init__(settings.reaper_interval_s)
         self.settings, self.queue, self.store = settings, queue, store
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sparsegrad-reaper", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
     def run_once(self) -> None:
         try:
@@ -38,7 +31,3 @@ class ReaperThread:
                 log.warning("reaper: job %s %s", job_id, outcome)
         except Exception:
             log.exception("reaper pass failed; retrying in %.1f s", self.settings.reaper_interval_s)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.settings.reaper_interval_s):
-            self.run_once()

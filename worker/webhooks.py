@@ -17,7 +17,6 @@ success, and only the first characters of the answer are kept.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
@@ -25,6 +24,7 @@ import httpx
 from celery.signals import worker_ready, worker_shutdown
 
 from sparsegrad_service.models import utcnow
+from sparsegrad_service.periodic import PeriodicThread
 from sparsegrad_service.queue import DELIVER_WEBHOOK_TASK, make_celery
 from sparsegrad_service.schemas.webhooks import sign_webhook
 from sparsegrad_service.settings import Settings, get_settings
@@ -109,14 +109,15 @@ def read_excerpt(response: httpx.Response, deadline: float) -> str | None:
     return data.decode("utf-8", "replace")[:EXCERPT_CHARS] or None
 
 
-class OutboxRelay:
+class OutboxRelay(PeriodicThread):
     """A thread that queues due deliveries every ``webhook_poll_s`` (several relays may run: each row is taken
     by one of them)."""
 
+    name = "sparsegrad-webhook-relay"
+
     def __init__(self, settings: Settings) -> None:
+        super().__init__(settings.webhook_poll_s)
         self.settings, self.outbox = settings, Outbox(settings)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sparsegrad-webhook-relay", daemon=True)
 
     def send(self, delivery_id: str) -> None:
         app.send_task(DELIVER_WEBHOOK_TASK, args=[delivery_id], queue=self.settings.webhook_queue)
@@ -127,18 +128,6 @@ class OutboxRelay:
         except Exception:
             log.exception("webhook relay pass failed; retrying in %.1f s", self.settings.webhook_poll_s)
             return []
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.settings.webhook_poll_s):
-            self.run_once()
 
 
 @app.task(name=DELIVER_WEBHOOK_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True, max_retries=0)
