@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
-# Two images from one file (docker-compose.yml builds both):
+# Two images from one file (docker-compose.yml builds both; a third, inference-vllm, for GPU inference):
 #   docker build --target api    -t sparsegrad-api .     # REST API + CLI, no torch (small, no CUDA)
-#   docker build --target worker -t sparsegrad-worker .  # Celery training worker with torch
+#   docker build --target worker -t sparsegrad-worker .  # Celery training worker (and CPU inference) with torch
 # The worker installs the default PyPI torch wheel, which bundles CUDA and also runs on CPU. For a small
 # CPU-only worker image:  --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # For a specific CUDA build:  --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
@@ -78,3 +78,11 @@ USER sparsegrad
 # One job per worker (one per GPU); run more containers for more parallel jobs.
 CMD ["python", "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "training", "-c", "1", "--pool", "solo", \
      "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO"]
+
+# --------------------------------------------------------------------------------------- inference-vllm
+# The inference server on vLLM (GPU): the worker image plus vLLM, which installs the torch build it needs.
+#   docker build --target inference-vllm -t sparsegrad-inference-vllm .
+FROM worker AS inference-vllm
+USER root
+RUN pip install "vllm"
+USER sparsegrad

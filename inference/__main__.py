@@ -9,15 +9,13 @@ import logging
 
 import uvicorn
 
-from sparsegrad_service.settings import Settings
-
-DEFAULT_PORT = 8001
+from sparsegrad_service.settings import DEFAULT_INFERENCE_PORT, Settings
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m inference", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every interface)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--port", type=int, default=DEFAULT_INFERENCE_PORT)
     parser.add_argument("--data-dir", default=None, help="the service's data dir (SPARSEGRAD_DATA_DIR)")
     parser.add_argument("--backend", choices=["transformers", "vllm"], default=None,
                         help="the engine (SPARSEGRAD_INFERENCE_BACKEND; default transformers)")

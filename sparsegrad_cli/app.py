@@ -1,4 +1,4 @@
-"""The ``sparsegrad`` command: assembles the service commands (``up``, ``keys``, ``migrate``, ``worker``),
+"""The ``sparsegrad`` command: assembles the service commands (``up``, ``keys``, ``migrate``, ``worker``, ``inference``),
 the job commands over the REST client (``submit``, ``jobs``, ``watch``, ``download``, ``webhooks``, ...), the demo, and
 the offline ``train``/``merge`` of ``sparsegrad_core.cli`` (imported only when they run, so that the
 service commands start without torch)."""
@@ -22,6 +22,7 @@ app = typer.Typer(
 app.command(rich_help_panel="Service")(service_commands.up)
 app.command(rich_help_panel="Service")(service_commands.migrate)
 app.command(rich_help_panel="Service")(service_commands.worker)
+app.command(rich_help_panel="Service")(service_commands.inference)
 app.add_typer(service_commands.keys_app, name="keys", rich_help_panel="Service")
 app.command(rich_help_panel="Jobs")(submit.submit)
 app.add_typer(job_commands.jobs_app, name="jobs", rich_help_panel="Jobs")

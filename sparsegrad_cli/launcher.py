@@ -1,5 +1,6 @@
 """The embedded service under one foreground command: migrations, then the API (uvicorn), N Celery training
-workers and a webhook worker as child processes, readiness, log files (optionally followed on the terminal), and shutdown.
+workers, a webhook worker and the inference server as child processes, readiness, log files (optionally
+followed on the terminal), and shutdown.
 
 Each child runs in its own process group and writes to ``<data_dir>/logs/<name>.log``; stopping sends
 SIGTERM to every group, then SIGKILL after a grace period, so nothing is left behind. Settings reach the
@@ -56,6 +57,12 @@ def webhook_worker_command(queue: str, hostname: str | None = None, threads: int
     command = [sys.executable, "-m", "celery", "-A", "worker.webhooks", "worker", "-Q", queue, "-c", str(threads),
                "--pool", "threads", "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO"]
     return command + (["--hostname", hostname] if hostname else [])
+
+
+def inference_command(host: str, port: int, backend: str | None = None) -> list[str]:
+    """The command line of the inference server (``python -m inference ...``)."""
+    command = [sys.executable, "-m", "inference", "--host", host, "--port", str(port)]
+    return [*command, "--backend", backend] if backend else command
 
 
 def service_env(settings: Settings, public_url: str | None = None) -> dict[str, str]:
@@ -132,6 +139,9 @@ class EmbeddedService:
     workers: int = 1
     api_workers: int = 1
     """uvicorn processes serving the API (they share the port; each runs its own reaper loop, which is safe)."""
+    inference_port: int | None = None
+    """Start the inference server on this port of 127.0.0.1 and point the API at it (None: start none). The
+    service is ready once the API is; the inference routes answer 503 until the server listens too."""
     grace_s: float = 15.0
     echo: Callable[[str], None] | None = None
     """Receives every log line prefixed with its process name (None: logs only go to files)."""
@@ -143,6 +153,10 @@ class EmbeddedService:
     def url(self) -> str:
         host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def inference_url(self) -> str | None:
+        return None if self.inference_port is None else f"http://127.0.0.1:{self.inference_port}"
 
     @property
     def log_dir(self) -> Path:
@@ -158,6 +172,9 @@ class EmbeddedService:
         if port_in_use(self.host, self.port):
             raise ServiceError(f"port {self.port} on {self.host} is already in use (another `sparsegrad up`?); "
                                "choose another with --port")
+        if self.inference_port is not None and port_in_use("127.0.0.1", self.inference_port):
+            raise ServiceError(f"port {self.inference_port} (the inference server's) is already in use; choose "
+                               "another with --inference-port")
         self.migrate()
         env = service_env(self.settings, self.settings.public_url or self.url)
         cwd = Path.cwd()
@@ -172,6 +189,10 @@ class EmbeddedService:
             self.children.append(Child(name, command, self.log_dir / f"{name}.log"))
         self.children.append(Child("webhooks", webhook_worker_command(self.settings.webhook_queue, "webhooks@%h"),
                                    self.log_dir / "webhooks.log"))
+        if self.inference_port is not None:
+            env["SPARSEGRAD_INFERENCE_URL"] = str(self.inference_url)
+            self.children.append(Child("inference", inference_command("127.0.0.1", self.inference_port),
+                                       self.log_dir / "inference.log"))
         for child in self.children:
             child.start(env, cwd)
             if self.echo is not None:

@@ -1,5 +1,6 @@
 """Commands that operate the service on this machine: ``up`` (the embedded default in one foreground
-command), ``migrate``, ``keys create|list|revoke`` and ``worker`` (a training worker for any deployment)."""
+command), ``migrate``, ``keys create|list|revoke``, ``worker`` (a training worker for any deployment) and
+``inference`` (the inference server)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 from rich.table import Table
+
+from sparsegrad_service.settings import DEFAULT_INFERENCE_PORT
 
 from .support import DataDirOption, console, err_console, fail, load_settings, safe_url
 
@@ -50,8 +53,13 @@ def up(
                                              "more requests per second on a multi-core machine.")] = 1,
     logs: Annotated[LogMode, typer.Option(
         help="console: follow the processes' logs here (prefixed); files: only write data-dir/logs/*.log.")] = LogMode.console,
+    inference: Annotated[bool, typer.Option(
+        help="Start the inference server (transformers engine, CPU) for chat completions, completions and predict; "
+             "with --no-inference those routes answer 503 unless SPARSEGRAD_INFERENCE_URL names a server.")] = True,
+    inference_port: Annotated[int | None, typer.Option(help="The inference server's port (default: --port + 1).")] = None,
 ) -> None:
-    """Run the service in the foreground: migrations, the API (uvicorn) and training workers (Celery).
+    """Run the service in the foreground: migrations, the API (uvicorn), training workers (Celery) and the
+    inference server.
 
     With no DATABASE_URL/REDIS_URL this is the embedded default (SQLite, filesystem broker, local
     artifacts under --data-dir); with them, the same processes use PostgreSQL and Redis. Ctrl-C stops
@@ -61,14 +69,18 @@ def up(
 
     settings = load_settings(data_dir)
     echo = _echo_log_line if logs == LogMode.console else None
+    start_inference = inference and not settings.inference_url  # a configured server is used as it is
     service = EmbeddedService(settings, host=host, port=port, workers=workers, api_workers=api_workers,
-                              echo=echo)
+                              inference_port=(inference_port or port + 1) if start_inference else None, echo=echo)
     data = Path(settings.data_dir).resolve()
 
     def ready() -> None:
         url = service.url
         console.print(f"\n[bold green]SparseGrad service ready[/] ({escape(_describe(settings))})")
         console.print(f"  Dashboard  {url}/\n  API        {url}/v1\n  Docs       {url}/docs")
+        if service.inference_url or settings.inference_url:
+            console.print(f"  Inference  {service.inference_url or settings.inference_url} (through the API: "
+                          f"OpenAI(base_url=\"{url}/v1\"))")
         logs = ", ".join(child.log_path.name for child in service.children)
         console.print(f"  Logs       {escape(str(service.log_dir))}/ ({logs})")
         console.print(f"Create an API key: [bold]sparsegrad keys create --tenant NAME --data-dir {escape(str(data))}[/]")
@@ -81,6 +93,37 @@ def up(
         raise fail(str(exc)) from exc
     console.print("service stopped")
     raise typer.Exit(code)
+
+
+def inference(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_INFERENCE_PORT,
+    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    data_dir: DataDirOption = None,
+    backend: Annotated[str | None, typer.Option(
+        help="transformers (CPU or GPU) or vllm (GPU, `pip install vllm`); default SPARSEGRAD_INFERENCE_BACKEND.")] = None,
+    print_command: Annotated[bool, typer.Option(hidden=True, help="Print the command instead of running it.")] = False,
+) -> None:
+    """Run the inference server on this machine (replaces this process): the API forwards chat completions,
+    completions and predictions to it.
+
+    Point the API at it with SPARSEGRAD_INFERENCE_URL=http://HOST:PORT; both need the same SPARSEGRAD_WORKER_TOKEN
+    and base models (SPARSEGRAD_MODELS). It reads fine-tuned models from the artifact directory, or through the API
+    with SPARSEGRAD_API_URL as remote workers do.
+    """
+    from .launcher import inference_command, service_env
+
+    if backend is not None and backend not in ("transformers", "vllm"):
+        raise fail(f"--backend must be transformers or vllm (got {backend!r})")
+    settings = load_settings(data_dir)
+    command = inference_command(host, port, backend)
+    if print_command:
+        typer.echo(" ".join(command))
+        return
+    err_console.print(f"starting the inference server on {host}:{port} ({escape(_describe(settings))})",
+                      highlight=False)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvpe(command[0], command, service_env(settings))
 
 
 def migrate(data_dir: DataDirOption = None) -> None:

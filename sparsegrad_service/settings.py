@@ -16,6 +16,8 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "dev", "development", "worker"}
+DEFAULT_INFERENCE_PORT = 8001
+"""Where ``python -m inference`` / ``sparsegrad inference`` listen unless told otherwise."""
 
 
 class Settings(BaseSettings):
