@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 MAX_TOKENS_LIMIT = 4096
 """The most tokens one request may generate."""
@@ -265,12 +265,13 @@ class PredictionCreate(_Request):
     text_pairs: list[str] | None = Field(default=None, description="Second texts of pair tasks (MRPC, STS-B...), one "
                                          "per text.")
 
-    @model_validator(mode="after")
-    def _pairs_match(self) -> PredictionCreate:
-        if self.text_pairs is not None and len(self.text_pairs) != len(self.texts):
-            raise ValueError(f"text_pairs has {len(self.text_pairs)} entries but texts has {len(self.texts)}; "
-                             "send one pair per text")
-        return self
+    @field_validator("text_pairs")
+    @classmethod
+    def _pairs_match(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        texts = info.data.get("texts")
+        if value is not None and texts is not None and len(value) != len(texts):
+            raise ValueError(f"{len(value)} pairs for {len(texts)} texts: send one pair per text")
+        return value
 
 
 class Prediction(BaseModel):
