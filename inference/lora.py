@@ -8,6 +8,9 @@
 * a LoRA adapter (the ``lora`` method) that trained nothing besides its LoRA matrices is one already;
 * anything else (dynamic or fixed SparseGrad, a densely trained head or paper-setting blocks, a rank above what
   the engine serves) is served merged instead.
+
+:func:`with_uniform_rank` pads a LoRA folder whose ranks differ per module (a block SparseGrad export's
+``rank_pattern``) to one rank, for engines that read only ``r``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import json
 import shutil
 from pathlib import Path
 
+import torch
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from sparsegrad_core import LoraExportError, export_lora, load_adapter
@@ -73,3 +78,30 @@ def lora_form(adapter_dir: Path, base_model: nn.Module, out_dir: Path, *, max_ra
     if lora_rank(out_dir) > max_rank:
         raise NoLoraForm(f"its rank {lora_rank(out_dir)} is above the served maximum {max_rank}")
     return out_dir
+
+
+def with_uniform_rank(folder: Path) -> Path:
+    """Pad every LoRA pair in ``folder`` with zeros to the folder's largest rank R, in place: ``A`` (r, in) gains
+    rows and ``B`` (out, r) columns, so ``B @ A`` is unchanged; the config then says ``r = R`` with no
+    ``rank_pattern``. Only for adapters whose every module has scaling 1 (``alpha = r``, as a SparseGrad export
+    writes them); a folder without ``rank_pattern`` is left as it is."""
+    config_path = folder / ADAPTER_CONFIG
+    config = json.loads(config_path.read_text())
+    if not config.get("rank_pattern"):
+        return folder
+    alphas = config.get("alpha_pattern") or {}
+    if any(float(alphas.get(k, -1)) != float(r) for k, r in config["rank_pattern"].items()) or \
+            float(config.get("lora_alpha", 0)) != float(config.get("r", -1)):
+        raise NoLoraForm("its modules do not all have scaling 1; padding would change them")
+    top = lora_rank(folder)
+    weights_path = folder / "adapter_model.safetensors"
+    tensors = load_file(str(weights_path))
+    for name, tensor in tensors.items():
+        if name.endswith("lora_A.weight") and tensor.shape[0] < top:
+            tensors[name] = torch.cat([tensor, tensor.new_zeros(top - tensor.shape[0], tensor.shape[1])], dim=0)
+        elif name.endswith("lora_B.weight") and tensor.shape[1] < top:
+            tensors[name] = torch.cat([tensor, tensor.new_zeros(tensor.shape[0], top - tensor.shape[1])], dim=1)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(weights_path), metadata={"format": "pt"})
+    config.update(r=top, lora_alpha=top, rank_pattern={}, alpha_pattern={})
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True))
+    return folder

@@ -4,7 +4,8 @@ adapters (``LoRARequest``), the rest served merged.
 * Base model: one ``AsyncLLMEngine`` with ``enable_lora`` per base model (a bundled GGUF model is written once
   as a ``save_pretrained`` folder under ``<work_dir>/inference/bases/``, which vLLM loads).
 * A fine-tuned model with a LoRA form (:func:`inference.lora.lora_form`: block SparseGrad after the LoRA export, or
-  a LoRA-method adapter) runs on its base's engine as a ``LoRARequest`` named by its archive's SHA-256.
+  a LoRA-method adapter) runs on its base's engine as a ``LoRARequest`` named by its archive's SHA-256 (ranks
+  padded to one, :func:`~inference.lora.with_uniform_rank`, so nothing depends on ``rank_pattern``).
 * Any other fine-tuned model (dynamic or fixed SparseGrad, paper setting, full fine-tuning, a chain of adapters)
   is served merged: the job's merged archive, or the chain merged on the CPU with the project's loaders and saved
   once; it gets an engine of its own.
@@ -41,7 +42,7 @@ from .artifacts import COMPLETE, ArtifactFiles
 from .backend import Finished, Generated, Predictions, Prompt, Sampling, TextDelta
 from .decoding import check_fits, prompt_ids
 from .errors import InferenceError, busy
-from .lora import NoLoraForm, lora_form
+from .lora import NoLoraForm, lora_form, with_uniform_rank
 from .model_cache import LRU, ModelCache
 from .runner import ThreadRunner
 from .transformers_backend import TransformersBackend
@@ -129,8 +130,8 @@ class VllmBackend:
             with self.files.unpacked(weights) as adapter_dir, tempfile.TemporaryDirectory(dir=self.files.root) as tmp:
                 base = self.cpu.base_for(served.base, adapter_dir)
                 try:
-                    staged = lora_form(adapter_dir, copy.deepcopy(base.model), Path(tmp) / "lora",
-                                       max_rank=self.max_rank)
+                    staged = with_uniform_rank(lora_form(adapter_dir, copy.deepcopy(base.model), Path(tmp) / "lora",
+                                                         max_rank=self.max_rank))
                 except NoLoraForm:
                     staged = None
                 if staged is not None:
