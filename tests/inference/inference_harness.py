@@ -33,7 +33,7 @@ def store_folder(store: LocalArtifactStore, folder: Path, key: str, fmt: str = "
 def server_settings(root: Path, tiny_llama_dir: Path, tiny_model_dir: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "data_dir": root / "data", "worker_token": TOKEN, "redis_url": None, "database_url": None,
-        "models": {"tiny-llama": str(tiny_llama_dir), "tiny-bert": str(tiny_model_dir)}, "torch_threads": 1,
+        "models": {"tiny-llama": str(tiny_llama_dir), "tiny-bert": str(tiny_model_dir)},
         **overrides}
     return Settings(**values)  # type: ignore[arg-type]
 
