@@ -16,7 +16,8 @@ its export makes, decodes greedily the same tokens as the transformers engine. O
    padded to one rank, as the server serves it) and without one for the base. PASS when each token list equals
    the reference's and the adapter changes the answer.
 4. The server's engine: ``inference.vllm_backend.VllmBackend`` serves the stored adapter by name (the path the
-   API's requests take); PASS when its text equals the transformers engine's.
+   API's requests take); PASS when its text equals the transformers engine's. It also records first-token latency
+   and tokens/s of greedy 128-token answers, base and fine-tuned (three each, the engine warm).
 
 Prints one PASS/FAIL line per check, then the overall verdict; exit 0 only when every check passed. Without vLLM
 or without a GPU it fails at once with one line saying what to install.
@@ -142,7 +143,7 @@ def vllm_check(ref: dict[str, Any], lora_dirs: dict[str, Path], rank: int) -> di
 
 def backend_check(export: Path, work: Path, ref: dict[str, Any]) -> dict[str, Any]:
     """The inference server's VllmBackend serving the stored adapter by name, against the transformers text."""
-    from inference.backend import Prompt, Sampling, TextDelta
+    from inference.backend import Finished, Prompt, Sampling, TextDelta
     from inference.vllm_backend import VllmBackend
     from sparsegrad_service.schemas.inference import ServedModel, StoredWeights
     from sparsegrad_service.settings import Settings
@@ -155,19 +156,35 @@ def backend_check(export: Path, work: Path, ref: dict[str, Any]) -> dict[str, An
     served = ServedModel(name="ft:smollm2-135m:org-gpu::ftjob-gpu", base=MODEL, task="causal_lm",
                          chain=[StoredWeights(key=stored.key, sha256=stored.sha256, format="adapter")])
 
-    async def run() -> tuple[str, bool]:
+    async def answer(backend: VllmBackend, model: ServedModel, max_tokens: int) -> dict[str, Any]:
+        """The greedy answer, its first-token latency and tokens/s (the engine already started)."""
+        start, first, pieces, tokens = time.perf_counter(), None, [], 0
+        async for item in backend.generate(model, Prompt(messages=PROMPT), Sampling(max_tokens=max_tokens,
+                                                                                     temperature=0)):
+            if isinstance(item, TextDelta):
+                first = first if first is not None else time.perf_counter() - start
+                pieces.append(item.text)
+            elif isinstance(item, Finished):
+                tokens = item.completion_tokens
+        total = time.perf_counter() - start
+        return {"text": "".join(pieces), "first_token_s": first, "total_s": total, "completion_tokens": tokens,
+                "tokens_per_s": tokens / total}
+
+    async def run() -> dict[str, Any]:
         backend = VllmBackend(settings)
+        base = ServedModel(name=MODEL, base=MODEL, task="causal_lm")
         try:
-            pieces = [item.text async for item in backend.generate(
-                served, Prompt(messages=PROMPT), Sampling(max_tokens=MAX_TOKENS, temperature=0))
-                      if isinstance(item, TextDelta)]
-            as_lora = backend._adapters.get(stored.sha256) is not None
+            tuned = await answer(backend, served, MAX_TOKENS)  # the first request also starts the engine
+            out = {"text": tuned["text"], "first_request_s": tuned["total_s"],
+                   "served_as_lora": backend._adapters.get(stored.sha256) is not None,
+                   "timing": {name: [await answer(backend, model, 128) for _ in range(3)]
+                              for name, model in (("base", base), ("fine_tuned", served))}}
         finally:
             await backend.aclose()
-        return "".join(pieces), as_lora
+        return out
 
-    text, as_lora = asyncio.run(run())
-    return {"text": text, "served_as_lora": as_lora, "equal": text == ref["fine_tuned"]["text"]}
+    result = asyncio.run(run())
+    return {**result, "equal": result["text"] == ref["fine_tuned"]["text"]}
 
 
 def main() -> None:
