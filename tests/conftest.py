@@ -6,6 +6,8 @@
 * ``tiny_model_dir``: a tiny random BERT classifier (2 layers, hidden 32) saved with the real MiniLM
   tokenizer, registered in service tests as the model ``tiny-bert``.
 * ``sst2_jsonl``: 120 SST-2 sentences as a JSONL file with ``text`` and ``label`` fields.
+* ``inference_deployment``: the API and an inference server serving a fine-tuned SmolLM2 and MiniLM, built once a
+  session (:mod:`support.inference_deployment`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.endpoints import PG_SERVER, REDIS_SERVER, admin_engine
@@ -72,3 +75,12 @@ def sst2_jsonl(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for ex in data.examples[:120]:
             f.write(json.dumps({"text": ex.text, "label": int(ex.label)}) + "\n")  # type: ignore[arg-type]
     return path
+
+
+@pytest.fixture(scope="session")
+def inference_deployment(tmp_path_factory: pytest.TempPathFactory, sst2_jsonl: Path) -> Iterator[Any]:
+    """A deployment serving a fine-tuned SmolLM2 and a fine-tuned MiniLM (:mod:`support.inference_deployment`),
+    built once: the API's inference tests and the dashboard's playground share it."""
+    from support.inference_deployment import deploy_inference
+
+    yield from deploy_inference(tmp_path_factory.mktemp("inference-api"), sst2_jsonl)
