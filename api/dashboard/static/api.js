@@ -116,6 +116,63 @@ export async function apiFetchBlob(path) {
 }
 
 /**
+ * Call the API and return its answer unread (a stream to read with `sseEvents`); errors as `apiFetch` throws them.
+ * @param {string} path
+ * @param {{method?: string, body?: object, headers?: object, signal?: AbortSignal}} [options]
+ * @returns {Promise<Response>}
+ * @throws {ApiError}
+ */
+export async function apiResponse(path, options = {}) {
+  return send(path, options);
+}
+
+function parseSseBlock(block) {
+  let id = null, event = "message";
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (!line || line.startsWith(":")) continue;
+    const colon = line.indexOf(":");
+    const field = colon < 0 ? line : line.slice(0, colon);
+    let value = colon < 0 ? "" : line.slice(colon + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    if (field === "id") id = value;
+    else if (field === "event") event = value;
+    else if (field === "data") data.push(value);
+  }
+  if (!data.length && id === null) return null;
+  let parsed = data.join("\n");
+  try { parsed = JSON.parse(parsed); } catch { /* keep the text */ }
+  return { id, event, data: parsed };
+}
+
+/**
+ * The Server-Sent Events of a response body as they arrive (`data` parsed as JSON when it is JSON, e.g. the
+ * text `[DONE]` stays a string). Rejects with an AbortError when the request's signal aborts.
+ * @param {Response} response
+ * @returns {AsyncGenerator<{id: string|null, event: string, data: any}>}
+ */
+export async function* sseEvents(response) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true }).replace(/\r\n?/g, "\n");
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const message = parseSseBlock(buffer.slice(0, cut));
+        buffer = buffer.slice(cut + 2);
+        if (message) yield message;
+      }
+    }
+  } finally {
+    reader.cancel().catch(() => {});
+  }
+}
+
+/**
  * Follow a job's Server-Sent Events over fetch (EventSource cannot send the Authorization header).
  * Reconnects with `Last-Event-ID` after network errors (1 s, then up to 5 s apart) and stops at `event: end`,
  * or at `event: revoked` (the key was revoked: handled like any 401, and `onError` hears it).
@@ -132,23 +189,8 @@ export function streamEvents(jobId, { after, onEvent, onEnd, onError, signal } =
   let delay = 1000;
   const close = () => { closed = true; controller.abort(); };
 
-  const dispatch = (block) => {
-    let id = null, event = "message";
-    const data = [];
-    for (const line of block.split("\n")) {
-      if (!line || line.startsWith(":")) continue;
-      const colon = line.indexOf(":");
-      const field = colon < 0 ? line : line.slice(0, colon);
-      let value = colon < 0 ? "" : line.slice(colon + 1);
-      if (value.startsWith(" ")) value = value.slice(1);
-      if (field === "id") id = value;
-      else if (field === "event") event = value;
-      else if (field === "data") data.push(value);
-    }
-    if (!data.length && id === null) return false;
+  const dispatch = ({ id, event, data: parsed }) => {
     if (id !== null) lastId = id;
-    let parsed = data.join("\n");
-    try { parsed = JSON.parse(parsed); } catch { /* keep the text */ }
     if (event === "end") { closed = true; if (onEnd) onEnd(parsed); return true; }
     if (event === "revoked") {
       closed = true;
@@ -169,19 +211,8 @@ export function streamEvents(jobId, { after, onEvent, onEnd, onError, signal } =
         const response = await send(`/v1/fine_tuning/jobs/${encodeURIComponent(jobId)}/events/stream`,
           { headers, signal: controller.signal });
         delay = 1000;
-        const reader = response.body.getReader();
-        const decoder = new TextDecoder();
-        let buffer = "";
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buffer += decoder.decode(value, { stream: true }).replace(/\r\n?/g, "\n");
-          let cut;
-          while ((cut = buffer.indexOf("\n\n")) >= 0) {
-            const block = buffer.slice(0, cut);
-            buffer = buffer.slice(cut + 2);
-            if (dispatch(block)) { controller.abort(); return; }
-          }
+        for await (const message of sseEvents(response)) {
+          if (dispatch(message)) { controller.abort(); return; }
         }
       } catch (exc) {
         if (closed || (exc && exc.name === "AbortError")) return;

@@ -185,7 +185,12 @@ export function jobSpec(job) {
   return spec;
 }
 
-async function copyText(text) {
+/**
+ * Copy `text` to the clipboard (a hidden text area where the Clipboard API is not available).
+ * @param {string} text
+ * @returns {Promise<boolean>} whether it was copied
+ */
+export async function copyText(text) {
   if (navigator.clipboard && window.isSecureContext) {
     try {
       await navigator.clipboard.writeText(text);
