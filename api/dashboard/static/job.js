@@ -8,6 +8,7 @@
 import { ApiError, TERMINAL, apiFetch, el, formatDuration, formatTime, statusBadge, streamEvents, toast } from "./api.js";
 import { MetricStore, insightPanel, metricCharts } from "./job_metrics.js";
 import { eventLog, renderArtifacts, renderCheckpoints, renderSpec, renderSummary } from "./job_panels.js";
+import { renderPlayground } from "./playground.js";
 
 const POLL_MS = 1500;
 const PAUSED_POLL_MS = 4000;
@@ -100,7 +101,7 @@ export function renderJobPage(root, jobId) {
   const signal = controller.signal;
   const store = new MetricStore(jobId);
   const state = { job: null, timer: null, ticks: 0, busy: false, again: false, final: false, pausePending: false,
-    merging: false, artifacts: [], drawn: "", calibration: null };
+    merging: false, artifacts: [], drawn: "", calibration: null, playground: false };
   let charts = null, insight = null, log = null, closeStream = null;
 
   const heading = el("h1", { class: "job-title" }, "Job ", el("code", null, jobId));
@@ -121,6 +122,8 @@ export function renderJobPage(root, jobId) {
     checkpoints: el("section", { class: "card", id: "checkpoints", "aria-labelledby": "checkpoints-heading" }),
     artifacts: el("section", { class: "card", id: "artifacts", "aria-labelledby": "artifacts-heading" }),
     spec: el("section", { class: "card", id: "spec", "aria-labelledby": "spec-heading" }),
+    playground: el("section", { class: "card playground", id: "playground", "aria-labelledby": "playground-heading",
+      hidden: true }),
   };
   const page = el("article", { class: "job-page", "aria-busy": "true" },
     el("p", { class: "crumbs" }, el("a", { href: "#/jobs" }, "← All jobs")),
@@ -130,6 +133,7 @@ export function renderJobPage(root, jobId) {
           buttons.pause, buttons.resume, buttons.cancel)),
       actionsAlert, facts),
     pollError,
+    sections.playground,
     el("section", { id: "curves", "aria-labelledby": "curves-heading" },
       el("h2", { id: "curves-heading" }, "Training curves"), sections.charts),
     sections.insight,
@@ -181,6 +185,13 @@ export function renderJobPage(root, jobId) {
     renderCheckpoints(sections.checkpoints, page, Boolean(state.job && TERMINAL.has(state.job.status)));
   }
 
+  /** A succeeded job's playground, once (it hides itself when the model was deleted). */
+  function mountPlayground() {
+    if (state.playground || state.job.status !== "succeeded" || !state.job.fine_tuned_model) return;
+    state.playground = true;
+    renderPlayground(sections.playground, state.job, { signal });
+  }
+
   function drawArtifacts() {
     renderArtifacts(sections.artifacts, state.artifacts, state.job, { merging: state.merging, onMerge: requestMerge });
   }
@@ -218,6 +229,7 @@ export function renderJobPage(root, jobId) {
       if (terminal && !state.final) {
         await Promise.all([loadCheckpoints(), loadArtifacts()]);
         renderSummary(sections.summary, state.job, store.liveEvaluation());
+        mountPlayground();
         state.final = true;
       } else if (state.merging) {
         await loadArtifacts();
@@ -329,7 +341,7 @@ export function renderJobPage(root, jobId) {
     redrawCurves();
     page.setAttribute("aria-busy", "false");
     startStream();
-    if (TERMINAL.has(state.job.status)) state.final = true;
+    if (TERMINAL.has(state.job.status)) { state.final = true; mountPlayground(); }
     schedule(TERMINAL.has(state.job.status) ? null : POLL_MS);
   })();
 
