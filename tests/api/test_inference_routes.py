@@ -2,31 +2,28 @@
 the bundled MiniLM on SST-2) trained by the worker's own runner on the API's database and store, the inference
 server (transformers engine) serving on a local port, the API forwarding to it, and the official ``openai`` SDK.
 
-A fine-tuned SmolLM2 answers differently from its base model with the same seed (plain and streamed), predict on
+A fine-tuned SmolLM2 answers differently from its base model with the same seed (plain and streamed), its kept
+checkpoint answers by its ``{model}:ckpt-step-{N}`` name, predict on
 the fine-tuned MiniLM returns the labels its job's evaluation computed for the same texts, another tenant's model
-is a 404 on every route, an unfinished job's model a 400, and a model on the wrong route a 400 saying which."""
+is a 404 on every route, an unfinished job's model a 400, and a model on the wrong route a 400 saying which.
+Without real models: bad requests are 400s naming the field, fields the SDK may send are accepted, and an
+inference server that is not configured or not running is a 503 saying so."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from api_harness import Service, TenantClient, jsonl, make_settings, serving, start_service
-from openai import BadRequestError, NotFoundError, OpenAI
+from api_harness import CHAT_ROWS, Service, TenantClient, jsonl, start_service
+from openai import BadRequestError, NotFoundError
+from support.endpoints import free_port
+from support.inference_deployment import JOBS, SYSTEM
+from support.inference_deployment import InferenceDeployment as Deployment
 
-from migrations import upgrade
-from sparsegrad_service.model_names import fine_tuned_model_name
+from sparsegrad_service.model_names import fine_tuned_model_name, job_id_of
 
-pytestmark = pytest.mark.slow
-
-JOBS = "/v1/fine_tuning/jobs"
 ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/predict")
-QUESTIONS = ["What is the capital of France?", "Name a colour.", "What is two plus two?", "Say hello."]
-ANSWER = "Banana! Banana banana banana."
-SYSTEM = {"role": "system", "content": "Be brief."}
 CHAT = [SYSTEM, {"role": "user", "content": "What is the capital of France?"}]
 
 
@@ -39,54 +36,13 @@ def request_for(route: str, model: str) -> dict[str, Any]:
     return {"model": model, "prompt": "Hello", "max_tokens": 4}
 
 
-@dataclass
-class Deployment:
-    service: Service
-    acme: TenantClient
-    base_url: str
-    chat_model: str
-    classifier: dict[str, Any]
-    queued_model: str
-
-    def sdk(self, tenant: str = "acme") -> OpenAI:
-        key = self.acme.key if tenant == "acme" else self.service.key(tenant)
-        return OpenAI(base_url=self.base_url, api_key=key, max_retries=0, timeout=300)
-
-
-def _run(service: Service, job: dict[str, Any]) -> dict[str, Any]:
-    from worker.runner import JobRunner, Outcome
-
-    assert JobRunner(service.settings, job["id"]).run() == Outcome.succeeded
-    return dict(service.as_tenant("acme").get(f"{JOBS}/{job['id']}").json())
-
-
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory, sst2_jsonl: Path) -> Iterator[Deployment]:
-    from inference.app import create_app
-
-    root = tmp_path_factory.mktemp("inference-api")
-    url = f"sqlite:///{root / 'api.db'}"
-    upgrade(url)
-    with serving(create_app(make_settings(root / "data", url, torch_threads=2))) as inference_url:
-        for service in start_service(root, url, inference_url=inference_url.removesuffix("/v1"),
-                                     heartbeat_interval_s=0.5, metrics_flush_s=0.5, stop_check_s=0.0):
-            acme = service.as_tenant("acme")
-            chats = [{"messages": [SYSTEM, {"role": "user", "content": q}, {"role": "assistant", "content": ANSWER}]}
-                     for q in QUESTIONS * 2]
-            chat_job = _run(service, acme.create_job(
-                model="smollm2-135m", training_file=acme.upload_id(jsonl(chats)),
-                method={"type": "lora", "setting": "peft", "lora": {"rank": 4}},
-                hyperparameters={"max_steps": 4, "batch_size": 2, "max_seq_length": 48, "learning_rate": 2e-2}))
-            cls_job = _run(service, acme.create_job(
-                model="minilm-l6", training_file=acme.upload_id(sst2_jsonl.read_bytes()), validation_split=0.2,
-                method={"type": "sparsegrad", "setting": "peft", "sparsegrad": {"calibration_steps": 2}},
-                hyperparameters={"max_steps": 4, "batch_size": 8, "max_seq_length": 32, "learning_rate": 1e-3}))
-            queued = acme.create_job(model="smollm2-135m", training_file=acme.upload_id(jsonl(chats)))
-            queued_model = fine_tuned_model_name("smollm2-135m", queued["organization_id"], None, queued["id"])
-            with serving(service.app) as base_url:
-                yield Deployment(service, acme, base_url, chat_job["fine_tuned_model"], cls_job, queued_model)
+def deployment(inference_deployment: Deployment) -> Deployment:
+    """The session's deployment serving a fine-tuned SmolLM2 and MiniLM (``support.inference_deployment``)."""
+    return inference_deployment
 
 
+@pytest.mark.slow
 def test_a_fine_tuned_smollm2_answers_differently_from_its_base_through_the_openai_sdk(deployment: Deployment
                                                                                        ) -> None:
     client = deployment.sdk()
@@ -110,6 +66,21 @@ def test_a_fine_tuned_smollm2_answers_differently_from_its_base_through_the_open
     assert "".join(c.choices[0].delta.content or "" for c in base_stream if c.choices) == base_text
 
 
+@pytest.mark.slow
+def test_a_kept_checkpoint_is_served_by_its_name(deployment: Deployment) -> None:
+    client = deployment.sdk()
+    checkpoints = client.fine_tuning.jobs.checkpoints.list(job_id_of(deployment.chat_model)).data
+    final = next(c for c in checkpoints if c.step_number == max(c.step_number for c in checkpoints))
+    assert final.fine_tuned_model_checkpoint == f"{deployment.chat_model}:ckpt-step-{final.step_number}"
+    greedy: dict[str, Any] = {"messages": CHAT, "max_tokens": 8, "temperature": 0}
+    answer = client.chat.completions.create(model=final.fine_tuned_model_checkpoint, **greedy)
+    assert answer.model == final.fine_tuned_model_checkpoint
+    # the last step's checkpoint holds the fine-tuned model's weights
+    assert answer.choices[0].message.content == client.chat.completions.create(
+        model=deployment.chat_model, **greedy).choices[0].message.content
+
+
+@pytest.mark.slow
 def test_completions_with_the_openai_sdk(deployment: Deployment) -> None:
     client = deployment.sdk()
     done = client.completions.create(model=deployment.chat_model, prompt="The capital of France is", max_tokens=6,
@@ -121,6 +92,7 @@ def test_completions_with_the_openai_sdk(deployment: Deployment) -> None:
     assert "".join(c.choices[0].text for c in streamed) == done.choices[0].text
 
 
+@pytest.mark.slow
 def test_predict_returns_the_labels_the_jobs_evaluation_reported(deployment: Deployment) -> None:
     acme, job = deployment.acme, deployment.classifier
     probe = acme.get(f"{JOBS}/{job['id']}/insight").json()["probe"]
@@ -140,6 +112,7 @@ def test_predict_returns_the_labels_the_jobs_evaluation_reported(deployment: Dep
         assert len(row) == len(prediction["probabilities"])
 
 
+@pytest.mark.slow
 def test_another_tenants_model_is_a_404_on_every_route(deployment: Deployment) -> None:
     beta = deployment.service.as_tenant("beta")
     for route in ROUTES:
@@ -151,6 +124,7 @@ def test_another_tenants_model_is_a_404_on_every_route(deployment: Deployment) -
         deployment.sdk("beta").chat.completions.create(model=deployment.chat_model, messages=CHAT)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_an_unfinished_jobs_model_and_the_wrong_route_are_400s(deployment: Deployment) -> None:
     acme = deployment.acme
     for route in ROUTES:
@@ -172,3 +146,63 @@ def test_an_unfinished_jobs_model_and_the_wrong_route_are_400s(deployment: Deplo
     assert base_predict.status_code == 400 and "base model" in base_predict.text
     with pytest.raises(BadRequestError):
         deployment.sdk().chat.completions.create(model=deployment.queued_model, messages=CHAT)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------ without real models
+BAD_REQUESTS: list[tuple[str, dict[str, Any], str]] = [
+    ("/v1/chat/completions", {"n": 2}, "n"),
+    ("/v1/chat/completions", {"max_tokens": 0}, "max_tokens"),
+    ("/v1/chat/completions", {"max_tokens": 100_000}, "max_tokens"),
+    ("/v1/chat/completions", {"temperature": 3}, "temperature"),
+    ("/v1/chat/completions", {"top_p": 0}, "top_p"),
+    ("/v1/chat/completions", {"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+    ("/v1/chat/completions", {"messages": []}, "messages"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+     "messages.0.content"),
+    ("/v1/chat/completions", {"logprobs": True}, "logprobs"),
+    ("/v1/chat/completions", {"tools": [{"type": "function"}]}, "tools"),
+    ("/v1/chat/completions", {"model": ""}, "model"),
+    ("/v1/completions", {"prompt": ["one", "two"]}, "prompt"),
+    ("/v1/completions", {"echo": True}, "echo"),
+    ("/v1/completions", {"best_of": 3}, "best_of"),
+    ("/v1/predict", {"texts": []}, "texts"),
+    ("/v1/predict", {"text_pairs": ["one", "two"]}, "text_pairs"),
+]
+
+
+@pytest.mark.parametrize(("route", "change", "param"), BAD_REQUESTS)
+def test_bad_requests_are_400s_naming_the_field(acme: TenantClient, route: str, change: dict[str, Any],
+                                                param: str) -> None:
+    response = acme.post(route, json={**request_for(route, "smollm2-135m"), **change})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param, response.text
+
+
+def test_what_the_sdk_may_send_is_accepted_and_no_inference_server_is_a_503(acme: TenantClient) -> None:
+    extra = {"user": "u1", "metadata": {"a": "b"}, "store": False, "n": 1, "presence_penalty": 0,
+             "frequency_penalty": 0, "logprobs": False, "response_format": {"type": "text"}, "service_tier": "auto"}
+    response = acme.post("/v1/chat/completions", json={**request_for("/v1/chat/completions", "smollm2-135m"), **extra})
+    assert response.status_code == 503, response.text
+    error = response.json()["error"]
+    assert error["code"] == "inference_unavailable" and "SPARSEGRAD_INFERENCE_URL" in error["message"]
+    unknown = acme.post("/v1/completions", json=request_for("/v1/completions", "gpt-4o"))
+    assert unknown.status_code == 400 and "smollm2-135m" in unknown.text  # the available models, listed
+
+
+def test_an_inference_server_that_is_not_running_is_a_503(tmp_path: Path, db: str) -> None:
+    for service in start_service(tmp_path, db, inference_url=f"http://127.0.0.1:{free_port()}"):
+        response = service.as_tenant("acme").post("/v1/completions", json=request_for("/v1/completions",
+                                                                                      "smollm2-135m"))
+        assert response.status_code == 503, response.text
+        assert "cannot be reached" in response.json()["error"]["message"]
+
+
+def test_another_tenants_unfinished_job_is_a_404_and_its_owners_a_400(service: Service, acme: TenantClient) -> None:
+    job = acme.create_job(model="smollm2-135m", training_file=acme.upload_id(jsonl(CHAT_ROWS)))
+    name = fine_tuned_model_name("smollm2-135m", job["organization_id"], None, job["id"])
+    beta = service.as_tenant("beta")
+    for route in ROUTES:
+        assert acme.post(route, json=request_for(route, name)).status_code == 400
+        response = beta.post(route, json=request_for(route, name))
+        assert response.status_code == 404, (route, response.text)
+        assert "queued" not in response.text  # nothing of the other tenant's job shows
