@@ -24,9 +24,13 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings(**overrides)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .app import create_app
+    from .vllm_backend import VllmMissing
 
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info", access_log=False,
-                timeout_graceful_shutdown=5)
+    try:
+        app = create_app(settings)
+    except VllmMissing as exc:
+        parser.exit(2, f"error: {exc}\n")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False, timeout_graceful_shutdown=5)
 
 
 if __name__ == "__main__":
