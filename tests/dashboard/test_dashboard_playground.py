@@ -101,7 +101,8 @@ def test_chat_streams_the_fine_tuned_and_the_base_model_side_by_side(page: Any, 
     wait_answered(page, 1)
 
     (tuned,), (base,) = answers(page, TUNED), answers(page, BASE)
-    assert tuned["text"] and base["text"] and tuned["text"] != base["text"], (tuned, base)
+    errors = page.locator(".pg-column .alert-error").all_inner_texts()
+    assert tuned["text"] and base["text"] and tuned["text"] != base["text"], (tuned, base, errors)
     seen = page.evaluate("() => Object.fromEntries(Object.entries(window.pgSeen).map(([k, v]) => [k, v.size]))")
     assert seen["fine-tuned"] > 2 and seen["base"] > 2, seen  # text arrived piece by piece, not at once
     requests = [r for r in sent if r["url"].endswith("/v1/chat/completions")]
@@ -123,6 +124,11 @@ def test_chat_streams_the_fine_tuned_and_the_base_model_side_by_side(page: Any, 
         assert answer.usage is not None
         assert f"{answer.usage.prompt_tokens} prompt + {answer.usage.completion_tokens} completion tokens" in meta
 
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#playground").screenshot(path=str(SCREENSHOTS / "playground.png"))
+    if os.environ.get(REFRESH_DOCS):
+        page.locator("#playground").screenshot(path=str(DOCS_IMAGE))
+
     # the snippets are this request: the Python one, run as it is, prints the fine-tuned model's answer
     python = snippet(page, "python", "pg-chat-snippets")
     assert f'model="{dep.chat_model}"' in python and f'base_url="{dep.base_url}"' in python
@@ -133,11 +139,6 @@ def test_chat_streams_the_fine_tuned_and_the_base_model_side_by_side(page: Any, 
     page.locator("#pg-chat-snippets").get_by_role("button", name="Copy").click()
     page.locator(".toast", has_text="curl copied").wait_for()
     page.click("#pg-chat-snippets-python-tab")
-
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.locator("#playground").screenshot(path=str(SCREENSHOTS / "playground.png"))
-    if os.environ.get(REFRESH_DOCS):
-        page.locator("#playground").screenshot(path=str(DOCS_IMAGE))
 
     # Stop aborts both requests: before an answer came, and while one streams (the base model tells a long story;
     # the fine-tuned one may have said "Banana!" by then); the conversation goes on afterwards
