@@ -6,7 +6,7 @@ Chat: the fine-tuned model and its base stream into two columns; each column's t
 the request the page sent (so the two differ as the models do), the Python snippet run as it is prints the same
 answer and the curl command carries the same body; Stop aborts both; an API error is shown with its message.
 Predict: labels and every class's probability equal ``POST /v1/predict``'s for the same texts, for the final model
-and for a checkpoint. A job that has not succeeded has no playground.
+and for a checkpoint. A job that has not succeeded, or whose model was deleted, has no playground.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
-from support.inference_deployment import InferenceDeployment
+from support.inference_deployment import InferenceDeployment, run_job
 
 from sparsegrad_service.model_names import job_id_of
 
@@ -222,5 +223,20 @@ def test_a_job_that_has_not_succeeded_has_no_playground(page: Any, inference_dep
     page.add_init_script(f"sessionStorage.setItem('sparsegrad.apiKey', {json.dumps(dep.acme.key)})")
     page.goto(f"{dep.base_url.removesuffix('/v1')}/#/jobs/{job_id_of(dep.queued_model)}")
     page.wait_for_selector(".job-badge .status-queued")
+    page.wait_for_selector("#checkpoints h2")
+    assert page.locator("#playground").is_hidden()
+
+
+def test_a_job_whose_model_was_deleted_has_no_playground(page: Any, inference_deployment: InferenceDeployment,
+                                                          sst2_jsonl: Path) -> None:
+    dep = inference_deployment
+    job = run_job(dep.service, dep.acme.create_job(
+        model="minilm-l6", training_file=dep.acme.upload_id(sst2_jsonl.read_bytes()),
+        method={"type": "lora", "lora": {"rank": 2}}, hyperparameters={"max_steps": 1, "max_seq_length": 16}))
+    open_playground(page, dep, job["id"], "predict")
+    assert dep.acme.delete(f"/v1/models/{job['fine_tuned_model']}").status_code == 200
+    with page.expect_response(lambda r: "/v1/models/" in r.url) as checked:
+        page.reload()
+    assert checked.value.status == 404
     page.wait_for_selector("#checkpoints h2")
     assert page.locator("#playground").is_hidden()

@@ -48,7 +48,8 @@ class InferenceDeployment:
         return OpenAI(base_url=self.base_url, api_key=key, max_retries=0, timeout=300)
 
 
-def _run(service: Service, job: dict[str, Any]) -> dict[str, Any]:
+def run_job(service: Service, job: dict[str, Any]) -> dict[str, Any]:
+    """Train ``job`` (created by acme) to success with the worker's runner, in this process; the job object after."""
     from worker.runner import JobRunner, Outcome
 
     assert JobRunner(service.settings, job["id"]).run() == Outcome.succeeded
@@ -67,11 +68,11 @@ def deploy_inference(root: Path, sst2_jsonl: Path) -> Iterator[InferenceDeployme
             acme = service.as_tenant("acme")
             chats = [{"messages": [SYSTEM, {"role": "user", "content": q}, {"role": "assistant", "content": ANSWER}]}
                      for q in QUESTIONS * 2]
-            chat_job = _run(service, acme.create_job(
+            chat_job = run_job(service, acme.create_job(
                 model="smollm2-135m", training_file=acme.upload_id(jsonl(chats)),
                 method={"type": "lora", "setting": "peft", "lora": {"rank": 4}},
                 hyperparameters={"max_steps": 4, "batch_size": 2, "max_seq_length": 48, "learning_rate": 2e-2}))
-            cls_job = _run(service, acme.create_job(
+            cls_job = run_job(service, acme.create_job(
                 model="minilm-l6", training_file=acme.upload_id(sst2_jsonl.read_bytes()), validation_split=0.2,
                 method={"type": "sparsegrad", "setting": "peft", "sparsegrad": {"calibration_steps": 2}},
                 hyperparameters={"max_steps": 4, "batch_size": 8, "max_seq_length": 32, "learning_rate": 1e-3}))
