@@ -41,7 +41,7 @@ class JobPublic(BaseModel):
     status: str = Field(description="validating_files, queued, running, paused, cancelling, succeeded, failed or cancelled.")
     model: str = Field(description="What the job fine-tunes: a base model, or (continued training) one of your "
                        "fine-tuned models or checkpoints.")
-    lineage: list[ModelRef] = Field(description=(
+    lineage: list[ModelRef] = Field(default_factory=list, description=(
         "The models the job starts from, the root base model first and `model` last, each with the job that made "
         "it and the checkpoint step; just `model` when it is a base model. The fine-tuned model is named after the "
         "root base model."))

@@ -21,6 +21,9 @@ TENANT_NEUTRAL = {"/v1/fine_tuning/defaults"}
 NO_OBJECT = {("GET", "/v1/files"), ("POST", "/v1/files"), ("GET", "/v1/fine_tuning/jobs"),
              ("POST", "/v1/fine_tuning/jobs"), ("GET", "/v1/storage"), ("GET", "/v1/models"),
              ("GET", "/v1/webhooks"), ("POST", "/v1/webhooks")}
+BODY_MODEL = {"/v1/chat/completions": {"messages": [{"role": "user", "content": "hi"}]},
+              "/v1/completions": {"prompt": "hi"}, "/v1/predict": {"texts": ["hi"]}}
+"""Routes whose object is the ``model`` named in the body (inference): another tenant's model is a 404."""
 
 
 def v1_operations(service: Service) -> list[tuple[str, str]]:
@@ -88,6 +91,12 @@ def test_every_v1_route_refuses_other_tenants_and_missing_keys(service: Service)
             assert "secret" not in r.text and job["task"]["type"] not in r.text
         elif path in TENANT_NEUTRAL:
             assert r.status_code == 200, (method, path, r.text)
+        elif path in BODY_MODEL and method == "POST":
+            r = beta.post(url, json={"model": ids["model"], **BODY_MODEL[path]})
+            missing = beta.post(url, json={"model": ids["model"].replace(job["id"], "ftjob-missing"),
+                                           **BODY_MODEL[path]})
+            assert r.status_code == missing.status_code == 404, (method, path, r.status_code, r.text)
+            assert r.json()["error"]["code"] == missing.json()["error"]["code"] and "secret" not in r.text
         elif (method, path) in NO_OBJECT:
             assert all(i not in r.text for i in (file_id, job["id"], ids["webhook_id"])), (method, path, r.text)
         else:
