@@ -20,6 +20,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sparsegrad_service.model_resolution import ModelResolutionError
+
 log = logging.getLogger("sparsegrad.api")
 
 _MAX_SHOWN = 80
@@ -57,6 +59,11 @@ class ApiError(Exception):
 def not_found(what: str, object_id: str, param: str | None = None) -> ApiError:
     """404 for a missing object, and equally for another tenant's object."""
     return ApiError(404, f"No {what} found with id '{object_id}'.", param=param, code="not_found")
+
+
+def model_resolution_error(exc: ModelResolutionError) -> ApiError:
+    """The API's answer to a model name that did not resolve: its status and code, naming ``model``."""
+    return ApiError(exc.status, exc.message, param="model", code=exc.code)
 
 
 def conflict(message: str, code: str) -> ApiError:

@@ -31,7 +31,7 @@ from sparsegrad_service.settings import Settings
 from sparsegrad_service.store import LocalArtifactStore
 
 from .datasets import column_mapping, mapping_from_dict, validate_dataset
-from .errors import ApiError, conflict
+from .errors import ApiError, conflict, model_resolution_error
 from .job_spec import resolve_spec
 
 log = logging.getLogger("sparsegrad.api.jobs")
@@ -133,7 +133,7 @@ def start_model(session: Session, tenant_id: str, registry: dict[str, Registered
     try:
         start = resolve_model(session, tenant_id, name, registry)
     except ModelResolutionError as exc:
-        raise ApiError(exc.status, exc.message, param="model", code=exc.code) from exc
+        raise model_resolution_error(exc) from exc
     if not start.servable:
         raise ApiError(400, f"Model '{name}' cannot be fine-tuned: {start.unservable}.", param="model",
                        code="model_not_available")

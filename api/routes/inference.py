@@ -40,7 +40,7 @@ from sparsegrad_service.schemas.inference import (
 )
 
 from ..deps import CurrentTenant, RegistryDep, SessionDep
-from ..errors import ApiError
+from ..errors import ApiError, model_resolution_error
 from ..inference_proxy import InferenceDep
 
 router = APIRouter(tags=["inference"], responses=error_responses(400, 401, 404, 409, 503))
@@ -84,7 +84,7 @@ def _served(session: Session, tenant: Principal, name: str, registry: dict[str, 
     try:
         resolved = resolve_model(session, tenant.id, name, registry)
     except ModelResolutionError as exc:
-        raise ApiError(exc.status, exc.message, param="model", code=exc.code) from exc
+        raise model_resolution_error(exc) from exc
     task = _check_route(resolved, route)
     if not resolved.servable:
         raise ApiError(409, f"Model '{name}' cannot be served: {resolved.unservable}.", param="model",

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from sparsegrad_service.model_names import job_id_of
+from sparsegrad_service.model_names import job_id_of, parse_model_name
+from sparsegrad_service.model_resolution import ModelResolutionError, resolve_model
 from sparsegrad_service.models import Job
 from sparsegrad_service.registry import RegisteredModel
 from sparsegrad_service.retention import delete_model_records, delete_objects, unfinished_job_on_model
@@ -15,7 +18,7 @@ from sparsegrad_service.schemas.common import error_responses
 
 from ..deletion import refuse_while_merging, refuse_while_trained_on
 from ..deps import CurrentTenant, ReadsDep, RegistryDep, SessionDep, StoreDep
-from ..errors import ApiError, conflict, not_found
+from ..errors import ApiError, conflict, model_resolution_error, not_found
 from ..queries import fine_tuned_model_statement, fine_tuned_models_statement
 from ..serializers import fine_tuned_model_object, root_model
 
@@ -36,16 +39,34 @@ async def list_models(registry: RegistryDep, tenant: CurrentTenant, reads: Reads
 
 
 @router.get("/{model:path}", response_model=ModelObject)
-async def retrieve_model(model: str, registry: RegistryDep, tenant: CurrentTenant, reads: ReadsDep) -> ModelObject:
-    """Retrieve a base model, or one of your fine-tuned models by its name (another tenant's is a 404)."""
+async def retrieve_model(model: str, registry: RegistryDep, tenant: CurrentTenant, reads: ReadsDep,
+                         session: SessionDep) -> ModelObject:
+    """Retrieve a base model, one of your fine-tuned models or one of their kept checkpoints by its name (another
+    tenant's is a 404)."""
     base = registry.get(model)
     if base is not None:
         return model_object(base)
+    parsed = parse_model_name(model)
+    if parsed is not None and parsed.step is not None:
+        await run_in_threadpool(_check_checkpoint, session, tenant.id, model, registry)
+    fine_tuned = parsed.fine_tuned_model if parsed is not None else model
     row = await reads.first(fine_tuned_model_statement(),
-                            {"tenant_id": tenant.id, "job_id": job_id_of(model), "name": model})
+                            {"tenant_id": tenant.id, "job_id": job_id_of(model), "name": fine_tuned})
     if row is None:
         raise not_found("model", model, param="model")
-    return fine_tuned_model_object(row, registry.get(root_model(row)))
+    found = fine_tuned_model_object(row, registry.get(root_model(row)))
+    if fine_tuned == model:
+        return found
+    return found.model_copy(update={"id": model, "parent": fine_tuned,
+                                    "description": f"checkpoint at step {parsed.step} of {fine_tuned}"})  # type: ignore[union-attr]
+
+
+def _check_checkpoint(session: Session, tenant_id: str, name: str, registry: dict[str, RegisteredModel]) -> None:
+    """Refuse a checkpoint name that is not one of the tenant's kept checkpoints (404), as inference would."""
+    try:
+        resolve_model(session, tenant_id, name, registry)
+    except ModelResolutionError as exc:
+        raise model_resolution_error(exc) from exc
 
 
 @router.delete("/{model:path}", response_model=ModelDeleted, responses=error_responses(403, 409))

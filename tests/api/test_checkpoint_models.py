@@ -84,6 +84,16 @@ def test_the_sdk_lists_checkpoints_as_models_and_they_download(service: Service,
         OpenAI(base_url=base_url, api_key=service.key("beta"), max_retries=0).fine_tuning.jobs.checkpoints.list(
             job["id"])
 
+    # a kept checkpoint is a model the SDK retrieves; a step kept for resuming only, or another tenant, is a 404
+    model = client.models.retrieve(f"{name}:ckpt-step-20")
+    assert model.id == f"{name}:ckpt-step-20" and model.owned_by == job["organization_id"]
+    assert (model.model_extra or {})["parent"] == name and (model.model_extra or {})["fine_tuning_job_id"] == job["id"]
+    for client_, missing in ((client, f"{name}:ckpt-step-5"), (client, f"{name}:ckpt-step-15"),
+                             (OpenAI(base_url=base_url, api_key=service.key("beta"), max_retries=0),
+                              f"{name}:ckpt-step-20")):
+        with pytest.raises(NotFoundError):
+            client_.models.retrieve(missing)
+
 
 def test_continued_training_from_a_model_or_a_checkpoint_shows_its_lineage(service: Service) -> None:
     acme = service.as_tenant("acme")
