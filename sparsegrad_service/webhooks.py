@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from .db import session_scope
 from .enums import JobStatus
-from .models import Job, WebhookAttempt, WebhookDelivery, WebhookEndpoint, utcnow
+from .models import Job, Tenant, WebhookAttempt, WebhookDelivery, WebhookEndpoint, utcnow
 from .schemas.webhooks import MAX_URL_CHARS, SECRET_PREFIX, TEST_EVENT_TYPE
 from .settings import Settings
 
@@ -288,6 +288,14 @@ class Outbox:
             ).values(status=status, dispatched_at=None, last_status_code=result.status_code,
                      last_error=result.error, **changes))
         return status
+
+
+def count_endpoints_locked(session: Session, tenant_id: str) -> int:
+    """How many endpoints the tenant has, with the tenant's row locked until the transaction ends (a no-op
+    update: a row lock in PostgreSQL, the write lock in SQLite), so concurrent registrations count in turn."""
+    session.execute(update(Tenant).where(Tenant.id == tenant_id).values(name=Tenant.name))
+    return session.scalar(select(func.count()).select_from(WebhookEndpoint)
+                          .where(WebhookEndpoint.tenant_id == tenant_id)) or 0
 
 
 def delete_endpoint(session: Session, tenant_id: str, endpoint_id: str) -> bool:

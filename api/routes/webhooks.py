@@ -7,7 +7,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from sqlalchemy import bindparam, func, or_, select
+from sqlalchemy import bindparam, or_, select
 
 from sparsegrad_service.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint, new_id, utcnow
 from sparsegrad_service.schemas.common import error_responses
@@ -25,6 +25,7 @@ from sparsegrad_service.webhooks import (
     MAX_WEBHOOKS_PER_TENANT,
     WebhookUrlError,
     check_url,
+    count_endpoints_locked,
     delete_endpoint,
     new_secret,
     record_test_event,
@@ -79,9 +80,7 @@ def create_webhook(body: WebhookCreate, session: SessionDep, tenant: CurrentTena
         check_url(body.url, settings)
     except WebhookUrlError as exc:
         raise invalid_url(body.url, str(exc)) from None
-    count = session.scalar(select(func.count()).select_from(WebhookEndpoint)
-                           .where(WebhookEndpoint.tenant_id == tenant.id))
-    if (count or 0) >= MAX_WEBHOOKS_PER_TENANT:
+    if count_endpoints_locked(session, tenant.id) >= MAX_WEBHOOKS_PER_TENANT:
         raise ApiError(409, f"A tenant has at most {MAX_WEBHOOKS_PER_TENANT} webhook endpoints; delete one first.",
                        code="webhook_limit_reached", headers={"x-should-retry": "false"})
     row = WebhookEndpoint(id=new_id("wh"), tenant_id=tenant.id, url=body.url, events=body.events,

@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -88,6 +90,22 @@ def test_a_tenant_has_a_limited_number_of_endpoints(open_service: Service) -> No
     r = acme.post(HOOKS, json={"url": LOCAL})
     assert r.status_code == 409 and r.json()["error"]["code"] == "webhook_limit_reached"
     assert beta.post(HOOKS, json={"url": LOCAL}).status_code == 200  # per tenant
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"], indirect=True)
+def test_concurrent_registrations_keep_the_limit(open_service: Service) -> None:
+    acme = open_service.as_tenant("acme")
+    attempts = 4 * MAX_WEBHOOKS_PER_TENANT
+    barrier = threading.Barrier(attempts)
+
+    def register(_: int) -> int:
+        barrier.wait()
+        return acme.post(HOOKS, json={"url": LOCAL}).status_code
+
+    with ThreadPoolExecutor(attempts) as pool:
+        statuses = sorted(pool.map(register, range(attempts)))
+    assert statuses == [200] * MAX_WEBHOOKS_PER_TENANT + [409] * (attempts - MAX_WEBHOOKS_PER_TENANT)
+    assert len(acme.get(HOOKS).json()["data"]) == MAX_WEBHOOKS_PER_TENANT
 
 
 def test_urls_to_private_targets_and_plain_http_are_refused_by_default(service: Service, acme: TenantClient) -> None:
