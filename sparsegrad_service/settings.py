@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     """Timeout of one delivery request (connect, and each read or write)."""
     webhook_poll_s: float = Field(default=1.0, gt=0)
     """How often a webhook worker looks for due deliveries (the outbox in SQL) and queues them."""
+    webhook_retention_days: float = Field(default=30.0, gt=0)
+    """Finished deliveries (succeeded or failed) and their attempts are deleted this long after they finished;
+    webhook workers sweep them hourly."""
 
     inference_url: str | None = None
     """The API only: the inference server (``http://host:port``) it forwards chat completions, completions and

@@ -240,6 +240,17 @@ class Outbox:
                 raise
         return won
 
+    def prune(self, now: datetime | None = None) -> int:
+        """Delete the deliveries that finished more than ``webhook_retention_days`` before ``now`` (their
+        attempts go with them); pending and sending ones stay whatever their age. Returns how many went."""
+        cutoff = (now or utcnow()) - timedelta(days=self.settings.webhook_retention_days)
+        with session_scope(self.settings.sql_url) as session:
+            old = select(WebhookDelivery.id).where(WebhookDelivery.status.in_(["succeeded", "failed"]),
+                                                   WebhookDelivery.finished_at < cutoff)
+            session.execute(delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(old)))
+            return int(session.execute(delete(WebhookDelivery).where(  # type: ignore[attr-defined]
+                WebhookDelivery.id.in_(old))).rowcount)
+
     def claim(self, delivery_id: str) -> Claim | None:
         """Take delivery ``delivery_id`` for its next attempt if it is due (also a ``sending`` one whose lease
         ran out: its worker died); ``None`` when it is not (done, not due yet, another worker has it, deleted).

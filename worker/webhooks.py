@@ -109,6 +109,10 @@ def read_excerpt(response: httpx.Response, deadline: float) -> str | None:
     return data.decode("utf-8", "replace")[:EXCERPT_CHARS] or None
 
 
+PRUNE_EVERY_S = 3600.0
+"""How often a relay deletes old finished deliveries."""
+
+
 class OutboxRelay(PeriodicThread):
     """A thread that queues due deliveries every ``webhook_poll_s`` (several relays may run: each row is taken
     by one of them)."""
@@ -118,16 +122,28 @@ class OutboxRelay(PeriodicThread):
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings.webhook_poll_s)
         self.settings, self.outbox = settings, Outbox(settings)
+        self._pruned_at: float | None = None
 
     def send(self, delivery_id: str) -> None:
         app.send_task(DELIVER_WEBHOOK_TASK, args=[delivery_id], queue=self.settings.webhook_queue)
 
     def run_once(self) -> list[str]:
         try:
+            self.prune_when_due()
             return self.outbox.dispatch_due(self.send)
         except Exception:
             log.exception("webhook relay pass failed; retrying in %.1f s", self.settings.webhook_poll_s)
             return []
+
+    def prune_when_due(self) -> None:
+        """Sweep old finished deliveries (``Outbox.prune``) at most every ``PRUNE_EVERY_S``."""
+        if self._pruned_at is not None and time.monotonic() - self._pruned_at < PRUNE_EVERY_S:
+            return
+        self._pruned_at = time.monotonic()
+        pruned = self.outbox.prune()
+        if pruned:
+            log.info("deleted %d webhook deliveries finished more than %g days ago", pruned,
+                     self.settings.webhook_retention_days)
 
 
 @app.task(name=DELIVER_WEBHOOK_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True, max_retries=0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,12 @@ import openai
 import pytest
 from api_harness import Service, start_service
 from openai.types.webhooks import FineTuningJobCancelledWebhookEvent
-from sqlalchemy import select
+from sqlalchemy import func, select
 from support.webhook_receiver import expected_signature, webhook_receiver
 
 from sparsegrad_client import WebhookSignatureError, verify_webhook
 from sparsegrad_service.db import session_scope
-from sparsegrad_service.models import Tenant, WebhookEndpoint
+from sparsegrad_service.models import Tenant, WebhookAttempt, WebhookDelivery, WebhookEndpoint, utcnow
 from sparsegrad_service.webhooks import Outbox, new_secret, record_test_event
 from worker.webhooks import WebhookSender
 
@@ -114,6 +115,21 @@ def test_attempts_run_out_into_failed(service: Service) -> None:
     [delivery] = deliveries(acme, hook["id"])
     assert delivery["status"] == "failed" and [a["status_code"] for a in delivery["attempts"]] == [503, 500, 502]
     assert len(receiver.requests) == 3 and delivery["event"]["type"] == "webhook.test"
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"], indirect=True)
+def test_finished_deliveries_are_swept_after_the_retention_with_their_attempts(service: Service) -> None:
+    with webhook_receiver([200, 500]) as receiver:
+        done, retried = _endpoint(service, receiver.url), _endpoint(service, receiver.url)
+        assert sorted(relay_once(service)) == sorted([done, retried])
+    outbox, days = Outbox(service.settings), service.settings.webhook_retention_days
+    with session_scope(service.url) as session:
+        assert session.scalar(select(func.count()).select_from(WebhookAttempt)) == 2
+    assert outbox.prune(utcnow() + timedelta(days=days - 1)) == 0
+    assert outbox.prune(utcnow() + timedelta(days=days + 1)) == 1  # the retried one is still pending
+    with session_scope(service.url) as session:
+        assert session.scalars(select(WebhookDelivery.id)).all() == [retried]
+        assert session.scalars(select(WebhookAttempt.delivery_id)).all() == [retried]
 
 
 def test_the_address_is_checked_before_each_attempt_and_connected_to(service: Service, tmp_path: Path) -> None:
