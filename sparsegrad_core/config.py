@@ -50,6 +50,13 @@ class SparseGradConfig:
     """Block selection: ``{kind: (r_out, r_in)}``. ``None`` (default): chosen at calibration by the rule
     above; a model prepared with block selection records the chosen sizes here."""
 
+    recalibrate_every: int = 0
+    """Dynamic selection: every this many optimizer steps, recompute the HOSVD bases from
+    ``calibration_steps`` backward passes on fresh training batches of the calibration stream (never stepping
+    the model) and re-express the trained delta in them (exactly: the dense weight does not change); the sparse
+    Adam moments restart. 0 (default): the bases of the first calibration are kept for the whole run. The bases
+    drift from the gradients as training goes on (``docs/RESULTS.md``, "Basis drift")."""
+
     target_modules: list[str] | None = None
     """Module-name suffixes (``"intermediate.dense"``) or regexes (prefix ``re:``) of the linears to
     reparametrize. ``None`` auto-detects the MLP projections of BERT/RoBERTa, LLaMA-family and GPT-2."""
@@ -88,6 +95,13 @@ class SparseGradConfig:
                     raise ValueError(f"block_sizes[{kind!r}] must be two positive ranks, got {rr!r}")
                 sizes[str(kind)] = (r_out, r_in)
             self.block_sizes = sizes
+        if int(self.recalibrate_every) < 0:
+            raise ValueError(f"recalibrate_every must be >= 0 (0: never), got {self.recalibrate_every!r}")
+        self.recalibrate_every = int(self.recalibrate_every)
+        if self.recalibrate_every and self.selection != Selection.dynamic.value:
+            raise ValueError(f"recalibrate_every needs selection='dynamic' (the delta of {self.selection!r} "
+                             "selection lives in a truncated basis or on a fixed support and cannot be re-expressed "
+                             "exactly)")
         if int(self.layer_stride) < 1:
             raise ValueError(f"layer_stride must be >= 1, got {self.layer_stride!r}")
         if self.target_modules is not None and not self.target_modules:

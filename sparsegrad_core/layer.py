@@ -28,6 +28,7 @@ identity): no output rotation anywhere.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -117,6 +118,9 @@ class SparseGradLinear(nn.Module):
         self._acc: torch.Tensor | None = None
         self._acc_dense: torch.Tensor | None = None  # block selection, tracked share: the summed G
         self.last_energy: dict[str, torch.Tensor] = {}
+        self.gradient_sink: Callable[[torch.Tensor], None] | None = None
+        """While set (re-calibration), backward hands it the dense weight gradient ``G = gᵀx`` (out, in) and
+        selects nothing."""
         self._support: dict[str, torch.Tensor] | None = None
         if selection == "fixed":
             if support is None or support.numel() != self.k:
@@ -256,6 +260,9 @@ class SparseGradLinear(nn.Module):
         """Called from backward with ``g`` (T, out) and ``x`` (T, in): select this step's entries."""
         g, x = self._drop_zero_rows(g, x)
         g, x = g.float(), x.float()
+        if self.gradient_sink is not None:
+            self.gradient_sink(g.T @ x)
+            return
         if self.selection == "fixed":
             vals = self._rotated_at_support(g, x)
             if self._acc is not None:

@@ -71,6 +71,11 @@ class SparseEntryAdam(torch.optim.Optimizer):
         for layer in self._layers:
             layer.clear_step_state()
 
+    def reset_state(self) -> None:
+        """Forget every moment and step count (after re-calibration: moments of the old basis mean nothing in the
+        new one); the next step starts them at zero, with fresh bias correction."""
+        self.state.clear()
+
     def state_bytes(self) -> int:
         """Bytes of the sparse path's trained state: moments, indices and deltas of every layer."""
         tensors = [t for layer in self._layers for t in (layer.sg_indices, layer.sg_delta)]
@@ -108,6 +113,12 @@ class CombinedOptimizer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for opt, s in zip(self.optimizers, state["optimizers"], strict=True):
             opt.load_state_dict(s)
+
+    def reset_sparse_state(self) -> None:
+        """:meth:`SparseEntryAdam.reset_state` of the sparse optimizer (re-calibration); dense moments stay."""
+        for opt in self.optimizers:
+            if isinstance(opt, SparseEntryAdam):
+                opt.reset_state()
 
     def set_lr_scale(self, scale: float) -> None:
         for group in self.param_groups:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from ..methods import PreparedModel
@@ -67,6 +67,10 @@ class TrainerCallback:
     def on_checkpoint(self, step: int, path: Path) -> None:
         """A resumable checkpoint of step ``step`` was written (atomically) at ``path``."""
 
+    def on_recalibrated(self, step: int, stats: dict[str, Any]) -> None:
+        """The HOSVD bases were re-calibrated after step ``step`` (``recalibrate_every``): ``steps``, ``losses``,
+        ``seconds`` and per kind ``kept_share`` (:func:`~sparsegrad_core.recalibration.recalibrate`)."""
+
     def should_stop(self) -> bool:
         """Return True to cancel or pause: the trainer checkpoints and returns with ``stopped=True``."""
         return False
@@ -109,6 +113,10 @@ class CallbackList(TrainerCallback):
     def on_checkpoint(self, step: int, path: Path) -> None:
         for cb in self.callbacks:
             cb.on_checkpoint(step, path)
+
+    def on_recalibrated(self, step: int, stats: dict[str, Any]) -> None:
+        for cb in self.callbacks:
+            cb.on_recalibrated(step, stats)
 
     def should_stop(self) -> bool:
         return any(cb.should_stop() for cb in self.callbacks)

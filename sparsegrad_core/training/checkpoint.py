@@ -2,7 +2,8 @@
 
 Layout under ``<output_dir>/checkpoints/``::
 
-    basis/                     written once after calibration (bases are fixed from then on)
+    basis/                     written once after calibration (with ``recalibrate_every``, each checkpoint's
+                               model_state also holds the bases in use: "sparsegrad_bases.<kind>.u_out|u_in")
         bases.safetensors      "<kind>.u_out|u_in|eig_out|eig_in" (no u_out: standard basis), "support.<layer>" (fixed selection)
         basis.json             layer → kind, calibration stats
     step-00000040/             one per checkpoint (the newest ``keep_checkpoints`` are kept)
@@ -32,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..hosvd import KindBasis, SparseGradBasis
+from ..layer import SparseGradLinear
 from ..model import sparsegrad_layers
 from ..optim import CombinedOptimizer
 
@@ -43,6 +45,8 @@ MODEL_FILE = "model_state.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 RNG_FILE = "rng_state.pt"
 _SG_BUFFERS = ("weight", "sg_indices", "sg_delta")
+_BASES_PREFIX = "sparsegrad_bases."
+"""Checkpoint tensors of the bases in use, per kind, when the run re-calibrates (``recalibrate_every``)."""
 
 
 @dataclass
@@ -76,7 +80,20 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     for name, layer in sparsegrad_layers(model):
         for buf in _SG_BUFFERS:
             out[f"{name}.{buf}"] = getattr(layer, buf).detach().cpu().clone()
+    for kind, layer in _recalibrated_kinds(model).items():
+        out[f"{_BASES_PREFIX}{kind}.u_out"] = layer.u_out.detach().cpu().clone()
+        out[f"{_BASES_PREFIX}{kind}.u_in"] = layer.u_in.detach().cpu().clone()
     return out
+
+
+def _recalibrated_kinds(model: nn.Module) -> dict[str, SparseGradLinear]:
+    """One layer per kind of a model trained with re-calibration (its bases change during the run, so every
+    checkpoint holds the ones in use; otherwise they are the calibrated ones under ``basis/``)."""
+    kinds: dict[str, SparseGradLinear] = {}
+    for _, layer in sparsegrad_layers(model):
+        if layer.config is not None and layer.config.recalibrate_every:
+            kinds.setdefault(layer.kind, layer)
+    return kinds
 
 
 @torch.no_grad()
@@ -91,20 +108,28 @@ def restore_trainable_state(model: nn.Module, tensors: dict[str, torch.Tensor]) 
             f"checkpoint does not match the prepared model: missing {missing[:3]} ({len(missing)}), "
             f"unexpected {unexpected[:3]} ({len(unexpected)}); prepare the model with the same method and setting"
         )
+    bases = {kind: (tensors[f"{_BASES_PREFIX}{kind}.u_out"].to(layer.u_in.device),
+                    tensors[f"{_BASES_PREFIX}{kind}.u_in"].to(layer.u_in.device))
+             for kind, layer in _recalibrated_kinds(model).items()}
     for name, t in tensors.items():
         if name in params:
             params[name].copy_(t)
+            continue
+        if name.startswith(_BASES_PREFIX):
             continue
         layer_name, buf = name.rsplit(".", 1)
         if buf == "weight":
             layers[layer_name].weight.copy_(t)
     for layer_name, layer in layers.items():
+        if layer.kind in bases:  # shared by the kind's layers, as installed
+            layer.out_basis, layer.u_in = bases[layer.kind]
         layer.set_delta(tensors[f"{layer_name}.sg_indices"], tensors[f"{layer_name}.sg_delta"])
 
 
 def trainable_state_names(model: nn.Module) -> list[str]:
     names = [n for n, p in model.named_parameters() if p.requires_grad and not n.endswith("sg_anchor")]
     names += [f"{name}.{buf}" for name, _ in sparsegrad_layers(model) for buf in _SG_BUFFERS]
+    names += [f"{_BASES_PREFIX}{kind}.{basis}" for kind in _recalibrated_kinds(model) for basis in ("u_out", "u_in")]
     return names
 
 

@@ -32,17 +32,19 @@ class TrainingCancelled(RuntimeError):
 
 
 def calibration_batches(
-    data: TokenizedDataset, steps: int, batch_size: int, seed: int, device: torch.device
+    data: TokenizedDataset, steps: int, batch_size: int, seed: int, device: torch.device, *, skip: int = 0
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """``steps`` collated micro-batches from a shuffle of their own (cycling epochs if the data is short)."""
+    """``steps`` collated micro-batches from a shuffle of their own (cycling epochs if the data is short), after
+    the first ``skip`` of that stream (re-calibration ``r`` takes the stream's ``r``-th run of ``steps``)."""
     order = BatchOrder(len(data), batch_size, seed, stream=CALIBRATION_STREAM)
-    produced, epoch = 0, 0
-    while produced < steps:
+    position, epoch = 0, 0
+    while position < skip + steps:
         for indices in order.micro_batches(epoch):
-            if produced == steps:
+            if position == skip + steps:
                 return
-            yield {k: v.to(device) for k, v in data.collate(indices).items()}
-            produced += 1
+            if position >= skip:
+                yield {k: v.to(device) for k, v in data.collate(indices).items()}
+            position += 1
         epoch += 1
 
 

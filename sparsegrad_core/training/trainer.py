@@ -30,6 +30,7 @@ from ..batch_order import BatchOrder
 from ..methods import PreparedModel
 from ..model import energy_share, sparsegrad_layers
 from ..optim import build_optimizer, clip_grad_norm
+from ..recalibration import recalibrate
 from ..tokenization import TokenizedDataset, tokenize_dataset
 from .arguments import TrainingArguments
 from .callbacks import CallbackList, TrainerCallback
@@ -46,6 +47,7 @@ from .checkpoint import (
 from .evaluation import default_metric, evaluate, greater_is_better, metric_key, metric_names
 from .export import export_trained
 from .gradient_checkpointing import cache_disabled, enable_gradient_checkpointing
+from .preparation import calibration_batches
 from .schedule import lr_scale
 from .telemetry import (
     METRICS_FILE,
@@ -183,6 +185,9 @@ class Trainer:
             step = state.global_step
             metrics["epoch"] = state.epoch + state.step_in_epoch / self.order.steps_per_epoch
             result.losses.append(metrics["loss"])
+            every = self.prepared.spec.sparsegrad.recalibrate_every
+            if self.sg_layers and every and step % every == 0 and step < self.total_steps:
+                self.recalibrate(step)
             if step % args.log_every == 0 or step == self.total_steps:
                 cb.on_step(step, metrics)
                 self.metrics_log.write("step", step, metrics)
@@ -243,6 +248,22 @@ class Trainer:
             tokens_per_s=tokens / max(elapsed, 1e-9), peak_memory_mb=peak_memory_mb(self.device),
         )
         return metrics
+
+    def recalibrate(self, step: int) -> dict[str, Any]:
+        """New HOSVD bases after step ``step`` from the calibration stream's next ``calibration_steps`` micro-batches
+        (:func:`~sparsegrad_core.recalibration.recalibrate`: the trained delta is kept exactly), the sparse Adam
+        moments restarted; logged as a ``recalibration`` line and reported to ``on_recalibrated``."""
+        sg, args = self.prepared.spec.sparsegrad, self.args
+        batches = list(calibration_batches(self.train_data, sg.calibration_steps, args.batch_size, args.seed,
+                                           self.device, skip=step // sg.recalibrate_every * sg.calibration_steps))
+        with cache_disabled(self.model, active=args.gradient_checkpointing):
+            stats = recalibrate(self.model, batches)
+        self.optimizer.reset_sparse_state()
+        self.metrics_log.write("recalibration", step, {
+            "seconds": stats["seconds"], "loss": sum(stats["losses"]) / len(stats["losses"]),
+            **{f"kept_share_{kind}": v["kept_share"] for kind, v in stats["kinds"].items()}})
+        self.callbacks.on_recalibrated(step, stats)
+        return stats
 
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:

@@ -25,7 +25,7 @@ from sparsegrad_core.training import (
     merge_exported,
     prepare_for_training,
 )
-from sparsegrad_core.training.checkpoint import trainable_state
+from sparsegrad_core.training.checkpoint import load_basis, trainable_state
 from sparsegrad_data import load_dataset
 
 SG = SparseGradConfig(density=0.05, calibration_steps=2)
@@ -93,11 +93,16 @@ def _args(out: Path, **kw) -> TrainingArguments:
     return TrainingArguments(**base)
 
 
-@pytest.mark.parametrize("method", ["sparsegrad", "sparsegrad-block", "lora"])
+VARIANTS = {"sparsegrad-block": {"selection": "block"}, "sparsegrad-recalibrated": {"recalibrate_every": 3}}
+
+
+@pytest.mark.parametrize("method", ["sparsegrad", "sparsegrad-block", "sparsegrad-recalibrated", "lora"])
 def test_resume_reproduces_an_uninterrupted_run_bit_for_bit(tokenizer, sst2_small, tmp_path, method):
+    """(Re-calibrated every 3 steps, the run stops at 5 between two re-calibrations and the best checkpoint,
+    restored at the end, was written with other bases than the last ones.)"""
     data = tokenize_dataset(sst2_small[0], tokenizer, 64)  # 96 rows: 6 steps of 2×8 per epoch
     dev = sst2_small[1]
-    sg = SparseGradConfig(**{**SG.to_dict(), "selection": "block"}) if method == "sparsegrad-block" else SG
+    sg = SparseGradConfig(**{**SG.to_dict(), **VARIANTS.get(method, {})})
     kind = method.split("-")[0]
     spec = MethodSpec(type=kind, sparsegrad=sg, options=LoraOptions(rank=2) if kind == "lora" else None)
 
@@ -122,6 +127,47 @@ def test_resume_reproduces_an_uninterrupted_run_bit_for_bit(tokenizer, sst2_smal
     lines = [json.loads(x) for x in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     straight_lines = [json.loads(x) for x in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
     assert [(x["type"], x["step"]) for x in lines] == [(x["type"], x["step"]) for x in straight_lines]
+
+
+class Recalibrations(TrainerCallback):
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, dict]] = []
+
+    def on_recalibrated(self, step: int, stats: dict) -> None:
+        self.seen.append((step, stats))
+
+
+def test_recalibration_replaces_the_bases_keeps_the_delta_and_exports_it(tokenizer, sst2_small, tmp_path):
+    data = tokenize_dataset(sst2_small[0], tokenizer, 64)
+    spec = MethodSpec(type="sparsegrad", sparsegrad=SparseGradConfig(**{**SG.to_dict(), "recalibrate_every": 2}))
+    calls = Recalibrations()
+    args = _args(tmp_path, max_steps=5, gradient_accumulation_steps=1, eval_every=None, keep_best=False)
+    trainer, _ = run(tokenizer, data, None, spec, args, callbacks=[calls], dropout=0.0)
+    assert [step for step, _ in calls.seen] == [2, 4]  # not after the last step
+    for _, stats in calls.seen:
+        assert stats["steps"] == SG.calibration_steps and set(stats["kinds"]) == {"intermediate.dense", "output.dense"}
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if x["type"] == "recalibration"] == [2, 4]
+    calibrated = load_basis(tmp_path / "checkpoints" / "basis")
+    layers = dict(sparsegrad_layers(trainer.model))
+    for kind in ("intermediate.dense", "output.dense"):
+        in_use = next(layer for layer in layers.values() if layer.kind == kind)
+        assert all(layer.u_in is in_use.u_in for layer in layers.values() if layer.kind == kind)  # still shared
+        assert not torch.allclose(in_use.u_in, calibrated.kinds[kind].u_in, atol=1e-3)
+    # the delta in the last bases is the change of the weight since the base; the adapter reproduces the model
+    base = dict(sparsegrad_layers(prepare_for_training(tiny_bert(tokenizer, dropout=0.0), MethodSpec(
+        type="sparsegrad", sparsegrad=SG), data, batch_size=8, seed=args.seed).model))
+    for name, layer in layers.items():
+        torch.testing.assert_close(layer.delta_weight(), layer.weight - base[name].weight, rtol=1e-4, atol=1e-6)
+    batch = data.collate(list(range(8)))
+    batch.pop("labels")
+    trainer.model.eval()
+    with torch.no_grad():
+        expected = trainer.model(**batch).logits
+    merged = merged_with_moved_mlps(tiny_bert(tokenizer, dropout=0.0), tmp_path / "adapter")
+    merged.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**batch).logits, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_should_stop_checkpoints_and_returns(tokenizer, sst2_small, tmp_path):
