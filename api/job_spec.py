@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from sparsegrad_contract.defaults import DEFAULT_METHOD, LEARNING_RATE, MethodType, resolve_method
-from sparsegrad_service.job_spec import JobSpec, MethodConfig, ResolvedHyperparameters
+from sparsegrad_contract.defaults import DEFAULT_METHOD, LEARNING_RATE, MethodType, Selection, resolve_method
+from sparsegrad_service.job_spec import JobSpec, MethodConfig, ResolvedHyperparameters, SparseGradMethod
 from sparsegrad_service.schemas import Hyperparameters as HyperparametersIn
 from sparsegrad_service.schemas import JobCreate, MethodIn
 from sparsegrad_service.schemas.job_create import SparseGradParams
@@ -35,6 +35,10 @@ def resolve_method_config(method: MethodIn | None) -> MethodConfig:
     if kind is MethodType.lora:  # LoRA's default rank matches SparseGrad's trainable parameters at its density
         params["density"] = (method.sparsegrad or SparseGradParams()).density
     config: MethodConfig = _METHOD_CONFIG.validate_python({"type": kind, "setting": method.setting, **params})
+    if isinstance(config, SparseGradMethod) and config.recalibrate_every and config.selection is not Selection.dynamic:
+        raise ApiError(400, f"method.sparsegrad.recalibrate_every needs selection 'dynamic' (got "
+                       f"'{config.selection.value}'): a block or fixed delta cannot be re-expressed in new bases.",
+                       param="method.sparsegrad.recalibrate_every", code="invalid_value")
     return config
 
 

@@ -56,6 +56,7 @@ class SparseGradMethod(_Method):
     selection: Selection = D.JOB_SELECTION
     block_energy_share: float = D.BLOCK_ENERGY_SHARE
     block_max_cost: float = D.BLOCK_MAX_COST
+    recalibrate_every: int = 0
 
 
 class LoraMethod(_Method):

@@ -157,6 +157,15 @@ class ServiceCallback(TrainerCallback):
                              {"kinds": sorted(spectra)}))
         self.flush()
 
+    def on_recalibrated(self, step: int, stats: dict[str, Any]) -> None:
+        kept = {kind: v["kept_share"] for kind, v in stats["kinds"].items()}
+        shares = ", ".join(f"{kind} {share:.2f}x" for kind, share in sorted(kept.items()))
+        self._events.append((EventType.message,
+                             f"HOSVD bases re-calibrated after step {step} ({stats['steps']} passes, "
+                             f"{stats['seconds']:.1f} s); top-k gradient energy kept vs. the previous bases: {shares}.",
+                             {"step": step, "kept_share": json_safe(kept), "seconds": stats["seconds"]}))
+        self.flush()
+
     def on_prepared(self, prepared: PreparedModel) -> None:
         if self.tracking is not None:
             self.tracking.log_params({"trainable_params": prepared.trainable_params})

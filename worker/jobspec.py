@@ -38,7 +38,7 @@ def method_spec(spec: JobSpec) -> MethodSpec:
     if isinstance(method, SparseGradMethod):
         sg = SparseGradConfig(density=method.density, calibration_steps=method.calibration_steps,
                               selection=method.selection.value, block_energy_share=method.block_energy_share,
-                              block_max_cost=method.block_max_cost)
+                              block_max_cost=method.block_max_cost, recalibrate_every=method.recalibrate_every)
     elif isinstance(method, MePropMethod | LoraMethod):  # MeProp's k, LoRA's equal-parameter rank
         sg = SparseGradConfig(density=method.density)
     options = LoraOptions(method.rank, method.alpha, method.dropout) if isinstance(method, LoraMethod) else None

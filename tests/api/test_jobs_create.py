@@ -30,7 +30,8 @@ def test_defaults_are_filled_in_and_the_job_is_queued(service: Service, acme: Te
     assert job["model"] == "minilm-l6" and job["training_file"] == file_id and job["validation_file"] is None
     assert job["method"] == {"type": "sparsegrad", "setting": "paper",
                              "sparsegrad": {"density": 0.01, "calibration_steps": 10, "selection": "block",
-                                            "block_energy_share": 0.97, "block_max_cost": 1.0}}
+                                            "block_energy_share": 0.97, "block_max_cost": 1.0,
+                                            "recalibrate_every": 0}}
     assert job["hyperparameters"]["n_epochs"] == 3 and job["hyperparameters"]["batch_size"] == 16
     assert job["hyperparameters"]["group_by_length"] is True and job["hyperparameters"]["gradient_checkpointing"] is False
     assert job["hyperparameters"]["checkpoint_every"] == service.settings.checkpoint_every
@@ -130,7 +131,7 @@ def test_openai_sdk_shapes(acme: TenantClient) -> None:
 def test_block_selection_and_its_rule_are_stored(service: Service, acme: TenantClient) -> None:
     sg = {"selection": "block", "block_energy_share": 0.9, "block_max_cost": 2.0}
     job = acme.create_job(training_file=acme.upload_id(), method={"type": "sparsegrad", "sparsegrad": sg})
-    assert job["method"]["sparsegrad"] == {"density": 0.01, "calibration_steps": 10, **sg}
+    assert job["method"]["sparsegrad"] == {"density": 0.01, "calibration_steps": 10, "recalibrate_every": 0, **sg}
     assert job_spec(service, job["id"])["method"] == {"type": "sparsegrad", "setting": "paper", **job["method"]["sparsegrad"]}
 
 
@@ -146,6 +147,12 @@ def test_block_selection_and_its_rule_are_stored(service: Service, acme: TenantC
      "method.sparsegrad.block_energy_share", "(got 1.5)"),
     ({"method": {"sparsegrad": {"selection": "block", "block_max_cost": 0}}},
      "method.sparsegrad.block_max_cost", "(got 0)"),
+    ({"method": {"sparsegrad": {"selection": "dynamic", "recalibrate_every": -1}}},
+     "method.sparsegrad.recalibrate_every", "(got -1)"),
+    ({"method": {"sparsegrad": {"selection": "block", "recalibrate_every": 100}}},
+     "method.sparsegrad.recalibrate_every", "needs selection 'dynamic' (got 'block')"),
+    ({"method": {"sparsegrad": {"recalibrate_every": 100}}},  # the default selection is block
+     "method.sparsegrad.recalibrate_every", "needs selection 'dynamic' (got 'block')"),
     ({"method": {"lora": {"rank": 2000}}}, "method.lora.rank", "(got 2000)"),
     ({"hyperparameters": {"n_epochs": 0}}, "hyperparameters.n_epochs", "(got 0)"),
     ({"hyperparameters": {"batch_size": 4096}}, "hyperparameters.batch_size", "(got 4096)"),

@@ -63,6 +63,12 @@ def test_block_selection_rule_reaches_the_core_config() -> None:
     assert (default.block_energy_share, default.block_max_cost) == (library.block_energy_share, library.block_max_cost)
 
 
+def test_recalibration_reaches_the_core_config() -> None:
+    given = method_spec(job_spec(method={"sparsegrad": {"selection": "dynamic", "recalibrate_every": 100}}))
+    assert (given.sparsegrad.selection, given.sparsegrad.recalibrate_every) == ("dynamic", 100)
+    assert method_spec(job_spec()).sparsegrad.recalibrate_every == 0
+
+
 def test_other_methods_and_defaults(tmp_path: Path) -> None:
     meprop = method_spec(job_spec(method={"type": "meprop", "meprop": {"density": 0.2}}))
     assert meprop.type == "meprop" and meprop.sparsegrad.density == 0.2

@@ -222,7 +222,14 @@ def test_gradient_checkpointing_job_succeeds(
     from sparsegrad_core.training.gradient_checkpointing import is_gradient_checkpointing
 
     settings = make_settings(sqlite_db)
-    spec = job_spec(hyperparameters={"max_steps": 4, "checkpoint_every": 2, "gradient_checkpointing": True})
-    runner = JobRunner(settings, create_job(settings, sst2_bytes, spec), keep_model=True)
+    spec = job_spec(hyperparameters={"max_steps": 4, "checkpoint_every": 2, "gradient_checkpointing": True},
+                    method={"sparsegrad": {"density": 0.05, "calibration_steps": 2, "selection": "dynamic",
+                                           "recalibrate_every": 2}})
+    job_id = create_job(settings, sst2_bytes, spec)
+    runner = JobRunner(settings, job_id, keep_model=True)
     assert runner.run() == Outcome.succeeded
     assert runner.trained_model is not None and is_gradient_checkpointing(runner.trained_model)
+    # re-calibrated once, after step 2 (not after the last), with gradient checkpointing on
+    [recalibrated] = [e for e in events(settings, job_id) if "re-calibrated" in e.message]
+    assert recalibrated.data["step"] == 2 and set(recalibrated.data["kept_share"]) == {"intermediate.dense",
+                                                                                     "output.dense"}
