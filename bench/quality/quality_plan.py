@@ -38,9 +38,14 @@ from pathlib import Path
 from typing import Any
 
 GLUE_TASKS = ("sst2", "mrpc", "cola")
-SPARSEGRAD_SELECTIONS = {"sparsegrad": "dynamic", "sparsegrad-fixed": "fixed", "sparsegrad-block": "block"}
-"""Benchmark method name -> ``SparseGradConfig.selection`` (the paper's exact method is plain ``sparsegrad``)."""
-METHODS = (*SPARSEGRAD_SELECTIONS, "lora", "meprop", "full", "galore")
+SPARSEGRAD_VARIANTS: dict[str, dict[str, Any]] = {
+    "sparsegrad": {"selection": "dynamic"}, "sparsegrad-fixed": {"selection": "fixed"},
+    "sparsegrad-block": {"selection": "block"},
+    "sparsegrad-recal": {"selection": "dynamic", "recalibrate_every": 100},
+}
+"""Benchmark method name -> its ``SparseGradConfig`` options (the paper's exact method is plain ``sparsegrad``;
+``sparsegrad-recal`` re-calibrates it every 100 steps, the interval ``bench/basis_drift.py`` measured)."""
+METHODS = (*SPARSEGRAD_VARIANTS, "lora", "meprop", "full", "galore")
 DECODER_METHODS = ("sparsegrad", "lora", "meprop")
 SETTINGS = ("paper", "peft")
 SWEEP_DENSITIES = (0.005, 0.01, 0.02, 0.04)
@@ -50,8 +55,8 @@ DEV_SIZES = {"sst2": 872, "mrpc": 408, "cola": 1043}
 # Seconds per optimizer step of the real MiniLM-L6 at batch 32 x 64 tokens, paper setting, 2 vCPUs: SparseGrad
 # and LoRA scaled from the smoke run (0.38 and 0.19 s/step at batch 16 x 64, group_by_length on SST-2);
 # full/MeProp from the step-time ratios of docs/BENCHMARKS.md (not measured here yet).
-STEP_S_MINILM = {"sparsegrad": 0.76, "sparsegrad-fixed": 0.76, "sparsegrad-block": 0.6, "lora": 0.38, "meprop": 0.68,
-                 "full": 0.65}
+STEP_S_MINILM = {"sparsegrad": 0.76, "sparsegrad-fixed": 0.76, "sparsegrad-block": 0.6, "sparsegrad-recal": 0.84,
+                 "lora": 0.38, "meprop": 0.68, "full": 0.65}
 # Rough guesses for SmolLM2-135M at batch 8 x 256 tokens (not measured yet; refine from runs.jsonl).
 STEP_S_SMOLLM = {"sparsegrad": 3.0, "lora": 1.5, "meprop": 2.5}
 PEFT_FACTOR = 0.8
@@ -85,7 +90,7 @@ class Profile:
     protocol: int = 1
     density: float = 0.01
     """The density every method is compared at (``--density`` overrides it outside protocol 2)."""
-    methods: tuple[str, ...] = tuple(m for m in METHODS if m != "galore")
+    methods: tuple[str, ...] = tuple(m for m in METHODS if m not in ("galore", "sparsegrad-recal"))  # protocol 1's
     eval_every: int | None = None
     patience: int | None = None
     chat_eval_every: int | None = None
@@ -384,11 +389,11 @@ def planned_final_count(opts: PlanOptions) -> int:
 
 def service_method(method: str, setting: str, density: float, calibration_steps: int) -> dict[str, Any]:
     """The same spec as the body of ``POST /v1/fine_tuning/jobs`` (``method``)."""
-    kind = "sparsegrad" if method in SPARSEGRAD_SELECTIONS else method
+    kind = "sparsegrad" if method in SPARSEGRAD_VARIANTS else method
     body: dict[str, Any] = {"type": kind, "setting": setting}
     if kind == "sparsegrad":
         body["sparsegrad"] = {"density": density, "calibration_steps": calibration_steps,
-                              "selection": SPARSEGRAD_SELECTIONS[method]}
+                              **SPARSEGRAD_VARIANTS[method]}
     elif kind == "meprop":
         body["meprop"] = {"density": density}
     elif kind == "lora":
@@ -516,7 +521,7 @@ def estimate_seconds(run: Run, *, upper: bool = False) -> float:
         else:
             sel_rows, dev_rows = run.train_size * run.val_fraction, DEV_SIZES[run.task]
         n_evals = steps / (run.eval_every or run.steps) if run.task != "chat" else steps / (run.eval_every or 1)
-        calib = 1.3 * run.calibration_steps * step if run.method in SPARSEGRAD_SELECTIONS else 0.0
+        calib = 1.3 * run.calibration_steps * step if run.method in SPARSEGRAD_VARIANTS else 0.0
         return RUN_OVERHEAD_S + calib + steps * step + (n_evals * sel_rows + dev_rows) * per_row_fwd
     if run.task == "chat":
         step = STEP_S_SMOLLM[run.method] * run.batch_size * run.max_seq_length / (8 * 256)
@@ -527,7 +532,7 @@ def estimate_seconds(run: Run, *, upper: bool = False) -> float:
     if run.setting == "peft" and run.method != "full":
         step *= PEFT_FACTOR
     per_row_fwd = step / run.batch_size / 3  # a forward pass is about a third of a training step
-    calib = 1.3 * run.calibration_steps * step if run.method in SPARSEGRAD_SELECTIONS else 0.0
+    calib = 1.3 * run.calibration_steps * step if run.method in SPARSEGRAD_VARIANTS else 0.0
     return RUN_OVERHEAD_S + calib + run.steps * step + eval_rows * per_row_fwd
 
 

@@ -29,7 +29,7 @@ from sparsegrad_core.training.evaluation import evaluate
 
 from quality_data import protocol_datasets, run_datasets  # isort: skip  (bench/quality is on sys.path)
 import galore_method  # isort: skip
-from quality_plan import SPARSEGRAD_SELECTIONS, hyperparameters, protocol, task_score  # isort: skip
+from quality_plan import SPARSEGRAD_VARIANTS, hyperparameters, protocol, task_score  # isort: skip
 
 
 class BestSelection(TrainerCallback):
@@ -66,9 +66,9 @@ class BestSelection(TrainerCallback):
 
 def method_spec(method: str, setting: str, density: float, calibration_steps: int) -> MethodSpec:
     """The library's spec for a benchmark method name (LoRA: equal trainable parameters; MeProp: equal k)."""
-    kind = "sparsegrad" if method in SPARSEGRAD_SELECTIONS else method
+    kind = "sparsegrad" if method in SPARSEGRAD_VARIANTS else method
     sg = SparseGradConfig(density=density, calibration_steps=calibration_steps,
-                          selection=SPARSEGRAD_SELECTIONS.get(method, "dynamic"))  # type: ignore[arg-type]
+                          **SPARSEGRAD_VARIANTS.get(method, {}))
     return MethodSpec(type=kind, setting=setting, sparsegrad=sg)  # type: ignore[arg-type]
 
 

@@ -14,6 +14,7 @@ from torch import nn
 QUALITY = Path(__file__).resolve().parents[2] / "bench" / "quality"
 sys.path.insert(0, str(QUALITY))
 
+import quality_plan as qp  # noqa: E402
 import quality_train  # noqa: E402
 
 
@@ -96,3 +97,14 @@ def test_galore_trains_the_mlp_through_galore_adamw_in_the_peft_setting(galore_r
     for name in mlp:
         state = opt.state[params[name]]
         assert 8 in state["exp_avg"].shape and state["exp_avg"].numel() < params[name].numel()
+
+
+def test_the_recalibrated_arm_is_the_exact_method_recalibrated_every_100_steps_in_both_paths() -> None:
+    from api.job_spec import resolve_method_config
+    from sparsegrad_service.schemas import MethodIn
+
+    spec = quality_train.method_spec("sparsegrad-recal", "peft", 0.01, 10)
+    assert (spec.type, spec.sparsegrad.selection, spec.sparsegrad.recalibrate_every) == ("sparsegrad", "dynamic", 100)
+    assert quality_train.method_spec("sparsegrad", "peft", 0.01, 10).sparsegrad.recalibrate_every == 0
+    service = resolve_method_config(MethodIn.model_validate(qp.service_method("sparsegrad-recal", "peft", 0.01, 10)))
+    assert (service.selection.value, service.recalibrate_every) == ("dynamic", 100)  # type: ignore[union-attr]
