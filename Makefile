@@ -63,8 +63,11 @@ bench-gpu: install
 
 # Quality comparison (resumable; ~50 min on 2 CPU cores): GLUE from ../shared/data/glue when present, else the bundled samples.
 GLUE_DIR ?= $(wildcard ../shared/data/glue)
+# The current quality protocol (bench/quality/PROTOCOL.md): every stage, resumable; needs the GLUE files.
 bench-quality: install
-	$(PY) bench/quality/run.py --profile quick $(if $(GLUE_DIR),--data-dir $(GLUE_DIR),) --out bench/results/quality
+	@test -n "$(GLUE_DIR)" || { echo "bench-quality needs the GLUE task files: make bench-quality GLUE_DIR=/path/to/glue (SST-2, CoLA, MRPC as in bench/quality/PROTOCOL.md)"; exit 2; }
+	$(PY) bench/quality/run.py --profile v4 --data-dir $(GLUE_DIR) --decoder --out bench/results/quality_v4
+	$(PY) bench/quality/report.py --out bench/results/quality_v4
 
 # Needs Docker (not available on the development machine): both images of the Dockerfile.
 docker:
