@@ -48,7 +48,7 @@ test-prerequisites:
 	bash scripts/test_prerequisites.sh
 
 test: test-prerequisites lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q --durations=25
 
 test-fast: test-prerequisites install
 	$(VENV)/bin/pytest -q -m "not slow"
