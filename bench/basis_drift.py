@@ -16,6 +16,13 @@ gradient, ``k`` the layer's kept entries and ``‖G‖²`` its energy:
   ``--window`` steps before (a Gram accumulation per kind, as calibration does: ``sparsegrad_core.hosvd``).
   Training never uses them: this is what a periodic re-calibration would keep, measured on the same gradients.
 
+With ``--recalibrate`` training itself re-calibrates every ``--refresh-every`` steps
+(``SparseGradConfig.recalibrate_every``, from ``calibration_steps`` batches of the calibration stream), so
+``calibrated`` is then the share in the bases training uses after its re-calibrations; ``--stop-after N`` ends the
+run after step N with the schedule of the full ``--steps`` (so the first steps are the same as a full run's).
+
+    python bench/basis_drift.py --data-dir ../shared/data/glue --setting paper --recalibrate --stop-after 400
+
 The bases are orthogonal, so all three shares are of the same total. Results (per kind and step, and by fifths of
 the run): ``bench/results/basis_drift_<model>_<setting>.json``.
 """
@@ -43,7 +50,7 @@ from sparsegrad_core.hosvd import GramAccumulator, KindBasis
 from sparsegrad_core.loading import load_base_model
 from sparsegrad_core.methods import MethodSpec
 from sparsegrad_core.tokenization import tokenize_dataset
-from sparsegrad_core.training import Trainer, TrainingArguments, prepare_for_training
+from sparsegrad_core.training import Trainer, TrainerCallback, TrainingArguments, prepare_for_training
 from sparsegrad_data import glue_mapping, load_dataset
 
 BASES = ("original", "calibrated", "refreshed")
@@ -97,6 +104,19 @@ class DriftProbe:
         self.rows.append(row)
 
 
+class StopAfter(TrainerCallback):
+    """Stop after ``step`` steps."""
+
+    def __init__(self, step: int) -> None:
+        self.step, self.done = step, 0
+
+    def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        self.done = step
+
+    def should_stop(self) -> bool:
+        return self.done >= self.step
+
+
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per kind: the mean over layers at each measured step, then the mean of each fifth of the run."""
     out: dict[str, Any] = {}
@@ -136,6 +156,9 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--calibration-steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--recalibrate", action="store_true",
+                    help="training re-calibrates its bases every --refresh-every steps (recalibrate_every)")
+    ap.add_argument("--stop-after", type=int, default=None, help="stop after this step (schedule of --steps)")
     ap.add_argument("--out", help="JSON path (default bench/results/basis_drift_<model>_<setting>.json)")
     args = ap.parse_args(argv)
     if args.window > args.refresh_every:
@@ -152,20 +175,22 @@ def main(argv: list[str]) -> None:
     torch.manual_seed(args.seed)
     model, tokenizer = load_base_model(args.model, ds.task, num_labels=ds.num_labels, label_names=ds.label_names)
     data = tokenize_dataset(ds, tokenizer, args.max_seq_length)
-    cfg = SparseGradConfig(density=args.density, calibration_steps=args.calibration_steps)
+    cfg = SparseGradConfig(density=args.density, calibration_steps=args.calibration_steps,
+                           recalibrate_every=args.refresh_every if args.recalibrate else 0)
     spec = MethodSpec(type="sparsegrad", setting=args.setting, sparsegrad=cfg)
     prepared = prepare_for_training(model, spec, data, batch_size=args.batch_size, seed=args.seed)
     probe = DriftProbe(args.every, args.refresh_every, args.window)
     targs = TrainingArguments(batch_size=args.batch_size, max_steps=args.steps, learning_rate=args.lr,
                               lr_scheduler="linear", warmup_ratio=0.06, max_grad_norm=1.0, weight_decay=0.01,
                               group_by_length=True, seed=args.seed, eval_before=False, save_final=False,
-                              log_every=max(1, args.steps // 20))
-    result = Trainer(prepared, data, None, tokenizer, targs).train()
+                              log_every=1)
+    result = Trainer(prepared, data, None, tokenizer, targs,
+                     [StopAfter(args.stop_after)] if args.stop_after else None).train()
     probe.tap.close()
     summary = summarize(probe.rows)
 
     print(f"\ntop-k energy share (k = {args.density:g} of each weight), {args.model} SST-2, {args.setting} setting, "
-          f"mean over the layers of a kind; by fifths of {args.steps} steps")
+          f"mean over the layers of a kind; by fifths of {result.global_step} steps")
     table = [{"kind": kind, "basis": b, **{f"f{i + 1}": v for i, v in enumerate(s["fifths"][b])}, "mean": s["mean"][b]}
              for kind, s in summary.items() for b in BASES]
     print(reporting.fmt_table(table, [("kind", "kind"), ("basis", "basis"), ("f1", "0-20%"), ("f2", "20-40%"),
@@ -175,7 +200,7 @@ def main(argv: list[str]) -> None:
         {"argv": ["bench/basis_drift.py", *argv], "args": vars(args), "data": source, "hardware": reporting.hardware(),
          "summary": summary, "rows": probe.rows, "losses": result.losses,
          "seconds": time.perf_counter() - t0},
-        f"basis_drift_{args.model}_{args.setting}.json", args.out,
+        f"basis_drift_{args.model}_{args.setting}{'_recalibrated' if args.recalibrate else ''}.json", args.out,
     )
     print(f"wrote {path}")
 

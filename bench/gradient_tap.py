@@ -2,7 +2,8 @@
 
 ``GradientTap(measure, every)`` wraps ``SparseGradLinear.record_gradient`` (the backward hook that selects a
 step's entries) so that ``measure(layer, step, g, x)`` runs on the first step and every ``every``-th step of each
-layer before the layer's own selection; ``close()`` puts the original back. The measurement benchmarks
+layer before the layer's own selection (re-calibration passes are not steps: they are not counted or measured);
+``close()`` puts the original back. The measurement benchmarks
 (``block_fidelity.py``, ``basis_drift.py``) use it so that what they measure is the trajectory training follows.
 """
 
@@ -25,6 +26,9 @@ class GradientTap:
         original, tap = self._original, self
 
         def record_gradient(layer: SparseGradLinear, g: torch.Tensor, x: torch.Tensor) -> None:
+            if layer.gradient_sink is not None:  # a re-calibration pass, not a training step
+                original(layer, g, x)
+                return
             step = tap.calls.get(id(layer), 0) + 1
             tap.calls[id(layer)] = step
             if step == 1 or step % tap.every == 0:
