@@ -133,6 +133,11 @@ def test_new_job_upload_errors_inline_then_submit_double_click_makes_one_job(
     page.wait_for_selector("#hp-batch_size-error:not(:empty)")
     assert "batch_size" in page.inner_text("#hp-batch_size-error")
     page.fill("#hp-batch_size", "8")
+    page.fill("#sg-recalibrate", "100")  # the default block selection cannot re-calibrate: said at the field
+    page.click("#submit-job")
+    page.wait_for_selector("#sg-recalibrate-error:not(:empty)")
+    assert "needs selection 'dynamic'" in page.inner_text("#sg-recalibrate-error")
+    page.fill("#sg-recalibrate", "")
 
     with dep.client(tenant_key) as api:
         before = len(api.get("/v1/fine_tuning/jobs", params={"limit": 100}).json()["data"])

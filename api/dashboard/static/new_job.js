@@ -119,7 +119,8 @@ export function renderNewJobPage(root) {
     sparsegrad: el("div", { class: "method-params fields", "data-method": "sparsegrad" },
       field("sg-density", "SparseGrad density", num("", { min: "0", max: "1" }), { hint: "Share of rotated gradient entries kept, (0, 1].", params: ["method.sparsegrad.density"] }),
       field("sg-calibration", "Calibration steps", num("", { min: "1", step: "1" }), { hint: "Backward passes that define the bases.", params: ["method.sparsegrad.calibration_steps"] }),
-      field("sg-selection", "Selection", select([], ""), { hint: "Block: top-k inside a leading block of the bases (about half the step time of dynamic at equal measured quality; also exported as a PEFT LoRA); dynamic: fresh top-k every step (the paper's exact method); fixed: the calibration-time support.", params: ["method.sparsegrad.selection"] })),
+      field("sg-selection", "Selection", select([], ""), { hint: "Block: top-k inside a leading block of the bases (about half the step time of dynamic at equal measured quality; also exported as a PEFT LoRA); dynamic: fresh top-k every step (the paper's exact method); fixed: the calibration-time support.", params: ["method.sparsegrad.selection"] }),
+      field("sg-recalibrate", "Re-calibrate every", num("", { min: "0", step: "1", placeholder: "never" }), { hint: "Dynamic selection: new bases every N steps (the delta is kept; the sparse optimizer's moments restart). Empty or 0: never.", params: ["method.sparsegrad.recalibrate_every"] })),
     lora: el("div", { class: "method-params fields", "data-method": "lora" },
       field("lora-rank", "LoRA rank", num("", { min: "1", step: "1", placeholder: "auto" }), { hint: "Auto: as many MLP parameters as SparseGrad.", params: ["method.lora.rank"] }),
       field("lora-alpha", "LoRA alpha", num("", { min: "0", placeholder: "2 × rank" }), { params: ["method.lora.alpha"] })),
@@ -321,7 +322,7 @@ export function renderNewJobPage(root) {
   function methodSpec(type) {
     const method = { type };
     if (type !== "full") method.setting = setting.value;
-    if (type === "sparsegrad") method.sparsegrad = prune({ density: read("sg-density"), calibration_steps: read("sg-calibration", { integer: true }), selection: inputs["sg-selection"].value });
+    if (type === "sparsegrad") method.sparsegrad = prune({ density: read("sg-density"), calibration_steps: read("sg-calibration", { integer: true }), selection: inputs["sg-selection"].value, recalibrate_every: read("sg-recalibrate", { integer: true }) });
     if (type === "lora") {
       method.lora = prune({ rank: read("lora-rank", { integer: true }), alpha: read("lora-alpha") });
       if (method.lora.rank === undefined && read("sg-density") !== undefined) method.sparsegrad = { density: read("sg-density") };  // auto rank matches it
