@@ -460,6 +460,30 @@ def choose_lrs(rows: Iterable[dict[str, Any]]) -> dict[tuple, float]:
     return {g: lr for g, (_, lr) in best.items()}
 
 
+def settled_choices(rows: Iterable[dict[str, Any]]) -> dict[tuple, float]:
+    """:func:`choose_lrs` less the groups of protocol 2 and later whose seed-0 selection runs do not cover their
+    protocol's grid yet: what a report may show as chosen (smoke runs, with a cap of their own, are not checked)."""
+    rows = list(rows)
+    tried: dict[tuple, set[float]] = {}
+    runs: dict[tuple, Run] = {}
+    for row in rows:
+        if row.get("phase") == "select" and row.get("seed", 0) == 0:
+            run = Run.from_dict(row)
+            tried.setdefault(run.group, set()).add(run.lr)
+            runs[run.group] = run
+    settled = {}
+    for group, lr in choose_lrs(rows).items():
+        run = runs[group]
+        profile = PROFILES.get(f"v{run.protocol}")
+        if profile is not None:
+            cap = profile.chat_steps if run.task == "chat" else profile.cap(run.task)
+            grid = profile.grid(run.task, "paper" if run.method == "full" else run.setting)
+            if run.steps == cap and not set(grid) <= tried[group]:
+                continue
+        settled[group] = lr
+    return settled
+
+
 def chosen_for(opts: PlanOptions, rows: Iterable[dict[str, Any]]) -> dict[tuple, float]:
     """:func:`choose_lrs` for the plan's groups whose selection runs have all finished: a group with a failed or
     missing selection run gets no final runs until it is complete (a choice is never made on part of a grid)."""
@@ -483,7 +507,7 @@ def sanity_bar(rows: Iterable[dict[str, Any]], version: int = CURRENT_PROTOCOL) 
     task against the protocol file's ``sanity_bar``, from that version's rows only. ``ok`` is None while a task
     has no reported full-FT run."""
     rows = [r for r in rows if r.get("protocol", 1) == version]
-    chosen = choose_lrs(rows)
+    chosen = settled_choices(rows)
     out: dict[str, dict[str, Any]] = {}
     for task, bar in protocol(version)["sanity_bar"].items():
         ((metric, need),) = bar.items()

@@ -50,8 +50,9 @@ def mean_std(values: list[float]) -> dict[str, Any]:
 
 def aggregate(rows: list[dict[str, Any]], default_density: float = 0.01) -> dict[str, Any]:
     """The content of results.json (see the module docstring)."""
-    chosen = qp.choose_lrs(rows)
-    # Final rows at a learning rate that is no longer the chosen one (the grid grew since) are left out.
+    chosen = qp.settled_choices(rows)
+    # Final rows at a learning rate that is no longer the chosen one (the grid grew since), and every row of a group
+    # whose grid is not complete yet, are left out.
     finals = [r for r in rows if qp.is_reported(r, chosen)]
     if len({r.get("protocol", 1) for r in finals}) > 1:
         raise ValueError("runs.jsonl mixes protocol versions; report each version's folder on its own")
@@ -137,13 +138,18 @@ def paired_differences(finals: list[dict[str, Any]], default_density: float = 0.
 
 
 def _fmt(ms: dict[str, Any], scale: float = 100.0, digits: int = 1) -> str:
-    return f"{ms['mean'] * scale:.{digits}f} ± {ms['std'] * scale:.{digits}f}"
+    """``mean ± std``; with fewer than three seeds also ``(n=…)``, and no std from one seed."""
+    if ms["n"] == 1:
+        return f"{ms['mean'] * scale:.{digits}f} (n=1)"
+    text = f"{ms['mean'] * scale:.{digits}f} ± {ms['std'] * scale:.{digits}f}"
+    return text if ms["n"] >= 3 else f"{text} (n={ms['n']})"
 
 
 def markdown(agg: dict[str, Any], default_density: float = 0.01) -> str:
     lines = ["# Quality benchmark results", "",
-             "Mean ± sample std over seeds, GLUE dev sets (×100; chat: held-out eval loss). Learning rate chosen "
-             "per (task, method, setting) on a validation split carved from the training subsample, seed 0.", ""]
+             "Mean ± sample std over seeds (n given when fewer than 3), GLUE dev sets (×100; chat: held-out eval loss). "
+             "Learning rate chosen per (task, method, setting) on a validation split carved from the training "
+             "subsample, seed 0; a group whose learning-rate grid is not complete yet is not shown.", ""]
     main = [e for e in agg["results"] if e["density"] == default_density or e["task"] == "chat"]
     glue = {(g["method"], g["setting"]): g for g in agg["glue_average"]}
     for setting in sorted({e["setting"] for e in main if e["task"] != "chat"}):

@@ -439,3 +439,24 @@ def test_report_pairs_each_seed_with_lora_and_full_ft(tmp_path: Path) -> None:
     text = report.markdown(agg)
     assert "| sparsegrad | peft | +1.3 ± 2.5 (n=3) |" in text and "| sparsegrad | peft | -3.7 ± 1.5 (n=3) |" in text
     assert "paper, BERT-base (Table 4) | 82.5 | 81.6 | 82.6 | 82.1 |" in text
+
+
+def test_the_report_shows_no_choice_from_part_of_a_grid_and_no_std_from_one_seed(tmp_path: Path) -> None:
+    def trainer(runs):
+        for r in runs:
+            yield r, {"selection_metrics": _metrics(r.task, 0.5 + r.lr), "s_per_step": 0.1, "trainable_params": 10,
+                      "metrics": _metrics(r.task, 0.8)}
+    argv = ["--profile", CURRENT, "--tasks", "sst2", "--methods", "lora", "--settings", "peft", "--out", str(tmp_path),
+            "--no-report"]
+    assert quality_run.main(argv, trainer=trainer) == 0
+    rows = qp.RunLog(tmp_path).rows()
+    seed0 = [r for r in rows if r["seed"] == 0]
+    best = max(seed0, key=lambda r: r["lr"])
+    # the grid's best learning rate has not run yet: no choice, nothing reported (not the best of the rest)
+    partial = [r for r in seed0 if r is not best]
+    assert qp.choose_lrs(partial) and not qp.settled_choices(partial)
+    assert report.aggregate(partial)["results"] == []
+    # the whole grid at seed 0 only: reported, with no standard deviation from one seed
+    (entry,) = report.aggregate(seed0)["results"]
+    assert entry["lr"] == best["lr"] and entry["seeds"] == [0]
+    assert "| lora | 10 | 80.0 (n=1) |" in report.markdown(report.aggregate(seed0))
