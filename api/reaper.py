@@ -1,5 +1,5 @@
 """The reaper loop of an API process: a daemon thread that requeues (or fails) jobs whose worker stopped
-sending heartbeats and resends long-queued ones, every ``Settings.reaper_interval_s``; the checkpoints a job
+sending heartbeats and resends long-queued jobs and merge requests, every ``Settings.reaper_interval_s``; the checkpoints a job
 it ends drops leave the API's store. It logs failures and never stops the app; several API replicas may run
 it (each transition is a compare-and-set)."""
 
@@ -27,7 +27,8 @@ class ReaperThread(PeriodicThread):
     def run_once(self) -> None:
         try:
             for job_id, outcome in reap_stale_jobs(get_engine(self.settings.sql_url), self.settings, self.queue.enqueue,
-                                                   queue_depth=self.queue.depth, store=self.store):
+                                                   queue_depth=self.queue.depth, store=self.store,
+                                                   enqueue_merge=self.queue.enqueue_merge):
                 log.warning("reaper: job %s %s", job_id, outcome)
         except Exception:
             log.exception("reaper pass failed; retrying in %.1f s", self.settings.reaper_interval_s)

@@ -26,15 +26,18 @@ from .transitions import end_job
 def reap_stale_jobs(
     engine: Engine, settings: Settings, enqueue: Callable[[str], Any], *, now: datetime | None = None,
     queue_depth: Callable[[], int | None] | None = None, store: ArtifactStore | None = None,
+    enqueue_merge: Callable[[str], Any] | None = None,
 ) -> list[tuple[str, str]]:
     """Requeue running jobs whose heartbeat is older than ``heartbeat_timeout_s`` (their worker died), or
     fail them once they used ``max_attempts`` (a job dying while ``cancelling`` ends ``cancelled``).
 
     Queued jobs unclaimed for ``resend_after_s`` are re-sent only when ``queue_depth()`` says the broker queue
     is empty (their message was lost, e.g. a broker restart without persistence): busy workers are not a
-    reason to send duplicates, and ``queued_at`` (the queue order) is kept. A job failed or cancelled here
-    loses its checkpoints beyond the retention, from ``store`` too (without a store, it keeps them all).
-    Returns ``[(job_id, "requeued" | "failed" | "cancelled" | "resent")]``."""
+    reason to send duplicates, and ``queued_at`` (the queue order) is kept. Merge requests waiting that long
+    are re-sent through ``enqueue_merge`` on the same condition (a lost message would otherwise keep the job and
+    its model undeletable); the request is renewed, so only the re-sent merge ends it. A job failed or cancelled
+    here loses its checkpoints beyond the retention, from ``store`` too (without a store, it keeps them all).
+    Returns ``[(job_id, "requeued" | "failed" | "cancelled" | "resent" | "merge resent")]``."""
     now = now or utcnow()
     cutoff = now - timedelta(seconds=settings.heartbeat_timeout_s)
     done: list[tuple[str, str]] = []
@@ -82,8 +85,22 @@ def reap_stale_jobs(
             select(Job.id).where(Job.status == JobStatus.queued, Job.queued_at < lost_cutoff)
             .order_by(Job.queued_at)
         ).all()
-        if waiting and queue_depth is not None and queue_depth() == 0:
+        merges = [] if enqueue_merge is None else session.execute(
+            select(Job.id, Job.merge_requested_at).where(Job.merge_requested_at < lost_cutoff)
+            .order_by(Job.merge_requested_at)
+        ).all()
+        if (waiting or merges) and queue_depth is not None and queue_depth() == 0:
             for job_id in waiting:
                 enqueue(job_id)
                 done.append((job_id, "resent"))
+            for merge in merges:
+                renewed = update(Job).where(Job.id == merge.id, Job.merge_requested_at == merge.merge_requested_at)
+                if not session.execute(renewed.values(merge_requested_at=now)).rowcount:  # type: ignore[attr-defined]
+                    continue  # the merge ended meanwhile
+                add_event(session, merge.id, EventType.message, "The merge request waited with an empty queue "
+                          "(its message was lost); sent again.", level=EventLevel.warn)
+                session.commit()
+                assert enqueue_merge is not None
+                enqueue_merge(merge.id)
+                done.append((merge.id, "merge resent"))
     return done

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -248,6 +249,34 @@ def test_a_model_or_job_a_merge_request_uses_cannot_be_deleted(service: Service,
 
     job_store = JobStore(service.url, job["id"])  # the worker's merge run: it served the request it started for
     job_store.end_merge_request(job_store.merge_requested_at())
+    assert acme.delete(f"/v1/models/{outputs.model}").status_code == 200
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"], indirect=True)
+def test_a_lost_merge_message_is_sent_again_and_only_the_new_run_ends_the_request(service: Service,
+                                                                                  acme: TenantClient) -> None:
+    from sparsegrad_service.db import get_engine
+    from sparsegrad_service.job_store import JobStore
+    from sparsegrad_service.reaper import reap_stale_jobs
+
+    job = acme.create_job()
+    outputs = add_outputs(service, job["id"], kinds=(ArtifactKind.adapter,))
+    assert acme.post(f"{JOBS}/{job['id']}/merge").status_code == 202  # the message is lost: no worker runs here
+    job_store = JobStore(service.url, job["id"])
+    lost = job_store.merge_requested_at()
+    engine, sent = get_engine(service.url), []
+    later = utcnow() + timedelta(seconds=service.settings.resend_after_s + 60)
+
+    def reap(depth: int) -> list[tuple[str, str]]:
+        return reap_stale_jobs(engine, service.settings, lambda _: None, now=later, queue_depth=lambda: depth,
+                               enqueue_merge=sent.append)
+    assert reap(1) == [] and sent == []  # the queue holds messages: the merge may still be in it
+    assert reap(0) == [(job["id"], "merge resent")] and sent == [job["id"]]
+    assert reap(0) == [] and sent == [job["id"]]  # renewed: not sent twice
+    assert "sent again" in acme.get(f"{JOBS}/{job['id']}/events").json()["data"][0]["message"]
+    job_store.end_merge_request(lost)  # a late run of the lost message does not end the renewed request
+    error_of(acme.delete(f"/v1/models/{outputs.model}"), 409, "merge_in_progress")
+    job_store.end_merge_request(job_store.merge_requested_at())  # the re-sent run does
     assert acme.delete(f"/v1/models/{outputs.model}").status_code == 200
 
 
