@@ -27,7 +27,7 @@ from sqlalchemy.orm import QueryableAttribute, Session
 
 from .enums import TERMINAL_STATUSES, ArtifactKind, JobStatus
 from .models import Artifact, Checkpoint, File, Job, JobEvent, MetricPoint, utcnow
-from .store import ArtifactStore, StoreError
+from .store import ArtifactStore, LocalArtifactStore, StoreError
 
 log = logging.getLogger("sparsegrad.retention")
 
@@ -109,6 +109,16 @@ def delete_objects(store: ArtifactStore, keys: Iterable[str]) -> None:
             store.delete(key)
         except (StoreError, OSError, ValueError) as exc:
             log.warning("could not delete %s from the artifact store: %s", key, exc)
+
+
+def sweep_deleted_files(session: Session, store: LocalArtifactStore) -> int:
+    """Delete the bytes deleted files left in ``store`` (their process died between committing the deletion and
+    deleting the bytes); returns how many there were. Reads every deleted file's key: run it once per process
+    start, not per request."""
+    keys = session.scalars(select(File.storage_key).where(File.deleted_at.is_not(None))).all()
+    left = [key for key in keys if store.exists(key)]
+    delete_objects(store, left)
+    return len(left)
 
 
 def _unfinished_job_on_file(file_id: QueryableAttribute[str] | str) -> ColumnElement[bool]:

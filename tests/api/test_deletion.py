@@ -105,6 +105,22 @@ def test_deleting_a_file_removes_its_bytes(service: Service, acme: TenantClient,
     assert acme.get(f"/v1/files/{file_id}/content").status_code == 404
 
 
+def test_bytes_a_crash_left_after_a_file_deletion_go_when_the_reaper_starts(service: Service,
+                                                                            acme: TenantClient) -> None:
+    from api.reaper import ReaperThread
+    from sparsegrad_service.retention import mark_file_deleted
+
+    kept, dropped = acme.upload_id(), acme.upload_id()
+    with session_scope(service.url) as session:  # the delete committed, then its process died
+        left = mark_file_deleted(session, dropped)
+    store = store_of(service)
+    assert left is not None and store.exists(left)
+    reaper = ReaperThread(service.settings, service.app.state.queue, store)
+    reaper.run_once()
+    assert not store.exists(left) and store.exists(file_key(kept))
+    assert acme.get(f"/v1/files/{kept}/content").status_code == 200
+
+
 @pytest.mark.parametrize("db", ["sqlite", "postgres"], indirect=True)
 @pytest.mark.parametrize("status", UNFINISHED)
 def test_a_file_a_job_that_has_not_finished_uses_cannot_be_deleted(
