@@ -22,6 +22,8 @@ With ``--recalibrate`` training itself re-calibrates every ``--refresh-every`` s
 run after step N with the schedule of the full ``--steps`` (so the first steps are the same as a full run's).
 
     python bench/basis_drift.py --data-dir ../shared/data/glue --setting paper --recalibrate --stop-after 400
+    python bench/basis_drift.py --compare bench/results/basis_drift_minilm-l6_paper.json \
+        bench/results/basis_drift_minilm-l6_paper_recalibrated.json     # side by side, same steps
 
 The bases are orthogonal, so all three shares are of the same total. Results (per kind and step, and by fifths of
 the run): ``bench/results/basis_drift_<model>_<setting>.json``.
@@ -30,6 +32,7 @@ the run): ``bench/results/basis_drift_<model>_<setting>.json``.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -139,7 +142,39 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def compare(once_path: Path, recalibrated_path: Path, out: str | None) -> Path:
+    """Side by side: a run that keeps its calibrated bases and one that re-calibrates in training (``--recalibrate``),
+    same seed and batches, over the steps after the first re-calibration that both measured. Per kind, the mean
+    over layers and those steps of each basis's top-k share; the bases training used are ``calibrated`` in the
+    first run and ``in use`` in the second."""
+    runs = {name: json.loads(Path(p).read_text()) for name, p in (("once", once_path), ("recal", recalibrated_path))}
+    first = int(runs["recal"]["args"]["refresh_every"])
+    steps = {r["step"] for r in runs["recal"]["rows"]} & {r["step"] for r in runs["once"]["rows"]}
+    steps = {s for s in steps if s > first}
+    table = []
+    for kind in sorted({r["kind"] for r in runs["recal"]["rows"]}):
+        def mean(run: str, basis: str, kind: str = kind) -> float:
+            return statistics.mean(r[basis] for r in runs[run]["rows"] if r["kind"] == kind and r["step"] in steps)
+        table.append({"kind": kind, "original": mean("recal", "original"), "calibrated_once": mean("once", "calibrated"),
+                      "recalibrated_in_training": mean("recal", "calibrated"),
+                      "offline_refresh_same_run": mean("recal", "refreshed")})
+    print(f"mean top-k share over steps {min(steps)}-{max(steps)} ({len(steps)} measured), per kind")
+    print(reporting.fmt_table(table, [("kind", "kind"), ("original", "original (recal run)"),
+                                      ("calibrated_once", "calibrated once"),
+                                      ("recalibrated_in_training", "re-calibrated in training"),
+                                      ("offline_refresh_same_run", "offline refresh (recal run)")]))
+    return reporting.save_json({"argv": ["bench/basis_drift.py", "--compare", str(once_path), str(recalibrated_path)],
+                                "steps": sorted(steps), "table": table,
+                                "runs": {k: {"args": v["args"], "hardware": v["hardware"]} for k, v in runs.items()}},
+                               "basis_drift_recalibration_compare.json", out)
+
+
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["--compare"]:
+        if len(argv) not in (3, 5) or (len(argv) == 5 and argv[3] != "--out"):
+            sys.exit("usage: basis_drift.py --compare ONCE.json RECALIBRATED.json [--out PATH]")
+        print(f"wrote {compare(Path(argv[1]), Path(argv[2]), argv[4] if len(argv) == 5 else None)}")
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="minilm-l6")
     ap.add_argument("--data-dir", type=Path, default=None, help="GLUE folder (default: the bundled SST-2 sample)")
