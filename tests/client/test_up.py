@@ -22,7 +22,8 @@ UP = [sys.executable, "-m", "sparsegrad_cli", "up"]
 
 def _start(data_dir: Path, port: int, log: Path, *extra: str) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
-        return subprocess.Popen([*UP, "--port", str(port), "--data-dir", str(data_dir), *extra], cwd=REPO,
+        return subprocess.Popen([*UP, "--port", str(port), "--inference-port", str(free_port()),  # not port + 1
+                                 "--data-dir", str(data_dir), *extra], cwd=REPO,
                                 env=clean_env(), stdout=out, stderr=subprocess.STDOUT)
 
 

@@ -173,6 +173,7 @@ def embedded_up(tmp_path: Path, tiny_model_dir: Path, settings: dict[str, str] |
     log_path = tmp_path / "up.log"
     with open(log_path, "wb") as log:
         up = subprocess.Popen([sys.executable, "-m", "sparsegrad_cli", "up", "--port", str(port),
+                               "--inference-port", str(free_port()),  # not port + 1: that may be taken
                                "--data-dir", str(data_dir)], env=env, cwd=REPO, stdout=log,
                               stderr=subprocess.STDOUT, start_new_session=True)
         url = f"http://127.0.0.1:{port}"
