@@ -4,6 +4,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PORT ?= 8000
 DATA_DIR ?= sparsegrad-data
+# Test processes (pytest-xdist; a file's tests run in one process, so its module fixtures are built once). Each
+# owns two Redis databases, so at most 8. One torch thread each: two processes with two OpenMP threads apiece
+# on two cores spin against each other.
+TEST_WORKERS ?= 2
+PYTEST := OMP_NUM_THREADS=1 $(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: install demo demo-offline up migrate worker test test-prerequisites test-fast lint bench bench-gpu bench-quality docker clean
 
@@ -48,10 +53,10 @@ test-prerequisites:
 	bash scripts/test_prerequisites.sh
 
 test: test-prerequisites lint
-	$(VENV)/bin/pytest -q --durations=25
+	$(PYTEST) --durations=25
 
 test-fast: test-prerequisites install
-	$(VENV)/bin/pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 bench: install
 	$(PY) bench/step.py --model bert-base-4l

@@ -38,7 +38,7 @@ if [ -z "${SPARSEGRAD_TEST_REDIS:-}" ] && ! redis-cli -h 127.0.0.1 -p 6379 ping 
             --dir "$dir" --logfile "$dir/redis.log"
         for _ in $(seq 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 1; done
     fi
-    redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || missing+=("Redis on 127.0.0.1:6379 (apt-get install redis-server; or SPARSEGRAD_TEST_REDIS=redis://HOST:PORT/DB)")
+    redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || missing+=("Redis on 127.0.0.1:6379 (apt-get install redis-server; or SPARSEGRAD_TEST_REDIS=redis://HOST:PORT)")
 fi
 
 if [ ! -x /usr/bin/chromium ]; then

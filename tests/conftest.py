@@ -2,7 +2,8 @@
 
 * ``pg_url``: a fresh PostgreSQL database on the local server (127.0.0.1:5432, trust auth), dropped after
   the session. Set ``SPARSEGRAD_TEST_PG`` to another server URL (without database name) to use it.
-* ``redis_url``: the local Redis (database 15, flushed first).
+* ``redis_url``: a database of the local Redis that this test process owns (15, or lower under pytest-xdist),
+  flushed first. Set ``SPARSEGRAD_TEST_REDIS`` to another server URL (without database number) to use it.
 * ``tiny_model_dir``: a tiny random BERT classifier (2 layers, hidden 32) saved with the real MiniLM
   tokenizer, registered in service tests as the model ``tiny-bert``.
 * ``sst2_jsonl``: 120 SST-2 sentences as a JSONL file with ``text`` and ``label`` fields.
@@ -20,6 +21,13 @@ from typing import Any
 
 import pytest
 from support.endpoints import PG_SERVER, REDIS_SERVER, admin_engine
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with real-model (``slow``) tests first, otherwise in collection order: parallel test processes
+    (``pytest -n``, whole files each) then start the longest files early and finish close together."""
+    slow_files = {item.nodeid.split("::", 1)[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::", 1)[0] not in slow_files)
 
 
 @pytest.fixture()

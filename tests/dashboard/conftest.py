@@ -27,7 +27,7 @@ SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
 def dashboard_deployment(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Deployment]:
     """One deployment per test module (API + one worker), on a fresh PostgreSQL database."""
     from sqlalchemy import text
-    from support.endpoints import PG_SERVER, REDIS_SERVER, admin_engine
+    from support.endpoints import PG_SERVER, REDIS_SESSION_SERVER, admin_engine
 
     from migrations import upgrade
 
@@ -37,7 +37,7 @@ def dashboard_deployment(tmp_path_factory: pytest.TempPathFactory, tiny_model_di
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = f"{PG_SERVER}/{name}"
     root = tmp_path_factory.mktemp("dashboard")
-    redis_url = REDIS_SERVER.rsplit("/", 1)[0] + "/14"  # not the database the function-scoped fixture flushes
+    redis_url = REDIS_SESSION_SERVER  # not the database the function-scoped fixture flushes
     dep = Deployment(root, deployment_env(root, url, redis_url, {"tiny-bert": str(tiny_model_dir)}),
                      f"http://127.0.0.1:{free_port()}")
     try:

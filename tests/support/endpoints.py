@@ -12,7 +12,22 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 PG_SERVER = os.environ.get("SPARSEGRAD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
-REDIS_SERVER = os.environ.get("SPARSEGRAD_TEST_REDIS", "redis://127.0.0.1:6379/15")
+_REDIS_HOST = os.environ.get("SPARSEGRAD_TEST_REDIS", "redis://127.0.0.1:6379").rstrip("/")
+
+
+def _xdist_worker_index() -> int:
+    """pytest-xdist's worker number (``gw1`` -> 1), 0 when the suite runs in one process."""
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    if index > 7:
+        raise RuntimeError("at most 8 test processes (pytest -n 8): each owns two of Redis's 16 databases")
+    return index
+
+
+# Each test process owns two Redis databases, counting down from 15: one that function-scoped fixtures flush
+# (REDIS_SERVER) and one for session-scoped deployments (REDIS_SESSION_SERVER), so parallel workers never
+# flush each other's queues.
+REDIS_SERVER = f"{_REDIS_HOST}/{15 - 2 * _xdist_worker_index()}"
+REDIS_SESSION_SERVER = f"{_REDIS_HOST}/{14 - 2 * _xdist_worker_index()}"
 
 T = TypeVar("T")
 
