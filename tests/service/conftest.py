@@ -122,14 +122,15 @@ def deployment_env(root: Path, database_url: str, redis_url: str | None, models:
     return env
 
 
-@pytest.fixture()
-def deployment(tmp_path: Path, pg_url: str, redis_url: str, tiny_model_dir: Path) -> Iterator[Deployment]:
-    """PostgreSQL + Redis + uvicorn API (+ workers started by the test)."""
+@contextlib.contextmanager
+def running_deployment(root: Path, database_url: str, redis_url: str | None, tiny_model_dir: Path) -> Iterator[Deployment]:
+    """Migrations on ``database_url``, then the API under uvicorn (workers are started by the test); its log tail
+    is printed when the body fails."""
     from migrations import upgrade
 
-    upgrade(pg_url)
-    env = deployment_env(tmp_path, pg_url, redis_url, {"tiny-bert": str(tiny_model_dir)})
-    dep = Deployment(tmp_path, env, f"http://127.0.0.1:{free_port()}")
+    upgrade(database_url)
+    env = deployment_env(root, database_url, redis_url, {"tiny-bert": str(tiny_model_dir)})
+    dep = Deployment(root, env, f"http://127.0.0.1:{free_port()}")
     try:
         dep.start_api()
         yield dep
@@ -138,6 +139,13 @@ def deployment(tmp_path: Path, pg_url: str, redis_url: str, tiny_model_dir: Path
         raise
     finally:
         dep.stop()
+
+
+@pytest.fixture()
+def deployment(tmp_path: Path, pg_url: str, redis_url: str, tiny_model_dir: Path) -> Iterator[Deployment]:
+    """PostgreSQL + Redis + uvicorn API (+ workers started by the test)."""
+    with running_deployment(tmp_path, pg_url, redis_url, tiny_model_dir) as dep:
+        yield dep
 
 
 def tiny_job(training_file: str, **hyper: object) -> dict[str, object]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from support.endpoints import free_port, wait_for
 
-from .conftest import Deployment, deployment_env, tiny_job
+from .conftest import Deployment, running_deployment, tiny_job
 from .test_end_to_end import job_status, upload
 
 
@@ -43,21 +43,12 @@ class PrivateRedis:
 
 @pytest.fixture()
 def redis_deployment(tmp_path: Path, pg_url: str, tiny_model_dir: Path) -> Iterator[tuple[Deployment, PrivateRedis]]:
-    from migrations import upgrade
-
-    upgrade(pg_url)
     redis = PrivateRedis(tmp_path / "redis")
     redis.start()
-    env = deployment_env(tmp_path, pg_url, redis.url, {"tiny-bert": str(tiny_model_dir)})
-    dep = Deployment(tmp_path, env, f"http://127.0.0.1:{free_port()}")
     try:
-        dep.start_api()
-        yield dep, redis
-    except BaseException:
-        print(dep.log_tail())
-        raise
+        with running_deployment(tmp_path, pg_url, redis.url, tiny_model_dir) as dep:
+            yield dep, redis
     finally:
-        dep.stop()
         if redis.ping():
             redis.stop()
 
