@@ -31,6 +31,7 @@ from __future__ import annotations
 import fcntl
 import json
 import math
+import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import cache
@@ -558,6 +559,21 @@ def estimate_seconds(run: Run, *, upper: bool = False) -> float:
     per_row_fwd = step / run.batch_size / 3  # a forward pass is about a third of a training step
     calib = 1.3 * run.calibration_steps * step if run.method in SPARSEGRAD_VARIANTS else 0.0
     return RUN_OVERHEAD_S + calib + run.steps * step + eval_rows * per_row_fwd
+
+
+def measured_time_scale(rows: Iterable[dict[str, Any]], version: int) -> tuple[float, int] | None:
+    """How much longer this log's finished runs of protocol ``version`` took than :func:`estimate_seconds`
+    says for the steps they ran: ``(median of wall_s / estimate, runs)``, None before the first run.
+
+    The estimate's step times were measured with one process on the whole machine; the ratio carries however
+    the logged runs shared it (``torch_threads`` and the processes beside them)."""
+    ratios = []
+    for row in rows:
+        if row.get("protocol") != version or not row.get("wall_s") or not row.get("steps_done"):
+            continue
+        run = replace(Run.from_dict(row), steps=int(row["steps_done"]))
+        ratios.append(float(row["wall_s"]) / estimate_seconds(run, upper=True))
+    return (statistics.median(ratios), len(ratios)) if ratios else None
 
 
 def estimate_plan(opts: PlanOptions, *, upper: bool = False) -> tuple[int, int, float]:

@@ -130,12 +130,13 @@ def inprocess_trainer(args: argparse.Namespace) -> Trainer:
     return run_all
 
 
-def execute(runs: list[qp.Run], log: qp.RunLog, trainer: Trainer, label: str) -> int:
-    """Train the runs that ``log`` does not have yet; returns how many failed."""
+def execute(runs: list[qp.Run], log: qp.RunLog, trainer: Trainer, label: str, scale: float = 1.0) -> int:
+    """Train the runs that ``log`` does not have yet; returns how many failed. ``scale``: the logged runs'
+    measured time over the estimate (:func:`quality_plan.measured_time_scale`), applied to the estimate."""
     done = log.done()
     todo = [r for r in runs if r.key not in done]
     print(f"[{label}] {len(runs)} runs, {len(runs) - len(todo)} already done, {len(todo)} to go "
-          f"(~{sum(map(qp.estimate_seconds, todo)) / 60:.0f} min estimated)", flush=True)
+          f"(~{sum(map(qp.estimate_seconds, todo)) * scale / 60:.0f} min estimated)", flush=True)
     failures = 0
     it: Iterable[tuple[qp.Run, dict[str, Any]]] = trainer(todo)
     t0 = time.perf_counter()
@@ -164,8 +165,9 @@ def execute(runs: list[qp.Run], log: qp.RunLog, trainer: Trainer, label: str) ->
     return failures
 
 
-def print_staged_plan(opts: qp.PlanOptions) -> None:
-    """A staged protocol's plan per stage: run counts and the expected / upper-bound hours."""
+def print_staged_plan(opts: qp.PlanOptions, measured: tuple[float, int] | None = None) -> None:
+    """A staged protocol's plan per stage: run counts and the expected / upper-bound hours; with ``measured``
+    (:func:`quality_plan.measured_time_scale`) also the total at the speed of the runs already logged."""
     p = qp.protocol(opts.profile.protocol)
     split = ", ".join(f"{t} {opts.profile.selection_fraction(t):g}" for t in opts.tasks)
     print(f"protocol {p['version']} ({p['date']}): selection split {split} of the pool, "
@@ -187,6 +189,11 @@ def print_staged_plan(opts: qp.PlanOptions) -> None:
     print(f"  total: {total[0] + total[1]} runs; ~{total[2] / 3600:.1f} h expected (early stop at "
           f"{p['step_time_s']['expected_stop_fraction']:g} of the cap), {total[3] / 3600:.1f} h upper bound, "
           f"2 CPU cores", flush=True)
+    if measured is not None:
+        scale, n = measured
+        print(f"  at the measured speed of the {n} runs in runs.jsonl ({scale:.1f}x the estimate per run): "
+              f"~{total[2] * scale / 3600:.1f} h of run time expected, {total[3] * scale / 3600:.1f} h upper "
+              f"bound; processes on separate tasks run side by side", flush=True)
 
 
 def sanity_bar_holds(rows: list[dict[str, Any]], tasks: Iterable[str], version: int) -> bool:
@@ -224,11 +231,12 @@ def main(argv: list[str] | None = None, trainer: Trainer | None = None) -> int:
     print(f"plan: {n_sel} selection runs (lr grid {grids}, seed 0, validation split "
           f"{opts.profile.val_fraction:g} of train) + {n_fin} final runs = {n_sel + n_fin} runs; "
           f"estimated {est / 60:.0f} min on 2 CPU cores (from measured step times)", flush=True)
+    log = qp.RunLog(args.out)
+    measured = qp.measured_time_scale(log.rows(), opts.profile.protocol) if opts.profile.protocol >= 2 else None
     if opts.profile.protocol >= 2:
-        print_staged_plan(opts)
+        print_staged_plan(opts, measured)
     if args.dry_run:
         return 0
-    log = qp.RunLog(args.out)
     if trainer is None:
         if args.service:
             if opts.profile.protocol >= 2:
@@ -248,9 +256,10 @@ def main(argv: list[str] | None = None, trainer: Trainer | None = None) -> int:
               if opts.profile.protocol >= 2 else [opts])
     for piece in pieces:
         label = "" if piece is opts else f"{piece.stages[0]} "  # type: ignore[index]
-        failures += execute(qp.selection_runs(piece), log, trainer, f"{label}select")
+        scale = measured[0] if measured is not None else 1.0
+        failures += execute(qp.selection_runs(piece), log, trainer, f"{label}select", scale)
         chosen = qp.chosen_for(piece, log.rows())
-        failures += execute(qp.final_runs(piece, chosen), log, trainer, f"{label}final")
+        failures += execute(qp.final_runs(piece, chosen), log, trainer, f"{label}final", scale)
         if piece.stages == ["full"] and not sanity_bar_holds(log.rows(), piece.tasks, opts.profile.protocol):
             print("the sanity bar fails: the budget is too small; bump the protocol (PROTOCOL.md) before "
                   "running the other methods", file=sys.stderr)

@@ -460,3 +460,32 @@ def test_the_report_shows_no_choice_from_part_of_a_grid_and_no_std_from_one_seed
     (entry,) = report.aggregate(seed0)["results"]
     assert entry["lr"] == best["lr"] and entry["seeds"] == [0]
     assert "| lora | 10 | 80.0 (n=1) |" in report.markdown(report.aggregate(seed0))
+
+
+def test_the_estimate_scales_to_the_logged_runs_measured_time(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from dataclasses import replace
+
+    opts = _v2(tasks=["sst2"], methods=["lora", "sparsegrad"], settings=["peft"])
+    sel = qp.selection_runs(opts)
+    assert qp.measured_time_scale([], qp.CURRENT_PROTOCOL) is None
+
+    def logged(run: qp.Run, steps_done: int, factor: float) -> dict:
+        expected = qp.estimate_seconds(replace(run, steps=steps_done), upper=True)
+        return {**_v2_row(run, 0.5, 0.5), "steps_done": steps_done, "wall_s": factor * expected}
+
+    rows = [logged(sel[0], 300, 2.0), logged(sel[1], run_steps := sel[1].steps, 3.0), logged(sel[3], 100, 5.0)]
+    assert run_steps > 300
+    older = {**logged(sel[2], 200, 50.0), "protocol": qp.CURRENT_PROTOCOL - 1}  # another protocol: not counted
+    assert qp.measured_time_scale([*rows, older], qp.CURRENT_PROTOCOL) == pytest.approx((3.0, 3))
+    # run.py prints the plan's total at that speed too
+    for row in rows:
+        with open(tmp_path / "runs.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+    argv = ["--profile", CURRENT, "--tasks", "sst2", "--methods", "lora,sparsegrad", "--settings", "peft",
+            "--out", str(tmp_path), "--dry-run"]
+    assert quality_run.main(argv) == 0
+    out = capsys.readouterr().out
+    total = float(out.split("total: ")[1].split("~")[1].split(" h")[0])
+    measured = float(out.split("at the measured speed of the 3 runs in runs.jsonl (3.0x the estimate per run): ~")[1]
+                     .split(" h")[0])
+    assert measured == pytest.approx(3 * total, abs=0.15)
