@@ -3,7 +3,7 @@
 * ``pg_url``: a fresh PostgreSQL database on the local server (127.0.0.1:5432, trust auth), dropped after
   the session. Set ``SPARSEGRAD_TEST_PG`` to another server URL (without database name) to use it.
 * ``redis_url``: a database of the local Redis that this test process owns (15, or lower under pytest-xdist),
-  flushed first. Set ``SPARSEGRAD_TEST_REDIS`` to another server URL (without database number) to use it.
+  flushed first. Set ``SPARSEGRAD_TEST_REDIS`` to another server URL (a database number in it is ignored) to use it.
 * ``tiny_model_dir``: a tiny random BERT classifier (2 layers, hidden 32) saved with the real MiniLM
   tokenizer, registered in service tests as the model ``tiny-bert``.
 * ``sst2_jsonl``: 120 SST-2 sentences as a JSONL file with ``text`` and ``label`` fields.

@@ -4,6 +4,7 @@ free port for a server it starts, and waiting until that server (or any conditio
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import time
@@ -12,7 +13,8 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 PG_SERVER = os.environ.get("SPARSEGRAD_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
-_REDIS_HOST = os.environ.get("SPARSEGRAD_TEST_REDIS", "redis://127.0.0.1:6379").rstrip("/")
+# The server only: a database number given with it (``redis://host:6379/15``) is dropped, the suite picks its own.
+_REDIS_HOST = re.sub(r"/\d*$", "", os.environ.get("SPARSEGRAD_TEST_REDIS", "redis://127.0.0.1:6379"))
 
 
 def _xdist_worker_index() -> int:
