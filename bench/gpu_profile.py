@@ -36,6 +36,8 @@ def main() -> None:
     kw = dict(vocab=common.vocab_size(spec), pad_id=common.pad_token_id(spec), device=dev)
     batches = common.make_batches(4, 16, 128, 0.5, seed=1, **kw)
     calib = common.make_batches(10, 16, 128, 0.5, seed=2, **kw)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
     summary = {}
     for method in args.methods.split(","):
         summary[method] = profile_method(method, spec, batches, calib, dev, args.out)

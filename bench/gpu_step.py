@@ -48,6 +48,7 @@ import argparse
 import functools
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +119,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def run_encoder_suite(args: argparse.Namespace, device: torch.device, started: float) -> list[dict[str, Any]]:
-    """Every (encoder, precision, method) case, printed as it finishes."""
+def run_encoder_suite(args: argparse.Namespace, device: torch.device, started: float,
+                      done: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
+    """Every (encoder, precision, method) case, printed (and ``done``) as it finishes."""
     print(
         f"encoders: batch {args.batch_size}x{args.seq_len} pad {args.pad_frac:.0%}; {args.layers} layers; "
         f"{args.steps} timed steps (+{args.warmup}); paper setting"
@@ -133,11 +135,13 @@ def run_encoder_suite(args: argparse.Namespace, device: torch.device, started: f
                 case = functools.partial(gpu_cases.run_encoder, args, model_name, precision, method, device)
                 rows.append(gpu_cases.run_guarded(case, row, device))
                 gpu_step_report.print_case(rows[-1], started)
+                done(rows)
     return rows
 
 
-def run_llama_suite(args: argparse.Namespace, device: torch.device, started: float) -> list[dict[str, Any]]:
-    """Every (LLaMA shape, method) case, printed as it finishes."""
+def run_llama_suite(args: argparse.Namespace, device: torch.device, started: float,
+                    done: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
+    """Every (LLaMA shape, method) case, printed (and ``done``) as it finishes."""
     dtype, precision = LLAMA_DTYPES[args.llama_dtype]
     print(
         f"llama: batch {args.llama_batch_size}x{args.llama_seq_len}; {precision}; gradient checkpointing; "
@@ -152,6 +156,7 @@ def run_llama_suite(args: argparse.Namespace, device: torch.device, started: flo
             case = functools.partial(gpu_cases.run_llama, args, shape, dtype, method, device)
             rows.append(gpu_cases.run_guarded(case, row, device))
             gpu_step_report.print_case(rows[-1], started)
+            done(rows)
     return rows
 
 
@@ -169,18 +174,28 @@ def main(argv: list[str]) -> None:
     hw = reporting.hardware()
     print(f"device {hw.get('gpu', hw.get('Model name', device))}")
     started = time.perf_counter()
-    rows = run_encoder_suite(args, device, started) if args.suite in ("all", "encoders") else []
-    rows += run_llama_suite(args, device, started) if args.suite in ("all", "llama") else []
+
+    def save(rows: list[dict[str, Any]], complete: bool) -> Path:
+        """The result file, rewritten after every case (``complete`` false until the end), so that a run
+        stopped part way (a time limit on a lent GPU) keeps the cases it finished."""
+        seconds = time.perf_counter() - started
+        return reporting.save_json(
+            {"argv": ["bench/gpu_step.py", *argv], "args": vars(args), "hardware": hw, "seconds": seconds,
+             "complete": complete, "rows": rows},
+            f"gpu_step_{device.type}.json",
+            args.out,
+        )
+
+    encoder_rows: list[dict[str, Any]] = []
+    if args.suite in ("all", "encoders"):
+        encoder_rows = run_encoder_suite(args, device, started, lambda rows: save(rows, False))
+    rows = list(encoder_rows)
+    if args.suite in ("all", "llama"):
+        rows += run_llama_suite(args, device, started, lambda llama: save(encoder_rows + llama, False))
     gpu_step_report.add_ratios(rows)
     gpu_step_report.print_tables(rows)
-    seconds = time.perf_counter() - started
-    print(f"\ntotal {seconds:.0f} s")
-    path = reporting.save_json(
-        {"argv": ["bench/gpu_step.py", *argv], "args": vars(args), "hardware": hw, "seconds": seconds,
-         "rows": rows},
-        f"gpu_step_{device.type}.json",
-        args.out,
-    )
+    path = save(rows, True)
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
     print(f"wrote {path}")
     failed = [r for r in rows if r["status"] not in (OK, OOM)]
     if failed:

@@ -133,6 +133,13 @@ class SparseGradLinear(nn.Module):
         else:
             self.sg_delta = torch.zeros(self.r_out * self.r_in, dtype=torch.float32, device=weight.device)
 
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> SparseGradLinear:
+        """``.to()``, ``.cuda()`` and the like move the fixed support's index tensors with the buffers."""
+        super()._apply(fn, recurse)
+        if self._support is not None:
+            self._support = {name: fn(t) for name, t in self._support.items()}
+        return self
+
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() and self.sg_anchor.requires_grad:

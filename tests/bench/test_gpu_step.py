@@ -98,3 +98,26 @@ def test_other_failures_are_recorded_then_exit_nonzero(
         gpu_step.main([*SMOKE, "--llama-methods", "sg_dynamic", "--out", str(out)])
     (row,) = _rows(out)
     assert row["status"] == "error: RuntimeError: expected m1 and m2 to have the same dtype"
+
+
+def test_a_run_stopped_part_way_keeps_the_cases_it_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A time limit (``timeout`` sends SIGTERM; here the interrupt a case raises) leaves the result file with
+    every finished case, marked incomplete; a run that ends marks it complete."""
+    real = gpu_cases.run_llama
+
+    def run_llama(args: Any, shape: str, dtype: torch.dtype, method: str, device: torch.device) -> dict[str, Any]:
+        if method == "lora":
+            raise KeyboardInterrupt
+        return real(args, shape, dtype, method, device)
+
+    monkeypatch.setattr(gpu_cases, "run_llama", run_llama)
+    out = tmp_path / "gpu_step.json"
+    with pytest.raises(KeyboardInterrupt):
+        gpu_step.main([*SMOKE, "--llama-methods", "frozen_mlp,lora", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["complete"] is False
+    assert [(r["method"], r["status"]) for r in saved["rows"]] == [("frozen_mlp", "ok")]
+    gpu_step.main([*SMOKE, "--llama-methods", "frozen_mlp", "--out", str(out)])
+    assert json.loads(out.read_text())["complete"] is True

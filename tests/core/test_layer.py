@@ -236,6 +236,22 @@ def test_fixed_support_returns_rotated_gradient_at_support(rows, orthogonal):
     torch.testing.assert_close(vals.double(), rot64[idx], rtol=0, atol=1e-5 * float(rot64.abs().max()))
 
 
+def test_fixed_support_moves_with_the_layer(orthogonal):
+    """``.to(device)`` after building (a fixed-mode adapter loaded on the CPU, then moved to a GPU) moves the
+    support's index tensors with the buffers: on CUDA a backward would otherwise index across devices. The
+    ``meta`` device stands in for a GPU on the CPU."""
+    layer = SparseGradLinear(
+        torch.randn(6, 8), None, orthogonal(6, 0), orthogonal(8, 1), 5, selection="fixed",
+        support=torch.tensor([0, 9, 17, 30, 47]),
+    )
+    layer.to("meta")
+    assert layer._support is not None
+    assert {name: t.device.type for name, t in layer._support.items()} == dict.fromkeys(layer._support, "meta")
+    assert layer.weight.device.type == layer.sg_indices.device.type == "meta"
+    layer.to(torch.float64)
+    assert layer._support["idx"].dtype == torch.long  # index tensors keep their dtype
+
+
 def test_fixed_support_must_have_k_entries(orthogonal):
     with pytest.raises(ValueError, match="support"):
         SparseGradLinear(
