@@ -2,18 +2,20 @@
 checkpointing (one command, ~8 min on an H100/H200).
 
     python bench/gpu_step.py                                   # CUDA: both suites (encoders, then llama)
-    python bench/gpu_step.py --suite encoders                  # only the paper's encoders (< ~2 min)
+    python bench/gpu_step.py --suite encoders                  # only the paper's encoders (~4 min)
+    python bench/gpu_step.py --suite encoders --precisions fp32,bf16 \
+        --methods full,lora,meprop,sg_dynamic,sg_fixed,sg_block,frozen_mlp   # every encoder case (~3x as long)
     python bench/gpu_step.py --suite llama                     # only the LLaMA decoders
     python bench/gpu_step.py --device cpu --layers 2 --steps 2 # CPU smoke check (llama: the llama-tiny shape)
 
 Suite ``encoders``. Models: BERT-base- and RoBERTa-base-shaped sequence classifiers (hidden 768, intermediate
 3072, 12 heads, ``--layers`` layers, random init — the throughput does not depend on the weights). Batch 16×128
 with ``--pad-frac`` padding at the end of each sequence (default 0.5), deterministic random tokens, binary labels.
-Methods: full FT, LoRA (equal trainable MLP parameters), MeProp, SparseGrad dynamic, fixed and block, and the
-MLP-frozen lower bound, all in the ``paper`` setting (every non-MLP parameter trains densely). Precisions: fp32,
-and bf16 autocast (forward + loss under ``torch.autocast(dtype=bfloat16)``; weights, gradients and optimizer
-state fp32). The fp32 and bf16 runs of a model share one calibration per selection mode (calibration is in fp32
-and not timed).
+Methods: full FT, LoRA (equal trainable MLP parameters), SparseGrad dynamic (exact) and block, and the MLP-frozen
+lower bound by default; MeProp and SparseGrad fixed on request; all in the ``paper`` setting (every non-MLP
+parameter trains densely). Precisions: fp32 by default, and bf16 autocast on request (forward + loss under
+``torch.autocast(dtype=bfloat16)``; weights, gradients and optimizer state fp32). The fp32 and bf16 runs of a
+model share one calibration per selection mode (calibration is in fp32 and not timed).
 
 Suite ``llama``. Models (``--llama-shapes``): random-init ``LlamaForCausalLM`` of LLaMA-2-7B's shape (hidden
 4096, intermediate 11008, 32 layers, 32 heads, vocab 32000; 6.7B parameters) and of TinyLlama-1.1B's (hidden 2048,
@@ -34,9 +36,15 @@ MiB`` = ``torch.cuda.max_memory_allocated()`` from building the model to the end
 included); ``peak MiB`` = the same over the timed steps (absolute: weights + state + activations); ``state MiB`` =
 ``torch.cuda.memory_allocated()`` after the last step (what stays between steps, comparable to the paper's
 figures, which match retained memory). All memory is relative to what was allocated before the model was built.
-All cases run in this one process, freeing everything (and ``empty_cache``) between them. On CPU the memory
-columns are RSS based (peaks of RSS − RSS before the model was built) and only smoke-check the script. A case
-that fails otherwise is recorded with its error, the others still run, and the script exits 1 at the end.
+Every case runs in a fresh Python process (``--in-process``: all in this one), after a first CUDA allocation
+(context, cuBLAS workspaces) that its baseline excludes; the encoder cases run ``--repeats`` times (default 3),
+methods interleaved (repeat 1 runs every case, then repeat 2...), and the tables report the median steps/s and the
+median over repeats of each repeat's ratio to full FT (``x_full``; per-repeat figures in ``steps_per_s_reps`` and
+``x_full_reps``, every repeat's row under ``runs``). Memory and preparation figures are the first repeat's; the
+calibration is computed once per (model, selection) and shared through a temporary folder by the later cases.
+On CPU the memory columns are RSS based (peaks of RSS − RSS before the model was built) and only smoke-check
+the script. A case that fails otherwise is recorded with its error, the others still run, and the script exits 1
+at the end. The result file is rewritten after every case (``complete`` false until the end).
 
 Paper Table 3 (RoBERTa-base, GLUE, GPU): FT 4.11 steps/s 1345 MB; LoRA 4.7 / 944; SG with SD 4.3 / 1016;
 SG without SD 0.9 / 1210.
@@ -46,9 +54,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import sys
+import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +71,7 @@ import gpu_step_report
 import meters
 import reporting
 import torch
+import worker_process
 from gpu_cases import LLAMA_DTYPES, LLAMA_SETTING, OK, OOM
 
 SUITES = ("all", "encoders", "llama")
@@ -80,8 +90,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--suite", choices=SUITES, default="all", help="which cases to run (default: all)")
     ap.add_argument("--models", default="bert-base,roberta-base")
     ap.add_argument("--layers", type=int, default=12)
-    ap.add_argument("--precisions", default="fp32,bf16")
-    ap.add_argument("--methods", default="full,lora,meprop,sg_dynamic,sg_fixed,sg_block,frozen_mlp")
+    ap.add_argument("--precisions", default="fp32", help="encoder precisions: fp32 (default), bf16 (autocast)")
+    ap.add_argument(
+        "--methods", default="full,lora,sg_dynamic,sg_block,frozen_mlp",
+        help="encoder methods (default: full,lora,sg_dynamic,sg_block,frozen_mlp; meprop and sg_fixed also run)",
+    )
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--pad-frac", type=float, default=0.5)
@@ -103,6 +116,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--llama-steps", type=int, default=5)
     ap.add_argument("--llama-warmup", type=int, default=2)
     ap.add_argument("--llama-calib-steps", type=int, default=2)
+    ap.add_argument(
+        "--repeats", type=int, default=3,
+        help="encoder cases: each runs this many times, every case of a repeat before the next repeat; steps/s "
+        "and its ratio to full FT are medians over repeats (default 3)",
+    )
+    ap.add_argument("--llama-repeats", type=int, default=1, help="the same for the LLaMA cases (default 1)")
+    ap.add_argument(
+        "--in-process", action="store_true",
+        help="run every case in this process (default: each in a fresh process)",
+    )
+    ap.add_argument("--case-timeout", type=float, default=1800, help="seconds one case's process may take")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls in the fp32 runs")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (CPU smoke runs)")
     ap.add_argument("--out")
@@ -113,88 +137,144 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for shape in _csv(args.llama_shapes):
         if shape not in common.LLAMA_PRESETS:
             ap.error(f"unknown --llama-shapes entry {shape!r}; choose from {', '.join(common.LLAMA_PRESETS)}")
+    if args.repeats < 1 or args.llama_repeats < 1:
+        ap.error("--repeats and --llama-repeats must be at least 1")
     for method in _csv(args.methods) + _csv(args.llama_methods):
         if method not in common.ALL_METHODS:
             ap.error(f"unknown method {method!r}; choose from {', '.join(common.ALL_METHODS)}")
     return args
 
 
-def run_encoder_suite(args: argparse.Namespace, device: torch.device, started: float,
-                      done: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
-    """Every (encoder, precision, method) case, printed (and ``done``) as it finishes."""
-    print(
-        f"encoders: batch {args.batch_size}x{args.seq_len} pad {args.pad_frac:.0%}; {args.layers} layers; "
-        f"{args.steps} timed steps (+{args.warmup}); paper setting"
-    )
-    rows = []
-    for model_name in _csv(args.models):
-        for precision in _csv(args.precisions):
-            for method in _csv(args.methods):
-                row = {"suite": "encoders", "model": model_name, "precision": precision, "method": method}
-                row.update(setting="paper", gradient_checkpointing=False)
-                case = functools.partial(gpu_cases.run_encoder, args, model_name, precision, method, device)
-                rows.append(gpu_cases.run_guarded(case, row, device))
-                gpu_step_report.print_case(rows[-1], started)
-                done(rows)
-    return rows
-
-
-def run_llama_suite(args: argparse.Namespace, device: torch.device, started: float,
-                    done: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:
-    """Every (LLaMA shape, method) case, printed (and ``done``) as it finishes."""
-    dtype, precision = LLAMA_DTYPES[args.llama_dtype]
-    print(
-        f"llama: batch {args.llama_batch_size}x{args.llama_seq_len}; {precision}; gradient checkpointing; "
-        f"{args.llama_steps} timed steps (+{args.llama_warmup}); {args.llama_calib_steps} calibration steps; "
-        f"{LLAMA_SETTING} setting (full FT: every parameter)"
-    )
-    rows = []
-    for shape in _csv(args.llama_shapes):
-        for method in _csv(args.llama_methods):
-            row = {"suite": "llama", "model": shape, "precision": precision, "method": method}
-            row.update(setting=LLAMA_SETTING, gradient_checkpointing=True)
-            case = functools.partial(gpu_cases.run_llama, args, shape, dtype, method, device)
-            rows.append(gpu_cases.run_guarded(case, row, device))
-            gpu_step_report.print_case(rows[-1], started)
-            done(rows)
-    return rows
-
-
-def main(argv: list[str]) -> None:
-    args = parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("CUDA is not available; use --device cpu --layers 2 --steps 2 for a smoke check")
+def setup_process(args: argparse.Namespace, device: torch.device, calib_cache: str | None) -> None:
+    """Threads, TF32, the math libraries' code pages and a first CUDA allocation (cuBLAS workspaces, the
+    context) before any case measures its baseline; the calibration memo."""
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.allow_tf32 = args.tf32
     meters.touch_kernels()
-    gpu_cases.memoize_calibration()
+    if device.type == "cuda":
+        a = torch.randn(256, 256, device=device)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+            (a @ a).sum()
+        (a @ a).sum()
+        torch.cuda.synchronize(device)
+    gpu_cases.memoize_calibration(calib_cache)
+
+
+def run_case(args: argparse.Namespace, row: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """``row`` (suite, model, precision, method) measured here and completed (``gpu_cases.run_guarded``)."""
+    if row["suite"] == "encoders":
+        case = functools.partial(gpu_cases.run_encoder, args, row["model"], row["precision"], row["method"], device)
+    else:
+        dtype = LLAMA_DTYPES[args.llama_dtype][0]
+        case = functools.partial(gpu_cases.run_llama, args, row["model"], dtype, row["method"], device)
+    return gpu_cases.run_guarded(case, row, device)
+
+
+def run_isolated(args: argparse.Namespace, row: dict[str, Any], calib_cache: str) -> dict[str, Any]:
+    """``row`` measured in a fresh Python process (this script's ``_worker`` entry): no memory, cache or
+    allocator state of an earlier case reaches it."""
+    payload = {"args": vars(args), "row": row, "calib_cache": calib_cache}
+    result = worker_process.run_worker(Path(__file__), payload, timeout=args.case_timeout)
+    if "status" not in result:  # the process itself failed (crash, timeout): record it, go on
+        return {**row, "status": f"error: {result.get('error', 'no result')}"[:300]}
+    return result
+
+
+def worker_main(payload: dict[str, Any]) -> None:
+    """The ``_worker`` entry point: one case, its row written to ``payload["result_path"]``."""
+    args = argparse.Namespace(**payload["args"])
+    device = torch.device(args.device)
+    setup_process(args, device, payload["calib_cache"])
+    worker_process.write_result(run_case(args, payload["row"], device), payload["result_path"])
+
+
+def case_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every case of the chosen suites in run order: per suite, repeat 1 of every case, then repeat 2..."""
+    dtype_name = LLAMA_DTYPES[args.llama_dtype][1]
+    rows = []
+    if args.suite in ("all", "encoders"):
+        for rep in range(args.repeats):
+            for model_name in _csv(args.models):
+                for precision in _csv(args.precisions):
+                    for method in _csv(args.methods):
+                        rows.append({"suite": "encoders", "model": model_name, "precision": precision,
+                                     "method": method, "setting": "paper", "gradient_checkpointing": False,
+                                     "repeat": rep + 1})
+    if args.suite in ("all", "llama"):
+        for rep in range(args.llama_repeats):
+            for shape in _csv(args.llama_shapes):
+                for method in _csv(args.llama_methods):
+                    rows.append({"suite": "llama", "model": shape, "precision": dtype_name, "method": method,
+                                 "setting": LLAMA_SETTING, "gradient_checkpointing": True, "repeat": rep + 1})
+    return rows
+
+
+def print_suite_header(args: argparse.Namespace, suite: str) -> None:
+    where = "in this process" if args.in_process else "each case in its own process"
+    if suite == "encoders":
+        print(
+            f"encoders: batch {args.batch_size}x{args.seq_len} pad {args.pad_frac:.0%}; {args.layers} layers; "
+            f"{args.steps} timed steps (+{args.warmup}); paper setting; {args.repeats} repeat(s), methods "
+            f"interleaved; {where}"
+        )
+    else:
+        print(
+            f"llama: batch {args.llama_batch_size}x{args.llama_seq_len}; {LLAMA_DTYPES[args.llama_dtype][1]}; "
+            f"gradient checkpointing; {args.llama_steps} timed steps (+{args.llama_warmup}); "
+            f"{args.llama_calib_steps} calibration steps; {LLAMA_SETTING} setting (full FT: every parameter); "
+            f"{args.llama_repeats} repeat(s); {where}"
+        )
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["_worker"]:
+        worker_main(json.loads(argv[1]))
+        return
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("CUDA is not available; use --device cpu --layers 2 --steps 2 for a smoke check")
+    calib_dir = tempfile.TemporaryDirectory(prefix="gpu_step_calibration_")
+    setup_process(args, device, calib_dir.name)
     hw = reporting.hardware()
     print(f"device {hw.get('gpu', hw.get('Model name', device))}")
     started = time.perf_counter()
+    runs: list[dict[str, Any]] = []
 
-    def save(rows: list[dict[str, Any]], complete: bool) -> Path:
+    def save(complete: bool) -> Path:
         """The result file, rewritten after every case (``complete`` false until the end), so that a run
-        stopped part way (a time limit on a lent GPU) keeps the cases it finished."""
-        seconds = time.perf_counter() - started
+        stopped part way (a time limit on a lent GPU) keeps the cases it finished: ``runs`` holds every
+        repeat's row, ``rows`` one row per case (medians over the repeats so far)."""
         return reporting.save_json(
-            {"argv": ["bench/gpu_step.py", *argv], "args": vars(args), "hardware": hw, "seconds": seconds,
-             "complete": complete, "rows": rows},
+            {
+                "argv": ["bench/gpu_step.py", *argv],
+                "args": vars(args),
+                "hardware": hw,
+                "seconds": time.perf_counter() - started,
+                "complete": complete,
+                "rows": gpu_step_report.aggregate_repeats(runs),
+                "runs": runs,
+            },
             f"gpu_step_{device.type}.json",
             args.out,
         )
 
-    encoder_rows: list[dict[str, Any]] = []
-    if args.suite in ("all", "encoders"):
-        encoder_rows = run_encoder_suite(args, device, started, lambda rows: save(rows, False))
-    rows = list(encoder_rows)
-    if args.suite in ("all", "llama"):
-        rows += run_llama_suite(args, device, started, lambda llama: save(encoder_rows + llama, False))
-    gpu_step_report.add_ratios(rows)
+    suite = None
+    try:
+        for row in case_rows(args):
+            if row["suite"] != suite:
+                suite = row["suite"]
+                print_suite_header(args, suite)
+            runs.append(run_case(args, row, device) if args.in_process else run_isolated(args, row, calib_dir.name))
+            gpu_step_report.print_case(runs[-1], started)
+            save(False)
+    finally:
+        calib_dir.cleanup()
+    rows = gpu_step_report.aggregate_repeats(runs)
     gpu_step_report.print_tables(rows)
-    path = save(rows, True)
+    path = save(True)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     print(f"wrote {path}")
     failed = [r for r in rows if r["status"] not in (OK, OOM)]

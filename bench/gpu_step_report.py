@@ -4,6 +4,7 @@ case, one table per suite (the encoders' with the paper's Table 3 numbers).
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Any
 
@@ -11,6 +12,43 @@ import reporting
 from gpu_cases import OK
 
 PAPER = {"full": (4.11, 1345), "lora": (4.7, 944), "sg_dynamic": (4.3, 1016)}
+
+
+CASE_KEYS = ("suite", "model", "precision", "method")
+
+
+def aggregate_repeats(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per case from the runs of every repeat (``repeat`` 1, 2, ...): steps/s is the median over the
+    repeats, and ``x_full`` the median over repeats of the ratio to full FT *of the same repeat* (methods run
+    interleaved, so a slow spell of the shared host falls on neighbours, not on one method). Memory figures and
+    the preparation (calibration) are the first repeat's: later repeats reuse its calibration. A case that failed
+    in any repeat keeps that repeat's status."""
+    cases: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in runs:
+        cases.setdefault(tuple(r[k] for k in CASE_KEYS), []).append(r)
+    rows = []
+    for reps in cases.values():
+        failed = [r for r in reps if r["status"] != OK]
+        row = dict(failed[0] if failed else reps[0])
+        row.pop("repeat", None)
+        row["repeats"] = len(reps)
+        if not failed:
+            row["steps_per_s"] = statistics.median(r["steps_per_s"] for r in reps)
+            row["median_step_s"] = statistics.median(r["median_step_s"] for r in reps)
+            row["steps_per_s_reps"] = [r["steps_per_s"] for r in reps]
+            ratios = []
+            for r in reps:
+                ref = next((q for q in runs if q.get("repeat") == r.get("repeat") and q["status"] == OK
+                            and q["method"] == "full" and all(q[k] == r[k] for k in CASE_KEYS[:3])), None)
+                if ref is not None:
+                    ratios.append(r["steps_per_s"] / ref["steps_per_s"])
+            row["x_full_reps"] = ratios
+        rows.append(row)
+    add_ratios(rows)
+    for row in rows:
+        if row.get("x_full_reps"):
+            row["x_full"] = statistics.median(row["x_full_reps"])
+    return rows
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
@@ -49,7 +87,8 @@ COLUMNS = [
 
 
 def print_case(r: dict[str, Any], started: float) -> None:
-    head = f"  {r['model']} {r['precision']} {r['method']}: "
+    rep = f" #{r['repeat']}" if "repeat" in r else ""
+    head = f"  {r['model']} {r['precision']} {r['method']}{rep}: "
     if r["status"] != OK:
         print(f"{head}{r['status']} ({time.perf_counter() - started:.0f} s so far)", flush=True)
         return

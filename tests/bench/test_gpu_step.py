@@ -34,6 +34,7 @@ SMOKE = [
     "--threads",
     "1",
 ]
+IN_PROCESS = [*SMOKE, "--in-process"]  # the tests that replace a case function need the case in this process
 
 
 @pytest.fixture(autouse=True)
@@ -79,7 +80,7 @@ def test_a_case_out_of_memory_is_recorded_and_the_run_goes_on(
 
     monkeypatch.setattr(gpu_cases, "run_llama", run_llama)
     out = tmp_path / "gpu_step.json"
-    gpu_step.main([*SMOKE, "--llama-methods", "full,lora", "--out", str(out)])
+    gpu_step.main([*IN_PROCESS, "--llama-methods", "full,lora", "--out", str(out)])
     full, lora = _rows(out)
     assert full["status"] == "OOM: does not fit" and full["note"] == "OOM: does not fit"
     assert full.get("steps_per_s") is None and "26.00 GiB" in full["error"]
@@ -95,7 +96,7 @@ def test_other_failures_are_recorded_then_exit_nonzero(
     monkeypatch.setattr(gpu_cases, "run_llama", run_llama)
     out = tmp_path / "gpu_step.json"
     with pytest.raises(SystemExit, match="1 case"):
-        gpu_step.main([*SMOKE, "--llama-methods", "sg_dynamic", "--out", str(out)])
+        gpu_step.main([*IN_PROCESS, "--llama-methods", "sg_dynamic", "--out", str(out)])
     (row,) = _rows(out)
     assert row["status"] == "error: RuntimeError: expected m1 and m2 to have the same dtype"
 
@@ -115,9 +116,69 @@ def test_a_run_stopped_part_way_keeps_the_cases_it_finished(
     monkeypatch.setattr(gpu_cases, "run_llama", run_llama)
     out = tmp_path / "gpu_step.json"
     with pytest.raises(KeyboardInterrupt):
-        gpu_step.main([*SMOKE, "--llama-methods", "frozen_mlp,lora", "--out", str(out)])
+        gpu_step.main([*IN_PROCESS, "--llama-methods", "frozen_mlp,lora", "--out", str(out)])
     saved = json.loads(out.read_text())
     assert saved["complete"] is False
     assert [(r["method"], r["status"]) for r in saved["rows"]] == [("frozen_mlp", "ok")]
-    gpu_step.main([*SMOKE, "--llama-methods", "frozen_mlp", "--out", str(out)])
+    gpu_step.main([*IN_PROCESS, "--llama-methods", "frozen_mlp", "--out", str(out)])
     assert json.loads(out.read_text())["complete"] is True
+
+
+def test_cases_run_in_their_own_processes_by_default(tmp_path: Path) -> None:
+    """The default: each case in a fresh process (a crash or leak of one cannot reach the next)."""
+    out = tmp_path / "gpu_step.json"
+    gpu_step.main([*SMOKE, "--llama-methods", "full,sg_block", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved["args"]["in_process"] is False and saved["complete"] is True
+    assert [(r["method"], r["status"]) for r in saved["rows"]] == [("full", "ok"), ("sg_block", "ok")]
+    assert saved["rows"][1]["x_full"] == pytest.approx(saved["rows"][1]["steps_per_s"] / saved["rows"][0]["steps_per_s"])
+
+
+def test_repeats_interleave_methods_and_report_medians_of_same_repeat_ratios(tmp_path: Path) -> None:
+    out = tmp_path / "gpu_step.json"
+    gpu_step.main([*IN_PROCESS, "--llama-methods", "full,frozen_mlp", "--llama-repeats", "3", "--out", str(out)])
+    saved = json.loads(out.read_text())
+    assert [(r["method"], r["repeat"]) for r in saved["runs"]] == [
+        ("full", 1), ("frozen_mlp", 1), ("full", 2), ("frozen_mlp", 2), ("full", 3), ("frozen_mlp", 3)
+    ]
+    full, frozen = saved["rows"]
+    assert full["repeats"] == frozen["repeats"] == 3 and "repeat" not in full
+    per_rep = {m: [r["steps_per_s"] for r in saved["runs"] if r["method"] == m] for m in ("full", "frozen_mlp")}
+    assert frozen["steps_per_s"] == sorted(per_rep["frozen_mlp"])[1]
+    ratios = [a / b for a, b in zip(per_rep["frozen_mlp"], per_rep["full"], strict=True)]
+    assert frozen["x_full_reps"] == pytest.approx(ratios)
+    assert frozen["x_full"] == pytest.approx(sorted(ratios)[1]) and full["x_full"] == 1.0
+    first = saved["runs"][1]
+    assert frozen["peak_bytes"] == first["peak_bytes"] and frozen["prepare_s"] == first["prepare_s"]
+
+
+def test_a_calibration_is_computed_once_and_shared_through_the_cache_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cases in separate processes share one calibration per (model, selection): the first saves it, a later
+    process (here: the in-memory memo emptied) loads it instead of calibrating again."""
+    import common
+
+    import sparsegrad_core.methods.sparsegrad as sparsegrad_method
+
+    real, calls = sparsegrad_method.calibrate, []
+
+    def counting(*a: Any, **kw: Any) -> Any:
+        calls.append(1)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(sparsegrad_method, "calibrate", counting)
+    monkeypatch.setattr(gpu_cases, "_CALIBRATIONS", {})
+    monkeypatch.setattr(gpu_cases, "_CALIB_KEY", [("bert-small", 1, "block", 2, 0.01)])
+    gpu_cases.memoize_calibration(str(tmp_path))
+    spec = common.model_spec("bert-small", layers=1)
+    kw = dict(vocab=common.vocab_size(spec), pad_id=common.pad_token_id(spec), device="cpu")
+    batches = common.make_batches(2, 2, 16, 0.5, seed=2, **kw)
+    cfg = common.method_spec("sg_block", "paper", 0.01, 2).sparsegrad
+    first = sparsegrad_method.calibrate(common.build_model(spec), batches, cfg)
+    assert len(list(tmp_path.glob("calibration-*.pt"))) == 1 and len(calls) == 1
+    gpu_cases._CALIBRATIONS.clear()  # a new process: nothing in memory
+    again = sparsegrad_method.calibrate(common.build_model(spec), batches, cfg)
+    assert len(calls) == 1, "calibrated again instead of loading the shared calibration"
+    for kind, basis in first.kinds.items():
+        assert torch.equal(basis.u_in, again.kinds[kind].u_in)
