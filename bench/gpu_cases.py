@@ -10,7 +10,6 @@ import time
 import traceback
 from collections.abc import Callable
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import common
@@ -27,12 +26,11 @@ _CALIBRATIONS: dict[tuple[Any, ...], Any] = {}
 _CALIB_KEY: list[tuple[Any, ...] | None] = [None]
 
 
-def memoize_calibration(cache_dir: str | None = None) -> None:
+def memoize_calibration() -> None:
     """fp32 and bf16 runs of one encoder, and every repeat, use the same calibration (it runs in fp32, outside
-    autocast, and is not timed): compute it once per (model, selection) and reuse it, to keep the whole run
-    short. ``cache_dir`` shares it between processes (each case runs in its own): the first process to need a
-    calibration saves it there and the others load it. With the key set to None (the LLaMA cases, one
-    precision each) every call calibrates and nothing is kept."""
+    autocast, and is not timed): compute it once per (model, selection) in this process and reuse it, to keep
+    the whole run short. With the key set to None (the LLaMA cases, one precision each) every call calibrates
+    and nothing is kept."""
     import sparsegrad_core.methods.sparsegrad as sparsegrad_method
 
     original = sparsegrad_method.calibrate
@@ -41,13 +39,8 @@ def memoize_calibration(cache_dir: str | None = None) -> None:
         key = _CALIB_KEY[0]
         if key is None:
             return original(model, batches, cfg, **kw)
-        path = Path(cache_dir) / ("calibration-" + "-".join(map(str, key)) + ".pt") if cache_dir else None
-        if key not in _CALIBRATIONS and path is not None and path.exists():
-            _CALIBRATIONS[key] = torch.load(path, weights_only=False)
         if key not in _CALIBRATIONS:
             _CALIBRATIONS[key] = original(model, batches, cfg, **kw)
-            if path is not None:
-                torch.save(_CALIBRATIONS[key], path)
         return _CALIBRATIONS[key]
 
     sparsegrad_method.calibrate = calibrate

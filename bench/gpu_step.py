@@ -36,12 +36,14 @@ MiB`` = ``torch.cuda.max_memory_allocated()`` from building the model to the end
 included); ``peak MiB`` = the same over the timed steps (absolute: weights + state + activations); ``state MiB`` =
 ``torch.cuda.memory_allocated()`` after the last step (what stays between steps, comparable to the paper's
 figures, which match retained memory). All memory is relative to what was allocated before the model was built.
-Every case runs in a fresh Python process (``--in-process``: all in this one), after a first CUDA allocation
-(context, cuBLAS workspaces) that its baseline excludes; the encoder cases run ``--repeats`` times (default 3),
+Every method runs in a Python process of its own, one per method and suite, all started (imports done) before
+anything is measured (``--in-process``: all in this one); each process makes a first CUDA allocation (context,
+cuBLAS workspaces) that no baseline includes, and frees a case's objects before the next case. The encoder
+cases run ``--repeats`` times (default 3),
 methods interleaved (repeat 1 runs every case, then repeat 2...), and the tables report the median steps/s and the
 median over repeats of each repeat's ratio to full FT (``x_full``; per-repeat figures in ``steps_per_s_reps`` and
 ``x_full_reps``, every repeat's row under ``runs``). Memory and preparation figures are the first repeat's; the
-calibration is computed once per (model, selection) and shared through a temporary folder by the later cases.
+calibration is computed once per (model, selection) in the method's process and reused by its later cases.
 On CPU the memory columns are RSS based (peaks of RSS − RSS before the model was built) and only smoke-check
 the script. A case that fails otherwise is recorded with its error, the others still run, and the script exits 1
 at the end. The result file is rewritten after every case (``complete`` false until the end).
@@ -55,8 +57,8 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -124,9 +126,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--llama-repeats", type=int, default=1, help="the same for the LLaMA cases (default 1)")
     ap.add_argument(
         "--in-process", action="store_true",
-        help="run every case in this process (default: each in a fresh process)",
+        help="run every case in this process (default: each method in a process of its own)",
     )
-    ap.add_argument("--case-timeout", type=float, default=1800, help="seconds one case's process may take")
+    ap.add_argument("--case-timeout", type=float, default=1800, help="seconds one case may take")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls in the fp32 runs")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (CPU smoke runs)")
     ap.add_argument("--out")
@@ -145,7 +147,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def setup_process(args: argparse.Namespace, device: torch.device, calib_cache: str | None) -> None:
+def setup_process(args: argparse.Namespace, device: torch.device) -> None:
     """Threads, TF32, the math libraries' code pages and a first CUDA allocation (cuBLAS workspaces, the
     context) before any case measures its baseline; the calibration memo."""
     if device.type == "cpu":
@@ -159,7 +161,7 @@ def setup_process(args: argparse.Namespace, device: torch.device, calib_cache: s
             (a @ a).sum()
         (a @ a).sum()
         torch.cuda.synchronize(device)
-    gpu_cases.memoize_calibration(calib_cache)
+    gpu_cases.memoize_calibration()
 
 
 def run_case(args: argparse.Namespace, row: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -172,22 +174,12 @@ def run_case(args: argparse.Namespace, row: dict[str, Any], device: torch.device
     return gpu_cases.run_guarded(case, row, device)
 
 
-def run_isolated(args: argparse.Namespace, row: dict[str, Any], calib_cache: str) -> dict[str, Any]:
-    """``row`` measured in a fresh Python process (this script's ``_worker`` entry): no memory, cache or
-    allocator state of an earlier case reaches it."""
-    payload = {"args": vars(args), "row": row, "calib_cache": calib_cache}
-    result = worker_process.run_worker(Path(__file__), payload, timeout=args.case_timeout)
-    if "status" not in result:  # the process itself failed (crash, timeout): record it, go on
-        return {**row, "status": f"error: {result.get('error', 'no result')}"[:300]}
-    return result
-
-
-def worker_main(payload: dict[str, Any]) -> None:
-    """The ``_worker`` entry point: one case, its row written to ``payload["result_path"]``."""
+def serve_main(payload: dict[str, Any]) -> None:
+    """The ``_serve`` entry point: one method's process, running the cases it is sent (``WorkerPool``)."""
     args = argparse.Namespace(**payload["args"])
     device = torch.device(args.device)
-    setup_process(args, device, payload["calib_cache"])
-    worker_process.write_result(run_case(args, payload["row"], device), payload["result_path"])
+    setup_process(args, device)
+    worker_process.serve(lambda job: {**run_case(args, job["row"], device), "pid": os.getpid()})
 
 
 def case_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -212,7 +204,7 @@ def case_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def print_suite_header(args: argparse.Namespace, suite: str) -> None:
-    where = "in this process" if args.in_process else "each case in its own process"
+    where = "in this process" if args.in_process else "each method in its own process"
     if suite == "encoders":
         print(
             f"encoders: batch {args.batch_size}x{args.seq_len} pad {args.pad_frac:.0%}; {args.layers} layers; "
@@ -229,15 +221,14 @@ def print_suite_header(args: argparse.Namespace, suite: str) -> None:
 
 
 def main(argv: list[str]) -> None:
-    if argv[:1] == ["_worker"]:
-        worker_main(json.loads(argv[1]))
+    if argv[:1] == ["_serve"]:
+        serve_main(json.loads(argv[1]))
         return
     args = parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("CUDA is not available; use --device cpu --layers 2 --steps 2 for a smoke check")
-    calib_dir = tempfile.TemporaryDirectory(prefix="gpu_step_calibration_")
-    setup_process(args, device, calib_dir.name)
+    setup_process(args, device)
     hw = reporting.hardware()
     print(f"device {hw.get('gpu', hw.get('Model name', device))}")
     started = time.perf_counter()
@@ -261,17 +252,27 @@ def main(argv: list[str]) -> None:
             args.out,
         )
 
-    suite = None
-    try:
-        for row in case_rows(args):
-            if row["suite"] != suite:
-                suite = row["suite"]
-                print_suite_header(args, suite)
-            runs.append(run_case(args, row, device) if args.in_process else run_isolated(args, row, calib_dir.name))
-            gpu_step_report.print_case(runs[-1], started)
-            save(False)
-    finally:
-        calib_dir.cleanup()
+    def record(row: dict[str, Any]) -> None:
+        runs.append(row)
+        gpu_step_report.print_case(row, started)
+        save(False)
+
+    plan = case_rows(args)
+    for suite in ("encoders", "llama"):
+        cases = [row for row in plan if row["suite"] == suite]
+        if not cases:
+            continue
+        print_suite_header(args, suite)
+        if args.in_process:
+            for row in cases:
+                record(run_case(args, row, device))
+            continue
+        methods = list(dict.fromkeys(row["method"] for row in cases))
+        payload = {"args": vars(args)}
+        with worker_process.WorkerPool(Path(__file__), methods, payload, timeout=args.case_timeout) as pool:
+            for row in cases:
+                result = pool.run(row["method"], {"row": row})
+                record(result if "status" in result else {**row, "status": f"error: {result['error']}"[:300]})
     rows = gpu_step_report.aggregate_repeats(runs)
     gpu_step_report.print_tables(rows)
     path = save(True)

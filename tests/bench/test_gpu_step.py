@@ -124,14 +124,19 @@ def test_a_run_stopped_part_way_keeps_the_cases_it_finished(
     assert json.loads(out.read_text())["complete"] is True
 
 
-def test_cases_run_in_their_own_processes_by_default(tmp_path: Path) -> None:
-    """The default: each case in a fresh process (a crash or leak of one cannot reach the next)."""
+def test_each_method_runs_in_a_process_of_its_own_by_default(tmp_path: Path) -> None:
+    """The default: one process per method, kept over its repeats (a crash or leak of one method cannot reach
+    another, and the start-up is paid once per method)."""
+    import os
+
     out = tmp_path / "gpu_step.json"
-    gpu_step.main([*SMOKE, "--llama-methods", "full,sg_block", "--out", str(out)])
+    gpu_step.main([*SMOKE, "--llama-methods", "full,sg_block", "--llama-repeats", "2", "--out", str(out)])
     saved = json.loads(out.read_text())
     assert saved["args"]["in_process"] is False and saved["complete"] is True
     assert [(r["method"], r["status"]) for r in saved["rows"]] == [("full", "ok"), ("sg_block", "ok")]
-    assert saved["rows"][1]["x_full"] == pytest.approx(saved["rows"][1]["steps_per_s"] / saved["rows"][0]["steps_per_s"])
+    pids = {m: {r["pid"] for r in saved["runs"] if r["method"] == m} for m in ("full", "sg_block")}
+    assert len(pids["full"]) == len(pids["sg_block"]) == 1 and pids["full"] != pids["sg_block"]
+    assert os.getpid() not in pids["full"] | pids["sg_block"]
 
 
 def test_repeats_interleave_methods_and_report_medians_of_same_repeat_ratios(tmp_path: Path) -> None:
@@ -150,35 +155,3 @@ def test_repeats_interleave_methods_and_report_medians_of_same_repeat_ratios(tmp
     assert frozen["x_full"] == pytest.approx(sorted(ratios)[1]) and full["x_full"] == 1.0
     first = saved["runs"][1]
     assert frozen["peak_bytes"] == first["peak_bytes"] and frozen["prepare_s"] == first["prepare_s"]
-
-
-def test_a_calibration_is_computed_once_and_shared_through_the_cache_folder(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Cases in separate processes share one calibration per (model, selection): the first saves it, a later
-    process (here: the in-memory memo emptied) loads it instead of calibrating again."""
-    import common
-
-    import sparsegrad_core.methods.sparsegrad as sparsegrad_method
-
-    real, calls = sparsegrad_method.calibrate, []
-
-    def counting(*a: Any, **kw: Any) -> Any:
-        calls.append(1)
-        return real(*a, **kw)
-
-    monkeypatch.setattr(sparsegrad_method, "calibrate", counting)
-    monkeypatch.setattr(gpu_cases, "_CALIBRATIONS", {})
-    monkeypatch.setattr(gpu_cases, "_CALIB_KEY", [("bert-small", 1, "block", 2, 0.01)])
-    gpu_cases.memoize_calibration(str(tmp_path))
-    spec = common.model_spec("bert-small", layers=1)
-    kw = dict(vocab=common.vocab_size(spec), pad_id=common.pad_token_id(spec), device="cpu")
-    batches = common.make_batches(2, 2, 16, 0.5, seed=2, **kw)
-    cfg = common.method_spec("sg_block", "paper", 0.01, 2).sparsegrad
-    first = sparsegrad_method.calibrate(common.build_model(spec), batches, cfg)
-    assert len(list(tmp_path.glob("calibration-*.pt"))) == 1 and len(calls) == 1
-    gpu_cases._CALIBRATIONS.clear()  # a new process: nothing in memory
-    again = sparsegrad_method.calibrate(common.build_model(spec), batches, cfg)
-    assert len(calls) == 1, "calibrated again instead of loading the shared calibration"
-    for kind, basis in first.kinds.items():
-        assert torch.equal(basis.u_in, again.kinds[kind].u_in)
