@@ -155,11 +155,12 @@ def setup_process(args: argparse.Namespace, device: torch.device) -> None:
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.allow_tf32 = args.tf32
     meters.touch_kernels()
-    if device.type == "cuda":
-        a = torch.randn(256, 256, device=device)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
-            (a @ a).sum()
-        (a @ a).sum()
+    if device.type == "cuda":  # plain and bias-fused products (cuBLAS, cuBLASLt), fp32 and bf16: workspaces
+        a = torch.randn(256, 256, device=device, requires_grad=True)
+        b = torch.randn(256, device=device)
+        for autocast in (False, True):
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=autocast):
+                (a @ a + torch.nn.functional.linear(a, a, b)).sum().backward()
         torch.cuda.synchronize(device)
     gpu_cases.memoize_calibration()
 
