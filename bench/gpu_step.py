@@ -1,8 +1,8 @@
 """GPU training throughput and memory: the paper's Table 3 encoders and LLaMA-family decoders with gradient
-checkpointing (one command, ~8 min on an H100/H200).
+checkpointing (one command, meant to finish within 8 minutes on an H100/H200).
 
     python bench/gpu_step.py                                   # CUDA: both suites (encoders, then llama)
-    python bench/gpu_step.py --suite encoders                  # only the paper's encoders (~4 min)
+    python bench/gpu_step.py --suite encoders                  # only the paper's encoders
     python bench/gpu_step.py --suite encoders --precisions fp32,bf16 \
         --methods full,lora,meprop,sg_dynamic,sg_fixed,sg_block,frozen_mlp   # every encoder case (~3x as long)
     python bench/gpu_step.py --suite llama                     # only the LLaMA decoders
