@@ -253,7 +253,7 @@ class SparseGradLinear(nn.Module):
         idx = torch.topk(flat.abs(), self.k, sorted=False).indices
         vals = flat.index_select(0, idx)
         self.selected = (idx, vals)
-        self.last_energy = {"kept": vals.square().sum(), "block_total": flat.square().sum()}
+        self.last_energy = {"kept": torch.dot(vals, vals), "block_total": torch.dot(flat, flat)}  # one kernel each
         if x is not None:
             dense = g.T @ x.float()
             if self._acc_dense is not None:
@@ -300,7 +300,7 @@ class SparseGradLinear(nn.Module):
         idx, vals, total = select_rotated_topk(self.u_out, self.u_in, self.k, grad=grad, g=g, x=x,
                                                sync_free=not self.drops_rows(ref))
         self.selected = (idx, vals)
-        self.last_energy["kept"] = vals.square().sum()
+        self.last_energy["kept"] = torch.dot(vals, vals)
         self.last_energy["total"] = total
         if self.track_original_share:
             if grad is not None:

@@ -38,8 +38,13 @@ class SparseEntryAdam(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        """One lazy Adam step on every layer's selected entries. The arithmetic on the gathered moments runs as
+        multi-tensor (``_foreach``) operations over all layers with the same step count: on a GPU a handful of
+        kernel launches for the whole model instead of a dozen per layer; the results are those of the
+        per-layer formulas."""
         for group in self.param_groups:
             lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
+            by_step: dict[int, list[tuple[SparseGradLinear, dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
             for anchor in group["params"]:
                 layer = self._by_anchor[id(anchor)]
                 if layer.selected is None:
@@ -56,16 +61,34 @@ class SparseEntryAdam(torch.optim.Optimizer):
                 # Dense and block deltas are indexed by the flat entry; a fixed support by its sorted position.
                 pos = torch.searchsorted(layer.sg_indices, idx) if layer.selection == "fixed" else idx
                 state["step"] += 1
-                t = state["step"]
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                m_sel = m.index_select(0, pos).mul_(b1).add_(grad, alpha=1 - b1)
-                v_sel = v.index_select(0, pos).mul_(b2).addcmul_(grad, grad, value=1 - b2)
-                m.index_copy_(0, pos, m_sel)
-                v.index_copy_(0, pos, v_sel)
-                bc1, bc2 = 1 - b1**t, 1 - b2**t
-                update = m_sel.div(v_sel.div(bc2).sqrt_().add_(eps)).mul_(-lr / bc1)
-                layer.sg_delta.index_add_(0, pos, update)
-                layer.add_rotated_delta(idx, update)
+                by_step.setdefault(state["step"], []).append((layer, state, idx, pos, grad))
+            for t, items in by_step.items():
+                self._update(items, lr, b1, b2, eps, t)
+
+    @staticmethod
+    def _update(
+        items: list[tuple[SparseGradLinear, dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor]],
+        lr: float, b1: float, b2: float, eps: float, t: int,
+    ) -> None:
+        grads = [grad for *_, grad in items]
+        m_sel = [state["exp_avg"].index_select(0, pos) for _, state, _, pos, _ in items]
+        v_sel = [state["exp_avg_sq"].index_select(0, pos) for _, state, _, pos, _ in items]
+        torch._foreach_mul_(m_sel, b1)
+        torch._foreach_add_(m_sel, grads, alpha=1 - b1)
+        torch._foreach_mul_(v_sel, b2)
+        torch._foreach_addcmul_(v_sel, grads, grads, value=1 - b2)
+        for (_, state, _, pos, _), m, v in zip(items, m_sel, v_sel, strict=True):
+            state["exp_avg"].index_copy_(0, pos, m)
+            state["exp_avg_sq"].index_copy_(0, pos, v)
+        bc1, bc2 = 1 - b1**t, 1 - b2**t
+        denom = torch._foreach_div(v_sel, bc2)
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, eps)
+        updates = torch._foreach_div(m_sel, denom)
+        torch._foreach_mul_(updates, -lr / bc1)
+        for (layer, _, idx, pos, _), update in zip(items, updates, strict=True):
+            layer.sg_delta.index_add_(0, pos, update)
+            layer.add_rotated_delta(idx, update)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for layer in self._layers:
@@ -163,8 +186,13 @@ def clip_grad_norm(model: nn.Module, max_norm: float) -> torch.Tensor:
     ``min(1, max_norm / norm)`` is applied on the device."""
     dense = [p.grad for p in model.parameters() if p.grad is not None]
     layers = [layer for _, layer in sparsegrad_layers(model) if layer.selected is not None]
-    sq = [g.detach().float().square().sum() for g in dense]
-    sq += [layer.selected[1].square().sum() for layer in layers]  # type: ignore[index]
+    # float32 gradients and the selected values: multi-tensor norms (a few kernels for the whole model on a
+    # GPU, not two per tensor); other dtypes summed in float32, as before.
+    fp32 = [g for g in dense if g.dtype == torch.float32]
+    selected = [layer.selected[1] for layer in layers]  # type: ignore[index]
+    norms = [n for group in (fp32, selected) if group for n in torch._foreach_norm(group)]
+    sq = [torch.stack([n.to(norms[0].device) for n in norms]).square().sum()] if norms else []
+    sq += [g.detach().float().square().sum() for g in dense if g.dtype != torch.float32]
     if not sq:
         return torch.zeros(())
     total = torch.stack([t.to(sq[0].device) for t in sq]).sum().sqrt()

@@ -61,7 +61,7 @@ def select_rotated_topk(
     """
     rot = rotate_gradient(u_out, u_in, grad=grad, g=g, x=x).reshape(-1)
     idx = topk_abs_indices(rot, k, sync_free=sync_free)
-    return idx, rot.index_select(0, idx), rot.square().sum()
+    return idx, rot.index_select(0, idx), torch.dot(rot, rot)
 
 
 def rotate_gradient(

@@ -236,6 +236,20 @@ def test_clip_grad_norm_includes_sparse_selection(sg_bert, make_cls_batch):
     assert after == pytest.approx(target, rel=1e-4)
 
 
+def test_clip_grad_norm_counts_gradients_of_every_dtype(sg_bert, make_cls_batch):
+    """float32 gradients go through multi-tensor norms, others are summed one by one: both count."""
+    model, _, _ = sg_bert()
+    model(**make_cls_batch(seed=8)).loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    grads[0].data = grads[0].data.to(torch.bfloat16)  # as a bf16 parameter's gradient would be
+    layers = [la for _, la in sparsegrad_layers(model)]
+    expected = math.sqrt(
+        sum(float(g.double().square().sum()) for g in grads)
+        + sum(float(la.selected[1].double().square().sum()) for la in layers)
+    )
+    assert float(clip_grad_norm(model, max_norm=1e9)) == pytest.approx(expected, rel=1e-5)
+
+
 def test_lr_scale_and_state_dict(sg_bert, make_cls_batch):
     model, _, _ = sg_bert()
     opt = build_optimizer(model, lr=LR, sparse_lr=2 * LR)
@@ -332,6 +346,39 @@ def test_sparse_adam_matches_dense_lazy_adam_over_many_overlapping_steps(orthogo
     assert rel_err(layer.merged_weight(), expected) <= 1e-5
     opt.step()  # nothing selected: a no-op
     assert rel_err(layer.merged_weight(), expected) <= 1e-5
+
+
+def test_layers_at_different_step_counts_each_get_their_own_bias_correction(orthogonal, rel_err):
+    """The step runs the moments' arithmetic for all layers at once (multi-tensor ops), grouped by step count: a
+    layer that had nothing selected in a step (its count lags) still gets its own bias correction."""
+    from sparsegrad_core import SparseGradLinear
+
+    out_f, in_f, k = 12, 20, 15
+    layers = [SparseGradLinear(torch.randn(out_f, in_f), None, orthogonal(out_f, i), orthogonal(in_f, 9 + i), k)
+              for i in range(3)]
+    opt = SparseEntryAdam(layers, lr=LR, betas=BETAS, eps=EPS)
+    gen = torch.Generator().manual_seed(1)
+    n = out_f * in_f
+    ref = [{"m": torch.zeros(n, dtype=torch.float64), "v": torch.zeros(n, dtype=torch.float64),
+            "d": torch.zeros(n, dtype=torch.float64), "t": 0} for _ in layers]
+    b1, b2 = BETAS
+    for step in range(6):
+        for i, layer in enumerate(layers):
+            if (step + i) % 3 == 2:  # each layer sits out some steps, a different one each time
+                continue
+            idx, g = torch.randperm(n, generator=gen)[:k], torch.randn(k, generator=gen)
+            layer.selected = (idx, g)
+            r, g64 = ref[i], g.double()
+            r["t"] += 1
+            r["m"][idx] = b1 * r["m"][idx] + (1 - b1) * g64
+            r["v"][idx] = b2 * r["v"][idx] + (1 - b2) * g64 * g64
+            r["d"][idx] += -LR / (1 - b1 ** r["t"]) * r["m"][idx] / ((r["v"][idx] / (1 - b2 ** r["t"])).sqrt() + EPS)
+        opt.step()
+    assert sorted(int(opt.state[la.sg_anchor]["step"]) for la in layers) == [4, 4, 4]
+    assert len({r["t"] for r in ref}) == 1  # equal counts at the end, unequal in between (steps 2-5)
+    for layer, r in zip(layers, ref, strict=True):
+        assert rel_err(layer.sg_delta.double(), r["d"]) <= 1e-5
+        torch.testing.assert_close(opt.state[layer.sg_anchor]["exp_avg"].double(), r["m"], rtol=1e-5, atol=1e-7)
 
 
 def _sync_free_mlp(orthogonal, selection: str, device: str = "cpu") -> nn.Module:
