@@ -38,7 +38,8 @@ from torch import nn
 from .block import block_gradient, low_rank_product
 from .config import SELECTIONS, SparseGradConfig
 from .layer_autograd import SparseGradFunction
-from .selection import select_rotated_topk
+from .selection import rotate_gradient, select_rotated_topk
+from .topk_batch import PENDING
 
 
 class SparseGradLinear(nn.Module):
@@ -114,10 +115,11 @@ class SparseGradLinear(nn.Module):
         self.sync_free: bool | None = None
         """Keep zero-gradient token rows instead of finding them, and push updates back with dense products
         instead of sparse ones (both need data-dependent shapes, a host sync on CUDA); None: on CUDA only."""
-        self.selected: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._pending_topk = False  # this step's top-k waits in topk_batch.PENDING
+        self.selected = None
         self._acc: torch.Tensor | None = None
         self._acc_dense: torch.Tensor | None = None  # block selection, tracked share: the summed G
-        self.last_energy: dict[str, torch.Tensor] = {}
+        self.last_energy = {}
         self.gradient_sink: Callable[[torch.Tensor], None] | None = None
         """While set (re-calibration), backward hands it the dense weight gradient ``G = gᵀx`` (out, in) and
         selects nothing."""
@@ -139,6 +141,29 @@ class SparseGradLinear(nn.Module):
         if self._support is not None:
             self._support = {name: fn(t) for name, t in self._support.items()}
         return self
+
+    @property
+    def selected(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """This step's selection ``(flat indices, values)``, or None (a deferred batched top-k runs first)."""
+        if self._pending_topk:
+            PENDING.flush()
+        return self._selected
+
+    @selected.setter
+    def selected(self, value: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        self._selected = value
+
+    @property
+    def last_energy(self) -> dict[str, torch.Tensor]:
+        """The last selection's energies: ``kept`` (top-k), ``block_total`` or ``total``, and on tracked steps
+        the original basis' (a deferred batched top-k runs first)."""
+        if self._pending_topk:
+            PENDING.flush()
+        return self._last_energy
+
+    @last_energy.setter
+    def last_energy(self, value: dict[str, torch.Tensor]) -> None:
+        self._last_energy = value
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -250,6 +275,9 @@ class SparseGradLinear(nn.Module):
                 self._acc_dense = g.T @ x.float() + (self._acc_dense if self._acc_dense is not None else 0)
             return
         flat = block.reshape(-1)
+        if x is None:  # the sync-free path, untracked: selected with other layers' (topk_batch)
+            PENDING.defer(self, flat, "block_total")
+            return
         idx = torch.topk(flat.abs(), self.k, sorted=False).indices
         vals = flat.index_select(0, idx)
         self.selected = (idx, vals)
@@ -297,8 +325,12 @@ class SparseGradLinear(nn.Module):
                 x: torch.Tensor | None = None) -> None:
         ref = grad if grad is not None else g
         assert ref is not None
+        sync_free = not self.drops_rows(ref)
+        if sync_free and not self.track_original_share:  # selected with other layers' (topk_batch)
+            PENDING.defer(self, rotate_gradient(self.u_out, self.u_in, grad=grad, g=g, x=x).reshape(-1), "total")
+            return
         idx, vals, total = select_rotated_topk(self.u_out, self.u_in, self.k, grad=grad, g=g, x=x,
-                                               sync_free=not self.drops_rows(ref))
+                                               sync_free=sync_free)
         self.selected = (idx, vals)
         self.last_energy["kept"] = torch.dot(vals, vals)
         self.last_energy["total"] = total
@@ -405,6 +437,7 @@ class SparseGradLinear(nn.Module):
             return a, torch.sparse.mm(sm, b.T.contiguous()).T  # b Sᵀ, so that p qᵀ = a S bᵀ
 
     def clear_step_state(self) -> None:
+        PENDING.discard(self)
         self.selected = None
         self._acc = None
         self._acc_dense = None

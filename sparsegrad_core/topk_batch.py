@@ -1,0 +1,80 @@
+"""Top-k selections of several layers run as one batched top-k (the GPU path's kernel launches).
+
+On a GPU a SparseGrad step is bound by kernel launches, not arithmetic, and ``torch.topk`` over a block of a
+million entries is a dozen launches (four radix passes). Layers whose gradients have the same size and ``k``
+(one projection kind) can share them: on the sync-free path, backward hands its flattened rotated gradient to
+:data:`PENDING` instead of selecting at once, and once :data:`GROUP_SIZE` such layers wait (or a layer's
+``selected`` or ``last_energy`` is read, or the step ends) they are stacked and selected together along one
+dimension. Each layer gets exactly what its own top-k would give (the same entries, in another order, when no
+two magnitudes tie at the k-th place). At most ``GROUP_SIZE`` gradients per size wait at a time, so the memory
+held back stays a few blocks' worth.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from .layer import SparseGradLinear
+
+GROUP_SIZE = 4
+"""Layers selected together (per gradient size and k): 4 cuts the top-k launches of a 12-layer model's 24
+SparseGrad layers from 24 sets to 6, holding back at most 4 gradients of each size."""
+
+
+class PendingTopK:
+    """Layers waiting for their selection, grouped by (entries, k, device)."""
+
+    def __init__(self, group_size: int = GROUP_SIZE) -> None:
+        self.group_size = group_size
+        self.groups: dict[tuple[int, int, torch.device], list[tuple[SparseGradLinear, torch.Tensor, str]]] = {}
+
+    def defer(self, layer: SparseGradLinear, flat: torch.Tensor, total_key: str) -> None:
+        """Select the top ``layer.k`` of ``flat`` later; ``total_key`` names the energy ``flat·flat`` in
+        ``layer.last_energy`` (``block_total`` for block selection, ``total`` for the exact one)."""
+        self.discard(layer)  # a newer gradient of the same layer replaces one never selected
+        key = (flat.numel(), layer.k, flat.device)
+        group = self.groups.setdefault(key, [])
+        group.append((layer, flat, total_key))
+        layer._pending_topk = True
+        if len(group) >= self.group_size:
+            self._select(self.groups.pop(key))
+
+    def discard(self, layer: SparseGradLinear) -> None:
+        if not layer._pending_topk:
+            return
+        for key, group in list(self.groups.items()):
+            kept = [item for item in group if item[0] is not layer]
+            if len(kept) != len(group):
+                if kept:
+                    self.groups[key] = kept
+                else:
+                    del self.groups[key]
+        layer._pending_topk = False
+
+    def flush(self) -> None:
+        """Select every waiting layer now."""
+        groups, self.groups = list(self.groups.values()), {}
+        for group in groups:
+            self._select(group)
+
+    @staticmethod
+    @torch.no_grad()
+    def _select(group: list[tuple[SparseGradLinear, torch.Tensor, str]]) -> None:
+        layers = [layer for layer, _, _ in group]
+        stacked = torch.stack([flat for _, flat, _ in group])  # (L, n)
+        k = layers[0].k
+        idx = torch.topk(stacked.abs(), k, dim=1, sorted=False).indices  # (L, k)
+        vals = stacked.gather(1, idx)
+        kept = (vals * vals).sum(1)
+        totals = (stacked * stacked).sum(1)
+        for i, (layer, _, total_key) in enumerate(group):
+            layer._pending_topk = False
+            layer.selected = (idx[i], vals[i])
+            layer.last_energy = {"kept": kept[i], total_key: totals[i]}
+
+
+PENDING = PendingTopK()
+"""The process's waiting selections (one training runs per process)."""
