@@ -12,6 +12,7 @@ held back stays a few blocks' worth.
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 import torch
@@ -25,40 +26,45 @@ SparseGrad layers from 24 sets to 6, holding back at most 4 gradients of each si
 
 
 class PendingTopK:
-    """Layers waiting for their selection, grouped by (entries, k, device)."""
+    """Layers waiting for their selection, grouped by (entries, k, device). One per process, not per thread:
+    autograd runs a CUDA backward on a thread of its own, and the step that reads the selections on another."""
 
     def __init__(self, group_size: int = GROUP_SIZE) -> None:
         self.group_size = group_size
+        self.lock = threading.RLock()
         self.groups: dict[tuple[int, int, torch.device], list[tuple[SparseGradLinear, torch.Tensor, str]]] = {}
 
     def defer(self, layer: SparseGradLinear, flat: torch.Tensor, total_key: str) -> None:
         """Select the top ``layer.k`` of ``flat`` later; ``total_key`` names the energy ``flat·flat`` in
         ``layer.last_energy`` (``block_total`` for block selection, ``total`` for the exact one)."""
-        self.discard(layer)  # a newer gradient of the same layer replaces one never selected
-        key = (flat.numel(), layer.k, flat.device)
-        group = self.groups.setdefault(key, [])
-        group.append((layer, flat, total_key))
-        layer._pending_topk = True
-        if len(group) >= self.group_size:
-            self._select(self.groups.pop(key))
+        with self.lock:
+            self.discard(layer)  # a newer gradient of the same layer replaces one never selected
+            key = (flat.numel(), layer.k, flat.device)
+            group = self.groups.setdefault(key, [])
+            group.append((layer, flat, total_key))
+            layer._pending_topk = True
+            if len(group) >= self.group_size:
+                self._select(self.groups.pop(key))
 
     def discard(self, layer: SparseGradLinear) -> None:
         if not layer._pending_topk:
             return
-        for key, group in list(self.groups.items()):
-            kept = [item for item in group if item[0] is not layer]
-            if len(kept) != len(group):
-                if kept:
-                    self.groups[key] = kept
-                else:
-                    del self.groups[key]
-        layer._pending_topk = False
+        with self.lock:
+            for key, group in list(self.groups.items()):
+                kept = [item for item in group if item[0] is not layer]
+                if len(kept) != len(group):
+                    if kept:
+                        self.groups[key] = kept
+                    else:
+                        del self.groups[key]
+            layer._pending_topk = False
 
     def flush(self) -> None:
         """Select every waiting layer now."""
-        groups, self.groups = list(self.groups.values()), {}
-        for group in groups:
-            self._select(group)
+        with self.lock:
+            groups, self.groups = list(self.groups.values()), {}
+            for group in groups:
+                self._select(group)
 
     @staticmethod
     @torch.no_grad()
