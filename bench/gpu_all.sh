@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Every GPU check of the project in one unattended command, for a CUDA machine (under 10 minutes: the parts'
-# time limits add up to 580 s): the CUDA tests (no host sync inside a step, under
-# torch.cuda.set_sync_debug_mode("error")), bench/gpu_step.py (steps/s and memory of every method, encoders and LLaMA shapes) and bench/gpu_profile.py
-# (kernel launches, syncs and ops per step). Each part has a time limit; a part that fails or runs out of time
-# leaves its log (and gpu_step.py its result file, rewritten after every case) and the next part still runs.
+# time limits add up to 580 s), most telling first: the CUDA tests (no host sync inside a step, under
+# torch.cuda.set_sync_debug_mode("error")), bench/gpu_step.py's encoder suite (steps/s and memory of every method),
+# bench/gpu_profile.py (kernel launches, syncs and ops per step), then gpu_step.py's LLaMA suite. Each part has a
+# time limit; a part that fails or runs out of time leaves its log (and gpu_step.py its result file, rewritten
+# after every case) and the next part still runs.
 #
-#   bash bench/gpu_all.sh OUT_DIR            # writes cuda_tests.log, gpu_step_cuda.json, gpu_step.log,
-#                                            # gpu_profile.json, gpu_profile.log under OUT_DIR
+#   bash bench/gpu_all.sh OUT_DIR            # writes cuda_tests.log, gpu_step_encoders.{json,log},
+#                                            # gpu_profile.json, gpu_profile.log and
+#                                            # gpu_step_llama.{json,log} under OUT_DIR
 # PYTHON picks the interpreter (default python3); the project's root must be importable (run from it).
 set -u -o pipefail
 OUT=${1:?usage: bash bench/gpu_all.sh OUT_DIR}
@@ -16,7 +18,8 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 status=0
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'" || exit 1
 timeout -s INT 60 "$PY" -m pytest -q -p no:cacheprovider tests/core -k cuda -rA 2>&1 | tee "$OUT/cuda_tests.log" || status=1
-timeout -s INT 420 "$PY" bench/gpu_step.py --out "$OUT/gpu_step_cuda.json" 2>&1 | tee "$OUT/gpu_step.log" || status=1
+timeout -s INT 240 "$PY" bench/gpu_step.py --suite encoders --out "$OUT/gpu_step_encoders.json" 2>&1 | tee "$OUT/gpu_step_encoders.log" || status=1
 timeout -s INT 100 "$PY" bench/gpu_profile.py --out "$OUT" > "$OUT/gpu_profile.log" 2>&1 || status=1
 tail -n 12 "$OUT/gpu_profile.log"
+timeout -s INT 180 "$PY" bench/gpu_step.py --suite llama --out "$OUT/gpu_step_llama.json" 2>&1 | tee "$OUT/gpu_step_llama.log" || status=1
 exit $status

@@ -173,9 +173,10 @@ def block_gradient(g: torch.Tensor, xu: torch.Tensor, u_out: torch.Tensor | None
 
 def low_rank_product(a: torch.Tensor, s: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Factors ``(p, q)`` with ``p @ q.T == a @ s @ b.T`` for ``a`` (m, r), ``s`` (r, c), ``b`` (n, c), choosing
-    the cheaper side to multiply ``s`` into (the caller adds ``p @ q.T`` with one ``addmm``)."""
+    the cheaper side to multiply ``s`` into (the caller adds ``p @ q.T`` with one ``addmm``). A stack of ``s``,
+    (L, r, c), gives the stacked factor, (L, m, c) or (L, n, r), and the other one shared."""
     m, r = a.shape
     n, c = b.shape
     if m * r * c + m * c * n <= r * c * n + m * r * n:
         return a @ s, b
-    return a, b @ s.T
+    return a, b @ s.mT

@@ -209,7 +209,7 @@ class SparseGradLinear(nn.Module):
         if self.selection != "fixed":
             idx = self.sg_delta.nonzero().squeeze(1)
             if 2 * idx.numel() >= self.sg_delta.numel():
-                return idx[:0], self.sg_delta
+                return idx[:0], self.sg_delta.clone()  # not a view: the optimizer stacks a kind's deltas
             return idx, self.sg_delta.index_select(0, idx)
         return self.sg_indices, self.sg_delta
 
@@ -385,22 +385,38 @@ class SparseGradLinear(nn.Module):
         return block[s["r_inv"], s["c_inv"]]
 
     # ------------------------------------------------------------------ optimizer side
+    def pushes_back_densely(self) -> bool:
+        """Whether an update reaches ``weight`` through a dense ``S`` over the (r_out, r_in) block
+        (:func:`add_rotated_deltas`): block selection, and exact selection where zero rows are kept (its k entries
+        touch nearly every row and most columns, so the product costs what the touched-rows/cols one does, and it
+        has no data-dependent shapes, so no host sync on CUDA)."""
+        return self.selection == "block" or (self.selection == "dynamic" and not self.drops_rows(self.weight))
+
+    def stack_key(self) -> tuple[object, ...] | None:
+        """Layers with one key (the same shapes, k, bases and weight dtype and device) take their optimizer update
+        as one stacked operation (:func:`add_rotated_deltas`); None: this layer's update goes alone."""
+        if not self.pushes_back_densely():
+            return None
+        out_basis = None if self.out_basis is None else self.out_basis.data_ptr()
+        return (self.out_features, self.in_features, self.r_out, self.r_in, self.k, out_basis,
+                self.u_in.data_ptr(), self.weight.dtype, self.weight.device)
+
+    def pushback_bytes(self) -> int:
+        """Bytes of the temporaries one update of this layer makes in :func:`add_rotated_deltas` (``S`` and the
+        product of a basis with it)."""
+        n = self.r_out * self.r_in
+        product = 0 if self.out_basis is None else min(self.out_features * self.r_in, self.in_features * self.r_out)
+        return (n + product) * self.u_in.element_size()
+
     @torch.no_grad()
     def add_rotated_delta(self, idx: torch.Tensor, values: torch.Tensor) -> None:
         """``W += u_out[:, R] · S · u_in[:, C]ᵀ`` where ``S`` holds ``values`` at flat ``idx`` of W̃."""
-        if self.selection == "block" or (self.selection == "dynamic" and not self.drops_rows(self.weight)):
-            # Dense over the block (for dynamic selection the whole matrix: the k entries touch nearly every
-            # row and most columns, so the product costs what the touched-rows/cols one does), so no
-            # data-dependent shapes (no host sync on CUDA).
-            s_mat = torch.zeros(self.r_out * self.r_in, dtype=self.u_in.dtype, device=self.weight.device)
-            s_mat.index_copy_(0, idx, values.to(s_mat.dtype))
-            s_block = s_mat.view(self.r_out, self.r_in)
-            p, q = (s_block, self.u_in) if self.out_basis is None else low_rank_product(self.out_basis, s_block, self.u_in)
-            self.weight.addmm_(p.to(self.weight.dtype), q.T.to(self.weight.dtype))
+        if self.pushes_back_densely():
+            add_rotated_deltas([self], idx.unsqueeze(0), values.unsqueeze(0))
             return
-        if self._support is not None and idx is self._support["idx"]:
-            s = self._support
-            rows, cols, r_inv, c_inv = s["rows"], s["cols"], s["r_inv"], s["c_inv"]
+        support = self._support
+        if support is not None and idx.data_ptr() == support["idx"].data_ptr() and idx.shape == support["idx"].shape:
+            rows, cols, r_inv, c_inv = support["rows"], support["cols"], support["r_inv"], support["c_inv"]
             a, b = self._support_bases()
         else:
             rows, r_inv = torch.unique(idx // self.in_features, return_inverse=True)
@@ -414,11 +430,7 @@ class SparseGradLinear(nn.Module):
         else:
             s_mat = torch.zeros(nr, nc, dtype=a.dtype, device=self.weight.device)
             s_mat.index_put_((r_inv, c_inv), vals, accumulate=True)
-            out_f, in_f = self.out_features, self.in_features
-            if out_f * nr * nc + out_f * nc * in_f <= nr * nc * in_f + out_f * nr * in_f:
-                p, q = a @ s_mat, b
-            else:
-                p, q = a, b @ s_mat.T
+            p, q = low_rank_product(a, s_mat, b)
         self.weight.addmm_(p.to(self.weight.dtype), q.T.to(self.weight.dtype))
 
     def _sparse_product_factors(self, a: torch.Tensor, b: torch.Tensor, r_inv: torch.Tensor, c_inv: torch.Tensor,
@@ -441,3 +453,22 @@ class SparseGradLinear(nn.Module):
         self.selected = None
         self._acc = None
         self._acc_dense = None
+
+
+@torch.no_grad()
+def add_rotated_deltas(layers: list[SparseGradLinear], idx: torch.Tensor, values: torch.Tensor) -> None:
+    """``W_i += u_out S_i u_inᵀ`` for layers of one :meth:`~SparseGradLinear.stack_key`, ``S_i`` dense over the
+    (r_out, r_in) block holding ``values[i]`` at the flat indices ``idx[i]`` (both (L, k)): one scatter and at most
+    one batched product for all of them, then one ``addmm`` per layer. The product is formed in the bases'
+    precision (float32) and its factors are cast to the weight's."""
+    first = layers[0]
+    s = torch.zeros(len(layers), first.r_out * first.r_in, dtype=first.u_in.dtype, device=first.weight.device)
+    s.scatter_(1, idx, values.to(s.dtype))
+    s_blocks = s.view(len(layers), first.r_out, first.r_in)
+    if first.out_basis is None:
+        p, q = s_blocks, first.u_in
+    else:
+        p, q = low_rank_product(first.out_basis, s_blocks, first.u_in)
+    p, q = p.to(first.weight.dtype), q.to(first.weight.dtype)
+    for i, layer in enumerate(layers):
+        layer.weight.addmm_(p[i] if p.dim() == 3 else p, (q[i] if q.dim() == 3 else q).T)

@@ -2,14 +2,47 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from .layer import SparseGradLinear
+from .layer import SparseGradLinear, add_rotated_deltas
 from .model import sparsegrad_layers
+from .topk_batch import batch_layers
+
+
+@dataclass
+class _Unit:
+    """Layers whose Adam update and push-back run as single stacked operations: one layer, or several of one
+    :meth:`~SparseGradLinear.stack_key`. Every tensor is (L, ·); the moments and deltas are the stacked rows the
+    layers' own tensors are views of (:func:`_stacked_rows`)."""
+
+    layers: list[SparseGradLinear]
+    idx: torch.Tensor  # (L, k) the selected flat indices into each layer's (r_out, r_in) block
+    pos: torch.Tensor  # (L, k) their positions in the deltas and moments (a fixed support's sorted positions)
+    grad: torch.Tensor  # (L, k) the selected gradient values
+    exp_avg: torch.Tensor
+    exp_avg_sq: torch.Tensor
+    delta: torch.Tensor
+
+
+def _stacked_rows(tensors: list[torch.Tensor], assign: Callable[[int, torch.Tensor], None]) -> torch.Tensor:
+    """One (L, n) tensor whose rows are ``tensors``: their common base when they already are its rows, else a new
+    stack, whose rows ``assign(i, row)`` puts in their place (once; later steps find the base). One tensor: a view."""
+    if len(tensors) == 1:
+        return tensors[0].unsqueeze(0)
+    base = tensors[0]._base
+    if base is not None and base.dim() == 2 and base.shape[0] == len(tensors):
+        row_bytes = base.stride(0) * base.element_size()
+        if all(t._base is base and t.data_ptr() == base.data_ptr() + i * row_bytes for i, t in enumerate(tensors)):
+            return base
+    base = torch.stack(tensors)
+    for i in range(len(tensors)):
+        assign(i, base[i])
+    return base
 
 
 class SparseEntryAdam(torch.optim.Optimizer):
@@ -21,6 +54,11 @@ class SparseEntryAdam(torch.optim.Optimizer):
     and deltas change in a step (lazy Adam); no step changes a shape, reads a value back to the host or grows
     the state (see :meth:`state_bytes`). Bias correction uses the step count of the layer, like SparseAdam.
     No weight decay is applied to ``ΔW̃``.
+
+    Layers of one :meth:`~SparseGradLinear.stack_key` (one projection kind's block layers) keep their moments and
+    deltas as rows of one tensor per kind, so that a step updates them with a few stacked operations whatever
+    the number of layers (on a GPU a step is bound by kernel launches), :data:`~.topk_batch.BATCH_BYTES` of
+    temporaries at a time.
     """
 
     def __init__(
@@ -38,13 +76,12 @@ class SparseEntryAdam(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:  # type: ignore[override]
-        """One lazy Adam step on every layer's selected entries. The arithmetic on the gathered moments runs as
-        multi-tensor (``_foreach``) operations over all layers with the same step count: on a GPU a handful of
-        kernel launches for the whole model instead of a dozen per layer; the results are those of the
+        """One lazy Adam step on every layer's selected entries. The arithmetic runs as multi-tensor (``_foreach``)
+        operations over all units (:class:`_Unit`) with the same step count; the results are those of the
         per-layer formulas."""
         for group in self.param_groups:
             lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
-            by_step: dict[int, list[tuple[SparseGradLinear, dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
+            members: dict[tuple[object, ...], list[tuple[SparseGradLinear, dict[str, Any], torch.Tensor, torch.Tensor]]] = {}
             for anchor in group["params"]:
                 layer = self._by_anchor[id(anchor)]
                 if layer.selected is None:
@@ -58,37 +95,65 @@ class SparseEntryAdam(torch.optim.Optimizer):
                     state["step"] = state.get("step", 0)
                     state["exp_avg"] = torch.zeros(n, device=grad.device)
                     state["exp_avg_sq"] = torch.zeros(n, device=grad.device)
-                # Dense and block deltas are indexed by the flat entry; a fixed support by its sorted position.
-                pos = torch.searchsorted(layer.sg_indices, idx) if layer.selection == "fixed" else idx
                 state["step"] += 1
-                by_step.setdefault(state["step"], []).append((layer, state, idx, pos, grad))
-            for t, items in by_step.items():
-                self._update(items, lr, b1, b2, eps, t)
+                key = layer.stack_key()
+                members.setdefault((state["step"], key if key is not None else id(layer)), []).append(
+                    (layer, state, idx, grad))
+            by_step: dict[int, list[_Unit]] = {}
+            for (t, _), items in members.items():
+                size = batch_layers(items[0][0].pushback_bytes())
+                for i in range(0, len(items), size):
+                    by_step.setdefault(t, []).append(self._unit(items[i : i + size]))  # type: ignore[arg-type]
+            for t, units in by_step.items():
+                self._update(units, lr, b1, b2, eps, t)
 
     @staticmethod
-    def _update(
-        items: list[tuple[SparseGradLinear, dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor]],
-        lr: float, b1: float, b2: float, eps: float, t: int,
-    ) -> None:
-        grads = [grad for *_, grad in items]
-        m_sel = [state["exp_avg"].index_select(0, pos) for _, state, _, pos, _ in items]
-        v_sel = [state["exp_avg_sq"].index_select(0, pos) for _, state, _, pos, _ in items]
+    def _unit(items: list[tuple[SparseGradLinear, dict[str, Any], torch.Tensor, torch.Tensor]]) -> _Unit:
+        layers = [layer for layer, *_ in items]
+        states = [state for _, state, *_ in items]
+        if len(items) == 1:
+            layer, _, idx, grad = items[0]
+            # Dense and block deltas are indexed by the flat entry; a fixed support by its sorted position.
+            pos = torch.searchsorted(layer.sg_indices, idx) if layer.selection == "fixed" else idx
+            idx, pos, grad = idx.unsqueeze(0), pos.unsqueeze(0), grad.unsqueeze(0)
+        else:  # one stack key: never a fixed support
+            idx = pos = torch.stack([i for *_, i, _ in items])
+            grad = torch.stack([g for *_, g in items])
+
+        def into_state(name: str) -> Callable[[int, torch.Tensor], None]:
+            return lambda i, row: states[i].__setitem__(name, row)
+
+        return _Unit(
+            layers, idx, pos, grad,
+            exp_avg=_stacked_rows([s["exp_avg"] for s in states], into_state("exp_avg")),
+            exp_avg_sq=_stacked_rows([s["exp_avg_sq"] for s in states], into_state("exp_avg_sq")),
+            delta=_stacked_rows([layer.sg_delta for layer in layers], lambda i, row: setattr(layers[i], "sg_delta", row)),
+        )
+
+    @staticmethod
+    def _update(units: list[_Unit], lr: float, b1: float, b2: float, eps: float, t: int) -> None:
+        grads = [u.grad for u in units]
+        m_sel = [u.exp_avg.gather(1, u.pos) for u in units]
+        v_sel = [u.exp_avg_sq.gather(1, u.pos) for u in units]
         torch._foreach_mul_(m_sel, b1)
         torch._foreach_add_(m_sel, grads, alpha=1 - b1)
         torch._foreach_mul_(v_sel, b2)
         torch._foreach_addcmul_(v_sel, grads, grads, value=1 - b2)
-        for (_, state, _, pos, _), m, v in zip(items, m_sel, v_sel, strict=True):
-            state["exp_avg"].index_copy_(0, pos, m)
-            state["exp_avg_sq"].index_copy_(0, pos, v)
+        for u, m, v in zip(units, m_sel, v_sel, strict=True):
+            u.exp_avg.scatter_(1, u.pos, m)
+            u.exp_avg_sq.scatter_(1, u.pos, v)
         bc1, bc2 = 1 - b1**t, 1 - b2**t
         denom = torch._foreach_div(v_sel, bc2)
         torch._foreach_sqrt_(denom)
         torch._foreach_add_(denom, eps)
         updates = torch._foreach_div(m_sel, denom)
         torch._foreach_mul_(updates, -lr / bc1)
-        for (layer, _, idx, pos, _), update in zip(items, updates, strict=True):
-            layer.sg_delta.index_add_(0, pos, update)
-            layer.add_rotated_delta(idx, update)
+        for u, update in zip(units, updates, strict=True):
+            u.delta.scatter_add_(1, u.pos, update)
+            if u.layers[0].pushes_back_densely():
+                add_rotated_deltas(u.layers, u.idx, update)
+            else:
+                u.layers[0].add_rotated_delta(u.idx[0], update[0])
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for layer in self._layers:
@@ -200,7 +265,6 @@ def clip_grad_norm(model: nn.Module, max_norm: float) -> torch.Tensor:
         scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
         if dense:
             torch._foreach_mul_(dense, scale.to(dense[0].device))
-        for layer in layers:
-            idx, vals = layer.selected  # type: ignore[misc]
-            layer.selected = (idx, vals * scale.to(vals.device))
+        if selected:  # in place: a stacked selection's rows are scaled with it
+            torch._foreach_mul_(selected, scale.to(selected[0].device))
     return total

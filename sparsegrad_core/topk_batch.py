@@ -3,11 +3,10 @@
 On a GPU a SparseGrad step is bound by kernel launches, not arithmetic, and ``torch.topk`` over a block of a
 million entries is a dozen launches (four radix passes). Layers whose gradients have the same size and ``k``
 (one projection kind) can share them: on the sync-free path, backward hands its flattened rotated gradient to
-:data:`PENDING` instead of selecting at once, and once :data:`GROUP_SIZE` such layers wait (or a layer's
+:data:`PENDING` instead of selecting at once, and once :func:`batch_layers` such layers wait (or a layer's
 ``selected`` or ``last_energy`` is read, or the step ends) they are stacked and selected together along one
 dimension. Each layer gets exactly what its own top-k would give (the same entries, in another order, when no
-two magnitudes tie at the k-th place). At most ``GROUP_SIZE`` gradients per size wait at a time, so the memory
-held back stays a few blocks' worth.
+two magnitudes tie at the k-th place). At most :data:`BATCH_BYTES` of gradients per size wait at a time.
 """
 
 from __future__ import annotations
@@ -20,17 +19,25 @@ import torch
 if TYPE_CHECKING:
     from .layer import SparseGradLinear
 
-GROUP_SIZE = 4
-"""Layers selected together (per gradient size and k): 4 cuts the top-k launches of a 12-layer model's 24
-SparseGrad layers from 24 sets to 6, holding back at most 4 gradients of each size."""
+BATCH_BYTES = 64 << 20
+"""The most bytes of per-layer tensors batched into one operation: the top-k's waiting gradients here, the
+sparse optimizer's stacked layers (``optim.SparseEntryAdam``). 64 MiB holds every block of a BERT-base kind
+(12 layers, 768 × r_in) or six of its exact-mode gradients (768 × 3072); a LLaMA-7B layer's exceeds it and goes
+alone."""
+
+
+def batch_layers(item_bytes: int) -> int:
+    """How many layers of ``item_bytes`` each one batched operation takes (at least one)."""
+    return max(1, BATCH_BYTES // max(1, item_bytes))
 
 
 class PendingTopK:
     """Layers waiting for their selection, grouped by (entries, k, device). One per process, not per thread:
     autograd runs a CUDA backward on a thread of its own, and the step that reads the selections on another."""
 
-    def __init__(self, group_size: int = GROUP_SIZE) -> None:
+    def __init__(self, group_size: int | None = None) -> None:
         self.group_size = group_size
+        """Layers selected together; None: as many as :data:`BATCH_BYTES` holds."""
         self.lock = threading.RLock()
         self.groups: dict[tuple[int, int, torch.device], list[tuple[SparseGradLinear, torch.Tensor, str]]] = {}
 
@@ -43,7 +50,7 @@ class PendingTopK:
             group = self.groups.setdefault(key, [])
             group.append((layer, flat, total_key))
             layer._pending_topk = True
-            if len(group) >= self.group_size:
+            if len(group) >= (self.group_size or batch_layers(flat.numel() * flat.element_size())):
                 self._select(self.groups.pop(key))
 
     def discard(self, layer: SparseGradLinear) -> None:
