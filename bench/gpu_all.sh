@@ -18,8 +18,8 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 status=0
 "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'" || exit 1
 timeout -s INT 60 "$PY" -m pytest -q -p no:cacheprovider tests/core -k cuda -rA 2>&1 | tee "$OUT/cuda_tests.log" || status=1
-timeout -s INT 240 "$PY" bench/gpu_step.py --suite encoders --out "$OUT/gpu_step_encoders.json" 2>&1 | tee "$OUT/gpu_step_encoders.log" || status=1
+timeout -s INT 200 "$PY" bench/gpu_step.py --suite encoders --out "$OUT/gpu_step_encoders.json" 2>&1 | tee "$OUT/gpu_step_encoders.log" || status=1
 timeout -s INT 100 "$PY" bench/gpu_profile.py --out "$OUT" > "$OUT/gpu_profile.log" 2>&1 || status=1
 tail -n 12 "$OUT/gpu_profile.log"
-timeout -s INT 180 "$PY" bench/gpu_step.py --suite llama --out "$OUT/gpu_step_llama.json" 2>&1 | tee "$OUT/gpu_step_llama.log" || status=1
+timeout -s INT 220 "$PY" bench/gpu_step.py --suite llama --out "$OUT/gpu_step_llama.json" 2>&1 | tee "$OUT/gpu_step_llama.log" || status=1
 exit $status

@@ -90,3 +90,15 @@ def test_a_step_reads_every_selection_and_zero_grad_drops_waiting_ones(orthogona
     opt.zero_grad()  # a backward without a step: nothing waits afterwards, nothing is selected
     assert not topk_batch.PENDING.groups
     assert all(layer.selected is None and not layer._pending_topk for layer in layers)
+
+
+def test_the_default_group_is_as_many_layers_as_the_batch_bytes_hold(orthogonal, monkeypatch):
+    """Without a fixed group size, a group is selected once :data:`topk_batch.BATCH_BYTES` of gradients wait."""
+    monkeypatch.setattr(topk_batch, "PENDING", topk_batch.PendingTopK())
+    _patch_layers(monkeypatch)
+    model = _model(orthogonal, "dynamic")  # six gradients of 1536 float32 entries
+    monkeypatch.setattr(topk_batch, "BATCH_BYTES", 4 * 1536 * 4)  # four of them
+    model(torch.randn(10, 32)).square().mean().backward()
+    layers = [m for m in model if isinstance(m, SparseGradLinear)]
+    # Backward runs the last layer first: the last four are selected together, the first two still wait.
+    assert [layer._pending_topk for layer in layers] == [True, True, False, False, False, False]
