@@ -13,7 +13,7 @@ steps after 5 warm-up steps it prints the top ops by self time (CUDA and CPU), a
   synchronisations (``cudaStreamSynchronize``, ``aten::item``);
 
 with ``--out`` also ``gpu_profile.json`` (or ``gpu_profile_cpu.json``), and with ``--traces`` on CUDA a Chrome
-trace per method (``trace_<method>.json``, tens of MB each).
+trace per method (``trace_<method>.json``, tens of MB each; ``--traces full,sg_block``: those methods' only).
 ``--clip`` adds the trainer's gradient clipping (``clip_grad_norm``) to the step.
 """
 
@@ -76,7 +76,8 @@ def main() -> None:
     ap.add_argument("--methods", default="full,lora,frozen_mlp,sg_dynamic,sg_fixed,sg_block")
     ap.add_argument("--clip", action="store_true", help="clip gradients in the step, as the trainer does")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (CPU runs)")
-    ap.add_argument("--traces", action="store_true", help="with --out on CUDA: a Chrome trace per method")
+    ap.add_argument("--traces", nargs="?", const="all", default=None, metavar="METHODS",
+                    help="with --out on CUDA: a Chrome trace per method (or of the listed methods)")
     ap.add_argument("--out")
     args = ap.parse_args()
     dev = torch.device(args.device)
@@ -146,7 +147,7 @@ def profile_method(
         result["kernel_launches"] = sum(e.count for e in ka if e.key in LAUNCHES) / PROFILED
         result["syncs"] = sum(syncs.get(n, 0.0) for n in SYNCS[:3])
         result.update(syncs)
-        if args.out and args.traces:
+        if args.out and args.traces and (args.traces == "all" or method in args.traces.split(",")):
             prof.export_chrome_trace(str(Path(args.out) / f"trace_{method}.json"))
     print(f"===== {method} per step: {result}")
     return result
