@@ -42,6 +42,13 @@ from .selection import rotate_gradient, select_rotated_topk
 from .topk_batch import PENDING
 
 
+SPARSE_PUSHBACK_MAX_DENSITY = 0.1
+"""The fullest ``S`` (share of the block's entries) pushed back as a sparse matrix (:meth:`SparseGradLinear.pushes_back_sparsely`)."""
+SPARSE_PUSHBACK_MIN_MACS = 1 << 25
+"""The smallest dense push-back (``out·r_in·in`` multiply-adds) replaced by a sparse one: below it the sparse
+kernel's fixed cost outweighs its savings."""
+
+
 class SparseGradLinear(nn.Module):
     """Drop-in replacement of an MLP ``nn.Linear`` (or GPT-2 ``Conv1D``) trained by SparseGrad.
 
@@ -397,11 +404,22 @@ class SparseGradLinear(nn.Module):
 
     # ------------------------------------------------------------------ optimizer side
     def pushes_back_densely(self) -> bool:
-        """Whether an update reaches ``weight`` through a dense ``S`` over the (r_out, r_in) block
-        (:func:`add_rotated_deltas`): block selection, and exact selection where zero rows are kept (its k entries
+        """Whether an update reaches ``weight`` through :func:`add_rotated_deltas`, stacked with its kind's, as ``S``
+        over the (r_out, r_in) block (dense, or sparse where :meth:`pushes_back_sparsely`): block selection, and
+        exact selection where zero rows are kept (its k entries
         touch nearly every row and most columns, so the product costs what the touched-rows/cols one does, and it
         has no data-dependent shapes, so no host sync on CUDA)."""
         return self.selection == "block" or (self.selection == "dynamic" and not self.drops_rows(self.weight))
+
+    def pushes_back_sparsely(self) -> bool:
+        """Whether a block update in the standard output basis reaches ``weight`` as ``W += S u_inᵀ`` with ``S`` a
+        sparse (CSR) matrix of its k entries: ``c·k·in`` multiply-adds instead of the dense ``out·r_in·in``, where
+        the sparse kernel pays (``bench/pushback.py``: where ``S`` is at most :data:`SPARSE_PUSHBACK_MAX_DENSITY`
+        full and the dense product has at least :data:`SPARSE_PUSHBACK_MIN_MACS` multiply-adds). Float32 weights
+        on a device where backward drops zero rows (CPU): where it must not sync, the dense product stays."""
+        return (self.selection == "block" and self.out_basis is None and self.weight.dtype == torch.float32
+                and self.drops_rows(self.weight) and self.k <= SPARSE_PUSHBACK_MAX_DENSITY * self.r_out * self.r_in
+                and self.out_features * self.r_in * self.in_features >= SPARSE_PUSHBACK_MIN_MACS)
 
     def stack_key(self) -> tuple[object, ...] | None:
         """Layers with one key (the same shapes, k, bases and weight dtype and device) take their optimizer update
@@ -451,13 +469,11 @@ class SparseGradLinear(nn.Module):
         densified |R|×|C| block's ``out·|R|·|C|`` on top (|R|, |C| are nearly full sizes: that costs a rotation)."""
         nr, nc = a.shape[1], b.shape[1]
         out_f, in_f, k = self.out_features, self.in_features, vals.numel()
-        with warnings.catch_warnings():  # sparse CSR is "beta" in torch and says so once per process
-            warnings.simplefilter("ignore", UserWarning)
-            if out_f * k + out_f * nc * in_f <= k * in_f + out_f * nr * in_f:
-                st = torch.sparse_coo_tensor(torch.stack([c_inv, r_inv]), vals, (nc, nr)).coalesce().to_sparse_csr()
-                return torch.sparse.mm(st, a.T.contiguous()).T, b  # (Sᵀ aᵀ)ᵀ = a S
-            sm = torch.sparse_coo_tensor(torch.stack([r_inv, c_inv]), vals, (nr, nc)).coalesce().to_sparse_csr()
-            return a, torch.sparse.mm(sm, b.T.contiguous()).T  # b Sᵀ, so that p qᵀ = a S bᵀ
+        if out_f * k + out_f * nc * in_f <= k * in_f + out_f * nr * in_f:
+            st = csr_from_flat(c_inv * nr + r_inv, vals, (nc, nr))
+            return torch.sparse.mm(st, a.T.contiguous()).T, b  # (Sᵀ aᵀ)ᵀ = a S
+        sm = csr_from_flat(r_inv * nc + c_inv, vals, (nr, nc))
+        return a, torch.sparse.mm(sm, b.T.contiguous()).T  # b Sᵀ, so that p qᵀ = a S bᵀ
 
     def clear_step_state(self) -> None:
         PENDING.discard(self)
@@ -466,13 +482,31 @@ class SparseGradLinear(nn.Module):
         self._acc_dense = None
 
 
+def csr_from_flat(flat: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """The (rows, cols) sparse CSR matrix with ``values`` at the distinct row-major flat indices ``flat`` (any
+    order). Sorted and counted on the device: no host synchronisation, no duplicate check."""
+    key, order = torch.sort(flat)
+    bounds = torch.arange(shape[0] + 1, device=flat.device) * shape[1]
+    crow = torch.searchsorted(key, bounds)
+    with warnings.catch_warnings():  # sparse CSR is "beta" in torch and says so once per process
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, key % shape[1], values[order], shape)
+
+
 @torch.no_grad()
 def add_rotated_deltas(layers: list[SparseGradLinear], idx: torch.Tensor, values: torch.Tensor) -> None:
-    """``W_i += u_out S_i u_inᵀ`` for layers of one :meth:`~SparseGradLinear.stack_key`, ``S_i`` dense over the
-    (r_out, r_in) block holding ``values[i]`` at the flat indices ``idx[i]`` (both (L, k)): one scatter and at most
-    one batched product for all of them, then one ``addmm`` per layer. The product is formed in the bases'
-    precision (float32) and its factors are cast to the weight's."""
+    """``W_i += u_out S_i u_inᵀ`` for layers of one :meth:`~SparseGradLinear.stack_key`, ``S_i`` over the
+    (r_out, r_in) block holding ``values[i]`` at the flat indices ``idx[i]`` (both (L, k)). Dense: one scatter and at
+    most one batched product for all of them, then one ``addmm`` per layer, the product formed in the bases'
+    precision (float32) and its factors cast to the weight's. Sparse (:meth:`~SparseGradLinear.pushes_back_sparsely`):
+    one sparse-by-dense ``addmm`` per layer."""
     first = layers[0]
+    if first.pushes_back_sparsely():
+        u_in_t = first.u_in.T.contiguous()
+        for i, layer in enumerate(layers):
+            s_i = csr_from_flat(idx[i], values[i].to(u_in_t.dtype), (first.r_out, first.r_in))
+            torch.addmm(layer.weight, s_i, u_in_t, out=layer.weight)
+        return
     s = torch.zeros(len(layers), first.r_out * first.r_in, dtype=first.u_in.dtype, device=first.weight.device)
     s.scatter_(1, idx, values.to(s.dtype))
     s_blocks = s.view(len(layers), first.r_out, first.r_in)

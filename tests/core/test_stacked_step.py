@@ -15,6 +15,7 @@ from sparsegrad_core import (
     save_adapter,
     topk_batch,
 )
+from sparsegrad_core import layer as layer_module
 from sparsegrad_core.config import SparseGradConfig
 from sparsegrad_core.optim import build_optimizer
 
@@ -150,3 +151,41 @@ def test_the_stacked_layers_are_not_mixed_across_bases(orthogonal):
     assert a[0].sg_delta._base is a[1].sg_delta._base is not None
     assert b[0].sg_delta._base is b[1].sg_delta._base is not None
     assert a[0].sg_delta._base is not b[0].sg_delta._base
+
+
+def test_sparse_pushback_equals_the_dense_one(orthogonal, monkeypatch):
+    """On CPU a standard-basis block's update goes into W as a sparse S times u_inᵀ; it must land where the dense S
+    lands, in every layer, stacked or not."""
+    monkeypatch.setattr(layer_module, "SPARSE_PUSHBACK_MIN_MACS", 0)  # these test shapes are tiny
+    dense, sparse = _kind(orthogonal, "block", standard_out=True), _kind(orthogonal, "block", standard_out=True)
+    for layer in sparse:
+        layer.sync_free = False  # CPU's default: rows dropped, sparse products allowed
+    assert sparse[0].pushes_back_sparsely() and not dense[0].pushes_back_sparsely()
+    start = [layer.weight.clone() for layer in sparse]
+    _train(dense, 5, sit_out=True)
+    _train(sparse, 5, sit_out=True)
+    for d, s, w0 in zip(dense, sparse, start, strict=True):
+        torch.testing.assert_close(s.sg_delta, d.sg_delta)
+        torch.testing.assert_close(s.weight, d.weight, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(s.weight - w0, s.delta_weight(), rtol=1e-4, atol=1e-6)
+        assert float((s.weight - w0).norm()) > 0
+
+
+def test_sparse_pushback_only_where_it_pays(orthogonal, monkeypatch):
+    monkeypatch.setattr(layer_module, "SPARSE_PUSHBACK_MIN_MACS", 0)
+    u_in = orthogonal(IN, 1)[:, :16].contiguous()
+
+    def layer(k: int = K, u_out: torch.Tensor | None = None, dtype: torch.dtype = torch.float32) -> SparseGradLinear:
+        out = SparseGradLinear(torch.randn(OUT, IN, dtype=dtype), None, u_out, u_in, k, selection="block")
+        out.sync_free = False
+        return out
+
+    assert layer().pushes_back_sparsely()
+    assert not layer(k=int(0.2 * OUT * 16)).pushes_back_sparsely()  # S a fifth full: the dense product is faster
+    assert not layer(u_out=orthogonal(OUT, 0)[:, :10].contiguous()).pushes_back_sparsely()  # rotated output side
+    assert not layer(dtype=torch.bfloat16).pushes_back_sparsely()
+    on_gpu_path = layer()
+    on_gpu_path.sync_free = True  # where a step must not sync: dense
+    assert not on_gpu_path.pushes_back_sparsely()
+    monkeypatch.undo()
+    assert not layer().pushes_back_sparsely()  # 24·16·40 multiply-adds: below the size where sparse pays
