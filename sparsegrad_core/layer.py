@@ -41,7 +41,6 @@ from .layer_autograd import SparseGradFunction
 from .selection import rotate_gradient, select_rotated_topk
 from .topk_batch import PENDING
 
-
 SPARSE_PUSHBACK_MAX_DENSITY = 0.1
 """The fullest ``S`` (share of the block's entries) pushed back as a sparse matrix (:meth:`SparseGradLinear.pushes_back_sparsely`)."""
 SPARSE_PUSHBACK_MIN_MACS = 1 << 25
