@@ -15,11 +15,17 @@
 
 The run trains the exact method so that the measured trajectory is the reference one. Results:
 bench/results/block_fidelity_<model>.json (per step and per kind, and the chosen block sizes).
+
+**In pieces** (``--work-dir DIR``): the training checkpoints every ``--checkpoint-every`` steps and every measured
+row is appended to ``DIR/rows.jsonl`` as it is taken; the same command, run again, resumes from the newest
+checkpoint (exactly: the trainer restores the model, the optimizer, the RNG and the data position, and the bases
+are the run's own) and keeps the rows up to it. A different set of options refuses to resume.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -40,7 +46,7 @@ from sparsegrad_core.block import block_step_cost, choose_block
 from sparsegrad_core.loading import load_base_model
 from sparsegrad_core.methods import MethodSpec
 from sparsegrad_core.tokenization import tokenize_dataset
-from sparsegrad_core.training import Trainer, TrainingArguments, prepare_for_training
+from sparsegrad_core.training import Trainer, TrainingArguments, find_checkpoint, prepare_for_training
 from sparsegrad_core.training.preparation import calibration_batches
 from sparsegrad_data import glue_mapping, load_dataset, sample_path
 from sparsegrad_data.schema import ColumnMapping, TaskType
@@ -64,10 +70,12 @@ class Probe:
     """Measures, through a :class:`GradientTap`, each rule's block share of the exact top-k energy (every rule
     on the same gradients)."""
 
-    def __init__(self, rules: dict[str, dict[str, tuple[int, int]]], every: int) -> None:
+    def __init__(self, rules: dict[str, dict[str, tuple[int, int]]], every: int, *, start: int = 0,
+                 rows: list[dict[str, Any]] | None = None, sink: Path | None = None) -> None:
         self.rules = rules
-        self.rows: list[dict[str, Any]] = []
-        self.tap = GradientTap(self.measure, every)
+        self.rows: list[dict[str, Any]] = list(rows or [])
+        self.sink = sink
+        self.tap = GradientTap(self.measure, every, start)
 
     @torch.no_grad()
     def measure(self, layer: SparseGradLinear, step: int, g: torch.Tensor, x: torch.Tensor) -> None:
@@ -80,10 +88,46 @@ class Probe:
             # a block over every output row is in the standard output basis (sparsegrad_core.block)
             inside = g_in[:, :r_in] if r_out == layer.out_features else rot[:r_out, :r_in]
             block = torch.topk(inside.flatten().abs(), layer.k).values.double().square().sum()
-            self.rows.append({"rule": rule, "step": step, "kind": layer.kind,
-                              "share": float(block / exact) if exact > 0 else 1.0,
-                              "exact_topk_of_total": float(exact / total) if total > 0 else 0.0,
-                              "block_topk_of_total": float(block / total) if total > 0 else 0.0})
+            row = {"rule": rule, "step": step, "kind": layer.kind,
+                   "share": float(block / exact) if exact > 0 else 1.0,
+                   "exact_topk_of_total": float(exact / total) if total > 0 else 0.0,
+                   "block_topk_of_total": float(block / total) if total > 0 else 0.0}
+            self.rows.append(row)
+            if self.sink is not None:
+                with self.sink.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+
+
+class WorkDir:
+    """A resumable run's folder: ``options.json`` (the options that must not change), the trainer's checkpoints,
+    ``rows.jsonl`` (the measured rows) and ``seconds.json`` (time spent by earlier pieces)."""
+
+    IGNORED = {"out", "work_dir", "threads", "checkpoint_every"}
+    """Options a resumed piece may change."""
+
+    def __init__(self, path: Path, args: argparse.Namespace) -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        options = {k: v for k, v in vars(args).items() if k not in self.IGNORED}
+        saved = path / "options.json"
+        if saved.is_file() and json.loads(saved.read_text()) != options:
+            raise SystemExit(f"--work-dir {path} holds a run with other options ({saved}); "
+                             "use another folder or the same options")
+        saved.write_text(json.dumps(options, indent=1))
+        try:
+            self.resume_step = int(find_checkpoint(path).name.removeprefix("step-"))
+        except FileNotFoundError:
+            self.resume_step = 0
+        self.rows_path = path / "rows.jsonl"
+        old = [json.loads(line) for line in self.rows_path.read_text().splitlines()] if self.rows_path.is_file() else []
+        self.rows = [r for r in old if self.resume_step and r["step"] <= self.resume_step]
+        self.rows_path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+        seconds = path / "seconds.json"
+        self.earlier_seconds = json.loads(seconds.read_text())["seconds"] if self.resume_step and seconds.is_file() else 0.0
+        self._seconds = seconds
+
+    def record_seconds(self, seconds: float) -> None:
+        self._seconds.write_text(json.dumps({"seconds": self.earlier_seconds + seconds}))
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -139,6 +183,9 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", help="JSON path (default bench/results/block_fidelity_<model>.json)")
+    ap.add_argument("--work-dir", help="run in pieces: checkpoints and measured rows go here; the same command "
+                                       "again resumes (see above)")
+    ap.add_argument("--checkpoint-every", type=int, default=20, help="with --work-dir: steps between checkpoints")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -166,14 +213,28 @@ def main(argv: list[str]) -> None:
         f"{kind} {c['r_out']}x{c['r_in']} (calibration share {c['kept_share']:.3f})"
         for kind, c in block_basis.stats["block"]["kinds"].items()), flush=True)
 
-    probe = Probe(rules, args.every)
+    work = WorkDir(Path(args.work_dir), args) if args.work_dir else None
+    resume = work is not None and work.resume_step > 0
+    if resume:
+        assert work is not None
+        print(f"resuming {work.path} at step {work.resume_step} of {args.steps} ({len(work.rows)} rows kept)", flush=True)
+    probe = Probe(rules, args.every, start=work.resume_step if work else 0, rows=work.rows if work else None,
+                  sink=work.rows_path if work else None)
     exact_cfg = SparseGradConfig(density=args.density, calibration_steps=args.calibration_steps)
     spec = MethodSpec(type="sparsegrad", setting=args.setting, sparsegrad=exact_cfg)
-    prepared = prepare_for_training(model, spec, data, batch_size=args.batch_size, seed=args.seed)
+    prepared = prepare_for_training(model, spec, data, batch_size=args.batch_size, seed=args.seed,
+                                    output_dir=work.path if work else None,
+                                    resume_from=work.path if resume and work else None)
     targs = TrainingArguments(batch_size=args.batch_size, max_steps=args.steps, learning_rate=args.lr,
-                              seed=args.seed, eval_before=False, save_final=False, log_every=max(1, args.steps // 10))
-    Trainer(prepared, data, None, tokenizer, targs).train()
+                              seed=args.seed, eval_before=False, save_final=False, log_every=max(1, args.steps // 10),
+                              output_dir=work.path if work else None,
+                              checkpoint_every=args.checkpoint_every if work else None)
+    Trainer(prepared, data, None, tokenizer, targs).train(resume_from=work.path if resume and work else None)
     probe.tap.close()
+    seconds = time.perf_counter() - t0
+    if work is not None:
+        work.record_seconds(seconds)
+        seconds += work.earlier_seconds
     summaries = {rule: summarize([r for r in probe.rows if r["rule"] == rule]) for rule in rules}
     summary = summaries[default_rule]
     print(f"\nblock share of the exact top-k energy, {args.model}, {summary['steps_measured']} measured steps of "
@@ -192,7 +253,7 @@ def main(argv: list[str]) -> None:
         {"argv": ["bench/block_fidelity.py", *argv], "args": vars(args), "hardware": reporting.hardware(),
          "default_rule": default_rule, "calibration": block_basis.stats["block"], "alternatives": alternatives,
          "blocks": {rule: {k: list(v) for k, v in b.items()} for rule, b in rules.items()},
-         "summary": summary, "summaries": summaries, "rows": probe.rows, "seconds": time.perf_counter() - t0},
+         "summary": summary, "summaries": summaries, "rows": probe.rows, "seconds": seconds},
         f"block_fidelity_{args.model}.json", args.out,
     )
     print(f"wrote {path}")

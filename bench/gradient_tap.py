@@ -19,8 +19,9 @@ Measure = Callable[[SparseGradLinear, int, torch.Tensor, torch.Tensor], None]
 
 
 class GradientTap:
-    def __init__(self, measure: Measure, every: int) -> None:
-        self.measure, self.every = measure, max(1, int(every))
+    def __init__(self, measure: Measure, every: int, start: int = 0) -> None:
+        """``start``: the steps every layer has already taken (a run resumed from a checkpoint of that step)."""
+        self.measure, self.every, self.start = measure, max(1, int(every)), int(start)
         self.calls: dict[int, int] = {}
         self._original = SparseGradLinear.record_gradient
         original, tap = self._original, self
@@ -29,7 +30,7 @@ class GradientTap:
             if layer.gradient_sink is not None:  # a re-calibration pass, not a training step
                 original(layer, g, x)
                 return
-            step = tap.calls.get(id(layer), 0) + 1
+            step = tap.calls.get(id(layer), tap.start) + 1
             tap.calls[id(layer)] = step
             if step == 1 or step % tap.every == 0:
                 with torch.no_grad():
