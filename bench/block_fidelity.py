@@ -102,7 +102,7 @@ class WorkDir:
     """A resumable run's folder: ``options.json`` (the options that must not change), the trainer's checkpoints,
     ``rows.jsonl`` (the measured rows) and ``seconds.json`` (time spent by earlier pieces)."""
 
-    IGNORED = {"out", "work_dir", "threads", "checkpoint_every"}
+    IGNORED = frozenset({"out", "work_dir", "threads", "checkpoint_every"})
     """Options a resumed piece may change."""
 
     def __init__(self, path: Path, args: argparse.Namespace) -> None:
