@@ -77,13 +77,20 @@ class PendingTopK:
     @torch.no_grad()
     def _select(group: list[tuple[SparseGradLinear, torch.Tensor, str]]) -> None:
         layers = [layer for layer, _, _ in group]
+        total_keys = [total_key for _, _, total_key in group]
         stacked = torch.stack([flat for _, flat, _ in group])  # (L, n)
+        group.clear()  # the gradients live on in `stacked` only: free them before the top-k's temporaries
         k = layers[0].k
-        idx = torch.topk(stacked.abs(), k, dim=1, sorted=False).indices  # (L, k)
-        vals = stacked.gather(1, idx)
-        kept = (vals * vals).sum(1)
-        totals = (stacked * stacked).sum(1)
-        for i, (layer, _, total_key) in enumerate(group):
+        # The fewest full-size temporaries (the stacked gradients of a kind are the step's largest): energies by
+        # reduction, then the magnitudes in place, the signs kept as one byte per entry.
+        totals = torch.linalg.vector_norm(stacked, dim=1).square()
+        negative = stacked.signbit()
+        magnitudes = stacked.abs_()
+        idx = torch.topk(magnitudes, k, dim=1, sorted=False).indices  # (L, k)
+        kept_abs = magnitudes.gather(1, idx)
+        vals = torch.where(negative.gather(1, idx), -kept_abs, kept_abs)
+        kept = kept_abs.square().sum(1)
+        for i, (layer, total_key) in enumerate(zip(layers, total_keys, strict=True)):
             layer._pending_topk = False
             layer.selected = (idx[i], vals[i])
             layer.last_energy = {"kept": kept[i], total_key: totals[i]}
