@@ -235,15 +235,21 @@ def paper_markdown(agg: dict[str, Any]) -> list[str]:
     """The paper's GLUE averages and decoder losses beside ours (paper setting)."""
     ours = {g["method"]: g for g in agg["glue_average"] if g["setting"] == "paper" and g["n"]}
     methods = ["full", "lora", "sparsegrad", "meprop"]
+    every_task = sorted({t for g in ours.values() for t in g["tasks"]})
     lines = ["## Beside the paper (paper setting)", "",
              "The paper's numbers are GLUE averages over all GLUE tasks on BERT/RoBERTa; ours are over "
-             + ", ".join(sorted({t for g in ours.values() for t in g["tasks"]}) or ["no task yet"])
-             + " on MiniLM-L6. Compare the order and the gaps, not the values.", "",
+             + (", ".join(every_task) or "no task yet")
+             + " on MiniLM-L6 (an average over fewer tasks names its tasks: it is not comparable with the others). "
+             "Compare the order and the gaps, not the values.", "",
              "| source | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
     for source, values in PAPER_GLUE_AVERAGE.items():
         lines.append(f"| paper, {source} | " + " | ".join(f"{values[m]:.1f}" for m in methods) + " |")
+
+    def cell(g: dict[str, Any]) -> str:
+        return _fmt(g) + ("" if sorted(g["tasks"]) == every_task else f" (only {', '.join(sorted(g['tasks']))})")
+
     if ours:
-        lines.append("| this run, MiniLM-L6 | " + " | ".join(_fmt(ours[m]) if m in ours else "–" for m in methods) + " |")
+        lines.append("| this run, MiniLM-L6 | " + " | ".join(cell(ours[m]) if m in ours else "–" for m in methods) + " |")
     chat = {e["method"]: e for e in agg["results"] if e["task"] == "chat"}
     if chat:
         lines += ["", "| decoder (held-out loss) | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]

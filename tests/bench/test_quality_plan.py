@@ -489,3 +489,13 @@ def test_the_estimate_scales_to_the_logged_runs_measured_time(tmp_path: Path, ca
     measured = float(out.split("at the measured speed of the 3 runs in runs.jsonl (3.0x the estimate per run): ~")[1]
                      .split(" h")[0])
     assert measured == pytest.approx(3 * total, abs=0.15)
+
+
+def test_beside_the_paper_names_the_tasks_of_a_partial_average() -> None:
+    """A GLUE average over fewer tasks than another method's is labelled, never set beside it as if comparable."""
+    ms = {"mean": 0.8, "std": 0.01, "n": 3}
+    agg = {"glue_average": [{"method": "full", "setting": "paper", "tasks": ["cola", "mrpc", "sst2"], **ms},
+                            {"method": "sparsegrad", "setting": "paper", "tasks": ["mrpc", "sst2"], **ms}],
+           "results": []}
+    (line,) = [row for row in report.paper_markdown(agg) if row.startswith("| this run")]
+    assert line == "| this run, MiniLM-L6 | 80.0 ± 1.0 | – | 80.0 ± 1.0 (only mrpc, sst2) | – |"
