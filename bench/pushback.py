@@ -100,9 +100,7 @@ def main(argv: list[str]) -> None:
             ("sparse_over_dense", "sparse / dense"), ("rule", "rule"), ("max_rel_diff", "max rel. diff")]
     print()
     print(reporting.fmt_table(rows, cols))
-    path = reporting.save_json({"argv": ["bench/pushback.py", *argv], "args": vars(args),
-                                "hardware": reporting.hardware(), "results": rows}, "pushback_cpu.json", args.out)
-    print(f"wrote {path}")
+    reporting.save_run("bench/pushback.py", argv, args, "pushback_cpu.json", results=rows)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,14 @@ def save_json(obj: Any, name: str, out: str | None = None) -> Path:
     return path
 
 
+def save_run(script: str, argv: list[str], args: Any, name: str, **fields: Any) -> Path:
+    """Write a script's result file (``argv``, ``args``, ``hardware`` and ``fields``) to ``bench/results/<name>``, or
+    to ``args.out`` when given, and say where."""
+    path = save_json({"argv": [script, *argv], "args": vars(args), "hardware": hardware(), **fields}, name, args.out)
+    print(f"wrote {path}")
+    return path
+
+
 def fmt_table(
     rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]], *, markdown: bool = False
 ) -> str:

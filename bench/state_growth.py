@@ -77,9 +77,7 @@ def main(argv: list[str]) -> None:
     cols += [("growth", f"state @ {args.steps} / @ 10")]
     print()
     print(reporting.fmt_table(rows, cols))
-    path = reporting.save_json({"argv": ["bench/state_growth.py", *argv], "args": vars(args),
-                                "hardware": reporting.hardware(), "results": results}, "state_growth.json", args.out)
-    print(f"wrote {path}")
+    reporting.save_run("bench/state_growth.py", argv, args, "state_growth.json", results=results)
 
 
 if __name__ == "__main__":

@@ -139,9 +139,7 @@ def main(argv: list[str]) -> None:
     print()
     print(reporting.fmt_table(rows, [("method", "method"), ("held_mib", "held MiB"), ("step_peak_mib", "step peak MiB"),
                                      ("peak_mib", "peak MiB"), ("mem_x_full", "÷ full"), ("mem_x_lora", "÷ LoRA")]))
-    path = reporting.save_json({"argv": ["bench/step_memory.py", *argv], "args": vars(args),
-                                "hardware": reporting.hardware(), "results": rows}, "step_memory_cpu.json", args.out)
-    print(f"wrote {path}")
+    reporting.save_run("bench/step_memory.py", argv, args, "step_memory_cpu.json", results=rows)
 
 
 if __name__ == "__main__":
