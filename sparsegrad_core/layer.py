@@ -411,13 +411,22 @@ class SparseGradLinear(nn.Module):
         return self.selection == "block" or (self.selection == "dynamic" and not self.drops_rows(self.weight))
 
     def pushes_back_sparsely(self) -> bool:
-        """Whether a block update in the standard output basis reaches ``weight`` as ``W += S u_inᵀ`` with ``S`` a
-        sparse (CSR) matrix of its k entries: ``c·k·in`` multiply-adds instead of the dense ``out·r_in·in``, where
-        the sparse kernel pays (``bench/pushback.py``: where ``S`` is at most :data:`SPARSE_PUSHBACK_MAX_DENSITY`
-        full and the dense product has at least :data:`SPARSE_PUSHBACK_MIN_MACS` multiply-adds). Float32 weights
-        on a device where backward drops zero rows (CPU): where it must not sync, the dense product stays."""
+        """Whether :func:`add_rotated_deltas` multiplies the update ``S`` as a sparse (CSR) matrix of its k entries
+        instead of a dense one (both without host synchronisation; ``S`` at most :data:`SPARSE_PUSHBACK_MAX_DENSITY`
+        full):
+
+        * exact selection where zero rows are kept (CUDA): ``W += u_out S u_inᵀ`` over the full bases costs
+          ``k·min(out, in) + out·in·min(out, in)`` multiply-adds instead of the dense ``out·in·(out + in)``, a
+          rotation fewer;
+        * a block in the standard output basis, float32, where rows are dropped (CPU): ``W += S u_inᵀ`` costs
+          ``c·k·in`` instead of ``out·r_in·in``, where the sparse kernel pays (``bench/pushback.py``: a dense product
+          of at least :data:`SPARSE_PUSHBACK_MIN_MACS` multiply-adds)."""
+        if self.k > SPARSE_PUSHBACK_MAX_DENSITY * self.r_out * self.r_in:
+            return False
+        if self.selection == "dynamic":
+            return not self.drops_rows(self.weight)
         return (self.selection == "block" and self.out_basis is None and self.weight.dtype == torch.float32
-                and self.drops_rows(self.weight) and self.k <= SPARSE_PUSHBACK_MAX_DENSITY * self.r_out * self.r_in
+                and self.drops_rows(self.weight)
                 and self.out_features * self.r_in * self.in_features >= SPARSE_PUSHBACK_MIN_MACS)
 
     def stack_key(self) -> tuple[object, ...] | None:
@@ -432,6 +441,8 @@ class SparseGradLinear(nn.Module):
     def pushback_bytes(self) -> int:
         """Bytes of the temporaries one update of this layer makes in :func:`add_rotated_deltas` (``S`` and the
         product of a basis with it)."""
+        if self.selection == "dynamic" and self.pushes_back_sparsely():  # one layer at a time: the product only
+            return self.out_features * self.in_features * self.u_in.element_size()
         n = self.r_out * self.r_in
         product = 0 if self.out_basis is None else min(self.out_features * self.r_in, self.in_features * self.r_out)
         return (n + product) * self.u_in.element_size()
@@ -470,9 +481,9 @@ class SparseGradLinear(nn.Module):
         out_f, in_f, k = self.out_features, self.in_features, vals.numel()
         if out_f * k + out_f * nc * in_f <= k * in_f + out_f * nr * in_f:
             st = csr_from_flat(c_inv * nr + r_inv, vals, (nc, nr))
-            return torch.sparse.mm(st, a.T.contiguous()).T, b  # (Sᵀ aᵀ)ᵀ = a S
+            return torch.sparse.mm(st, a.T).T, b  # (Sᵀ aᵀ)ᵀ = a S (a column-major operand: no copy on CUDA)
         sm = csr_from_flat(r_inv * nc + c_inv, vals, (nr, nc))
-        return a, torch.sparse.mm(sm, b.T.contiguous()).T  # b Sᵀ, so that p qᵀ = a S bᵀ
+        return a, torch.sparse.mm(sm, b.T).T  # b Sᵀ, so that p qᵀ = a S bᵀ
 
     def clear_step_state(self) -> None:
         PENDING.discard(self)
@@ -501,10 +512,17 @@ def add_rotated_deltas(layers: list[SparseGradLinear], idx: torch.Tensor, values
     one sparse-by-dense ``addmm`` per layer."""
     first = layers[0]
     if first.pushes_back_sparsely():
-        u_in_t = first.u_in.T.contiguous()
+        if first.selection == "block":  # the standard output basis: W += S u_inᵀ
+            u_in_t = first.u_in.T.contiguous()
+            for i, layer in enumerate(layers):
+                s_i = csr_from_flat(idx[i], values[i].to(u_in_t.dtype), (first.r_out, first.r_in))
+                torch.addmm(layer.weight, s_i, u_in_t, out=layer.weight)
+            return
+        in_f = first.in_features  # exact selection over the full bases
         for i, layer in enumerate(layers):
-            s_i = csr_from_flat(idx[i], values[i].to(u_in_t.dtype), (first.r_out, first.r_in))
-            torch.addmm(layer.weight, s_i, u_in_t, out=layer.weight)
+            p, q = layer._sparse_product_factors(layer.u_out, layer.u_in, idx[i] // in_f, idx[i] % in_f,
+                                                 values[i].to(layer.u_in.dtype))
+            layer.weight.addmm_(p.to(layer.weight.dtype), q.T.to(layer.weight.dtype))
         return
     s = torch.zeros(len(layers), first.r_out * first.r_in, dtype=first.u_in.dtype, device=first.weight.device)
     s.scatter_(1, idx, values.to(s.dtype))

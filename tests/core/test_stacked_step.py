@@ -153,16 +153,20 @@ def test_the_stacked_layers_are_not_mixed_across_bases(orthogonal):
     assert a[0].sg_delta._base is not b[0].sg_delta._base
 
 
-def test_sparse_pushback_equals_the_dense_one(orthogonal, monkeypatch):
-    """On CPU a standard-basis block's update goes into W as a sparse S times u_inᵀ; it must land where the dense S
-    lands, in every layer, stacked or not."""
+@pytest.mark.parametrize("selection,sync_free", [("block", False), ("dynamic", True)])
+def test_sparse_pushback_equals_the_dense_one(orthogonal, monkeypatch, selection, sync_free):
+    """The update enters W through a sparse S (a standard-basis block on CPU; the exact method where zero rows are
+    kept, as on CUDA); it must land where the dense S lands, in every layer, stacked or not."""
     monkeypatch.setattr(layer_module, "SPARSE_PUSHBACK_MIN_MACS", 0)  # these test shapes are tiny
-    dense, sparse = _kind(orthogonal, "block", standard_out=True), _kind(orthogonal, "block", standard_out=True)
-    for layer in sparse:
-        layer.sync_free = False  # CPU's default: rows dropped, sparse products allowed
-    assert sparse[0].pushes_back_sparsely() and not dense[0].pushes_back_sparsely()
+    dense, sparse = _kind(orthogonal, selection, standard_out=True), _kind(orthogonal, selection, standard_out=True)
+    for layer in dense + sparse:
+        layer.sync_free = sync_free
+    assert sparse[0].pushes_back_sparsely()
     start = [layer.weight.clone() for layer in sparse]
-    _train(dense, 5, sit_out=True)
+    with monkeypatch.context() as m:
+        m.setattr(layer_module, "SPARSE_PUSHBACK_MAX_DENSITY", 0.0)  # the dense S
+        assert not dense[0].pushes_back_sparsely()
+        _train(dense, 5, sit_out=True)
     _train(sparse, 5, sit_out=True)
     for d, s, w0 in zip(dense, sparse, start, strict=True):
         torch.testing.assert_close(s.sg_delta, d.sg_delta)
@@ -185,7 +189,12 @@ def test_sparse_pushback_only_where_it_pays(orthogonal, monkeypatch):
     assert not layer(u_out=orthogonal(OUT, 0)[:, :10].contiguous()).pushes_back_sparsely()  # rotated output side
     assert not layer(dtype=torch.bfloat16).pushes_back_sparsely()
     on_gpu_path = layer()
-    on_gpu_path.sync_free = True  # where a step must not sync: dense
+    on_gpu_path.sync_free = True  # where a step must not sync: dense (CSR on a GPU only for the exact method)
     assert not on_gpu_path.pushes_back_sparsely()
+    exact = SparseGradLinear(torch.randn(OUT, IN), None, orthogonal(OUT, 0), orthogonal(IN, 1), K)
+    exact.sync_free = True
+    assert exact.pushes_back_sparsely()  # 30 of 960 entries
+    exact.sync_free = False  # CPU: its own touched-rows/cols sparse product (add_rotated_delta), not stacked
+    assert not exact.pushes_back_sparsely()
     monkeypatch.undo()
     assert not layer().pushes_back_sparsely()  # 24·16·40 multiply-adds: below the size where sparse pays
