@@ -492,15 +492,22 @@ class SparseGradLinear(nn.Module):
         self._acc_dense = None
 
 
-def csr_from_flat(flat: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """The (rows, cols) sparse CSR matrix with ``values`` at the distinct row-major flat indices ``flat`` (any
-    order). Sorted and counted on the device: no host synchronisation, no duplicate check."""
-    key, order = torch.sort(flat)
+def csr_matrices(flat: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> list[torch.Tensor]:
+    """One sparse CSR matrix of ``shape`` per row of ``flat`` and ``values`` (both (L, k)), holding the values at the
+    distinct row-major flat indices (any order). Sorted and counted on the device for all rows at once (a handful of
+    operations whatever L): no host synchronisation, no duplicate check."""
+    key, order = torch.sort(flat, dim=1)
     bounds = torch.arange(shape[0] + 1, device=flat.device) * shape[1]
-    crow = torch.searchsorted(key, bounds)
+    crow = torch.searchsorted(key, bounds.expand(key.shape[0], -1).contiguous())
+    col, vals = key % shape[1], values.gather(1, order)
     with warnings.catch_warnings():  # sparse CSR is "beta" in torch and says so once per process
         warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(crow, key % shape[1], values[order], shape)
+        return [torch.sparse_csr_tensor(crow[i], col[i], vals[i], shape) for i in range(key.shape[0])]
+
+
+def csr_from_flat(flat: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """:func:`csr_matrices` of one matrix: ``flat`` and ``values`` (k,)."""
+    return csr_matrices(flat.unsqueeze(0), values.unsqueeze(0), shape)[0]
 
 
 @torch.no_grad()
@@ -512,17 +519,22 @@ def add_rotated_deltas(layers: list[SparseGradLinear], idx: torch.Tensor, values
     one sparse-by-dense ``addmm`` per layer."""
     first = layers[0]
     if first.pushes_back_sparsely():
+        values = values.to(first.u_in.dtype)
         if first.selection == "block":  # the standard output basis: W += S u_inᵀ
             u_in_t = first.u_in.T.contiguous()
-            for i, layer in enumerate(layers):
-                s_i = csr_from_flat(idx[i], values[i].to(u_in_t.dtype), (first.r_out, first.r_in))
+            for layer, s_i in zip(layers, csr_matrices(idx, values, (first.r_out, first.r_in)), strict=True):
                 torch.addmm(layer.weight, s_i, u_in_t, out=layer.weight)
             return
-        in_f = first.in_features  # exact selection over the full bases
-        for i, layer in enumerate(layers):
-            p, q = layer._sparse_product_factors(layer.u_out, layer.u_in, idx[i] // in_f, idx[i] % in_f,
-                                                 values[i].to(layer.u_in.dtype))
-            layer.weight.addmm_(p.to(layer.weight.dtype), q.T.to(layer.weight.dtype))
+        # Exact selection over the full bases: the product with the smaller basis stays dense, the other is sparse.
+        out_f, in_f = first.out_features, first.in_features
+        if out_f >= in_f:  # (u_out S) u_inᵀ, with u_out S = (Sᵀ u_outᵀ)ᵀ: Sᵀ (in, out) in CSR
+            for layer, st in zip(layers, csr_matrices(idx % in_f * out_f + idx // in_f, values, (in_f, out_f)), strict=True):
+                p = torch.sparse.mm(st, first.u_out.T).T  # a column-major operand: no copy on CUDA
+                layer.weight.addmm_(p.to(layer.weight.dtype), first.u_in.T.to(layer.weight.dtype))
+        else:  # u_out (S u_inᵀ): S (out, in) in CSR
+            for layer, s_i in zip(layers, csr_matrices(idx, values, (out_f, in_f)), strict=True):
+                q_t = torch.sparse.mm(s_i, first.u_in.T)
+                layer.weight.addmm_(first.u_out.to(layer.weight.dtype), q_t.to(layer.weight.dtype))
         return
     s = torch.zeros(len(layers), first.r_out * first.r_in, dtype=first.u_in.dtype, device=first.weight.device)
     s.scatter_(1, idx, values.to(s.dtype))

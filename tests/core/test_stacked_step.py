@@ -22,13 +22,14 @@ from sparsegrad_core.optim import build_optimizer
 OUT, IN, K = 24, 40, 30
 
 
-def _kind(orthogonal, selection: str, standard_out: bool = False, n: int = 4) -> list[SparseGradLinear]:
+def _kind(orthogonal, selection: str, standard_out: bool = False, n: int = 4,
+          shape: tuple[int, int] = (OUT, IN)) -> list[SparseGradLinear]:
     """``n`` layers of one kind: the same bases (one tensor each, shared, as installed), different weights."""
-    u_out, u_in = orthogonal(OUT, 0), orthogonal(IN, 1)
+    u_out, u_in = orthogonal(shape[0], 0), orthogonal(shape[1], 1)
     if selection == "block":
         u_out, u_in = (None if standard_out else u_out[:, :10].contiguous()), u_in[:, :16].contiguous()
     gen = torch.Generator().manual_seed(2)
-    layers = [SparseGradLinear(torch.randn(OUT, IN, generator=gen), None, u_out, u_in, K, selection=selection)
+    layers = [SparseGradLinear(torch.randn(*shape, generator=gen), None, u_out, u_in, K, selection=selection)
               for _ in range(n)]
     for layer in layers:
         layer.sync_free = True
@@ -153,12 +154,15 @@ def test_the_stacked_layers_are_not_mixed_across_bases(orthogonal):
     assert a[0].sg_delta._base is not b[0].sg_delta._base
 
 
-@pytest.mark.parametrize("selection,sync_free", [("block", False), ("dynamic", True)])
-def test_sparse_pushback_equals_the_dense_one(orthogonal, monkeypatch, selection, sync_free):
+@pytest.mark.parametrize("selection,sync_free,shape", [("block", False, (OUT, IN)), ("dynamic", True, (OUT, IN)),
+                                                       ("dynamic", True, (IN, OUT))])
+def test_sparse_pushback_equals_the_dense_one(orthogonal, monkeypatch, selection, sync_free, shape):
     """The update enters W through a sparse S (a standard-basis block on CPU; the exact method where zero rows are
-    kept, as on CUDA); it must land where the dense S lands, in every layer, stacked or not."""
+    kept, as on CUDA, multiplying the larger basis sparsely); it must land where the dense S lands, in every layer,
+    stacked or not."""
     monkeypatch.setattr(layer_module, "SPARSE_PUSHBACK_MIN_MACS", 0)  # these test shapes are tiny
-    dense, sparse = _kind(orthogonal, selection, standard_out=True), _kind(orthogonal, selection, standard_out=True)
+    dense = _kind(orthogonal, selection, standard_out=True, shape=shape)
+    sparse = _kind(orthogonal, selection, standard_out=True, shape=shape)
     for layer in dense + sparse:
         layer.sync_free = sync_free
     assert sparse[0].pushes_back_sparsely()
