@@ -416,7 +416,7 @@ class SparseGradLinear(nn.Module):
         full):
 
         * exact selection where zero rows are kept (CUDA): ``W += u_out S u_inᵀ`` over the full bases costs
-          ``k·min(out, in) + out·in·min(out, in)`` multiply-adds instead of the dense ``out·in·(out + in)``, a
+          ``k·max(out, in) + out·in·min(out, in)`` multiply-adds instead of the dense ``out·in·(out + in)``, a
           rotation fewer;
         * a block in the standard output basis, float32, where rows are dropped (CPU): ``W += S u_inᵀ`` costs
           ``c·k·in`` instead of ``out·r_in·in``, where the sparse kernel pays (``bench/pushback.py``: a dense product
@@ -526,15 +526,16 @@ def add_rotated_deltas(layers: list[SparseGradLinear], idx: torch.Tensor, values
                 torch.addmm(layer.weight, s_i, u_in_t, out=layer.weight)
             return
         # Exact selection over the full bases: the product with the smaller basis stays dense, the other is sparse.
-        out_f, in_f = first.out_features, first.in_features
+        out_f, in_f, dtype = first.out_features, first.in_features, first.weight.dtype
         if out_f >= in_f:  # (u_out S) u_inᵀ, with u_out S = (Sᵀ u_outᵀ)ᵀ: Sᵀ (in, out) in CSR
+            u_in_t = first.u_in.T.to(dtype)
             for layer, st in zip(layers, csr_matrices(idx % in_f * out_f + idx // in_f, values, (in_f, out_f)), strict=True):
                 p = torch.sparse.mm(st, first.u_out.T).T  # a column-major operand: no copy on CUDA
-                layer.weight.addmm_(p.to(layer.weight.dtype), first.u_in.T.to(layer.weight.dtype))
+                layer.weight.addmm_(p.to(dtype), u_in_t)
         else:  # u_out (S u_inᵀ): S (out, in) in CSR
+            u_out = first.u_out.to(dtype)
             for layer, s_i in zip(layers, csr_matrices(idx, values, (out_f, in_f)), strict=True):
-                q_t = torch.sparse.mm(s_i, first.u_in.T)
-                layer.weight.addmm_(first.u_out.to(layer.weight.dtype), q_t.to(layer.weight.dtype))
+                layer.weight.addmm_(u_out, torch.sparse.mm(s_i, first.u_in.T).to(dtype))
         return
     s = torch.zeros(len(layers), first.r_out * first.r_in, dtype=first.u_in.dtype, device=first.weight.device)
     s.scatter_(1, idx, values.to(s.dtype))

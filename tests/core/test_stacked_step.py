@@ -202,3 +202,27 @@ def test_sparse_pushback_only_where_it_pays(orthogonal, monkeypatch):
     assert not exact.pushes_back_sparsely()
     monkeypatch.undo()
     assert not layer().pushes_back_sparsely()  # 24·16·40 multiply-adds: below the size where sparse pays
+
+
+@pytest.mark.parametrize("shape", [(OUT, IN), (IN, OUT)])
+def test_exact_sparse_pushback_into_bfloat16_weights(orthogonal, monkeypatch, shape):
+    """bf16 weights (a LLaMA-style model on a GPU): the product is formed in float32 and added in the weight's
+    dtype, as with the dense S."""
+    def layers() -> list[SparseGradLinear]:
+        out = _kind(orthogonal, "dynamic", shape=shape)
+        for layer in out:  # small weights: bf16's rounding stays well below the update
+            layer.weight = (layer.weight * 1e-2).to(torch.bfloat16)
+        return out
+
+    dense, sparse = layers(), layers()
+    start = [layer.weight.float() for layer in sparse]
+    assert sparse[0].pushes_back_sparsely()
+    with monkeypatch.context() as m:
+        m.setattr(layer_module, "SPARSE_PUSHBACK_MAX_DENSITY", 0.0)
+        _train(dense, 3)
+    _train(sparse, 3)
+    for d, s, w0 in zip(dense, sparse, start, strict=True):
+        assert s.weight.dtype == torch.bfloat16
+        torch.testing.assert_close(s.weight.float(), d.weight.float(), rtol=2e-2, atol=1e-3)
+        torch.testing.assert_close(s.weight.float() - w0, s.delta_weight(), rtol=2e-2, atol=1e-3)
+        assert float(s.delta_weight().abs().max()) > 5e-3  # the update is well above the tolerance
