@@ -11,7 +11,8 @@ progress) until every job is terminal or ``--timeout`` passes, then checks each 
 * its status is terminal and it ran exactly one attempt (one "Attempt … started" event);
 * it has exactly one closing event (an event whose data carries the final status), and that status is the
   job's;
-* a succeeded job lists its adapter (also as a PEFT LoRA: the default block selection) and metrics artifacts
+* a succeeded job lists its adapter and metrics artifacts (a default job: the exact selection, which has no PEFT
+  LoRA form)
   and one loss point per training step.
 
 Reports throughput (jobs finished per minute, from the first submission to the last finish), the queue wait
@@ -38,8 +39,8 @@ from service_common import Scratch, epoch, job_body, percentiles, save_run, scra
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
-EXPECTED_ARTIFACTS = {"adapter", "lora", "metrics"}
-"""What a default SparseGrad job (block selection) stores."""
+EXPECTED_ARTIFACTS = {"adapter", "metrics"}
+"""What a default SparseGrad job (exact selection) stores."""
 
 
 def submit_all(scratch: Scratch, n: int, max_steps: int, threads: int) -> list[str]:

@@ -190,7 +190,7 @@ def train(
     setting: Annotated[Setting, typer.Option(help="paper: all non-MLP parameters train densely; peft: only the head.")] = defaults.DEFAULT_SETTING,
     density: Annotated[float, typer.Option(help="SparseGrad/MeProp share of entries updated per step.")] = defaults.DENSITY,
     calibration_steps: Annotated[int, typer.Option(help="SparseGrad calibration backward passes.")] = defaults.CALIBRATION_STEPS,
-    selection: Annotated[Selection, typer.Option(help="SparseGrad: top-k inside a leading block of the bases (the default), dynamic top-k per step (the paper's exact method), or a fixed support.")] = JOB_SELECTION,
+    selection: Annotated[Selection, typer.Option(help="SparseGrad: dynamic top-k per step (the paper's exact method, the default), top-k inside a leading block of the bases (about half the step time), or a fixed support.")] = JOB_SELECTION,
     lora_rank: Annotated[int | None, typer.Option(help="LoRA rank (default: equal trainable parameters to SparseGrad).")] = None,
     epochs: Annotated[int, typer.Option(help="Epochs (unless --max-steps).")] = defaults.N_EPOCHS,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (overrides --epochs).")] = None,

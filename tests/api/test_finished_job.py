@@ -48,7 +48,8 @@ def finished(tmp_path_factory: pytest.TempPathFactory, sst2_jsonl: Path) -> Iter
         created = acme.create_job(
             model="minilm-l6", training_file=acme.upload_id(sst2_jsonl.read_bytes()), suffix="trial",
             metadata={"team": "trial"}, validation_split=0.2,
-            method={"type": "sparsegrad", "setting": "peft", "sparsegrad": {"calibration_steps": 2}},
+            method={"type": "sparsegrad", "setting": "peft",
+                    "sparsegrad": {"calibration_steps": 2, "selection": "block"}},  # its insight names the blocks
             hyperparameters={"max_steps": 4, "batch_size": 8, "max_seq_length": 32})
         assert JobRunner(service.settings, created["id"]).run() == Outcome.succeeded
         job = acme.get(f"{JOBS}/{created['id']}").json()

@@ -29,7 +29,7 @@ def test_defaults_are_filled_in_and_the_job_is_queued(service: Service, acme: Te
     assert job["status"] == "queued" and job["queue_position"] == 1 and job["progress"] == 0.0
     assert job["model"] == "minilm-l6" and job["training_file"] == file_id and job["validation_file"] is None
     assert job["method"] == {"type": "sparsegrad", "setting": "paper",
-                             "sparsegrad": {"density": 0.01, "calibration_steps": 10, "selection": "block",
+                             "sparsegrad": {"density": 0.01, "calibration_steps": 10, "selection": "dynamic",
                                             "block_energy_share": 0.97, "block_max_cost": 1.0,
                                             "recalibrate_every": 0}}
     assert job["hyperparameters"]["n_epochs"] == 3 and job["hyperparameters"]["batch_size"] == 16
@@ -151,8 +151,6 @@ def test_block_selection_and_its_rule_are_stored(service: Service, acme: TenantC
      "method.sparsegrad.recalibrate_every", "(got -1)"),
     ({"method": {"sparsegrad": {"selection": "block", "recalibrate_every": 100}}},
      "method.sparsegrad.recalibrate_every", "needs selection 'dynamic' (got 'block')"),
-    ({"method": {"sparsegrad": {"recalibrate_every": 100}}},  # the default selection is block
-     "method.sparsegrad.recalibrate_every", "needs selection 'dynamic' (got 'block')"),
     ({"method": {"lora": {"rank": 2000}}}, "method.lora.rank", "(got 2000)"),
     ({"hyperparameters": {"n_epochs": 0}}, "hyperparameters.n_epochs", "(got 0)"),
     ({"hyperparameters": {"batch_size": 4096}}, "hyperparameters.batch_size", "(got 4096)"),
@@ -250,7 +248,7 @@ def test_the_default_selection_is_the_librarys_job_selection() -> None:
     from sparsegrad_core.config import JOB_SELECTION
     from sparsegrad_service.schemas.job_create import SparseGradParams
 
-    assert SparseGradParams().selection == JOB_SELECTION == "block"
+    assert SparseGradParams().selection == JOB_SELECTION == "dynamic"
 
 
 def test_the_defaults_endpoint_answers_what_a_bare_request_resolves_to(service: Service, acme: TenantClient) -> None:

@@ -98,7 +98,8 @@ def test_a_submit_refused_for_its_model_or_settings_leaves_no_file(live_service:
         (["--model", "minilm-l6", "--lr", "nan"], "--lr"),
         (["--model", "minilm-l6", "--batch-size", "100000"], "--batch-size"),
         (["--model", "minilm-l6", "--suffix", "s" * 500], "--suffix"),
-        (["--model", "minilm-l6", "--recalibrate-every", "100"], "--recalibrate-every needs selection 'dynamic'"),
+        (["--model", "minilm-l6", "--selection", "block", "--recalibrate-every", "100"],
+             "--recalibrate-every needs selection 'dynamic'"),
     ]:
         refused = _cli(live_service, "submit", "--train", str(train_jsonl), *args)
         assert refused.exit_code == 2, (args, refused.output)

@@ -109,7 +109,7 @@ def test_new_job_upload_errors_inline_then_submit_double_click_makes_one_job(
     page.wait_for_selector("#sg-selection option[value='block']", state="attached")  # the contract's defaults came
     assert page.input_value("#hp-n_epochs") == "3" and page.input_value("#hp-batch_size") == "16"
     assert page.input_value("#sg-density") == "0.01" and page.is_checked("#method-sparsegrad")
-    assert page.input_value("#sg-selection") == "block" and page.input_value("#setting") == "paper"
+    assert page.input_value("#sg-selection") == "dynamic" and page.input_value("#setting") == "paper"
     assert page.input_value("#seed") == "42" and page.input_value("#validation-split") == "0.1"
     assert "10% of the training file is held out when that is at least 20 examples" in page.inner_text("#valid-file-hint")
     assert page.is_hidden("#lora-rank")  # only the chosen method's parameters show
@@ -133,11 +133,13 @@ def test_new_job_upload_errors_inline_then_submit_double_click_makes_one_job(
     page.wait_for_selector("#hp-batch_size-error:not(:empty)")
     assert "batch_size" in page.inner_text("#hp-batch_size-error")
     page.fill("#hp-batch_size", "8")
-    page.fill("#sg-recalibrate", "100")  # the default block selection cannot re-calibrate: said at the field
+    page.select_option("#sg-selection", "block")
+    page.fill("#sg-recalibrate", "100")  # block selection cannot re-calibrate: said at the field
     page.click("#submit-job")
     page.wait_for_selector("#sg-recalibrate-error:not(:empty)")
     assert "needs selection 'dynamic'" in page.inner_text("#sg-recalibrate-error")
     page.fill("#sg-recalibrate", "")
+    page.select_option("#sg-selection", "dynamic")
 
     with dep.client(tenant_key) as api:
         before = len(api.get("/v1/fine_tuning/jobs", params={"limit": 100}).json()["data"])

@@ -107,7 +107,7 @@ def test_a_version_1_spec_and_its_version_2_form_run_the_same(tmp_path: Path) ->
     old = job_spec()
     del old["method"]["sparsegrad"]["selection"]
     assert method_spec(old).sparsegrad.selection == "dynamic"
-    assert JobSpec().method.selection == "block"  # what a new job gets
+    assert JobSpec().method.selection == "dynamic"  # what a new job gets
 
 
 def test_an_invalid_stored_spec_names_the_field() -> None:
