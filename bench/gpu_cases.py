@@ -14,7 +14,7 @@ from typing import Any
 
 import common
 import torch
-from gpu_meters import free_memory, memory_now, peak_memory, timed_steps
+from gpu_meters import cuda_graph_step, free_memory, memory_now, peak_memory, timed_steps
 
 LLAMA_SETTING = "peft"
 LLAMA_DTYPES = {"bf16": (torch.bfloat16, "bf16-weights"), "fp32": (torch.float32, "fp32")}
@@ -49,7 +49,8 @@ def memoize_calibration() -> None:
 def run_encoder(
     args: argparse.Namespace, model_name: str, precision: str, method: str, device: torch.device
 ) -> dict[str, Any]:
-    """One encoder case (paper setting, batch ``--batch-size``×``--seq-len``, optional bf16 autocast)."""
+    """One encoder case (paper setting, batch ``--batch-size``×``--seq-len``, optional bf16 autocast); with
+    ``--cuda-graphs`` the training step is captured once and replayed (:func:`gpu_meters.cuda_graph_step`)."""
     from sparsegrad_core.methods import prepare_model
     from sparsegrad_core.optim import build_optimizer
 
@@ -72,23 +73,31 @@ def run_encoder(
         prepare_s = time.perf_counter() - t0
     model = prepared.model.to(device)
     model.train()
-    opt = build_optimizer(model, lr=1e-5)
+    graphs = bool(getattr(args, "cuda_graphs", False))
+    opt = build_optimizer(model, lr=1e-5, capturable=graphs)
 
     def amp() -> Any:
-        return (
-            torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return (  # a captured step may not reuse autocast's cached casts across replays
+            torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=not graphs)
             if precision == "bf16"
             else nullcontext()
         )
 
-    def step(b: dict[str, torch.Tensor]) -> None:
+    def train(b: dict[str, torch.Tensor]) -> None:
         with amp():
             loss = model(**b).loss
         loss.backward()
         opt.step()
+
+    def zero_grad() -> None:
         opt.zero_grad(set_to_none=True)
 
-    timed = timed_steps(step, batches, args.warmup, args.steps, device, base)
+    def step(b: dict[str, torch.Tensor]) -> None:
+        train(b)
+        zero_grad()
+
+    run = cuda_graph_step(train, zero_grad, batches[0], device) if graphs else step
+    timed = timed_steps(run, batches, args.warmup, args.steps, device, base)
     return {
         **timed,
         "prepare_peak_bytes": prep_peak["bytes"],

@@ -78,3 +78,34 @@ def timed_steps(
         "peak_bytes": peak["bytes"],
         "state_bytes": memory_now(device) - base,
     }
+
+
+def cuda_graph_step(
+    train: Callable[[dict[str, torch.Tensor]], None],
+    zero_grad: Callable[[], None],
+    example: dict[str, torch.Tensor],
+    device: torch.device,
+    warmup: int = 3,
+) -> Callable[[dict[str, torch.Tensor]], None]:
+    """``train(batch)`` (forward, backward and optimizer step; no ``zero_grad``) captured once in a CUDA graph,
+    after ``warmup`` eager steps (each followed by ``zero_grad``) on a side stream, as torch's whole-network
+    capture asks; returns a step that copies its batch into the captured inputs and replays the graph. The
+    gradients are None when the capture starts, so the captured backward writes them afresh at every replay."""
+    static = {name: t.clone() for name, t in example.items()}
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            train(static)
+            zero_grad()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        train(static)
+
+    def step(batch: dict[str, torch.Tensor]) -> None:
+        for name, t in static.items():
+            t.copy_(batch[name])
+        graph.replay()
+
+    return step

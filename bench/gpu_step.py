@@ -130,6 +130,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     ap.add_argument("--case-timeout", type=float, default=1800, help="seconds one case may take")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 matmuls in the fp32 runs")
+    ap.add_argument(
+        "--cuda-graphs", action="store_true",
+        help="encoder cases: capture every method's training step once in a CUDA graph (after 3 eager steps) and "
+        "time its replays, the step without the host's launch overhead (optimizers with capturable step counts)",
+    )
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (CPU smoke runs)")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
@@ -139,6 +144,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for shape in _csv(args.llama_shapes):
         if shape not in common.LLAMA_PRESETS:
             ap.error(f"unknown --llama-shapes entry {shape!r}; choose from {', '.join(common.LLAMA_PRESETS)}")
+    if args.cuda_graphs and not on_cuda:
+        ap.error("--cuda-graphs needs a CUDA --device")
     if args.repeats < 1 or args.llama_repeats < 1:
         ap.error("--repeats and --llama-repeats must be at least 1")
     for method in _csv(args.methods) + _csv(args.llama_methods):
@@ -210,7 +217,7 @@ def print_suite_header(args: argparse.Namespace, suite: str) -> None:
         print(
             f"encoders: batch {args.batch_size}x{args.seq_len} pad {args.pad_frac:.0%}; {args.layers} layers; "
             f"{args.steps} timed steps (+{args.warmup}); paper setting; {args.repeats} repeat(s), methods "
-            f"interleaved; {where}"
+            f"interleaved; {where}" + ("; CUDA graphs (each step captured once, replayed)" if args.cuda_graphs else "")
         )
     else:
         print(

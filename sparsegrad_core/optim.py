@@ -59,6 +59,10 @@ class SparseEntryAdam(torch.optim.Optimizer):
     deltas as rows of one tensor per kind, so that a step updates them with a few stacked operations whatever
     the number of layers (on a GPU a step is bound by kernel launches), :data:`~.topk_batch.BATCH_BYTES` of
     temporaries at a time.
+
+    ``capturable``: each layer's step count is also kept on the device (``step_t``) and the bias correction computed
+    there, so that a step captured in a CUDA graph stays right when it is replayed (as ``torch.optim.AdamW``'s
+    ``capturable``). The learning rate is read when the step is captured.
     """
 
     def __init__(
@@ -67,12 +71,14 @@ class SparseEntryAdam(torch.optim.Optimizer):
         lr: float = 1e-4,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
+        capturable: bool = False,
     ) -> None:
         self._layers = list(layers)
         if not self._layers:
             raise ValueError("SparseEntryAdam needs at least one SparseGradLinear")
         super().__init__([layer.sg_anchor for layer in self._layers], {"lr": lr, "betas": betas, "eps": eps})
         self._by_anchor = {id(layer.sg_anchor): layer for layer in self._layers}
+        self.capturable = capturable
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:  # type: ignore[override]
@@ -96,16 +102,27 @@ class SparseEntryAdam(torch.optim.Optimizer):
                     state["exp_avg"] = torch.zeros(n, device=grad.device)
                     state["exp_avg_sq"] = torch.zeros(n, device=grad.device)
                 state["step"] += 1
+                if self.capturable and "step_t" not in state:
+                    state["step_t"] = torch.tensor(float(state["step"] - 1), device=grad.device)
                 key = layer.stack_key()
                 members.setdefault((state["step"], key if key is not None else id(layer)), []).append(
                     (layer, state, idx, grad))
             by_step: dict[int, list[_Unit]] = {}
+            counters: dict[Any, list[torch.Tensor]] = {}
             for (t, _), items in members.items():
                 size = batch_layers(items[0][0].pushback_bytes())
                 for i in range(0, len(items), size):
                     by_step.setdefault(t, []).append(self._unit(items[i : i + size]))  # type: ignore[arg-type]
+                if self.capturable:
+                    counters.setdefault(t, []).extend(state["step_t"] for _, state, *_ in items)
             for t, units in by_step.items():
-                self._update(units, lr, b1, b2, eps, t)
+                if self.capturable:  # every counter of this group holds t - 1: one kernel counts them all
+                    torch._foreach_add_(counters[t], 1.0)
+                    t_dev = counters[t][0]
+                    bias = (1 - torch.pow(b1, t_dev), 1 - torch.pow(b2, t_dev))
+                else:
+                    bias = (1 - b1**t, 1 - b2**t)
+                self._update(units, lr, b1, b2, eps, bias)
 
     @staticmethod
     def _unit(items: list[tuple[SparseGradLinear, dict[str, Any], torch.Tensor, torch.Tensor]]) -> _Unit:
@@ -131,7 +148,10 @@ class SparseEntryAdam(torch.optim.Optimizer):
         )
 
     @staticmethod
-    def _update(units: list[_Unit], lr: float, b1: float, b2: float, eps: float, t: int) -> None:
+    def _update(units: list[_Unit], lr: float, b1: float, b2: float, eps: float,
+                bias: tuple[float, float] | tuple[torch.Tensor, torch.Tensor]) -> None:
+        """The Adam arithmetic of one step count's units; ``bias`` = ``(1 - b1^t, 1 - b2^t)``, numbers or 0-dim
+        device tensors (``capturable``)."""
         grads = [u.grad for u in units]
         m_sel = [u.exp_avg.gather(1, u.pos) for u in units]
         v_sel = [u.exp_avg_sq.gather(1, u.pos) for u in units]
@@ -142,7 +162,7 @@ class SparseEntryAdam(torch.optim.Optimizer):
         for u, m, v in zip(units, m_sel, v_sel, strict=True):
             u.exp_avg.scatter_(1, u.pos, m)
             u.exp_avg_sq.scatter_(1, u.pos, v)
-        bc1, bc2 = 1 - b1**t, 1 - b2**t
+        bc1, bc2 = bias
         denom = torch._foreach_div(v_sel, bc2)
         torch._foreach_sqrt_(denom)
         torch._foreach_add_(denom, eps)
@@ -221,11 +241,13 @@ def build_optimizer(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     sparse_lr: float | None = None,
+    capturable: bool = False,
 ) -> CombinedOptimizer:
     """Sparse Adam on the SparseGrad entries and AdamW on every other trainable parameter.
 
     Works for any model: without SparseGradLinear layers it is plain AdamW (used by the baselines).
-    Weight decay is not applied to biases and LayerNorm weights.
+    Weight decay is not applied to biases and LayerNorm weights. ``capturable``: both keep their step counts on the
+    device, so that a step can be captured in a CUDA graph (AdamW's ``capturable`` needs CUDA parameters).
     """
     sg_layers = [layer for _, layer in sparsegrad_layers(model) if layer.sg_anchor.requires_grad]
     decay: list[nn.Parameter] = []
@@ -237,9 +259,9 @@ def build_optimizer(
     optimizers: list[torch.optim.Optimizer] = []
     groups = [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
     if groups:
-        optimizers.append(torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, foreach=True))
+        optimizers.append(torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, foreach=True, capturable=capturable))
     if sg_layers:
-        optimizers.append(SparseEntryAdam(sg_layers, lr=sparse_lr or lr, betas=betas, eps=eps))
+        optimizers.append(SparseEntryAdam(sg_layers, lr=sparse_lr or lr, betas=betas, eps=eps, capturable=capturable))
     if not optimizers:
         raise ValueError("the model has no trainable parameters")
     return CombinedOptimizer(optimizers)

@@ -306,15 +306,17 @@ def test_new_optimizer_on_already_trained_layers(sg_bert, make_cls_batch, scatte
         assert rel_err(la.merged_weight(), w0[n].double() + delta) <= 1e-5
 
 
-def test_sparse_adam_matches_dense_lazy_adam_over_many_overlapping_steps(orthogonal, scatter_dense, rel_err):
+@pytest.mark.parametrize("capturable", [False, True])
+def test_sparse_adam_matches_dense_lazy_adam_over_many_overlapping_steps(capturable, orthogonal, scatter_dense, rel_err):
     """Index sets that overlap, repeat, grow and shrink across 25 steps: the sparse Adam equals a float64
-    lazy Adam reference, and its state keeps one shape throughout."""
+    lazy Adam reference, and its state keeps one shape throughout; with ``capturable`` (bias correction from the
+    device-side step count) too."""
     from sparsegrad_core import SparseGradLinear
 
     out_f, in_f, k = 24, 40, 30
     w0 = torch.randn(out_f, in_f)
     layer = SparseGradLinear(w0.clone(), None, orthogonal(out_f, 1), orthogonal(in_f, 2), k)
-    opt = SparseEntryAdam([layer], lr=LR, betas=BETAS, eps=EPS)
+    opt = SparseEntryAdam([layer], lr=LR, betas=BETAS, eps=EPS, capturable=capturable)
     n = out_f * in_f
     m = torch.zeros(n, dtype=torch.float64)
     v = torch.zeros(n, dtype=torch.float64)
@@ -348,15 +350,17 @@ def test_sparse_adam_matches_dense_lazy_adam_over_many_overlapping_steps(orthogo
     assert rel_err(layer.merged_weight(), expected) <= 1e-5
 
 
-def test_layers_at_different_step_counts_each_get_their_own_bias_correction(orthogonal, rel_err):
+@pytest.mark.parametrize("capturable", [False, True])
+def test_layers_at_different_step_counts_each_get_their_own_bias_correction(capturable, orthogonal, rel_err):
     """The step runs the moments' arithmetic for all layers at once (multi-tensor ops), grouped by step count: a
-    layer that had nothing selected in a step (its count lags) still gets its own bias correction."""
+    layer that had nothing selected in a step (its count lags) still gets its own bias correction, also from the
+    device-side counts (``capturable``)."""
     from sparsegrad_core import SparseGradLinear
 
     out_f, in_f, k = 12, 20, 15
     layers = [SparseGradLinear(torch.randn(out_f, in_f), None, orthogonal(out_f, i), orthogonal(in_f, 9 + i), k)
               for i in range(3)]
-    opt = SparseEntryAdam(layers, lr=LR, betas=BETAS, eps=EPS)
+    opt = SparseEntryAdam(layers, lr=LR, betas=BETAS, eps=EPS, capturable=capturable)
     gen = torch.Generator().manual_seed(1)
     n = out_f * in_f
     ref = [{"m": torch.zeros(n, dtype=torch.float64), "v": torch.zeros(n, dtype=torch.float64),
@@ -375,6 +379,8 @@ def test_layers_at_different_step_counts_each_get_their_own_bias_correction(orth
             r["d"][idx] += -LR / (1 - b1 ** r["t"]) * r["m"][idx] / ((r["v"][idx] / (1 - b2 ** r["t"])).sqrt() + EPS)
         opt.step()
     assert sorted(int(opt.state[la.sg_anchor]["step"]) for la in layers) == [4, 4, 4]
+    if capturable:
+        assert [float(opt.state[la.sg_anchor]["step_t"]) for la in layers] == [4.0, 4.0, 4.0]
     assert len({r["t"] for r in ref}) == 1  # equal counts at the end, unequal in between (steps 2-5)
     for layer, r in zip(layers, ref, strict=True):
         assert rel_err(layer.sg_delta.double(), r["d"]) <= 1e-5
@@ -456,3 +462,45 @@ def test_training_step_runs_under_cuda_sync_debug_mode_error(selection, orthogon
         opt.zero_grad()
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("selection", ["dynamic", "fixed", "block"])
+def test_a_training_step_captured_in_a_cuda_graph_replays_as_eager_steps(selection, orthogonal, rel_err):
+    """Forward, backward and the capturable sparse Adam step captured once in a CUDA graph: replaying it on new
+    inputs lands every weight where the same steps run eagerly do (bias correction included)."""
+    from sparsegrad_core import SparseGradLinear
+
+    xs = [torch.randn(8, 32, generator=torch.Generator().manual_seed(i)).cuda() for i in range(6)]
+    models = [_sync_free_mlp(orthogonal, selection, device="cuda") for _ in range(2)]
+    for model in models:
+        for layer in model:
+            if isinstance(layer, SparseGradLinear):
+                layer.sync_free = None  # the CUDA default
+    eager, graphed = models
+    opt = build_optimizer(eager, lr=1e-3)
+    for x in xs:
+        eager(x).square().mean().backward()
+        opt.step()
+        opt.zero_grad()
+    gopt = build_optimizer(graphed, lr=1e-3, capturable=True)
+    static_x = xs[0].clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # the first step runs eagerly: the state exists before the capture
+        graphed(static_x).square().mean().backward()
+        gopt.step()
+        gopt.zero_grad()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        graphed(static_x).square().mean().backward()
+        gopt.step()
+    for x in xs[1:]:
+        static_x.copy_(x)
+        graph.replay()
+    torch.cuda.synchronize()
+    for a, b in zip(eager, graphed, strict=True):
+        if isinstance(a, SparseGradLinear):
+            assert rel_err(b.merged_weight(), a.merged_weight()) <= 1e-5
+            assert rel_err(b.sg_delta, a.sg_delta) <= 1e-4
