@@ -96,8 +96,9 @@ def run_encoder(
         train(b)
         zero_grad()
 
-    run = cuda_graph_step(train, zero_grad, batches[0], device) if graphs else step
+    run, capture_peak = cuda_graph_step(train, zero_grad, batches[0], device, base) if graphs else (step, 0)
     timed = timed_steps(run, batches, args.warmup, args.steps, device, base)
+    timed["peak_bytes"] = max(timed["peak_bytes"], capture_peak)  # a graph's working set is allocated at capture
     return {
         **timed,
         "prepare_peak_bytes": prep_peak["bytes"],

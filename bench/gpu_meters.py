@@ -85,12 +85,15 @@ def cuda_graph_step(
     zero_grad: Callable[[], None],
     example: dict[str, torch.Tensor],
     device: torch.device,
+    base: int,
     warmup: int = 3,
-) -> Callable[[dict[str, torch.Tensor]], None]:
+) -> tuple[Callable[[dict[str, torch.Tensor]], None], int]:
     """``train(batch)`` (forward, backward and optimizer step; no ``zero_grad``) captured once in a CUDA graph,
     after ``warmup`` eager steps (each followed by ``zero_grad``) on a side stream, as torch's whole-network
-    capture asks; returns a step that copies its batch into the captured inputs and replays the graph. The
-    gradients are None when the capture starts, so the captured backward writes them afresh at every replay."""
+    capture asks. Returns a step that copies its batch into the captured inputs and replays the graph, and the
+    peak over the capture (bytes above ``base``): replays allocate nothing, so the graph's working set shows only
+    there. The gradients are None when the capture starts, so the captured backward writes them afresh at every
+    replay."""
     static = {name: t.clone() for name, t in example.items()}
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
@@ -100,7 +103,7 @@ def cuda_graph_step(
             zero_grad()
     torch.cuda.current_stream(device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with peak_memory(device, base) as capture_peak, torch.cuda.graph(graph):
         train(static)
 
     def step(batch: dict[str, torch.Tensor]) -> None:
@@ -108,4 +111,4 @@ def cuda_graph_step(
             t.copy_(batch[name])
         graph.replay()
 
-    return step
+    return step, capture_peak["bytes"]
