@@ -64,10 +64,11 @@ def demo(
     if offline:
         _run_core("demo", ["--max-steps", str(max_steps)])
         return
-    from .demo import run_service_demo
+    from .demo import run_service_demo, terminate_as_interrupt
 
     try:
-        run_service_demo(port, data_dir, max_steps)
+        with terminate_as_interrupt():
+            run_service_demo(port, data_dir, max_steps)
     except KeyboardInterrupt:
         typer.echo("demo interrupted", err=True)
         raise typer.Exit(130) from None

@@ -5,7 +5,10 @@ evaluation step."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +75,22 @@ def _reported_accuracy(client: SparseGradClient, job: JobPublic) -> tuple[float 
             before = values[0][1] if values[0][0] == 0 else before
             after = values[-1][1]
     return before, after
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a supervisor or ``timeout`` stopping the demo, a closed terminal) raise
+    KeyboardInterrupt like Ctrl-C, so that the service the demo started is stopped rather than left running."""
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def run_service_demo(port: int, data_dir: Path, max_steps: int) -> None:
