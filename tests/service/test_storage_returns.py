@@ -58,7 +58,9 @@ def test_the_data_dir_returns_to_its_size_after_deleting_the_model_the_job_and_t
             assert sorted(e["data"]["step"] for e in events if e["type"] == "checkpoint") == [4, 8, 12]
 
             # finished: its final step and newest checkpoint kept as models (keep_finished_checkpoints 2) without
-            # their resume archives, no scratch, and every stored byte is a live row the storage figure counts
+            # their resume archives, no scratch, and every stored byte is a live row the storage figure counts.
+            # The worker deletes the attempt's scratch folder right after it records the job's end.
+            wait_for(lambda: not (data_dir / "work" / job["id"]).exists(), 60, "the job's scratch folder to go")
             finished, finished_files = measured_bytes(data_dir)
             assert [f.rsplit("/", 1)[1] for f in finished_files if "/checkpoints/" in f] == [
                 "step-00000008-model.tar.gz", "step-00000012-model.tar.gz"]
