@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from sparsegrad_core import SparseGradConfig, SparseGradLinear, build_optimizer
+from sparsegrad_core.selection import candidate_threshold, topk_abs_indices
 
 
 def _make_pair(out_f: int, in_f: int, bias: bool, orthogonal, k: int = 10, seed: int = 0):
@@ -381,3 +382,20 @@ def test_sparse_push_back_equals_the_dense_one(orthogonal, rel_err):
     assert rel_err(dense.weight - w, expected) <= 1e-5
 
 
+
+
+def test_the_candidate_threshold_samples_every_column_of_a_flattened_matrix():
+    """Energy in every 24th column of 3072-wide rows (as a rotated gradient keeps its energy in some columns): a sample
+    at stride 72 sees only those columns, and a threshold from it keeps about 2k·(1/24) entries, fewer than k (every
+    selection then falls back to a full topk). The sampled threshold keeps at least k candidates, and the selection
+    is the exact top-k either way."""
+    rows, cols, k = 768, 3072, 23593
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(rows, cols, generator=gen) * 0.01
+    a[:, ::24] += 1.0 + torch.rand(rows, cols // 24, generator=gen)
+    flat = a.flatten()
+    assert int((flat >= flat[::72].quantile(1 - 2 * k / flat.numel())).sum()) < k  # what stride 72 would keep
+    kept = int((flat >= candidate_threshold(flat, k)).sum())
+    assert k <= kept <= 4 * k
+    idx = topk_abs_indices(flat, k)
+    assert torch.equal(torch.sort(flat[idx]).values, torch.topk(flat, k).values.flip(0))
