@@ -41,6 +41,11 @@ def add_common_args(ap: argparse.ArgumentParser) -> None:
         "--calib-steps", type=int, default=8, help="SparseGrad calibration backward passes (not timed)"
     )
     ap.add_argument("--lr", type=float, default=1e-5)
+    ap.add_argument(
+        "--precision", default="fp32", choices=["fp32", "bf16"],
+        help="bf16: every method's forward (and the loss) under torch.autocast('cpu', bfloat16), as a job with "
+        "bf16 runs; weights, gradients and optimizer state stay fp32",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
         "--max-foreign",
@@ -85,6 +90,7 @@ def payload_for(args: argparse.Namespace, spec: dict[str, Any], method: str, set
         "density": args.density,
         "calib_steps": args.calib_steps,
         "lr": args.lr,
+        "precision": args.precision,
         "threads": args.threads,
         "max_foreign": args.max_foreign,
         "cache_calibration": not args.no_cache,

@@ -74,8 +74,11 @@ def worker(p: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(0)
     opt = build_optimizer(model, lr=p["lr"])
 
+    bf16 = p.get("precision", "fp32") == "bf16"
+
     def train_step(batch: dict[str, Any], keep_grads: bool = False) -> list[Any]:
-        out = model(**batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(**batch)
         out.loss.backward()
         grads = [q.grad for q in model.parameters() if q.grad is not None] if keep_grads else []
         opt.step()
@@ -154,6 +157,7 @@ def worker(p: dict[str, Any]) -> dict[str, Any]:
         "lora_rank": prepared.lora_rank,
         "sparsegrad": sg_info,
         "threads": torch.get_num_threads(),
+        "precision": p.get("precision", "fp32"),
     }
 
 

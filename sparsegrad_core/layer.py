@@ -38,6 +38,7 @@ from torch import nn
 from .block import block_gradient, low_rank_product
 from .config import SELECTIONS, SparseGradConfig
 from .layer_autograd import SparseGradFunction
+from .precision import basis_as, gradient_dtype
 from .selection import rotate_gradient, select_rotated_topk
 from .topk_batch import PENDING
 
@@ -277,19 +278,21 @@ class SparseGradLinear(nn.Module):
         and, when tracked, the original-basis share is measured."""
         if x is not None:
             g, x = self._drop_zero_rows(g, x)
-            xu = x @ self.u_in.to(x.dtype)
+            xu = x @ basis_as(self.u_in, x.dtype)
         assert xu is not None
-        g = g.float()
+        dt = gradient_dtype(g, xu)
+        g = g.to(dt)
         if not self.track_original_share:
             x = None
-        block = block_gradient(g, xu.float(), self.out_basis)
+        out_basis = None if self.out_basis is None else basis_as(self.out_basis, dt)
+        block = block_gradient(g, xu.to(dt), out_basis).float()
         if self._acc is not None:
             block = block.add_(self._acc)
             self._acc = None
         if self.accumulating:
             self._acc = block
             if x is not None:
-                self._acc_dense = g.T @ x.float() + (self._acc_dense if self._acc_dense is not None else 0)
+                self._acc_dense = (g.T @ x.to(dt)).float() + (self._acc_dense if self._acc_dense is not None else 0)
             return
         flat = block.reshape(-1)
         if x is None:  # the sync-free path, untracked: selected with other layers' (topk_batch)
@@ -300,7 +303,7 @@ class SparseGradLinear(nn.Module):
         self.selected = (idx, vals)
         self.last_energy = {"kept": torch.dot(vals, vals), "block_total": torch.dot(flat, flat)}  # one kernel each
         if x is not None:
-            dense = g.T @ x.float()
+            dense = (g.T @ x.to(dt)).float()
             if self._acc_dense is not None:
                 dense = dense.add_(self._acc_dense)
                 self._acc_dense = None
@@ -311,9 +314,10 @@ class SparseGradLinear(nn.Module):
     def record_gradient(self, g: torch.Tensor, x: torch.Tensor) -> None:
         """Called from backward with ``g`` (T, out) and ``x`` (T, in): select this step's entries."""
         g, x = self._drop_zero_rows(g, x)
-        g, x = g.float(), x.float()
+        dt = gradient_dtype(g, x)
+        g, x = g.to(dt), x.to(dt)
         if self.gradient_sink is not None:
-            self.gradient_sink(g.T @ x)
+            self.gradient_sink((g.T @ x).float())
             return
         if self.selection == "fixed":
             vals = self._rotated_at_support(g, x)
@@ -327,7 +331,7 @@ class SparseGradLinear(nn.Module):
             self.selected = (self._support["idx"], vals)
             return
         if self.accumulating or self._acc is not None:
-            grad = g.T @ x  # (out, in), original basis: accumulate before rotating (exact top-k of the sum)
+            grad = (g.T @ x).float()  # (out, in), original basis: accumulate before rotating (exact top-k of the sum)
             if self._acc is not None:
                 grad = grad.add_(self._acc)
                 self._acc = None
@@ -343,11 +347,11 @@ class SparseGradLinear(nn.Module):
         ref = grad if grad is not None else g
         assert ref is not None
         sync_free = not self.drops_rows(ref)
+        u_out, u_in = basis_as(self.u_out, ref.dtype), basis_as(self.u_in, ref.dtype)
         if sync_free and not self.track_original_share:  # selected with other layers' (topk_batch)
-            PENDING.defer(self, rotate_gradient(self.u_out, self.u_in, grad=grad, g=g, x=x).reshape(-1), "total")
+            PENDING.defer(self, rotate_gradient(u_out, u_in, grad=grad, g=g, x=x).reshape(-1).float(), "total")
             return
-        idx, vals, total = select_rotated_topk(self.u_out, self.u_in, self.k, grad=grad, g=g, x=x,
-                                               sync_free=sync_free)
+        idx, vals, total = select_rotated_topk(u_out, u_in, self.k, grad=grad, g=g, x=x, sync_free=sync_free)
         self.selected = (idx, vals)
         self.last_energy["kept"] = torch.dot(vals, vals)
         self.last_energy["total"] = total
@@ -356,7 +360,7 @@ class SparseGradLinear(nn.Module):
                 dense = grad
             else:
                 assert g is not None and x is not None
-                dense = g.T @ x
+                dense = (g.T @ x).float()
             kept = torch.topk(dense.flatten().abs(), self.k, sorted=False).values
             self.last_energy["original_kept"] = kept.square().sum()
 
@@ -394,12 +398,12 @@ class SparseGradLinear(nn.Module):
         nr, nc = s["rows"].numel(), s["cols"].numel()
         cost_factored = t * (self.out_features * nr + self.in_features * nc + nr * nc)
         cost_dense = t * self.out_features * self.in_features + nr * self.out_features * self.in_features + nr * self.in_features * nc
-        u_out_r, u_in_c = self._support_bases()
+        u_out_r, u_in_c = (u.to(g.dtype) for u in self._support_bases())
         if cost_factored <= cost_dense:
             block = (g @ u_out_r).T @ (x @ u_in_c)  # (|R|, |C|)
         else:
             block = (u_out_r.T @ (g.T @ x)) @ u_in_c
-        return block[s["r_inv"], s["c_inv"]]
+        return block[s["r_inv"], s["c_inv"]].float()
 
     # ------------------------------------------------------------------ optimizer side
     def pushes_back_densely(self) -> bool:

@@ -9,8 +9,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from .precision import basis_as
+
 if TYPE_CHECKING:
     from .layer import SparseGradLinear
+
 
 
 class SparseGradFunction(torch.autograd.Function):
@@ -28,12 +31,17 @@ class SparseGradFunction(torch.autograd.Function):
         layer: SparseGradLinear,
     ) -> torch.Tensor:
         ctx.layer = layer
+        kind = x.device.type
+        if torch.is_autocast_enabled(kind) and x.is_floating_point():
+            x = x.to(torch.get_autocast_dtype(kind))  # what autocast feeds a dense linear, and what it saves
         x2 = x.reshape(-1, layer.in_features)
+        w = weight.to(x.dtype)  # under autocast a cast copy, kept for the backward as autocast keeps a dense layer's
+        ctx.cast_weight = w if w is not weight else None
         if layer.selection == "block" and not (layer.drops_rows(x) or layer.track_original_share):
-            ctx.save_for_backward(x2 @ layer.u_in.to(x.dtype), None)
+            ctx.save_for_backward(x2 @ basis_as(layer.u_in, x.dtype), None)
         else:
             ctx.save_for_backward(None, x2)
-        return F.linear(x, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
+        return F.linear(x, w, None if bias is None else bias.to(x.dtype))
 
     @staticmethod
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
@@ -41,7 +49,8 @@ class SparseGradFunction(torch.autograd.Function):
         layer: SparseGradLinear = ctx.layer
         grad_x = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = grad_out @ layer.weight.to(grad_out.dtype)  # (..., in), the dense layer's ∂L/∂x
+            w = ctx.cast_weight if ctx.cast_weight is not None else layer.weight
+            grad_x = grad_out @ w.to(grad_out.dtype)  # (..., in), the dense layer's ∂L/∂x
         g2 = grad_out.reshape(-1, layer.out_features)
         if ctx.needs_input_grad[2]:
             grad_b = g2.sum(0).to(layer.bias.dtype)  # type: ignore[union-attr]

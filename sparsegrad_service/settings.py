@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     ``minilm-l6`` and ``smollm2-135m`` are always registered."""
     torch_threads: int | None = None
     """CPU workers: torch intra-op threads (default: torch's choice)."""
+    cpu_bf16: bool = True
+    """CPU workers: run jobs under bf16 autocast where the CPU multiplies bf16 matrices in hardware (Intel AMX), as
+    GPU workers do on cards that support it: weights, gradients and optimizer state stay float32, steps take about
+    half the time (``bench/step.py --precision bf16``). False: float32 on every CPU."""
     rate_limit_per_minute: int = Field(default=1200, ge=0)
     """Requests per minute one API key may send to one API process on average (0: no limit); more answer
     429 with ``Retry-After``."""

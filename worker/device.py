@@ -1,5 +1,6 @@
 """Where a job trains: the first CUDA device when there is one (one job per worker and GPU, bf16 autocast
-where the card supports it), otherwise the CPU."""
+where the card supports it), otherwise the CPU (bf16 autocast where it multiplies bf16 matrices in hardware,
+unless the deployment's ``cpu_bf16`` setting is off)."""
 
 from __future__ import annotations
 
@@ -7,22 +8,25 @@ from dataclasses import dataclass
 
 import torch
 
+from sparsegrad_core.precision import cpu_has_bf16_matrix_unit
+
 
 @dataclass(frozen=True)
 class DeviceInfo:
     device: torch.device
     bf16: bool
-    """Autocast forward passes to bfloat16 (CUDA cards that support it)."""
+    """Autocast forward passes to bfloat16 (CUDA cards that support it; CPUs with a bf16 matrix unit)."""
     description: str
     """``cpu`` or ``cuda:0 (NVIDIA H100 80GB HBM3)``: shown in events and ``Job.summary["device"]``."""
 
 
-def select_device() -> DeviceInfo:
+def select_device(cpu_bf16: bool = True) -> DeviceInfo:
     if torch.cuda.is_available():
         device = torch.device("cuda", torch.cuda.current_device())
         name = torch.cuda.get_device_name(device)
         return DeviceInfo(device, bool(torch.cuda.is_bf16_supported()), f"{device} ({name})")
-    return DeviceInfo(torch.device("cpu"), False, "cpu")
+    bf16 = cpu_bf16 and cpu_has_bf16_matrix_unit()
+    return DeviceInfo(torch.device("cpu"), bf16, "cpu")
 
 
 def release_memory(device: torch.device) -> None:

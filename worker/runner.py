@@ -89,7 +89,7 @@ class JobRunner:
     # ------------------------------------------------------------------------------------------ attempt
     def run(self) -> Outcome:
         settings = self.settings
-        device = select_device()
+        device = select_device(settings.cpu_bf16)
         job_store = WorkerJobStore(settings.sql_url, self.job_id, self.worker_id, retry_s=settings.heartbeat_timeout_s)
         job = job_store.claim(device.description)
         if job is None:

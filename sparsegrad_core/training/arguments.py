@@ -75,8 +75,9 @@ class TrainingArguments:
     save_final: bool = True
     """Export the adapter / merged model at the end of a completed run."""
     bf16: bool = False
-    """Run forward passes (training and evaluation) under ``torch.autocast(dtype=bfloat16)`` when the model
-    is on CUDA; weights, gradients, optimizer state and calibration stay float32. Ignored on CPU."""
+    """Run forward passes (training and evaluation) under ``torch.autocast(dtype=bfloat16)``, on CUDA or the CPU;
+    weights, gradients, optimizer state and calibration stay float32, and SparseGrad's gradient products run in
+    bf16 as a dense layer's weight gradient does (:mod:`~sparsegrad_core.precision`)."""
     gradient_checkpointing: bool = defaults.GRADIENT_CHECKPOINTING
     """Recompute each transformer block's activations in the backward instead of keeping them: much less
     activation memory for about 30% more compute per step; results are unchanged. Applies to Hugging Face

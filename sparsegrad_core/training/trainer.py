@@ -267,9 +267,9 @@ class Trainer:
 
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
-        """bfloat16 autocast of forward passes when ``args.bf16`` is set and the model is on CUDA."""
-        if self.args.bf16 and self.device.type == "cuda":
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+        """bfloat16 autocast of forward passes when ``args.bf16`` is set (CUDA or CPU)."""
+        if self.args.bf16 and self.device.type in ("cuda", "cpu"):
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
                 yield
         else:
             yield

@@ -1,4 +1,4 @@
-"""``TrainingArguments.bf16``: autocast on CUDA, a no-op on the CPU."""
+"""``TrainingArguments.bf16``: autocast on CUDA and on the CPU; the worker's choice of it per device."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from support.tiny import tiny_bert
 
 from sparsegrad_core.loading import load_tokenizer
 from sparsegrad_core.methods import MethodSpec
+from sparsegrad_core.precision import cpu_has_bf16_matrix_unit
 from sparsegrad_core.tokenization import tokenize_dataset
 from sparsegrad_core.training import Trainer, TrainingArguments, prepare_for_training
 from sparsegrad_data import Dataset, DatasetFormat, Example, TaskType
+from worker.device import select_device
 
 TEXTS = ["a fine film", "dreadful and dull", "quite good", "not worth it", "a delight", "boring"] * 4
 
@@ -28,14 +30,24 @@ def run(device: str, bf16: bool) -> list[float]:
     return [*result.losses, result.final_eval["eval_loss"]]  # type: ignore[index]
 
 
-def test_bf16_is_a_no_op_on_cpu() -> None:
-    assert run("cpu", bf16=True) == run("cpu", bf16=False)
+def check_autocast(device: str) -> None:
+    fp32, bf16 = run(device, bf16=False), run(device, bf16=True)
+    assert all(torch.isfinite(torch.tensor(bf16)))
+    assert bf16 != fp32  # autocast changed the arithmetic
+    assert bf16 == pytest.approx(fp32, rel=0.05, abs=0.02)
+
+
+def test_bf16_autocast_on_the_cpu() -> None:
+    check_autocast("cpu")
     assert TrainingArguments(bf16=True).to_dict()["bf16"] is True
+
+
+def test_cpu_workers_use_bf16_where_the_cpu_has_a_bf16_matrix_unit_unless_switched_off() -> None:
+    assert select_device(cpu_bf16=False).bf16 is False
+    if not torch.cuda.is_available():
+        assert select_device(cpu_bf16=True).bf16 is cpu_has_bf16_matrix_unit()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_bf16_autocast_on_cuda() -> None:
-    fp32, bf16 = run("cuda", bf16=False), run("cuda", bf16=True)
-    assert all(torch.isfinite(torch.tensor(bf16)))
-    assert bf16 != fp32  # autocast changed the arithmetic
-    assert bf16 == pytest.approx(fp32, rel=0.05, abs=0.02)
+    check_autocast("cuda")

@@ -1,0 +1,46 @@
+"""Reduced precision in SparseGrad's gradient products: under autocast they run in the activations' dtype, as a
+dense layer's weight gradient would; what is kept (selected values, energies, the delta, the optimizer state and
+the weight) stays float32."""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+
+def gradient_dtype(g: torch.Tensor, x: torch.Tensor | None = None) -> torch.dtype:
+    """The dtype SparseGrad's gradient products run in: that of the output gradient and saved input when autocast
+    made them bfloat16 or float16 (the dtype a dense layer's weight gradient is computed in under autocast), float32
+    otherwise. What is kept (the selected values, energies, the delta and the optimizer state) is always float32."""
+    low = (torch.bfloat16, torch.float16)
+    if g.dtype in low and (x is None or x.dtype == g.dtype):
+        return g.dtype
+    return torch.float32
+
+
+_BASIS_CASTS: dict[int, tuple[weakref.ref[torch.Tensor], int, torch.Tensor]] = {}
+"""Reduced-precision copies of bases, by ``id`` of the basis (removed when the basis is freed)."""
+
+
+def basis_as(u: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``u`` in ``dtype``; a reduced-precision copy of a basis is made once and reused until the basis changes (the
+    bases of a kind are shared by its layers, so one copy per kind)."""
+    if u.dtype == dtype:
+        return u
+    hit = _BASIS_CASTS.get(id(u))
+    if hit is not None and hit[0]() is u and hit[1] == u._version and hit[2].dtype == dtype:
+        return hit[2]
+    cast = u.to(dtype)
+    if hit is None:
+        weakref.finalize(u, _BASIS_CASTS.pop, id(u), None)
+    _BASIS_CASTS[id(u)] = (weakref.ref(u), u._version, cast)
+    return cast
+
+
+def cpu_has_bf16_matrix_unit() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (Intel AMX tiles): there bf16 autocast makes a
+    training step about twice as fast (``bench/step.py --precision bf16``); elsewhere bf16 matrix products are
+    emulated or only modestly faster, so float32 is the better default."""
+    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(check()) if check is not None else False
