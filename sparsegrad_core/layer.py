@@ -44,6 +44,8 @@ from .topk_batch import PENDING
 
 SPARSE_PUSHBACK_MAX_DENSITY = 0.1
 """The fullest ``S`` (share of the block's entries) pushed back as a sparse matrix (:meth:`SparseGradLinear.pushes_back_sparsely`)."""
+GATHER_MAX_SHARE = 0.9
+"""An update touching at least this share of a basis's columns uses the whole basis instead of gathering them."""
 SPARSE_PUSHBACK_MIN_MACS = 1 << 25
 """The smallest dense push-back (``out·r_in·in`` multiply-adds) replaced by a sparse one: below it the sparse
 kernel's fixed cost outweighs its savings."""
@@ -462,11 +464,10 @@ class SparseGradLinear(nn.Module):
             rows, cols, r_inv, c_inv = support["rows"], support["cols"], support["r_inv"], support["c_inv"]
             a, b = self._support_bases()
         else:
-            rows, r_inv = torch.unique(idx // self.in_features, return_inverse=True)
-            cols, c_inv = torch.unique(idx % self.in_features, return_inverse=True)
-            a, b = self.u_out.index_select(1, rows), self.u_in.index_select(1, cols)
+            r_inv, a = self._touched(idx // self.in_features, self.u_out)
+            c_inv, b = self._touched(idx % self.in_features, self.u_in)
         # The product is formed in the bases' precision (float32) and its factors are cast to the weight's.
-        nr, nc = rows.numel(), cols.numel()
+        nr, nc = a.shape[1], b.shape[1]
         vals = values.to(a.dtype)
         if self.drops_rows(self.weight):
             p, q = self._sparse_product_factors(a, b, r_inv, c_inv, vals)
@@ -475,6 +476,16 @@ class SparseGradLinear(nn.Module):
             s_mat.index_put_((r_inv, c_inv), vals, accumulate=True)
             p, q = low_rank_product(a, s_mat, b)
         self.weight.addmm_(p.to(self.weight.dtype), q.T.to(self.weight.dtype))
+
+    @staticmethod
+    def _touched(positions: torch.Tensor, basis: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The basis columns an update touches and each entry's place among them: ``(inverse, basis[:, touched])``;
+        the whole basis, ungathered, where the update touches at least :data:`GATHER_MAX_SHARE` of its columns
+        (the top-k of a rotated gradient touches 96–99% of the rows: a gather would copy nearly the whole basis)."""
+        touched, inverse = torch.unique(positions, return_inverse=True)
+        if touched.numel() >= GATHER_MAX_SHARE * basis.shape[1]:
+            return positions, basis
+        return inverse, basis.index_select(1, touched)
 
     def _sparse_product_factors(self, a: torch.Tensor, b: torch.Tensor, r_inv: torch.Tensor, c_inv: torch.Tensor,
                                 vals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
