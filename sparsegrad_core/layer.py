@@ -461,7 +461,7 @@ class SparseGradLinear(nn.Module):
             return
         support = self._support
         if support is not None and idx.data_ptr() == support["idx"].data_ptr() and idx.shape == support["idx"].shape:
-            rows, cols, r_inv, c_inv = support["rows"], support["cols"], support["r_inv"], support["c_inv"]
+            r_inv, c_inv = support["r_inv"], support["c_inv"]
             a, b = self._support_bases()
         else:
             r_inv, a = self._touched(idx // self.in_features, self.u_out)
