@@ -43,6 +43,7 @@ def evaluate_adapter(adapter_dir: Path) -> tuple[float, float]:
     from transformers.utils import logging as hf_logging
 
     from sparsegrad_core.loading import load_base_model
+    from sparsegrad_core.precision import bf16_autocast
     from sparsegrad_core.recipe import merge
     from sparsegrad_core.tokenization import tokenize_dataset
     from sparsegrad_core.training import read_training_info
@@ -58,9 +59,10 @@ def evaluate_adapter(adapter_dir: Path) -> tuple[float, float]:
     base, tokenizer = load_base_model(demo.MODEL, info["task"], num_labels=info.get("num_labels"),
                                       label_names=info.get("label_names"))
     data = tokenize_dataset(dev, tokenizer, int(info["max_seq_length"]))
-    before = evaluate(base, data, batch_size=64)["eval_accuracy"]
-    trained, _ = merge(demo.MODEL, adapter_dir)
-    after = evaluate(trained, data, batch_size=64)["eval_accuracy"]
+    with bf16_autocast("cpu", bool(info.get("bf16"))):  # the precision the job trained and evaluated in
+        before = evaluate(base, data, batch_size=64)["eval_accuracy"]
+        trained, _ = merge(demo.MODEL, adapter_dir)
+        after = evaluate(trained, data, batch_size=64)["eval_accuracy"]
     return before, after
 
 

@@ -5,6 +5,7 @@ the weight) stays float32."""
 from __future__ import annotations
 
 import weakref
+from contextlib import AbstractContextManager
 
 import torch
 
@@ -44,3 +45,10 @@ def cpu_has_bf16_matrix_unit() -> bool:
     emulated or only modestly faster, so float32 is the better default."""
     check = getattr(torch.cpu, "_is_amx_tile_supported", None)
     return bool(check()) if check is not None else False
+
+
+def bf16_autocast(device: torch.device | str, enabled: bool) -> AbstractContextManager[None]:
+    """``torch.autocast`` to bfloat16 on ``device`` when ``enabled`` (training jobs with ``bf16``; evaluating a job's
+    adapter as the job did: its ``training_info.json`` records ``bf16``), else a no-op context."""
+    kind = torch.device(device).type
+    return torch.autocast(device_type=kind, dtype=torch.bfloat16, enabled=enabled)

@@ -30,6 +30,7 @@ from ..batch_order import BatchOrder
 from ..methods import PreparedModel
 from ..model import energy_share, sparsegrad_layers
 from ..optim import build_optimizer, clip_grad_norm
+from ..precision import bf16_autocast
 from ..recalibration import recalibrate
 from ..tokenization import TokenizedDataset, tokenize_dataset
 from .arguments import TrainingArguments
@@ -268,10 +269,7 @@ class Trainer:
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
         """bfloat16 autocast of forward passes when ``args.bf16`` is set (CUDA or CPU)."""
-        if self.args.bf16 and self.device.type in ("cuda", "cpu"):
-            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
-                yield
-        else:
+        with bf16_autocast(self.device, self.args.bf16):
             yield
 
     # ------------------------------------------------------------------------------------------ eval
@@ -350,6 +348,7 @@ class Trainer:
         return {
             "task": data.task.value, "label_names": data.label_names, "num_labels": data.num_labels,
             "setting": self.prepared.spec.setting, "max_seq_length": self.args.max_seq_length, "seed": self.args.seed,
+            "bf16": self.args.bf16,
             **self.run_info,
         }
 

@@ -53,7 +53,9 @@ def test_job_runs_end_to_end_and_the_adapter_reproduces_the_workers_model(
     from support.sparse_update import merged_with_moved_mlps
 
     from sparsegrad_core.loading import load_base_model
+    from sparsegrad_core.precision import bf16_autocast
     from sparsegrad_core.tokenization import tokenize_dataset
+    from sparsegrad_core.training import read_training_info
     from sparsegrad_core.training.evaluation import evaluate
     from sparsegrad_data import load_dataset
 
@@ -108,7 +110,10 @@ def test_job_runs_end_to_end_and_the_adapter_reproduces_the_workers_model(
     base, tokenizer = load_base_model(str(tiny_model_dir), "classification", num_labels=2,
                                       label_names=train.label_names)
     model = merged_with_moved_mlps(base, adapter_dir).eval()  # its sparse delta moved the MLP weights
-    with torch.no_grad():
+    # in the precision the worker evaluated in (bf16 autocast on CPUs with AMX), which the adapter records
+    bf16 = read_training_info(adapter_dir)["bf16"]
+    assert bf16 is (done["summary"]["precision"] == "bf16 autocast")
+    with torch.no_grad(), bf16_autocast("cpu", bf16):
         local = evaluate(model, tokenize_dataset(dev, tokenizer, 32), batch_size=16)
     after = done["summary"]["after"]
     assert local["eval_accuracy"] == pytest.approx(after["eval_accuracy"], abs=1e-9)
