@@ -12,6 +12,9 @@
 #                                         # gpu_profile.{json,log} and trace_{full,sg_block}.json.gz under OUT_DIR
 #   bash bench/gpu_all.sh OUT_DIR llama   # gpu_step.py's LLaMA suite, the exact method (beside full FT) a part of its own:
 #                                         # gpu_step_llama.{json,log}, gpu_step_llama_exact.{json,log}
+#   bash bench/gpu_all.sh OUT_DIR bf16    # the encoder suite under bf16 autocast, eager and with --cuda-graphs (SparseGrad's
+#                                         # gradient products run in bf16 there, as a dense layer's weight gradient does):
+#                                         # gpu_step_encoders_bf16.{json,log}, gpu_step_encoders_bf16_graphs.{json,log}
 # PYTHON picks the interpreter (default python3); the project's root must be importable (run from it).
 set -u -o pipefail
 OUT=${1:?usage: bash bench/gpu_all.sh OUT_DIR [llama]}
@@ -28,7 +31,14 @@ if [ "$PART" = llama ]; then
     --out "$OUT/gpu_step_llama_exact.json" 2>&1 | tee "$OUT/gpu_step_llama_exact.log" || status=1
   exit $status
 fi
-[ "$PART" = encoders ] || { echo "unknown part $PART: encoders (default) or llama" >&2; exit 2; }
+if [ "$PART" = bf16 ]; then
+  timeout -s INT 260 "$PY" bench/gpu_step.py --suite encoders --precisions bf16 \
+    --out "$OUT/gpu_step_encoders_bf16.json" 2>&1 | tee "$OUT/gpu_step_encoders_bf16.log" || status=1
+  timeout -s INT 260 "$PY" bench/gpu_step.py --suite encoders --precisions bf16 --cuda-graphs \
+    --out "$OUT/gpu_step_encoders_bf16_graphs.json" 2>&1 | tee "$OUT/gpu_step_encoders_bf16_graphs.log" || status=1
+  exit $status
+fi
+[ "$PART" = encoders ] || { echo "unknown part $PART: encoders (default), llama or bf16" >&2; exit 2; }
 timeout -s INT 60 "$PY" -m pytest -q -p no:cacheprovider tests/core -k cuda -rA 2>&1 | tee "$OUT/cuda_tests.log" || status=1
 timeout -s INT 190 "$PY" bench/gpu_step.py --suite encoders --out "$OUT/gpu_step_encoders.json" 2>&1 | tee "$OUT/gpu_step_encoders.log" || status=1
 timeout -s INT 180 "$PY" bench/gpu_step.py --suite encoders --cuda-graphs --out "$OUT/gpu_step_encoders_graphs.json" 2>&1 | tee "$OUT/gpu_step_encoders_graphs.log" || status=1
