@@ -38,7 +38,7 @@ from torch import nn
 from .block import block_gradient, low_rank_product
 from .config import SELECTIONS, SparseGradConfig
 from .layer_autograd import SparseGradFunction
-from .precision import basis_as, gradient_dtype
+from .precision import basis_as, basis_transposed, gradient_dtype
 from .selection import rotate_gradient, select_rotated_topk
 from .topk_batch import PENDING
 
@@ -496,9 +496,14 @@ class SparseGradLinear(nn.Module):
         out_f, in_f, k = self.out_features, self.in_features, vals.numel()
         if out_f * k + out_f * nc * in_f <= k * in_f + out_f * nr * in_f:
             st = csr_from_flat(c_inv * nr + r_inv, vals, (nc, nr))
-            return torch.sparse.mm(st, a.T).T, b  # (Sᵀ aᵀ)ᵀ = a S (a column-major operand: no copy on CUDA)
+            return torch.sparse.mm(st, self._transposed(a)).T, b  # (Sᵀ aᵀ)ᵀ = a S
         sm = csr_from_flat(r_inv * nc + c_inv, vals, (nr, nc))
-        return a, torch.sparse.mm(sm, b.T).T  # b Sᵀ, so that p qᵀ = a S bᵀ
+        return a, torch.sparse.mm(sm, self._transposed(b)).T  # b Sᵀ, so that p qᵀ = a S bᵀ
+
+    def _transposed(self, a: torch.Tensor) -> torch.Tensor:
+        """``a.T`` for a sparse-by-dense product: a whole basis's contiguous transpose, kept (the CPU product would copy
+        the transposed view at every call); a gathered one as a view."""
+        return basis_transposed(a) if a is self.out_basis or a is self.u_in else a.T
 
     def clear_step_state(self) -> None:
         PENDING.discard(self)

@@ -1,10 +1,11 @@
 """Reduced precision in SparseGrad's gradient products: under autocast they run in the activations' dtype, as a
 dense layer's weight gradient would; what is kept (selected values, energies, the delta, the optimizer state and
-the weight) stays float32."""
+the weight) stays float32. Also the copies of a basis that those products and the push-back reuse."""
 
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 import torch
@@ -20,8 +21,21 @@ def gradient_dtype(g: torch.Tensor, x: torch.Tensor | None = None) -> torch.dtyp
     return torch.float32
 
 
-_BASIS_CASTS: dict[int, tuple[weakref.ref[torch.Tensor], int, torch.Tensor]] = {}
-"""Reduced-precision copies of bases, by ``id`` of the basis (removed when the basis is freed)."""
+_DERIVED: dict[tuple[int, object], tuple[weakref.ref[torch.Tensor], int, torch.Tensor]] = {}
+"""Copies made from a basis (reduced precision, transposed), by ``id`` of the basis and what was made; an entry
+leaves when its basis is freed, and is remade when the basis changes in place."""
+
+
+def _derived(u: torch.Tensor, what: object, make: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    key = (id(u), what)
+    hit = _DERIVED.get(key)
+    if hit is not None and hit[0]() is u and hit[1] == u._version:
+        return hit[2]
+    made = make(u)
+    if hit is None:
+        weakref.finalize(u, _DERIVED.pop, key, None)
+    _DERIVED[key] = (weakref.ref(u), u._version, made)
+    return made
 
 
 def basis_as(u: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -29,14 +43,13 @@ def basis_as(u: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     bases of a kind are shared by its layers, so one copy per kind)."""
     if u.dtype == dtype:
         return u
-    hit = _BASIS_CASTS.get(id(u))
-    if hit is not None and hit[0]() is u and hit[1] == u._version and hit[2].dtype == dtype:
-        return hit[2]
-    cast = u.to(dtype)
-    if hit is None:
-        weakref.finalize(u, _BASIS_CASTS.pop, id(u), None)
-    _BASIS_CASTS[id(u)] = (weakref.ref(u), u._version, cast)
-    return cast
+    return _derived(u, dtype, lambda t: t.to(dtype))
+
+
+def basis_transposed(u: torch.Tensor) -> torch.Tensor:
+    """``u.T`` laid out contiguously, made once per basis: on the CPU a sparse-by-dense product copies a transposed
+    (non-contiguous) dense operand at every call, a fresh allocation of the whole basis each step."""
+    return _derived(u, "T", lambda t: t.T.contiguous())
 
 
 def cpu_has_bf16_matrix_unit() -> bool:
