@@ -8,7 +8,14 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from sparsegrad_contract.defaults import DEFAULT_METHOD, LEARNING_RATE, MethodType, Selection, resolve_method
+from sparsegrad_contract.defaults import (
+    DEFAULT_METHOD,
+    LEARNING_RATE,
+    MethodType,
+    Selection,
+    default_learning_rate,
+    resolve_method,
+)
 from sparsegrad_service.job_spec import JobSpec, MethodConfig, ResolvedHyperparameters, SparseGradMethod
 from sparsegrad_service.schemas import Hyperparameters as HyperparametersIn
 from sparsegrad_service.schemas import JobCreate, MethodIn
@@ -63,9 +70,10 @@ def _shown(value: Any) -> str:
     return '"auto"' if value is None else repr(value)
 
 
-def resolve_hyperparameters(body: JobCreate, checkpoint_every: int) -> ResolvedHyperparameters:
-    """Every hyperparameter resolved: ``learning_rate_multiplier`` becomes ``learning_rate``, an unset
-    ``checkpoint_every`` the deployment's, ``original_share_every`` 0 "off" (None)."""
+def resolve_hyperparameters(body: JobCreate, checkpoint_every: int, method: MethodConfig) -> ResolvedHyperparameters:
+    """Every hyperparameter resolved: ``learning_rate_multiplier`` becomes ``learning_rate``, an unset learning rate
+    the default for ``method`` and its setting, an unset ``checkpoint_every`` the deployment's,
+    ``original_share_every`` 0 "off" (None)."""
     hp, prefix = _merged(body)
     values = hp.model_dump(exclude_none=True)
     multiplier = values.pop("learning_rate_multiplier", None)
@@ -74,6 +82,7 @@ def resolve_hyperparameters(body: JobCreate, checkpoint_every: int) -> ResolvedH
             raise ApiError(400, f"Set either {prefix}.learning_rate or {prefix}.learning_rate_multiplier, not both.",
                            param=f"{prefix}.learning_rate_multiplier", code="invalid_value")
         values["learning_rate"] = LEARNING_RATE * multiplier
+    values.setdefault("learning_rate", default_learning_rate(method.type, method.setting))
     values.setdefault("checkpoint_every", checkpoint_every)
     if values.get("original_share_every") == 0:
         values["original_share_every"] = None
@@ -82,8 +91,9 @@ def resolve_hyperparameters(body: JobCreate, checkpoint_every: int) -> ResolvedH
 
 def resolve_spec(body: JobCreate, task: dict[str, Any], checkpoint_every: int) -> JobSpec:
     asked = body.model_dump(mode="json", exclude_unset=True, include={"method", "hyperparameters"})
-    return JobSpec(task=task, method=resolve_method_config(body.method),  # type: ignore[arg-type]
-                   hyperparameters=resolve_hyperparameters(body, checkpoint_every),
+    method = resolve_method_config(body.method)
+    return JobSpec(task=task, method=method,  # type: ignore[arg-type]
+                   hyperparameters=resolve_hyperparameters(body, checkpoint_every, method),
                    validation_split=body.validation_split, merge_model=body.merge_model,
                    integrations=list(body.integrations or []),
                    requested={"method": asked.get("method"), "hyperparameters": asked.get("hyperparameters")})

@@ -12,4 +12,5 @@ LABEL_COLUMN = "label"
 BATCH_SIZE = 32
 MAX_SEQ_LENGTH = 64
 MAX_STEPS = 200
-"""1.6 epochs of the sample at batch 32: ~105 s on 2 quiet CPU cores, dev accuracy 0.47 → 0.83."""
+"""1.6 epochs of the sample at batch 32, with the job defaults (the exact selection in the PEFT-pure setting): 79 s of
+training and 122 s in all on 2 quiet CPU cores of an AMD EPYC, dev accuracy 0.47 → 0.83 (2026-12-05)."""

@@ -195,7 +195,7 @@ def train(
     epochs: Annotated[int, typer.Option(help="Epochs (unless --max-steps).")] = defaults.N_EPOCHS,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (overrides --epochs).")] = None,
     batch_size: Annotated[int, typer.Option(help="Rows per micro-batch.")] = defaults.BATCH_SIZE,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = defaults.LEARNING_RATE,
+    lr: Annotated[float | None, typer.Option(help=f"Peak learning rate (default: {defaults.PEFT_LEARNING_RATE:g} in the peft setting, {defaults.LEARNING_RATE:g} in the paper one and for full FT).")] = None,
     sparse_lr: Annotated[float | None, typer.Option(help="Learning rate of SparseGrad entries (default: --lr).")] = None,
     max_seq_length: Annotated[int, typer.Option(help="Tokens per row after truncation.")] = defaults.MAX_SEQ_LENGTH,
     scheduler: Annotated[Scheduler, typer.Option(help="Learning-rate schedule after warmup.")] = defaults.LR_SCHEDULER,
@@ -229,7 +229,8 @@ def train(
         {"type": method.value, "setting": setting.value, "lora_rank": lora_rank, "density": density,
                      "calibration_steps": calibration_steps, "selection": selection.value},
         args_kwargs={
-            "learning_rate": lr, "sparse_learning_rate": sparse_lr, "batch_size": batch_size, "n_epochs": epochs,
+            "learning_rate": defaults.default_learning_rate(method, setting) if lr is None else lr,
+            "sparse_learning_rate": sparse_lr, "batch_size": batch_size, "n_epochs": epochs,
             "max_steps": max_steps, "gradient_accumulation_steps": grad_accum, "lr_scheduler": scheduler.value,
             "warmup_ratio": warmup_ratio, "weight_decay": weight_decay, "max_grad_norm": max_grad_norm,
             "eval_every": eval_every, "early_stopping_patience": early_stopping_patience, "seed": seed,
@@ -265,15 +266,16 @@ def demo(
     sparse_lr: Annotated[float | None, typer.Option(help="Learning rate of the SparseGrad entries.")] = None,
 ) -> None:
     """Fine-tune the real MiniLM-L6 on the bundled SST-2 sample with SparseGrad (1% density), offline."""
+    setting = defaults.DEFAULT_SETTING
     console.print("[bold]SparseGrad demo[/]: all-MiniLM-L6-v2, SST-2 sample (4,000 train / 872 dev), "
-                  "density 1%, paper setting")
+                  f"density 1%, {setting.value} setting")
     task, mapping = glue_mapping(demo_recipe.GLUE_TASK)
     train_ds = load_dataset(sample_path(f"{demo_recipe.GLUE_TASK}_train"), task, mapping)
     dev_ds = load_dataset(sample_path(f"{demo_recipe.GLUE_TASK}_dev"), task, mapping, label_names=train_ds.label_names)
     spec, args = _build_config(
-        {"type": defaults.DEFAULT_METHOD.value, "setting": defaults.DEFAULT_SETTING.value, "density": defaults.DENSITY,
+        {"type": defaults.DEFAULT_METHOD.value, "setting": setting.value, "density": defaults.DENSITY,
          "calibration_steps": defaults.CALIBRATION_STEPS, "selection": JOB_SELECTION.value, "lora_rank": None},
-        {"sparse_learning_rate": sparse_lr, "batch_size": demo_recipe.BATCH_SIZE, "max_steps": max_steps,
+        {"learning_rate": defaults.default_learning_rate(defaults.DEFAULT_METHOD, setting), "sparse_learning_rate": sparse_lr, "batch_size": demo_recipe.BATCH_SIZE, "max_steps": max_steps,
          "max_seq_length": demo_recipe.MAX_SEQ_LENGTH, "output_dir": output, "log_every": 1},
     )
     summary = _run_training(model_name=demo_recipe.MODEL, data=DataFiles(train_ds, dev_ds), spec=spec, args=args, resume=None)

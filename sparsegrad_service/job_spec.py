@@ -225,8 +225,9 @@ def _section(spec: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _upgrade_v1(spec: dict[str, Any]) -> dict[str, Any]:
-    """Version 1: ``method = {type, setting, sparsegrad: {...}, lora: {...}, meprop: {...}}``; a SparseGrad section
-    without ``selection`` predates selections and ran the exact method; a hyperparameter stored as null kept the
+    """Version 1: ``method = {type, setting, sparsegrad: {...}, lora: {...}, meprop: {...}}``; a method without
+    ``setting`` ran the paper setting (the default then); a SparseGrad section without ``selection`` predates
+    selections and ran the exact method; a hyperparameter stored as null kept the
     default, except those whose null has a meaning (``original_share_every``: off; ``checkpoint_every``: the
     deployment's; the optional ones: not set)."""
     method = _section(spec, "method")
@@ -250,7 +251,7 @@ def _upgrade_v1(spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "version": SPEC_VERSION,
         "task": task,
-        "method": {"type": kind.value, **_given({"setting": method.get("setting")}), **params},
+        "method": {"type": kind.value, "setting": _given(method).get("setting", D.STORED_SPEC_SETTING.value), **params},
         "hyperparameters": hp,
         "validation_split": spec.get("validation_split") or 0.0,
         "merge_model": bool(spec.get("merge_model", False)),

@@ -23,10 +23,13 @@ _METHOD: TypeAdapter[MethodConfig] = TypeAdapter(MethodConfig)
 async def job_defaults(settings: SettingsDep, _tenant: CurrentTenant) -> JobDefaults:
     """The defaults a job request resolves to (the same values `POST /v1/fine_tuning/jobs` fills in)."""
     methods = sorted(MethodType, key=lambda m: m is not D.DEFAULT_METHOD)
-    spec = JobSpec(hyperparameters=ResolvedHyperparameters(checkpoint_every=settings.checkpoint_every))
+    method = {m.value: _METHOD.validate_python({"type": m}) for m in methods}
+    default = method[D.DEFAULT_METHOD.value]
+    spec = JobSpec(method=default, hyperparameters=ResolvedHyperparameters(
+        checkpoint_every=settings.checkpoint_every, learning_rate=D.default_learning_rate(default.type, default.setting)))
     return JobDefaults(
-        methods=methods, settings=list(Setting), selections=list(Selection),
-        method={m.value: _METHOD.validate_python({"type": m}) for m in methods},
+        methods=methods, settings=list(Setting), selections=list(Selection), method=method,
+        learning_rates={m.value: {s.value: D.default_learning_rate(m, s) for s in Setting} for m in methods},
         hyperparameters=PublicHyperparameters(**dict(spec.hyperparameters)), validation_split=spec.validation_split,
         min_eval_examples=D.MIN_EVAL_EXAMPLES, seed=D.SEED,
     )

@@ -19,7 +19,11 @@ class JobDefaults(BaseModel):
     settings: list[Setting]
     selections: list[Selection]
     method: dict[str, MethodConfig] = Field(description="Each method's parameters when the request gives none.")
-    hyperparameters: PublicHyperparameters = Field(description="Every hyperparameter's default in this deployment.")
+    hyperparameters: PublicHyperparameters = Field(description="Every hyperparameter's default in this deployment, "
+                                                   "for the default method in the default setting.")
+    learning_rates: dict[str, dict[str, float]] = Field(description=(
+        "The default learning rate per method and setting (a request that sets none gets it): larger in the "
+        "`peft` setting, where only the method's entries and the head train."))
     validation_split: float
     min_eval_examples: int = Field(description="The fewest examples a held-out evaluation share may have (and the fewest "
                                    "it must leave to train on); a smaller file trains without evaluation.")

@@ -120,7 +120,7 @@ class Hyperparameters(StrictModel):
 
     n_epochs: Annotated[int | None, AutoNumber] = Field(default=None, ge=1, le=100, description=f"Passes over the training data, 1-100 (ignored with `max_steps`). Default {D.N_EPOCHS}.")
     batch_size: Annotated[int | None, AutoNumber] = Field(default=None, ge=1, le=1024, description=f"Rows per micro-batch, 1-1024. Default {D.BATCH_SIZE}.")
-    learning_rate: Annotated[float | None, AutoNumber] = Field(default=None, gt=0, le=1, description=f"Peak learning rate in (0, 1]. Default {D.LEARNING_RATE:g}.")
+    learning_rate: Annotated[float | None, AutoNumber] = Field(default=None, gt=0, le=1, description=f"Peak learning rate in (0, 1]. Default {D.PEFT_LEARNING_RATE:g} in the `peft` setting, {D.LEARNING_RATE:g} in the `paper` one and for full FT.")
     learning_rate_multiplier: Annotated[float | None, AutoNumber] = Field(
         default=None, gt=0, le=1000, description=f"OpenAI-style: learning_rate = {D.LEARNING_RATE:g} × this. Exclusive with `learning_rate`.")
     sparse_learning_rate: Annotated[float | None, AutoNumber] = Field(default=None, gt=0, le=1, description="Learning rate of the SparseGrad entries. Default: `learning_rate`.")

@@ -28,11 +28,13 @@ def test_defaults_are_filled_in_and_the_job_is_queued(service: Service, acme: Te
     assert job["id"].startswith("ftjob-") and job["object"] == "fine_tuning.job"
     assert job["status"] == "queued" and job["queue_position"] == 1 and job["progress"] == 0.0
     assert job["model"] == "minilm-l6" and job["training_file"] == file_id and job["validation_file"] is None
-    assert job["method"] == {"type": "sparsegrad", "setting": "paper",
+    assert job["method"] == {"type": "sparsegrad", "setting": "peft",
                              "sparsegrad": {"density": 0.01, "calibration_steps": 10, "selection": "dynamic",
                                             "block_energy_share": 0.97, "block_max_cost": 1.0,
                                             "recalibrate_every": 0}}
     assert job["hyperparameters"]["n_epochs"] == 3 and job["hyperparameters"]["batch_size"] == 16
+    assert job["hyperparameters"]["learning_rate"] == 3e-4  # the PEFT-pure setting's default
+    assert job["hyperparameters"]["learning_rate_multiplier"] == pytest.approx(3.0)  # in units of 1e-4
     assert job["hyperparameters"]["group_by_length"] is True and job["hyperparameters"]["gradient_checkpointing"] is False
     assert job["hyperparameters"]["checkpoint_every"] == service.settings.checkpoint_every
     assert job["task"] == {"type": "classification", "text_column": "text", "text_pair_column": None,
@@ -49,8 +51,8 @@ def test_defaults_are_filled_in_and_the_job_is_queued(service: Service, acme: Te
                          "requested", "lineage"}
     assert spec["lineage"] is None and job["lineage"] == [{"model": "minilm-l6", "fine_tuning_job_id": None, "step": None}]
     assert spec["version"] == 2 and spec["validation_split"] == 0.1
-    assert spec["method"] == {"type": "sparsegrad", "setting": "paper", **job["method"]["sparsegrad"]}
-    assert spec["hyperparameters"] | {"learning_rate_multiplier": 1.0} == job["hyperparameters"]
+    assert spec["method"] == {"type": "sparsegrad", "setting": "peft", **job["method"]["sparsegrad"]}
+    assert spec["hyperparameters"] | {"learning_rate_multiplier": pytest.approx(3.0)} == job["hyperparameters"]
     assert spec["task"] == job["task"]
     assert job["requested"] == spec["requested"] == {"method": None, "hyperparameters": None}
     # the message reached the (filesystem) broker
@@ -132,7 +134,7 @@ def test_block_selection_and_its_rule_are_stored(service: Service, acme: TenantC
     sg = {"selection": "block", "block_energy_share": 0.9, "block_max_cost": 2.0}
     job = acme.create_job(training_file=acme.upload_id(), method={"type": "sparsegrad", "sparsegrad": sg})
     assert job["method"]["sparsegrad"] == {"density": 0.01, "calibration_steps": 10, "recalibrate_every": 0, **sg}
-    assert job_spec(service, job["id"])["method"] == {"type": "sparsegrad", "setting": "paper", **job["method"]["sparsegrad"]}
+    assert job_spec(service, job["id"])["method"] == {"type": "sparsegrad", "setting": "peft", **job["method"]["sparsegrad"]}
 
 
 @pytest.mark.parametrize(("body", "param", "fragment"), [
@@ -264,3 +266,12 @@ def test_the_defaults_endpoint_answers_what_a_bare_request_resolves_to(service: 
         body = {"method": {"type": method}}
         got = acme.create_job(training_file=acme.upload_id(), **body)["method"]
         assert {"type": method, **got.get(method, {}), "setting": got["setting"]} == defaults["method"][method]
+    # the learning rate a request without one gets, per method and setting: larger where only the method trains
+    assert defaults["learning_rates"]["full"] == {"paper": 1e-4, "peft": 1e-4}
+    for method in ("sparsegrad", "lora", "meprop"):
+        assert defaults["learning_rates"][method] == {"paper": 1e-4, "peft": 3e-4}
+        for setting in ("paper", "peft"):
+            job = acme.create_job(training_file=acme.upload_id(), method={"type": method, "setting": setting})
+            assert job["hyperparameters"]["learning_rate"] == defaults["learning_rates"][method][setting]
+    full = acme.create_job(training_file=acme.upload_id(), method={"type": "full"})
+    assert full["hyperparameters"]["learning_rate"] == 1e-4

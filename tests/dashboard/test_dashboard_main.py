@@ -109,7 +109,16 @@ def test_new_job_upload_errors_inline_then_submit_double_click_makes_one_job(
     page.wait_for_selector("#sg-selection option[value='block']", state="attached")  # the contract's defaults came
     assert page.input_value("#hp-n_epochs") == "3" and page.input_value("#hp-batch_size") == "16"
     assert page.input_value("#sg-density") == "0.01" and page.is_checked("#method-sparsegrad")
-    assert page.input_value("#sg-selection") == "dynamic" and page.input_value("#setting") == "paper"
+    assert page.input_value("#sg-selection") == "dynamic" and page.input_value("#setting") == "peft"
+    # the learning rate is left to each method's and setting's default, which the field shows
+    assert page.input_value("#hp-learning_rate") == ""
+    assert page.get_attribute("#hp-learning_rate", "placeholder") == "default 0.0003"
+    page.select_option("#setting", "paper")
+    assert page.get_attribute("#hp-learning_rate", "placeholder") == "default 0.0001"
+    page.select_option("#setting", "peft")
+    page.check("#compare-full")  # compared methods keep their own defaults
+    assert page.get_attribute("#hp-learning_rate", "placeholder") == "default 0.0003 / 0.0001"
+    page.uncheck("#compare-full")
     assert page.input_value("#seed") == "42" and page.input_value("#validation-split") == "0.1"
     assert "10% of the training file is held out when that is at least 20 examples" in page.inner_text("#valid-file-hint")
     assert page.is_hidden("#lora-rank")  # only the chosen method's parameters show

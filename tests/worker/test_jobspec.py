@@ -108,6 +108,11 @@ def test_a_version_1_spec_and_its_version_2_form_run_the_same(tmp_path: Path) ->
     del old["method"]["sparsegrad"]["selection"]
     assert method_spec(old).sparsegrad.selection == "dynamic"
     assert JobSpec().method.selection == "dynamic"  # what a new job gets
+    # a version-1 method without a setting ran the paper setting, the default then; a new job gets the PEFT-pure one
+    old = job_spec()
+    del old["method"]["setting"]
+    assert method_spec(old).setting == "paper" and JobSpec.from_stored(old).method.setting == "paper"
+    assert JobSpec().method.setting == "peft"
 
 
 def test_an_invalid_stored_spec_names_the_field() -> None:

@@ -19,7 +19,7 @@ const METHODS = [
 const HYPER = [
   ["n_epochs", "Epochs", "", "Passes over the data (ignored with max steps)."],
   ["batch_size", "Batch size", "", "Rows per micro-batch."],
-  ["learning_rate", "Learning rate", "", "Peak learning rate."],
+  ["learning_rate", "Learning rate", "", "Peak learning rate. Empty: the default of the method and setting (shown)."],
   ["max_seq_length", "Max sequence length", "", "Tokens per row after truncation."],
   ["max_steps", "Max steps", "none (use epochs)", "Overrides epochs when set."],
   ["checkpoint_every", "Checkpoint every", "server default", "Steps between resumable checkpoints."],
@@ -136,12 +136,18 @@ export function renderNewJobPage(root) {
     methodError, panels.sparsegrad, panels.lora, panels.meprop, el("div", { class: "narrow" }, settingField));
   const chosen = () => radios.find((r) => r.checked).value;
   const ticked = () => compareBoxes.filter((b) => b.checked).map((b) => b.value);
+  let learningRates = null;  // the contract's default learning rate per method and setting, once loaded
   function showPanels() {
     const visible = new Set([chosen(), ...ticked()]);
     for (const [type, panel] of Object.entries(panels)) panel.hidden = !visible.has(type);
     settingField.hidden = [...visible].every((t) => t === "full");
+    const lr = inputs["hp-learning_rate"];
+    if (lr && learningRates) {  // left empty, each job gets its own method's default: say which
+      const shown = new Set([...visible].map((t) => learningRates[t][setting.value]));
+      lr.placeholder = `default ${[...shown].join(" / ")}`;
+    }
   }
-  for (const input of [...radios, ...compareBoxes]) input.addEventListener("change", showPanels);
+  for (const input of [...radios, ...compareBoxes, setting]) input.addEventListener("change", showPanels);
   showPanels();
 
   // ---------------------------------------------------------------- hyperparameters
@@ -192,7 +198,10 @@ export function renderNewJobPage(root) {
   // ---------------------------------------------------------------- defaults (the job contract's)
   apiFetch("/v1/fine_tuning/defaults", { signal: controller.signal }).then((d) => {
     const setValue = (id, value) => { if (value !== null && value !== undefined) inputs[id].value = String(value); };
-    const options = (input, values, chosen) => input.replaceChildren(...values.map((v) => el("option", { value: v, selected: v === chosen }, v)));
+    const options = (input, values, chosen) => {
+      input.replaceChildren(...values.map((v) => el("option", { value: v }, v)));
+      input.value = chosen;  // the contract's default, wherever it is in the list
+    };
     radios.forEach((r, i) => {
       r.closest("label").hidden = compareBoxes[i].closest("label").hidden = !d.methods.includes(r.value);
       r.checked = r.value === d.methods[0];
@@ -203,7 +212,8 @@ export function renderNewJobPage(root) {
     setValue("sg-density", d.method.sparsegrad.density);
     setValue("sg-calibration", d.method.sparsegrad.calibration_steps);
     setValue("meprop-density", d.method.meprop.density);
-    for (const [name] of [...HYPER, ...MORE]) if (name !== "checkpoint_every") setValue(`hp-${name}`, d.hyperparameters[name]);
+    for (const [name] of [...HYPER, ...MORE]) if (name !== "checkpoint_every" && name !== "learning_rate") setValue(`hp-${name}`, d.hyperparameters[name]);
+    learningRates = d.learning_rates;
     scheduler.value = d.hyperparameters.lr_scheduler;
     setValue("seed", d.seed);
     setValue("validation-split", d.validation_split);
