@@ -204,6 +204,7 @@ def calibrate(
                 kept.append(batch)
             losses.append(backward_pass(batch, lambda n, g: accs[layers[n]].add(g)))
         kinds = {kind: acc.finish() for kind, acc in accs.items()}
+        accs.clear()  # the float64 Gram matrices (out² + in² per kind): not needed by a second pass
         supports: dict[str, torch.Tensor] = {}
         if fixed:
             supports = _fixed_supports(targets, layers, kinds, kept, cfg, backward_pass)
