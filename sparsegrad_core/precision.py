@@ -52,12 +52,14 @@ def basis_transposed(u: torch.Tensor) -> torch.Tensor:
     return _derived(u, "T", lambda t: t.T.contiguous())
 
 
-def cpu_has_bf16_matrix_unit() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices in hardware (Intel AMX tiles): there bf16 autocast makes a
-    training step about twice as fast (``bench/step.py --precision bf16``); elsewhere bf16 matrix products are
-    emulated or only modestly faster, so float32 is the better default."""
-    check = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(check()) if check is not None else False
+def cpu_multiplies_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware: Intel AMX tiles, or the AVX-512 BF16 dot products
+    (AMD Zen 4 and later, Intel Cooper Lake). On both bf16 autocast makes a training step about twice as fast
+    (``bench/step.py --precision bf16``: ``bench/results/step_bert-base-4l_amx_{fp32,bf16}.json`` on a Xeon with AMX,
+    ``step_bert-base-4l_epyc_{fp32,bf16}.json`` on an EPYC with AVX-512 BF16); elsewhere bf16 matrix products are
+    emulated, so float32 is the better default."""
+    checks = (getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    return any(bool(check()) for check in checks if check is not None)
 
 
 def bf16_autocast(device: torch.device | str, enabled: bool) -> AbstractContextManager[None]:

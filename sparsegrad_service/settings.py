@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     torch_threads: int | None = None
     """CPU workers: torch intra-op threads (default: torch's choice)."""
     cpu_bf16: bool = True
-    """CPU workers: run jobs under bf16 autocast where the CPU multiplies bf16 matrices in hardware (Intel AMX), as
+    """CPU workers: run jobs under bf16 autocast where the CPU multiplies bf16 matrices in hardware (Intel AMX, AVX-512 BF16), as
     GPU workers do on cards that support it: weights, gradients and optimizer state stay float32, steps take about
     half the time (``bench/step.py --precision bf16``). False: float32 on every CPU."""
     rate_limit_per_minute: int = Field(default=1200, ge=0)

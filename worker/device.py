@@ -8,14 +8,14 @@ from dataclasses import dataclass
 
 import torch
 
-from sparsegrad_core.precision import cpu_has_bf16_matrix_unit
+from sparsegrad_core.precision import cpu_multiplies_bf16
 
 
 @dataclass(frozen=True)
 class DeviceInfo:
     device: torch.device
     bf16: bool
-    """Autocast forward passes to bfloat16 (CUDA cards that support it; CPUs with a bf16 matrix unit)."""
+    """Autocast forward passes to bfloat16 (CUDA cards that support it; CPUs that multiply bf16 in hardware)."""
     description: str
     """``cpu`` or ``cuda:0 (NVIDIA H100 80GB HBM3)``: shown in events and ``Job.summary["device"]``."""
 
@@ -25,7 +25,7 @@ def select_device(cpu_bf16: bool = True) -> DeviceInfo:
         device = torch.device("cuda", torch.cuda.current_device())
         name = torch.cuda.get_device_name(device)
         return DeviceInfo(device, bool(torch.cuda.is_bf16_supported()), f"{device} ({name})")
-    bf16 = cpu_bf16 and cpu_has_bf16_matrix_unit()
+    bf16 = cpu_bf16 and cpu_multiplies_bf16()
     return DeviceInfo(torch.device("cpu"), bf16, "cpu")
 
 

@@ -110,7 +110,7 @@ def test_job_runs_end_to_end_and_the_adapter_reproduces_the_workers_model(
     base, tokenizer = load_base_model(str(tiny_model_dir), "classification", num_labels=2,
                                       label_names=train.label_names)
     model = merged_with_moved_mlps(base, adapter_dir).eval()  # its sparse delta moved the MLP weights
-    # in the precision the worker evaluated in (bf16 autocast on CPUs with AMX), which the adapter records
+    # in the precision the worker evaluated in (bf16 autocast on CPUs that multiply bf16 in hardware), which the adapter records
     bf16 = read_training_info(adapter_dir)["bf16"]
     assert bf16 is (done["summary"]["precision"] == "bf16 autocast")
     with torch.no_grad(), bf16_autocast("cpu", bf16):

@@ -8,7 +8,7 @@ from support.tiny import tiny_bert
 
 from sparsegrad_core.loading import load_tokenizer
 from sparsegrad_core.methods import MethodSpec
-from sparsegrad_core.precision import cpu_has_bf16_matrix_unit
+from sparsegrad_core.precision import cpu_multiplies_bf16
 from sparsegrad_core.tokenization import tokenize_dataset
 from sparsegrad_core.training import Trainer, TrainingArguments, prepare_for_training
 from sparsegrad_data import Dataset, DatasetFormat, Example, TaskType
@@ -42,10 +42,10 @@ def test_bf16_autocast_on_the_cpu() -> None:
     assert TrainingArguments(bf16=True).to_dict()["bf16"] is True
 
 
-def test_cpu_workers_use_bf16_where_the_cpu_has_a_bf16_matrix_unit_unless_switched_off() -> None:
+def test_cpu_workers_use_bf16_where_the_cpu_multiplies_bf16_in_hardware_unless_switched_off() -> None:
     assert select_device(cpu_bf16=False).bf16 is False
     if not torch.cuda.is_available():
-        assert select_device(cpu_bf16=True).bf16 is cpu_has_bf16_matrix_unit()
+        assert select_device(cpu_bf16=True).bf16 is cpu_multiplies_bf16()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
