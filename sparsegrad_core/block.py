@@ -87,8 +87,9 @@ class BlockShareGrid:
         self.count += 1
 
     R_IN_CHUNK = 4
-    """Grid columns measured at once: the working set is a few bytes per largest entry and column, so this bounds
-    it (all 22 at once took 228 MiB per gradient at BERT-base's 3072 × 768, k = 23.6 k; 4 take about 40)."""
+    """Grid columns measured at once: the working set is a few bytes per largest entry (``8k`` of them) and grid
+    column, so measuring all columns at once made the calibration's second pass peak above the training step at
+    BERT-base's shapes (``prepare_peak_bytes`` in ``bench/results/step_bert-base-4l_epyc_peft*.json``)."""
 
     def _kept(self, in_rows: torch.Tensor | None, cols: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
         """Per ``r_in`` on the grid: the energy of the top-k inside the ``r_out × r_in`` block, from the largest
