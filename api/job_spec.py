@@ -10,7 +10,6 @@ from pydantic import TypeAdapter
 
 from sparsegrad_contract.defaults import (
     DEFAULT_METHOD,
-    LEARNING_RATE,
     MethodType,
     Selection,
     default_learning_rate,
@@ -71,18 +70,19 @@ def _shown(value: Any) -> str:
 
 
 def resolve_hyperparameters(body: JobCreate, checkpoint_every: int, method: MethodConfig) -> ResolvedHyperparameters:
-    """Every hyperparameter resolved: ``learning_rate_multiplier`` becomes ``learning_rate``, an unset learning rate
-    the default for ``method`` and its setting, an unset ``checkpoint_every`` the deployment's,
+    """Every hyperparameter resolved: an unset learning rate becomes the default of ``method`` and its setting, a
+    ``learning_rate_multiplier`` that default times the multiplier, an unset ``checkpoint_every`` the deployment's,
     ``original_share_every`` 0 "off" (None)."""
     hp, prefix = _merged(body)
     values = hp.model_dump(exclude_none=True)
     multiplier = values.pop("learning_rate_multiplier", None)
+    default_lr = default_learning_rate(method.type, method.setting)
     if multiplier is not None:
         if "learning_rate" in values:
             raise ApiError(400, f"Set either {prefix}.learning_rate or {prefix}.learning_rate_multiplier, not both.",
                            param=f"{prefix}.learning_rate_multiplier", code="invalid_value")
-        values["learning_rate"] = LEARNING_RATE * multiplier
-    values.setdefault("learning_rate", default_learning_rate(method.type, method.setting))
+        values["learning_rate"] = default_lr * multiplier
+    values.setdefault("learning_rate", default_lr)
     values.setdefault("checkpoint_every", checkpoint_every)
     if values.get("original_share_every") == 0:
         values["original_share_every"] = None

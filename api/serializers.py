@@ -64,7 +64,7 @@ def _public_spec(job_id: str, stored: dict[str, Any] | None) -> _PublicSpec:
     hit = _PUBLIC_SPECS.get(job_id)
     if hit is None:
         spec = JobSpec.from_stored(stored)
-        hit = _PublicSpec(spec, public_method(spec), PublicHyperparameters(**dict(spec.hyperparameters)))
+        hit = _PublicSpec(spec, public_method(spec), PublicHyperparameters.of(spec.hyperparameters, spec.method))
         with _PUBLIC_SPECS_LOCK:
             if len(_PUBLIC_SPECS) >= _PUBLIC_SPECS_MAX:
                 _PUBLIC_SPECS.clear()

@@ -93,7 +93,7 @@ LORA_DROPOUT = 0.0
 # Training loop
 LEARNING_RATE = 1e-4
 """The default peak learning rate where every parameter, or every non-MLP one, trains: full FT and the paper
-setting (protocol 4's choice for full FT on every GLUE task). Also the unit of OpenAI's ``learning_rate_multiplier``."""
+setting (protocol 4's choice for full FT on every GLUE task)."""
 PEFT_LEARNING_RATE = 3e-4
 """The default peak learning rate in the PEFT-pure setting, where only the method's entries and the head train and
 need larger steps: protocol 4 chose 3e-4 (MRPC) and 1e-3 (SST-2, where 3e-4 came second) for SparseGrad there, on

@@ -30,6 +30,6 @@ async def job_defaults(settings: SettingsDep, _tenant: CurrentTenant) -> JobDefa
     return JobDefaults(
         methods=methods, settings=list(Setting), selections=list(Selection), method=method,
         learning_rates={m.value: {s.value: D.default_learning_rate(m, s) for s in Setting} for m in methods},
-        hyperparameters=PublicHyperparameters(**dict(spec.hyperparameters)), validation_split=spec.validation_split,
+        hyperparameters=PublicHyperparameters.of(spec.hyperparameters, default), validation_split=spec.validation_split,
         min_eval_examples=D.MIN_EVAL_EXAMPLES, seed=D.SEED,
     )

@@ -122,7 +122,7 @@ class Hyperparameters(StrictModel):
     batch_size: Annotated[int | None, AutoNumber] = Field(default=None, ge=1, le=1024, description=f"Rows per micro-batch, 1-1024. Default {D.BATCH_SIZE}.")
     learning_rate: Annotated[float | None, AutoNumber] = Field(default=None, gt=0, le=1, description=f"Peak learning rate in (0, 1]. Default {D.PEFT_LEARNING_RATE:g} in the `peft` setting, {D.LEARNING_RATE:g} in the `paper` one and for full FT.")
     learning_rate_multiplier: Annotated[float | None, AutoNumber] = Field(
-        default=None, gt=0, le=1000, description=f"OpenAI-style: learning_rate = {D.LEARNING_RATE:g} × this. Exclusive with `learning_rate`.")
+        default=None, gt=0, le=1000, description="OpenAI-style: learning_rate = the default learning rate of the method and setting × this. Exclusive with `learning_rate`.")
     sparse_learning_rate: Annotated[float | None, AutoNumber] = Field(default=None, gt=0, le=1, description="Learning rate of the SparseGrad entries. Default: `learning_rate`.")
     max_seq_length: Annotated[int | None, AutoNumber] = Field(default=None, ge=8, le=8192, description=f"Tokens per row after truncation, 8-8192. Default {D.MAX_SEQ_LENGTH}.")
     max_steps: Annotated[int | None, AutoNumber] = Field(default=None, ge=1, le=10_000_000, description="Total optimizer steps (overrides `n_epochs`). Default: none.")

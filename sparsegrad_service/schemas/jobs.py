@@ -5,28 +5,24 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, computed_field, model_validator
+from pydantic import BaseModel, Field
 
-from sparsegrad_contract.defaults import LEARNING_RATE
-from sparsegrad_service.job_spec import Integration, ModelRef, ResolvedHyperparameters, TaskSpec
+from sparsegrad_contract.defaults import default_learning_rate
+from sparsegrad_service.job_spec import Integration, MethodConfig, ModelRef, ResolvedHyperparameters, TaskSpec
 
 
 class PublicHyperparameters(ResolvedHyperparameters):
     """Every hyperparameter the job runs with, and OpenAI's ``learning_rate_multiplier`` it amounts to."""
 
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_computed(cls, data: Any) -> Any:
-        """Read back what this model writes: ``learning_rate_multiplier`` follows from ``learning_rate``."""
-        if isinstance(data, dict) and "learning_rate_multiplier" in data:
-            return {k: v for k, v in data.items() if k != "learning_rate_multiplier"}
-        return data
+    learning_rate_multiplier: float = Field(description=(
+        "OpenAI's multiplier: `learning_rate` over the default learning rate of the job's method and setting "
+        "(1.0 for a job that set none)."))
 
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def learning_rate_multiplier(self) -> float:
-        """``learning_rate`` over the default learning rate."""
-        return self.learning_rate / LEARNING_RATE
+    @classmethod
+    def of(cls, hyperparameters: ResolvedHyperparameters, method: MethodConfig) -> PublicHyperparameters:
+        """The public form of a job's resolved hyperparameters, its multiplier relative to ``method``'s default."""
+        base = default_learning_rate(method.type, method.setting)
+        return cls(**dict(hyperparameters), learning_rate_multiplier=hyperparameters.learning_rate / base)
 
 
 class JobError(BaseModel):

@@ -34,7 +34,7 @@ def test_defaults_are_filled_in_and_the_job_is_queued(service: Service, acme: Te
                                             "recalibrate_every": 0}}
     assert job["hyperparameters"]["n_epochs"] == 3 and job["hyperparameters"]["batch_size"] == 16
     assert job["hyperparameters"]["learning_rate"] == 3e-4  # the PEFT-pure setting's default
-    assert job["hyperparameters"]["learning_rate_multiplier"] == pytest.approx(3.0)  # in units of 1e-4
+    assert job["hyperparameters"]["learning_rate_multiplier"] == pytest.approx(1.0)  # of the setting's default
     assert job["hyperparameters"]["group_by_length"] is True and job["hyperparameters"]["gradient_checkpointing"] is False
     assert job["hyperparameters"]["checkpoint_every"] == service.settings.checkpoint_every
     assert job["task"] == {"type": "classification", "text_column": "text", "text_pair_column": None,
@@ -52,7 +52,7 @@ def test_defaults_are_filled_in_and_the_job_is_queued(service: Service, acme: Te
     assert spec["lineage"] is None and job["lineage"] == [{"model": "minilm-l6", "fine_tuning_job_id": None, "step": None}]
     assert spec["version"] == 2 and spec["validation_split"] == 0.1
     assert spec["method"] == {"type": "sparsegrad", "setting": "peft", **job["method"]["sparsegrad"]}
-    assert spec["hyperparameters"] | {"learning_rate_multiplier": pytest.approx(3.0)} == job["hyperparameters"]
+    assert spec["hyperparameters"] | {"learning_rate_multiplier": pytest.approx(1.0)} == job["hyperparameters"]
     assert spec["task"] == job["task"]
     assert job["requested"] == spec["requested"] == {"method": None, "hyperparameters": None}
     # the message reached the (filesystem) broker
@@ -89,7 +89,7 @@ def test_full_spec(service: Service, acme: TenantClient) -> None:
     assert hp["gradient_checkpointing"] is True
     spec = job_spec(service, job["id"])
     assert spec["hyperparameters"] | {"learning_rate_multiplier": hp["learning_rate_multiplier"]} == hp
-    assert hp["learning_rate_multiplier"] == pytest.approx(3.0)
+    assert hp["learning_rate_multiplier"] == pytest.approx(1.0)  # 3e-4 is LoRA's PEFT-pure default
     assert spec["merge_model"] is True and spec["validation_split"] == 0.2
     assert spec["method"] == {"type": "lora", "setting": "peft", **job["method"]["lora"]}
 
@@ -102,7 +102,8 @@ def test_openai_sdk_shapes(acme: TenantClient) -> None:
     )
     assert job["method"]["type"] == "sparsegrad"
     hp = job["hyperparameters"]
-    assert hp["batch_size"] == 8 and hp["n_epochs"] == 5 and hp["learning_rate"] == pytest.approx(2e-4)
+    # the multiplier scales the default of the job's method and setting (the PEFT-pure one's 3e-4)
+    assert hp["batch_size"] == 8 and hp["n_epochs"] == 5 and hp["learning_rate"] == pytest.approx(6e-4)
     assert hp["warmup_ratio"] == 0.0 and hp["learning_rate_multiplier"] == pytest.approx(2)
     # what was asked, as asked: OpenAI's method type and "auto" (null) next to what it resolved to
     assert job["requested"]["method"] == {"type": "supervised", "supervised": {"hyperparameters": {
@@ -275,3 +276,8 @@ def test_the_defaults_endpoint_answers_what_a_bare_request_resolves_to(service: 
             assert job["hyperparameters"]["learning_rate"] == defaults["learning_rates"][method][setting]
     full = acme.create_job(training_file=acme.upload_id(), method={"type": "full"})
     assert full["hyperparameters"]["learning_rate"] == 1e-4
+    # OpenAI's multiplier scales the job's own default, and reads back as that ratio
+    for method, setting, expected in (("sparsegrad", "peft", 1.5e-4), ("sparsegrad", "paper", 5e-5), ("full", "paper", 5e-5)):
+        hp = acme.create_job(training_file=acme.upload_id(), method={"type": method, "setting": setting},
+                             hyperparameters={"learning_rate_multiplier": 0.5})["hyperparameters"]
+        assert hp["learning_rate"] == pytest.approx(expected) and hp["learning_rate_multiplier"] == pytest.approx(0.5)

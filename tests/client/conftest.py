@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from support.endpoints import free_port, wait_ready
 
-from sparsegrad_service.job_spec import ResolvedHyperparameters, TaskSpec
+from sparsegrad_service.job_spec import ResolvedHyperparameters, SparseGradMethod, TaskSpec
 from sparsegrad_service.schemas import JobPublic
 from sparsegrad_service.schemas.jobs import PublicHyperparameters
 
@@ -40,7 +40,7 @@ def job_object(job_id: str, status: str = "queued", **fields: Any) -> dict[str, 
     job = JobPublic(
         id=job_id, status=status, model="minilm-l6", created_at=1_700_000_000, started_at=None, finished_at=None,
         error=None, method={"type": "sparsegrad", "sparsegrad": {"density": 0.01}, "setting": "paper"},
-        hyperparameters=PublicHyperparameters(**dict(ResolvedHyperparameters(learning_rate=2e-4))),
+        hyperparameters=PublicHyperparameters.of(ResolvedHyperparameters(learning_rate=2e-4), SparseGradMethod(setting="paper")),
         requested={"method": {"type": "sparsegrad"}}, training_file="file-1", validation_file=None,
         trained_tokens=None, result_files=[], fine_tuned_model=None, estimated_finish=None, metadata=None,
         seed=42, suffix=None, organization_id="org-1", phase=None, progress=0.0, queue_position=1,
