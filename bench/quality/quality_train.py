@@ -107,8 +107,17 @@ def train_one(run: Any, *, data_dir: Path | None = None, chat_source: str | None
         "first_loss": losses[0] if losses else None,
         "last_loss": float(sum(losses[-10:]) / len(losses[-10:])) if losses else None,
         "wall_s": round(time.perf_counter() - t0, 2),
-        "mode": "inprocess", "torch_threads": torch.get_num_threads(),
+        **_machine(),
     }
+
+
+def _machine() -> dict[str, Any]:
+    """Where a run trained: in this process, with these torch threads, on this CPU model (the runs of one protocol
+    may come from different machines; ``cpu`` is None where ``/proc/cpuinfo`` does not name it)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
+    return {"mode": "inprocess", "torch_threads": torch.get_num_threads(), "cpu": cpu}
 
 
 def _train_v2(run: Any, *, data_dir: Path | None, chat_source: str | None, workdir: Path) -> dict[str, Any]:
@@ -148,5 +157,5 @@ def _train_v2(run: Any, *, data_dir: Path | None, chat_source: str | None, workd
         "first_loss": losses[0] if losses else None,
         "last_loss": float(sum(losses[-10:]) / len(losses[-10:])) if losses else None,
         "wall_s": round(time.perf_counter() - t0, 2),
-        "mode": "inprocess", "torch_threads": torch.get_num_threads(),
+        **_machine(),
     }
