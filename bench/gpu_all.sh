@@ -12,6 +12,10 @@
 #                                         # gpu_profile.{json,log} and trace_{full,sg_block}.json.gz under OUT_DIR
 #   bash bench/gpu_all.sh OUT_DIR llama   # gpu_step.py's LLaMA suite, the exact method (beside full FT) a part of its own:
 #                                         # gpu_step_llama.{json,log}, gpu_step_llama_exact.{json,log}
+#   bash bench/gpu_all.sh OUT_DIR jobs    # training jobs with CUDA graphs (TrainingArguments.cuda_graphs): the Trainer's CUDA
+#                                         # tests (a graphed run lands where the eager run does, resumes from its checkpoint)
+#                                         # and bench/gpu_trainer.py (Trainer steps/s per method, eager and graphed, rows of
+#                                         # varied length): cuda_graph_job_tests.log, gpu_trainer.{json,log}
 #   bash bench/gpu_all.sh OUT_DIR bf16    # the encoder suite under bf16 autocast, eager and with --cuda-graphs (SparseGrad's
 #                                         # gradient products run in bf16 there, as a dense layer's weight gradient does):
 #                                         # gpu_step_encoders_bf16.{json,log}, gpu_step_encoders_bf16_graphs.{json,log}
@@ -31,6 +35,13 @@ if [ "$PART" = llama ]; then
     --out "$OUT/gpu_step_llama_exact.json" 2>&1 | tee "$OUT/gpu_step_llama_exact.log" || status=1
   exit $status
 fi
+if [ "$PART" = jobs ]; then
+  timeout -s INT 150 "$PY" -m pytest -q -p no:cacheprovider tests/training/test_cuda_graphs.py tests/core/test_optim.py \
+    -rA 2>&1 | tee "$OUT/cuda_graph_job_tests.log" || status=1
+  timeout -s INT 380 "$PY" bench/gpu_trainer.py --timeout 150 --out "$OUT/gpu_trainer.json" 2>&1 \
+    | tee "$OUT/gpu_trainer.log" || status=1
+  exit $status
+fi
 if [ "$PART" = bf16 ]; then
   timeout -s INT 260 "$PY" bench/gpu_step.py --suite encoders --precisions bf16 \
     --out "$OUT/gpu_step_encoders_bf16.json" 2>&1 | tee "$OUT/gpu_step_encoders_bf16.log" || status=1
@@ -38,7 +49,7 @@ if [ "$PART" = bf16 ]; then
     --out "$OUT/gpu_step_encoders_bf16_graphs.json" 2>&1 | tee "$OUT/gpu_step_encoders_bf16_graphs.log" || status=1
   exit $status
 fi
-[ "$PART" = encoders ] || { echo "unknown part $PART: encoders (default), llama or bf16" >&2; exit 2; }
+[ "$PART" = encoders ] || { echo "unknown part $PART: encoders (default), llama, jobs or bf16" >&2; exit 2; }
 timeout -s INT 60 "$PY" -m pytest -q -p no:cacheprovider tests/core -k cuda -rA 2>&1 | tee "$OUT/cuda_tests.log" || status=1
 timeout -s INT 190 "$PY" bench/gpu_step.py --suite encoders --out "$OUT/gpu_step_encoders.json" 2>&1 | tee "$OUT/gpu_step_encoders.log" || status=1
 timeout -s INT 180 "$PY" bench/gpu_step.py --suite encoders --cuda-graphs --out "$OUT/gpu_step_encoders_graphs.json" 2>&1 | tee "$OUT/gpu_step_encoders_graphs.log" || status=1

@@ -211,6 +211,9 @@ def train(
         help="Recompute activations in the backward: much less activation memory, ~30% more compute.")] = defaults.GRADIENT_CHECKPOINTING,
     original_share_every: Annotated[int | None, typer.Option(
         help="SparseGrad: every N steps also log the top-k energy share in the original basis; 0 turns it off.")] = defaults.ORIGINAL_SHARE_EVERY,
+    cuda_graphs: Annotated[bool, typer.Option(
+        help="CUDA only: capture the training step in a CUDA graph and replay it (batches padded to "
+             "--max-seq-length; not with --gradient-checkpointing).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of initialization, data order and dropout.")] = defaults.SEED,
     resume: Annotated[Path | None, typer.Option(help="Resume from a checkpoint or a run folder.")] = None,
     gguf_file: Annotated[str | None, typer.Option(help="GGUF file inside the --model folder.")] = None,
@@ -236,7 +239,7 @@ def train(
             "eval_every": eval_every, "early_stopping_patience": early_stopping_patience, "seed": seed,
             "checkpoint_every": checkpoint_every, "output_dir": output, "max_seq_length": max_seq_length,
             "group_by_length": group_by_length, "gradient_checkpointing": gradient_checkpointing,
-            "log_every": 1, "original_share_every": original_share_every or None,
+            "log_every": 1, "original_share_every": original_share_every or None, "cuda_graphs": cuda_graphs,
         },
     )
     _run_training(model_name=model, data=data, spec=spec, args=args, resume=resume, gguf_file=gguf_file)

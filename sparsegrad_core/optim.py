@@ -62,13 +62,16 @@ class SparseEntryAdam(torch.optim.Optimizer):
 
     ``capturable``: each layer's step count is also kept on the device (``step_t``) and the bias correction computed
     there, so that a step captured in a CUDA graph stays right when it is replayed (as ``torch.optim.AdamW``'s
-    ``capturable``). The learning rate is read when the step is captured.
+    ``capturable``). The learning rate is read when the step is captured: give it as a 0-dim device tensor and
+    change it in place (:meth:`CombinedOptimizer.set_lr_scale`) for a schedule to reach a replayed step.
+    :meth:`state_dict` brings the host's step counts up to the device's, so that a checkpoint of replayed steps
+    resumes with the right bias correction in either mode.
     """
 
     def __init__(
         self,
         layers: Iterable[SparseGradLinear],
-        lr: float = 1e-4,
+        lr: float | torch.Tensor = 1e-4,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         capturable: bool = False,
@@ -148,7 +151,7 @@ class SparseEntryAdam(torch.optim.Optimizer):
         )
 
     @staticmethod
-    def _update(units: list[_Unit], lr: float, b1: float, b2: float, eps: float,
+    def _update(units: list[_Unit], lr: float | torch.Tensor, b1: float, b2: float, eps: float,
                 bias: tuple[float, float] | tuple[torch.Tensor, torch.Tensor]) -> None:
         """The Adam arithmetic of one step count's units; ``bias`` = ``(1 - b1^t, 1 - b2^t)``, numbers or 0-dim
         device tensors (``capturable``)."""
@@ -179,6 +182,14 @@ class SparseEntryAdam(torch.optim.Optimizer):
         for layer in self._layers:
             layer.clear_step_state()
 
+    def state_dict(self) -> dict[str, Any]:
+        """Torch's state dict, after the host's step counts are set from the device's (``capturable``: a replayed
+        CUDA graph counts on the device only; one host sync here, at checkpoint time)."""
+        for state in self.state.values():
+            if "step_t" in state:
+                state["step"] = int(state["step_t"].item())
+        return super().state_dict()
+
     def reset_state(self) -> None:
         """Forget every moment and step count (after re-calibration: moments of the old basis mean nothing in the
         new one); the next step starts them at zero, with fresh bias correction."""
@@ -195,13 +206,15 @@ class CombinedOptimizer:
     """One object with ``step``/``zero_grad``/``state_dict`` over several torch optimizers.
 
     ``param_groups`` lists every group of every optimizer, so learning-rate schedules that scale
-    ``group["lr"]`` from ``group["initial_lr"]`` apply uniformly.
+    ``group["lr"]`` from ``group["initial_lr"]`` apply uniformly. ``capturable``: every ``group["lr"]`` is a 0-dim
+    tensor on the parameters' device, changed in place, so that a step captured in a CUDA graph follows the schedule.
     """
 
-    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+    def __init__(self, optimizers: list[torch.optim.Optimizer], capturable: bool = False) -> None:
         self.optimizers = optimizers
+        self.capturable = capturable
         for group in self.param_groups:
-            group.setdefault("initial_lr", group["lr"])
+            group.setdefault("initial_lr", float(group["lr"]))
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
@@ -230,7 +243,13 @@ class CombinedOptimizer:
 
     def set_lr_scale(self, scale: float) -> None:
         for group in self.param_groups:
-            group["lr"] = group["initial_lr"] * scale
+            lr = group["initial_lr"] * scale
+            if not self.capturable:
+                group["lr"] = lr
+            elif isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)
+            else:  # a float loaded from a checkpoint of an eager run
+                group["lr"] = torch.tensor(lr, device=group["params"][0].device)
 
 
 def build_optimizer(
@@ -246,8 +265,9 @@ def build_optimizer(
     """Sparse Adam on the SparseGrad entries and AdamW on every other trainable parameter.
 
     Works for any model: without SparseGradLinear layers it is plain AdamW (used by the baselines).
-    Weight decay is not applied to biases and LayerNorm weights. ``capturable``: both keep their step counts on the
-    device, so that a step can be captured in a CUDA graph (AdamW's ``capturable`` needs CUDA parameters).
+    Weight decay is not applied to biases and LayerNorm weights. ``capturable``: both keep their step counts and
+    learning rates on the device, so that a step can be captured in a CUDA graph and replayed along a schedule
+    (AdamW's ``capturable`` needs CUDA parameters).
     """
     sg_layers = [layer for _, layer in sparsegrad_layers(model) if layer.sg_anchor.requires_grad]
     decay: list[nn.Parameter] = []
@@ -258,13 +278,23 @@ def build_optimizer(
         (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
     optimizers: list[torch.optim.Optimizer] = []
     groups = [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]]
+
+    def rate(value: float, device: torch.device) -> float | torch.Tensor:
+        return torch.tensor(float(value), device=device) if capturable else value
+
     if groups:
-        optimizers.append(torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, foreach=True, capturable=capturable))
+        optimizers.append(torch.optim.AdamW(groups, lr=rate(lr, (decay or no_decay)[0].device), betas=betas, eps=eps, foreach=True,
+                                            capturable=capturable))
     if sg_layers:
-        optimizers.append(SparseEntryAdam(sg_layers, lr=sparse_lr or lr, betas=betas, eps=eps, capturable=capturable))
+        optimizers.append(SparseEntryAdam(sg_layers, lr=rate(sparse_lr or lr, sg_layers[0].sg_delta.device), betas=betas,
+                                          eps=eps, capturable=capturable))
     if not optimizers:
         raise ValueError("the model has no trainable parameters")
-    return CombinedOptimizer(optimizers)
+    combined = CombinedOptimizer(optimizers, capturable=capturable)
+    for group in combined.param_groups:  # each group its own tensor: a schedule changes them in place
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"] = group["lr"].clone()
+    return combined
 
 
 def clip_grad_norm(model: nn.Module, max_norm: float) -> torch.Tensor:

@@ -62,8 +62,9 @@ def cpu_multiplies_bf16() -> bool:
     return any(bool(check()) for check in checks if check is not None)
 
 
-def bf16_autocast(device: torch.device | str, enabled: bool) -> AbstractContextManager[None]:
+def bf16_autocast(device: torch.device | str, enabled: bool, cache: bool = True) -> AbstractContextManager[None]:
     """``torch.autocast`` to bfloat16 on ``device`` when ``enabled`` (training jobs with ``bf16``; evaluating a job's
-    adapter as the job did: its ``training_info.json`` records ``bf16``), else a no-op context."""
+    adapter as the job did: its ``training_info.json`` records ``bf16``), else a no-op context. ``cache=False``: no
+    cache of cast weights (a step captured in a CUDA graph)."""
     kind = torch.device(device).type
-    return torch.autocast(device_type=kind, dtype=torch.bfloat16, enabled=enabled)
+    return torch.autocast(device_type=kind, dtype=torch.bfloat16, enabled=enabled, cache_enabled=cache)

@@ -42,10 +42,14 @@ class TokenizedDataset:
         """Tokens per row."""
         return tuple(len(r["input_ids"]) for r in self.rows)
 
-    def collate(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        """A batch of the rows at ``indices``, right-padded to the longest of them."""
+    def collate(self, indices: Sequence[int], width: int | None = None) -> dict[str, torch.Tensor]:
+        """A batch of the rows at ``indices``, right-padded to the longest of them, or to ``width`` tokens (a fixed
+        shape: a step captured in a CUDA graph)."""
         rows = [self.rows[i] for i in indices]
-        width = max(len(r["input_ids"]) for r in rows)
+        longest = max(len(r["input_ids"]) for r in rows)
+        if width is not None and width < longest:
+            raise ValueError(f"cannot pad rows of {longest} tokens to a width of {width}")
+        width = longest if width is None else width
         batch: dict[str, torch.Tensor] = {}
         for key in rows[0]:
             fill = {"input_ids": self.pad_token_id, "labels": IGNORE_INDEX}.get(key, 0)

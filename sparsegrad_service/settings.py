@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     """CPU workers: run jobs under bf16 autocast where the CPU multiplies bf16 matrices in hardware (Intel AMX, AVX-512 BF16), as
     GPU workers do on cards that support it: weights, gradients and optimizer state stay float32, steps take about
     half the time (``bench/step.py --precision bf16``). False: float32 on every CPU."""
+    cuda_graphs: bool = False
+    """GPU workers: capture each job's training step in a CUDA graph and replay it (``TrainingArguments.cuda_graphs``;
+    batches padded to the job's ``max_seq_length``; not for jobs with ``gradient_checkpointing``). A small model's
+    GPU step is bound by kernel launches, which a replay removes (``bench/gpu_step.py --cuda-graphs``). CPU workers
+    ignore it."""
     rate_limit_per_minute: int = Field(default=1200, ge=0)
     """Requests per minute one API key may send to one API process on average (0: no limit); more answer
     429 with ``Retry-After``."""

@@ -46,10 +46,12 @@ def method_spec(spec: JobSpec) -> MethodSpec:
 
 
 def training_arguments(
-    spec: JobSpec, *, seed: int, output_dir: Path, default_checkpoint_every: int, bf16: bool
+    spec: JobSpec, *, seed: int, output_dir: Path, default_checkpoint_every: int, bf16: bool,
+    cuda_graphs: bool = False,
 ) -> TrainingArguments:
     """The trainer's arguments: hyperparameters from the spec, logging every step, checkpoints under
-    ``output_dir`` (the two newest kept locally), SparseGrad's original-basis share when configured."""
+    ``output_dir`` (the two newest kept locally), SparseGrad's original-basis share when configured; CUDA graphs
+    when the worker captures them and the job does not recompute activations (``gradient_checkpointing``)."""
     hp = spec.hyperparameters
     return TrainingArguments(
         learning_rate=hp.learning_rate,
@@ -74,4 +76,5 @@ def training_arguments(
         log_every=1,
         original_share_every=hp.original_share_every if spec.method.type is MethodType.sparsegrad else None,
         bf16=bf16,
+        cuda_graphs=cuda_graphs and not hp.gradient_checkpointing,
     )

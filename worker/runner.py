@@ -89,7 +89,7 @@ class JobRunner:
     # ------------------------------------------------------------------------------------------ attempt
     def run(self) -> Outcome:
         settings = self.settings
-        device = select_device(settings.cpu_bf16)
+        device = select_device(settings.cpu_bf16, settings.cuda_graphs)
         job_store = WorkerJobStore(settings.sql_url, self.job_id, self.worker_id, retry_s=settings.heartbeat_timeout_s)
         job = job_store.claim(device.description)
         if job is None:
@@ -156,7 +156,8 @@ class JobRunner:
         try:
             method = method_spec(spec)
             args = training_arguments(spec, seed=job.seed, output_dir=attempt.run_dir,
-                                      default_checkpoint_every=settings.checkpoint_every, bf16=attempt.device.bf16)
+                                      default_checkpoint_every=settings.checkpoint_every, bf16=attempt.device.bf16,
+                                      cuda_graphs=attempt.device.cuda_graphs)
         except (TypeError, ValueError) as exc:
             raise JobError("invalid_hyperparameters", str(exc), "hyperparameters") from exc
         journal.event(EventType.message, *data.describe())

@@ -84,6 +84,12 @@ class TrainingArguments:
     models that support it, through their own switch with ``{"use_reentrant": False}``
     (``gradient_checkpointing_enable``; see :mod:`~sparsegrad_core.training.gradient_checkpointing`); other
     models raise a ``ValueError`` naming this field. The KV cache is off while training."""
+    cuda_graphs: bool = False
+    """Capture the training step (forward, backward, clipping, optimizer step) once in a CUDA graph and replay it
+    (CUDA only; see :mod:`~sparsegrad_core.training.cuda_graphs`): a small model's GPU step is bound by kernel
+    launches, which a replay removes. Batches are then padded to ``max_seq_length``; steps of another shape (an
+    epoch's shorter last batch) and steps that measure the original basis (``original_share_every``) run eagerly.
+    Not with ``gradient_checkpointing``."""
 
     def __post_init__(self) -> None:
         _positive_float("learning_rate", self.learning_rate)
@@ -122,6 +128,9 @@ class TrainingArguments:
             raise ValueError("load_best_at_end needs keep_best=True")
         if (self.keep_best or self.checkpoint_every) and self.output_dir is None:
             raise ValueError("checkpoint_every / keep_best need an output_dir")
+        if self.cuda_graphs and self.gradient_checkpointing:
+            raise ValueError("cuda_graphs cannot be combined with gradient_checkpointing: the recomputed forward "
+                             "saves and restores the random-number state, which a captured step cannot; turn one off")
         if self.output_dir is not None:
             self.output_dir = Path(self.output_dir)
 

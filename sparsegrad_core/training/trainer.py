@@ -45,6 +45,7 @@ from .checkpoint import (
     save_checkpoint,
     step_dir_name,
 )
+from .cuda_graphs import StepGraph
 from .evaluation import default_metric, evaluate, greater_is_better, metric_key, metric_names
 from .export import export_trained
 from .gradient_checkpointing import cache_disabled, enable_gradient_checkpointing
@@ -133,7 +134,7 @@ class Trainer:
         sg = prepared.spec.sparsegrad
         self.optimizer = build_optimizer(
             self.model, args.learning_rate, weight_decay=args.weight_decay, betas=sg.adam_betas, eps=sg.adam_eps,
-            sparse_lr=args.sparse_learning_rate,
+            sparse_lr=args.sparse_learning_rate, capturable=args.cuda_graphs,
         )
         task = self.train_data.task
         self.metric = metric_key(args.metric_for_best) if args.metric_for_best else default_metric(task)
@@ -141,6 +142,7 @@ class Trainer:
             raise ValueError(f"metric_for_best={args.metric_for_best!r} is not an eval metric of {task.value} "
                              f"({', '.join(metric_names(task))})")
         self.sg_layers = [layer for _, layer in sparsegrad_layers(self.model)]
+        self.step_graph = StepGraph(self._step_work, self.device) if args.cuda_graphs else None
         self.output_dir = None if args.output_dir is None else Path(args.output_dir)
         self.metrics_log = MetricsLog(None if self.output_dir is None else self.output_dir / METRICS_FILE)
         self.state = TrainerState()
@@ -219,23 +221,22 @@ class Trainer:
         track = bool(self.sg_layers and args.original_share_every and state.global_step % args.original_share_every == 0)
         for layer in self.sg_layers:
             layer.track_original_share = track
-        # Losses and the gradient norm stay on the device until the step is queued: one host sync per step.
-        losses, tokens = [], 0
-        for i, indices in enumerate(micro_batches):
-            cpu_batch = self.train_data.collate(indices)
+        batches, tokens = [], 0
+        for indices in micro_batches:
+            cpu_batch = self.train_data.collate(indices, width=args.max_seq_length if args.cuda_graphs else None)
             tokens += int(cpu_batch["attention_mask"].sum()) if "attention_mask" in cpu_batch else cpu_batch["input_ids"].numel()
-            batch = {k: v.to(self.device) for k, v in cpu_batch.items()}
-            with self.prepared.accumulating_gradients(active=i < len(micro_batches) - 1):
-                with self.autocast(), cache_disabled(model, active=args.gradient_checkpointing):
-                    loss = model(**batch).loss * (units[i] / total_units)
-                loss.backward()
-            losses.append(loss.detach().float())
-        on_device = {"loss": torch.stack(losses).sum()}
+            batches.append({k: v.to(self.device) for k, v in cpu_batch.items()})
+        weights = [u / total_units for u in units]
         scale = lr_scale(state.global_step, self.total_steps, self.warmup_steps, args.lr_scheduler)
         self.optimizer.set_lr_scale(scale)
-        if args.max_grad_norm is not None:
-            on_device["grad_norm"] = clip_grad_norm(model, args.max_grad_norm).to(on_device["loss"].device)
-        self.optimizer.step()
+        if self.step_graph is not None and not track:  # measuring the original basis is another path: eager
+            regular = len(batches) == args.gradient_accumulation_steps and all(
+                len(mb) == args.batch_size for mb in micro_batches)
+            on_device, energies = self.step_graph(batches, weights, regular)
+        else:
+            on_device, energies = self._step_work(batches, weights)
+        for layer, energy in zip(self.sg_layers, energies, strict=True):
+            layer.last_energy = dict(energy)
         self.optimizer.zero_grad(set_to_none=True)
         metrics: dict[str, float] = energy_share(model) if self.sg_layers else {}
         if track:
@@ -250,6 +251,27 @@ class Trainer:
         )
         return metrics
 
+    def _step_work(
+        self, batches: list[dict[str, torch.Tensor]], weights: list[Any]
+    ) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
+        """Forward and backward of every micro-batch (each mean loss times its ``weights`` entry), clipping and the
+        optimizer step, on device tensors (what :class:`~.cuda_graphs.StepGraph` captures). Returns the step's loss
+        and gradient norm, and each SparseGrad layer's energies of the step. Losses and the gradient norm stay on
+        the device until the step is queued: one host sync per step."""
+        args, model = self.args, self.model
+        losses = []
+        for i, batch in enumerate(batches):
+            with self.prepared.accumulating_gradients(active=i < len(batches) - 1):
+                with self.autocast(), cache_disabled(model, active=args.gradient_checkpointing):
+                    loss = model(**batch).loss * weights[i]
+                loss.backward()
+            losses.append(loss.detach().float())
+        on_device = {"loss": torch.stack(losses).sum()}
+        if args.max_grad_norm is not None:
+            on_device["grad_norm"] = clip_grad_norm(model, args.max_grad_norm).to(on_device["loss"].device)
+        self.optimizer.step()
+        return on_device, [dict(layer.last_energy) for layer in self.sg_layers]
+
     def recalibrate(self, step: int) -> dict[str, Any]:
         """New HOSVD bases after step ``step`` from the calibration stream's next ``calibration_steps`` micro-batches
         (:func:`~sparsegrad_core.recalibration.recalibrate`: the trained delta is kept exactly), the sparse Adam
@@ -260,6 +282,8 @@ class Trainer:
         with cache_disabled(self.model, active=args.gradient_checkpointing):
             stats = recalibrate(self.model, batches)
         self.optimizer.reset_sparse_state()
+        if self.step_graph is not None:  # the capture holds the old bases and moments
+            self.step_graph.reset()
         self.metrics_log.write("recalibration", step, {
             "seconds": stats["seconds"], "loss": sum(stats["losses"]) / len(stats["losses"]),
             **{f"kept_share_{kind}": v["kept_share"] for kind, v in stats["kinds"].items()}})
@@ -268,8 +292,9 @@ class Trainer:
 
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
-        """bfloat16 autocast of forward passes when ``args.bf16`` is set (CUDA or CPU)."""
-        with bf16_autocast(self.device, self.args.bf16):
+        """bfloat16 autocast of forward passes when ``args.bf16`` is set (CUDA or CPU); without autocast's cache of
+        cast weights under ``cuda_graphs`` (a captured step must not reuse casts made outside it)."""
+        with bf16_autocast(self.device, self.args.bf16, cache=not self.args.cuda_graphs):
             yield
 
     # ------------------------------------------------------------------------------------------ eval

@@ -443,6 +443,37 @@ def test_training_step_has_no_host_synchronising_ops(selection, orthogonal, sync
         assert {e.name for e in prof.events()} & sync_ops, "the test no longer sees the CPU path"
 
 
+def test_a_capturable_optimizer_follows_the_schedule_in_place_and_counts_steps_on_the_device(orthogonal, rel_err):
+    """The learning rate a captured step reads is a device tensor that the schedule changes in place (a replaced
+    tensor would leave a graph at the rate it was captured with); training along a schedule gives what the
+    host-side rate gives; a checkpoint's host step counts follow the device's (a replay counts on the device only)."""
+    xs = [torch.randn(6, 32, generator=torch.Generator().manual_seed(i)) for i in range(5)]
+    scales = [0.2, 0.6, 1.0, 0.5, 0.1]
+    runs = []
+    for capturable in (False, True):
+        model = _sync_free_mlp(orthogonal, "dynamic")
+        opt = build_optimizer(model, lr=1e-2, capturable=capturable)
+        (group,) = opt.param_groups
+        rate = group["lr"]
+        for x, scale in zip(xs, scales, strict=True):
+            opt.set_lr_scale(scale)
+            if capturable:
+                assert group["lr"] is rate and float(rate) == pytest.approx(1e-2 * scale)
+            model(x).square().mean().backward()
+            opt.step()
+            opt.zero_grad()
+        runs.append((model, opt))
+    (eager, _), (graphed, opt) = runs
+    for a, b in zip(eager, graphed, strict=True):
+        if isinstance(a, SparseGradLinear):
+            assert rel_err(b.merged_weight(), a.merged_weight()) <= 1e-6
+    (sparse,) = [o for o in opt.optimizers if isinstance(o, SparseEntryAdam)]
+    for state in sparse.state.values():
+        state["step_t"] += 2  # what two replays count, with no host code running
+    steps = [s["step"] for s in sparse.state_dict()["state"].values()]
+    assert steps == [len(xs) + 2] * 2
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("selection", ["dynamic", "fixed", "block"])
 def test_training_step_runs_under_cuda_sync_debug_mode_error(selection, orthogonal):

@@ -51,6 +51,26 @@ def test_gradient_checkpointing_reaches_the_training_arguments(tmp_path: Path) -
                               bf16=False).gradient_checkpointing is False
 
 
+def test_a_worker_that_captures_cuda_graphs_does_so_except_for_jobs_that_recompute_activations(tmp_path: Path) -> None:
+    def graphs(worker_captures: bool, hyperparameters: dict[str, object]) -> bool:
+        spec = job_spec(hyperparameters=hyperparameters)
+        return training_arguments(spec, seed=0, output_dir=tmp_path, default_checkpoint_every=50, bf16=False,
+                                  cuda_graphs=worker_captures).cuda_graphs
+
+    assert graphs(True, {"gradient_checkpointing": False}) is True
+    assert graphs(True, {"gradient_checkpointing": True}) is False  # the two cannot be combined: the job still runs
+    assert graphs(False, {"gradient_checkpointing": False}) is False
+
+
+def test_a_cpu_worker_never_captures_cuda_graphs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from worker.device import select_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the CPU rule, on any machine
+    assert select_device(cuda_graphs=True).cuda_graphs is False
+
+
 def test_block_selection_rule_reaches_the_core_config() -> None:
     from sparsegrad_core.config import SparseGradConfig
 
