@@ -67,6 +67,10 @@ CMD ["python", "-m", "uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "
 # ---------------------------------------------------------------------------------------------- worker
 FROM base AS worker
 ARG TORCH_INDEX_URL=https://pypi.org/simple
+# jemalloc: `sparsegrad worker` preloads it into the training worker (sparsegrad_service/allocator.py).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libjemalloc2 \
+    && rm -rf /var/lib/apt/lists/*
 # The worker's extras: `integrations` brings the W&B and MLflow clients (jobs' `integrations`); leave it out
 # (--build-arg WORKER_EXTRAS=models) for a smaller image on a server that configures neither.
 ARG WORKER_EXTRAS=models,integrations
@@ -78,9 +82,9 @@ RUN pip install ".[${WORKER_EXTRAS}]" \
     && SPARSEGRAD_DATA_DIR=/tmp/import-check python -c "import worker.celery_app" \
     && rm -rf /tmp/import-check
 USER sparsegrad
-# One job per worker (one per GPU); run more containers for more parallel jobs.
-CMD ["python", "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "training", "-c", "1", "--pool", "solo", \
-     "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO"]
+# One job per worker (one per GPU); run more containers for more parallel jobs. `sparsegrad worker` replaces itself
+# with the Celery training worker, jemalloc preloaded.
+CMD ["sparsegrad", "worker"]
 
 # --------------------------------------------------------------------------------------- inference-vllm
 # The inference server on vLLM (GPU): the worker image plus vLLM, which installs the torch build it needs.

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -47,6 +48,11 @@ def add_common_args(ap: argparse.ArgumentParser) -> None:
         "bf16 runs; weights, gradients and optimizer state stay fp32",
     )
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--allocator", default="system", choices=["system", "jemalloc"],
+        help="jemalloc: the workers run with jemalloc preloaded, as training workers do (sparsegrad_service/allocator.py; "
+        "needs libjemalloc2); each result records the allocator its process had",
+    )
     ap.add_argument(
         "--max-foreign",
         type=float,
@@ -100,6 +106,20 @@ def payload_for(args: argparse.Namespace, spec: dict[str, Any], method: str, set
     }
 
 
+def use_allocator(name: str) -> None:
+    """Start the worker processes with jemalloc preloaded (``jemalloc``) or with the system's malloc: they inherit
+    this process's environment."""
+    from sparsegrad_service.allocator import jemalloc_library, with_jemalloc
+
+    if name == "jemalloc":
+        if jemalloc_library() is None:
+            raise SystemExit("--allocator jemalloc: jemalloc is not installed (sudo apt-get install -y libjemalloc2)")
+        os.environ.update(with_jemalloc(os.environ))
+    else:
+        os.environ.pop("LD_PRELOAD", None)
+        os.environ.pop("MALLOC_CONF", None)
+
+
 def run_methods(
     args: argparse.Namespace,
     spec: dict[str, Any],
@@ -111,6 +131,7 @@ def run_methods(
     """Every (setting, method) in its own process, ``args.repeats`` times, methods interleaved: repeat 1 runs
     every method, then repeat 2... The first repeat calibrates afresh (its calibration memory is measured)."""
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {s: {m: [] for m in methods} for s in settings}
+    use_allocator(getattr(args, "allocator", "system"))
     for rep in range(getattr(args, "repeats", 1)):
         for setting in settings:
             for m in methods:

@@ -26,6 +26,8 @@ import common
 import meters
 import worker_process
 
+from sparsegrad_service.allocator import process_allocator
+
 
 def worker(p: dict[str, Any]) -> dict[str, Any]:
     import torch
@@ -158,6 +160,7 @@ def worker(p: dict[str, Any]) -> dict[str, Any]:
         "sparsegrad": sg_info,
         "threads": torch.get_num_threads(),
         "precision": p.get("precision", "fp32"),
+        "allocator": process_allocator(),
     }
 
 

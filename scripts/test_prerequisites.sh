@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the test suite needs besides .venv: PostgreSQL (127.0.0.1:5432, trust auth, or SPARSEGRAD_TEST_PG),
-# Redis (127.0.0.1:6379, or SPARSEGRAD_TEST_REDIS) and Debian's chromium (the dashboard's browser tests).
-# Starts what is installed but down and, as root with apt, installs chromium and the servers; otherwise
+# Redis (127.0.0.1:6379, or SPARSEGRAD_TEST_REDIS), Debian's chromium (the dashboard's browser tests) and jemalloc
+# (libjemalloc2, which training workers preload). Starts what is installed but down and, as root with apt, installs
+# chromium, jemalloc and the servers; otherwise
 # stops at once and prints the one command that provides what is missing. `make test` runs it first.
 set -uo pipefail
 
@@ -46,10 +47,16 @@ if [ ! -x /usr/bin/chromium ]; then
     [ -x /usr/bin/chromium ] || missing+=("Debian's chromium at /usr/bin/chromium (sudo apt-get install -y chromium)")
 fi
 
+has_jemalloc() { /sbin/ldconfig -p 2>/dev/null | grep -q 'libjemalloc\.so'; }
+if ! has_jemalloc; then
+    apt_install libjemalloc2
+    has_jemalloc || missing+=("jemalloc, which training workers preload (sudo apt-get install -y libjemalloc2)")
+fi
+
 if [ ${#missing[@]} -gt 0 ]; then
     echo "The tests need, and this script could not provide:" >&2
     for item in "${missing[@]}"; do echo "  - $item" >&2; done
     echo "Provide them (as root, 'sudo bash scripts/test_prerequisites.sh' installs and starts them with apt), then run 'make test' again." >&2
     exit 1
 fi
-echo "test prerequisites: PostgreSQL, Redis and chromium are ready"
+echo "test prerequisites: PostgreSQL, Redis, chromium and jemalloc are ready"

@@ -24,6 +24,7 @@ from typing import IO
 
 import httpx
 
+from sparsegrad_service.allocator import with_jemalloc
 from sparsegrad_service.settings import Settings
 
 WORKER_ARGS = ["worker", "-Q", "{queue}", "-c", "1", "--pool", "solo", "--without-gossip", "--without-mingle",
@@ -73,6 +74,12 @@ def service_env(settings: Settings, public_url: str | None = None) -> dict[str, 
         env["SPARSEGRAD_PUBLIC_URL"] = public_url
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+def training_worker_env(settings: Settings, env: dict[str, str]) -> dict[str, str]:
+    """A training worker's environment: ``env`` with jemalloc preloaded unless the ``worker_jemalloc`` setting is off
+    (:func:`~sparsegrad_service.allocator.with_jemalloc`)."""
+    return with_jemalloc(env) if settings.worker_jemalloc else dict(env)
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -183,10 +190,12 @@ class EmbeddedService:
         if self.api_workers > 1:
             api += ["--workers", str(self.api_workers)]
         self.children = [Child("api", api, self.log_dir / "api.log")]
+        training: set[str] = set()
         for i in range(1, self.workers + 1):
             name = f"worker{i}"
             command = celery_worker_command(self.settings.training_queue, f"{name}@%h")
             self.children.append(Child(name, command, self.log_dir / f"{name}.log"))
+            training.add(name)
         self.children.append(Child("webhooks", webhook_worker_command(self.settings.webhook_queue, "webhooks@%h"),
                                    self.log_dir / "webhooks.log"))
         if self.inference_port is not None:
@@ -194,7 +203,7 @@ class EmbeddedService:
             self.children.append(Child("inference", inference_command("127.0.0.1", self.inference_port),
                                        self.log_dir / "inference.log"))
         for child in self.children:
-            child.start(env, cwd)
+            child.start(training_worker_env(self.settings, env) if child.name in training else env, cwd)
             if self.echo is not None:
                 self._follow(child)
         self.wait_ready(ready_timeout_s, on_wait)

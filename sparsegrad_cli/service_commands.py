@@ -218,11 +218,11 @@ def worker(
     API's artifact directory (SPARSEGRAD_ARTIFACT_DIR on a shared disk) or SPARSEGRAD_API_URL +
     SPARSEGRAD_WORKER_TOKEN to read uploads and deliver checkpoints and artifacts through the API.
     """
-    from .launcher import celery_worker_command, service_env
+    from .launcher import celery_worker_command, service_env, training_worker_env
 
     settings = load_settings(data_dir)
     command = celery_worker_command(queue or settings.training_queue, hostname, concurrency)
-    env = service_env(settings)
+    env = training_worker_env(settings, service_env(settings))
     if print_command:
         typer.echo(" ".join(command))
         return

@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     """CPU workers: run jobs under bf16 autocast where the CPU multiplies bf16 matrices in hardware (Intel AMX, AVX-512 BF16), as
     GPU workers do on cards that support it: weights, gradients and optimizer state stay float32, steps take about
     half the time (``bench/step.py --precision bf16``). False: float32 on every CPU."""
+    worker_jemalloc: bool = True
+    """Training workers started by ``sparsegrad up`` and ``sparsegrad worker`` preload jemalloc where the machine has
+    it (``apt-get install libjemalloc2``; the worker image does the same), keeping freed pages for the next step:
+    CPU steps no longer pay for fresh pages every step (``sparsegrad_service.allocator``; results are unchanged).
+    The job summary's ``allocator`` says which allocator trained it. False: the system's malloc."""
     cuda_graphs: bool = False
     """GPU workers: capture each job's training step in a CUDA graph and replay it (``TrainingArguments.cuda_graphs``;
     batches padded to the job's ``max_seq_length``; not for jobs with ``gradient_checkpointing``). A small model's

@@ -21,6 +21,7 @@ from sparsegrad_core.recipe import merge
 from sparsegrad_core.training import TrainingArguments, TrainResult
 from sparsegrad_core.training.export import read_training_info
 from sparsegrad_core.training.telemetry import json_safe
+from sparsegrad_service.allocator import process_allocator
 from sparsegrad_service.enums import ArtifactKind, EventType, JobStatus
 from sparsegrad_service.job_store import StoredArtifact
 from sparsegrad_service.model_names import fine_tuned_model_name
@@ -132,7 +133,7 @@ def _summary(attempt: Attempt, run: TrainedRun) -> dict[str, Any]:
     summary = {k: run.result.summary.get(k) for k in SUMMARY_KEYS if k in run.result.summary}
     summary.update(
         device=attempt.device.description, precision="bf16 autocast" if run.args.bf16 else "fp32",
-        cuda_graphs=run.args.cuda_graphs,
+        cuda_graphs=run.args.cuda_graphs, allocator=process_allocator(),
         eval_source=run.data.eval_source, attempts=attempt.job.attempt,
         **run.callback.insight,
         probe=reference_outputs(run.prepared.model, run.tokenizer, run.data.eval or run.data.train,

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from support.endpoints import wait_for
 
+from sparsegrad_service.allocator import jemalloc_library
+
 from .conftest import embedded_up, tiny_job
 
 
@@ -23,6 +25,8 @@ def test_sparsegrad_up_runs_a_job_on_sqlite_and_the_filesystem_broker(
             done = wait_for(lambda: (j := c.get(f"/v1/fine_tuning/jobs/{job['id']}").json())["status"]
                             in ("succeeded", "failed") and j, 180, "the embedded job")
             assert done["status"] == "succeeded", (done, (tmp_path / "up.log").read_text()[-3000:])
+            assert jemalloc_library() is not None, "jemalloc is missing: sudo apt-get install -y libjemalloc2"
+            assert done["summary"]["allocator"] == "jemalloc"  # `sparsegrad up` preloads it into its workers
             artifacts = c.get(f"/v1/fine_tuning/jobs/{job['id']}/artifacts").json()["data"]
             adapter = next(a for a in artifacts if a["kind"] == "adapter")
             assert c.get(f"/v1/artifacts/{adapter['id']}/content").content[:2] == b"\x1f\x8b"  # gzip

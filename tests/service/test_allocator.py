@@ -1,0 +1,94 @@
+"""Training workers' allocator (``sparsegrad_service.allocator``): jemalloc preloaded where the machine has it, the
+operator's own preload kept, the setting that turns it off, what a process reports, and results unchanged by it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sparsegrad_cli.launcher import training_worker_env
+from sparsegrad_service import allocator
+from sparsegrad_service.allocator import JEMALLOC_CONF, jemalloc_library, process_allocator, with_jemalloc
+from sparsegrad_service.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _library() -> str:
+    library = jemalloc_library()
+    assert library is not None, "jemalloc is missing: sudo apt-get install -y libjemalloc2 (scripts/test_prerequisites.sh)"
+    return library
+
+
+def test_jemalloc_is_preloaded_with_its_configuration_and_the_operators_choices_are_kept() -> None:
+    library = _library()
+    env = with_jemalloc({"PATH": "/bin"})
+    assert env == {"PATH": "/bin", "LD_PRELOAD": library, "MALLOC_CONF": JEMALLOC_CONF}
+    assert with_jemalloc({"LD_PRELOAD": "libtcmalloc.so"}) == {"LD_PRELOAD": "libtcmalloc.so"}
+    assert with_jemalloc({"MALLOC_CONF": "narenas:2"})["MALLOC_CONF"] == "narenas:2"
+
+
+def test_without_jemalloc_the_environment_is_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(allocator, "jemalloc_library", lambda: None)
+    assert with_jemalloc({"PATH": "/bin"}) == {"PATH": "/bin"}
+
+
+def test_the_worker_setting_turns_it_off(tmp_path: Path) -> None:
+    _library()
+    on = training_worker_env(Settings(data_dir=tmp_path), {"PATH": "/bin"})
+    off = training_worker_env(Settings(data_dir=tmp_path, worker_jemalloc=False), {"PATH": "/bin"})
+    assert "LD_PRELOAD" in on and off == {"PATH": "/bin"}
+
+
+def test_a_process_reports_its_allocator(tmp_path: Path) -> None:
+    maps = tmp_path / "maps"
+    maps.write_text("7f00-7f01 r-xp 00000000 08:01 12 /usr/lib/x86_64-linux-gnu/libjemalloc.so.2\n")
+    assert process_allocator(maps) == "jemalloc"
+    maps.write_text("7f00-7f01 r-xp 00000000 08:01 12 /usr/lib/x86_64-linux-gnu/libc.so.6\n")
+    assert process_allocator(maps) == "system"
+    assert process_allocator(tmp_path / "missing") == "system"
+
+
+TRAIN = """
+import hashlib, torch
+from support.tiny import VOCAB, tiny_bert
+from sparsegrad_core import build_optimizer
+from sparsegrad_core.config import SparseGradConfig
+from sparsegrad_core.methods import MethodSpec, prepare_model
+from sparsegrad_service.allocator import process_allocator
+
+torch.manual_seed(0)
+model = tiny_bert(None, dropout=0.1, hidden=64, intermediate=256)
+g = torch.Generator().manual_seed(1)
+batches = [{"input_ids": torch.randint(5, VOCAB, (8, 24), generator=g), "labels": torch.randint(0, 2, (8,), generator=g)}
+           for _ in range(4)]
+prepared = prepare_model(model, MethodSpec(type="sparsegrad", sparsegrad=SparseGradConfig(density=0.05,
+                                                                                        calibration_steps=2)), batches[:2])
+opt = build_optimizer(prepared.model, lr=1e-3)
+losses = []
+for step in range(6):
+    loss = prepared.model(**batches[step % 4]).loss
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+    losses.append(loss.item())
+digest = hashlib.sha256(repr(losses).encode() + b"".join(p.detach().numpy().tobytes() for p in prepared.model.parameters()))
+print(process_allocator(), digest.hexdigest())
+"""
+
+
+def test_training_under_jemalloc_gives_the_same_results_bit_for_bit() -> None:
+    _library()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]), "OMP_NUM_THREADS": "1"}
+    env.pop("LD_PRELOAD", None)
+    outputs = [subprocess.run([sys.executable, "-c", TRAIN], env=e, capture_output=True, text=True, timeout=300)
+               for e in (env, with_jemalloc(env))]
+    for out in outputs:
+        assert out.returncode == 0, out.stderr[-2000:]
+    (system, plain), (jemalloc, preloaded) = (out.stdout.split() for out in outputs)
+    assert (system, jemalloc) == ("system", "jemalloc")
+    assert plain == preloaded
