@@ -49,9 +49,16 @@ def topk_abs_indices(values: torch.Tensor, k: int, *, sync_free: bool = False) -
     contains the top-k whenever it holds at least k entries; otherwise full ``topk`` is used.
     ``sync_free``: always the full ``topk`` (the candidate set has a data-dependent size, a host sync on CUDA).
     """
-    n = values.numel()
     a = values.abs()
-    if sync_free or n <= 8 * k or n < 1 << 16:
+    if sync_free:
+        return torch.topk(a, k, sorted=False).indices
+    return _topk_nonnegative(a, k)
+
+
+def _topk_nonnegative(a: torch.Tensor, k: int) -> torch.Tensor:
+    """:func:`topk_abs_indices` of a non-negative 1-D tensor, through the candidate set where it is large enough."""
+    n = a.numel()
+    if n <= 8 * k or n < 1 << 16:
         return torch.topk(a, k, sorted=False).indices
     threshold = candidate_threshold(a, k)
     cand = (a >= threshold).nonzero().squeeze(1)
@@ -59,6 +66,15 @@ def topk_abs_indices(values: torch.Tensor, k: int, *, sync_free: bool = False) -
         return torch.topk(a, k, sorted=False).indices
     sub = torch.topk(a.index_select(0, cand), k, sorted=False).indices
     return cand.index_select(0, sub)
+
+
+def topk_magnitude_rows(magnitudes: torch.Tensor, k: int, *, sync_free: bool = False) -> torch.Tensor:
+    """Indices (L, k) of ``k`` largest entries of each row of ``magnitudes`` (L, n), non-negative: one ``torch.topk``
+    over all rows where ``sync_free``, else :func:`topk_abs_indices`'s candidate set row by row (a few thousand
+    values per row instead of ``n``)."""
+    if sync_free or magnitudes.shape[1] <= 8 * k or magnitudes.shape[1] < 1 << 16:
+        return torch.topk(magnitudes, k, dim=1, sorted=False).indices
+    return torch.stack([_topk_nonnegative(row, k) for row in magnitudes])
 
 
 def select_rotated_topk(

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .selection import topk_magnitude_rows
+
 if TYPE_CHECKING:
     from .layer import SparseGradLinear
 
@@ -86,7 +88,7 @@ class PendingTopK:
         totals = torch.linalg.vector_norm(stacked, dim=1).square()
         negative = stacked.signbit()
         magnitudes = stacked.abs_()
-        idx = torch.topk(magnitudes, k, dim=1, sorted=False).indices  # (L, k)
+        idx = topk_magnitude_rows(magnitudes, k, sync_free=not layers[0].drops_rows(magnitudes))  # (L, k)
         kept_abs = magnitudes.gather(1, idx)
         vals = torch.where(negative.gather(1, idx), -kept_abs, kept_abs)
         kept = kept_abs.square().sum(1)

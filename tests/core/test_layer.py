@@ -399,3 +399,36 @@ def test_the_candidate_threshold_samples_every_column_of_a_flattened_matrix():
     assert k <= kept <= 4 * k
     idx = topk_abs_indices(flat, k)
     assert torch.equal(torch.sort(flat[idx]).values, torch.topk(flat, k).values.flip(0))
+
+
+def test_topk_of_stacked_rows_takes_each_rows_exact_top_k_through_the_candidate_set():
+    """The batched selection (block layers of a kind on the CPU) picks every row's own top-k: through the candidate
+    set on wide rows, a full ``topk`` where a row's candidate set falls short (a constant row) or where the rows must
+    not synchronise."""
+    from sparsegrad_core.selection import topk_magnitude_rows
+
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.rand(3, 1 << 17, generator=gen)
+    rows[1] *= 1000.0  # rows of different scales: one threshold for all would starve the others
+    rows[2] = 0.5  # every candidate ties: the sampled threshold keeps all, the selection any k of them
+    k = 500
+    for sync_free in (False, True):
+        idx = topk_magnitude_rows(rows, k, sync_free=sync_free)
+        assert idx.shape == (3, k)
+        for i in range(2):
+            assert torch.equal(torch.sort(rows[i, idx[i]]).values, torch.topk(rows[i], k).values.flip(0))
+        assert idx[2].unique().numel() == k
+
+
+def test_the_row_drop_keeps_every_row_with_a_non_zero_or_nan_entry(orthogonal):
+    """Padding rows (all zeros, signed zeros too) are dropped; a row with one non-zero entry or a NaN is kept."""
+    layer = SparseGradLinear(torch.randn(8, 6), None, orthogonal(8, 0), orthogonal(6, 1), 4)
+    layer.sync_free = False
+    g = torch.zeros(5, 8)
+    g[1, 7] = 1e-30
+    g[2] = -0.0
+    g[3, 0] = float("nan")
+    x = torch.arange(30.0).view(5, 6)
+    kept_g, kept_x = layer._drop_zero_rows(g, x)
+    assert torch.equal(kept_x, x[[1, 3]])
+    assert kept_g[0, 7] == 1e-30 and bool(kept_g[1, 0].isnan())
