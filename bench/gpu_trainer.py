@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                 timeout=args.timeout)
                 row["repeat"] = repeat
                 cases.setdefault((method, graphs), []).append(row)
-                what = row.get("error") or f"{row['steps_per_s']:.2f} steps/s, peak {row['peak_memory_mb'] or 0:.0f} MiB"
+                peak = row.get("peak_memory_mb")
+                what = row.get("error") or f"{row['steps_per_s']:.2f} steps/s" + (f", peak {peak:.0f} MiB" if peak else "")
                 print(f"[repeat {repeat}] {method:<10} graphs={'on ' if graphs else 'off'} {what}", flush=True)
                 out.update(rows=[r for rows in cases.values() for r in rows], table=summarize(cases),
                            seconds=time.perf_counter() - started)
