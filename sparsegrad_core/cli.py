@@ -219,6 +219,12 @@ def train(
     gguf_file: Annotated[str | None, typer.Option(help="GGUF file inside the --model folder.")] = None,
 ) -> None:
     """Fine-tune a model on a dataset file and write the adapter, metrics.jsonl and eval_summary.json."""
+    import torch
+
+    if cuda_graphs and not torch.cuda.is_available():
+        err_console.print("error: --cuda-graphs needs a CUDA device, and this machine has none", markup=False,
+                          highlight=False)
+        raise typer.Exit(2)
     try:
         data = _read_data(train_file, eval_file, task, glue, text_column, text_pair_column, label_column,
                           messages_column, no_header)

@@ -68,6 +68,18 @@ def test_invalid_training_argument_exits_2_naming_the_field(tiny_model_dir, tmp_
     assert "learning_rate must be a number > 0" in result.output
 
 
+def test_cuda_graphs_without_cuda_exits_2_before_loading_anything(tiny_model_dir, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    train = _head(sample_path("sst2_train"), tmp_path / "train.tsv", 20)
+    result = runner.invoke(app, ["train", "--model", str(tiny_model_dir), "--train", str(train), "--glue", "sst2",
+                                 "--cuda-graphs", "--output", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "--cuda-graphs needs a CUDA device" in result.output
+    assert not (tmp_path / "run").exists()
+
+
 def test_train_resumes_from_a_checkpoint(tiny_model_dir, tmp_path):
     train = _head(sample_path("sst2_train"), tmp_path / "train.tsv", 65)
     out = tmp_path / "run"
