@@ -133,7 +133,7 @@ def _summary(attempt: Attempt, run: TrainedRun) -> dict[str, Any]:
     summary = {k: run.result.summary.get(k) for k in SUMMARY_KEYS if k in run.result.summary}
     summary.update(
         device=attempt.device.description, precision="bf16 autocast" if run.args.bf16 else "fp32",
-        cuda_graphs=run.args.cuda_graphs, allocator=process_allocator(),
+        cuda_graphs=run.result.summary.get("cuda_graphs"), allocator=process_allocator(),
         eval_source=run.data.eval_source, attempts=attempt.job.attempt,
         **run.callback.insight,
         probe=reference_outputs(run.prepared.model, run.tokenizer, run.data.eval or run.data.train,

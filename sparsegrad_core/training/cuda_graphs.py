@@ -16,7 +16,9 @@ What a replay needs, and how the trainer gives it:
   (``build_optimizer(capturable=True)``), the step counts used for bias correction, the micro-batches' loss weights
   and the inputs.
 - **No host synchronisation inside the step**: SparseGrad's step has none (``tests/core/test_optim.py`` runs it
-  under ``torch.cuda.set_sync_debug_mode("error")``).
+  under ``torch.cuda.set_sync_debug_mode("error")``). A step that cannot be captured (a model whose forward reads a
+  value back, say) fails its capture: the run then trains eagerly, and :attr:`StepGraph.failed` says why.
+- **Memory**: the graph keeps its step's working memory reserved; an eager step between replays needs its own.
 """
 
 from __future__ import annotations
@@ -51,13 +53,17 @@ class StepGraph:
     step): the captured backward then writes them afresh.
     """
 
-    def __init__(self, work: StepWork, device: torch.device) -> None:
+    def __init__(self, work: StepWork, device: torch.device, clear: Callable[[], None]) -> None:
+        """``clear`` undoes what a failed capture left behind before the step runs eagerly (the trainer's
+        ``zero_grad(set_to_none=True)``: gradients and selections the capture set but never computed)."""
         if device.type != "cuda":
             raise ValueError(f"cuda_graphs needs a CUDA device; the model is on {device}")
-        self.work, self.device = work, device
+        self.work, self.device, self.clear = work, device, clear
         self.eager_steps = 0
         self.replays = 0
         self.captures = 0
+        self.failed: str | None = None
+        """Why the capture failed (every step since ran eagerly); None while capturing works."""
         self.graph: torch.cuda.CUDAGraph | None = None
         self._shape: Any = None
         self._inputs: Batches = []
@@ -65,6 +71,8 @@ class StepGraph:
         self._outputs: Any = None
 
     def __call__(self, batches: Batches, weights: list[float], regular: bool = True) -> Any:
+        if self.failed is not None:
+            return self.work(batches, weights)
         shape = _shape(batches)
         if self.graph is not None:
             if shape != self._shape:
@@ -96,9 +104,15 @@ class StepGraph:
         self._inputs = [{k: v.clone() for k, v in b.items()} for b in batches]
         self._weights = [torch.tensor(float(w), device=self.device) for w in weights]
         graph = torch.cuda.CUDAGraph()
-        # thread_local: a worker's other threads (heartbeat, metrics) may use CUDA while this thread captures.
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            self._outputs = self.work(self._inputs, list(self._weights))
+        try:
+            # thread_local: a worker's other threads (heartbeat, metrics) may use CUDA while this thread captures.
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                self._outputs = self.work(self._inputs, list(self._weights))
+        except RuntimeError as exc:  # the capture recorded nothing that ran: train this step, and the rest, eagerly
+            self.reset()
+            self.failed = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            self.clear()
+            return self.work(batches, weights)
         self.graph, self._shape = graph, shape
         self.captures += 1
         graph.replay()  # the capture only recorded this step: run it

@@ -142,7 +142,8 @@ class Trainer:
             raise ValueError(f"metric_for_best={args.metric_for_best!r} is not an eval metric of {task.value} "
                              f"({', '.join(metric_names(task))})")
         self.sg_layers = [layer for _, layer in sparsegrad_layers(self.model)]
-        self.step_graph = StepGraph(self._step_work, self.device) if args.cuda_graphs else None
+        self.step_graph = StepGraph(self._step_work, self.device, lambda: self.optimizer.zero_grad(set_to_none=True)) \
+            if args.cuda_graphs else None
         self.output_dir = None if args.output_dir is None else Path(args.output_dir)
         self.metrics_log = MetricsLog(None if self.output_dir is None else self.output_dir / METRICS_FILE)
         self.state = TrainerState()
@@ -394,5 +395,8 @@ class Trainer:
             "train_time_s": state.train_time_s, "calibration_time_s": calibration.get("seconds"),
             "train_examples": len(self.train_data), "eval_examples": 0 if self.eval_data is None else len(self.eval_data),
             "peak_memory_mb": peak_memory_mb(self.device), "peak_memory_definition": memory_metric_name(self.device),
+            "cuda_graphs": None if self.step_graph is None else {
+                "captures": self.step_graph.captures, "replays": self.step_graph.replays,
+                "failed": self.step_graph.failed},
             "spec": spec.to_dict(), "args": self.args.to_dict(),
         }

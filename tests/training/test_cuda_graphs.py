@@ -88,6 +88,9 @@ def test_a_graphed_run_lands_where_the_eager_run_does(tokenizer, tmp_path, metho
     assert graphed.step_graph is not None and WARMUP_STEPS == 3
     assert graphed.step_graph.captures == (2 if recalibrated else 1)
     assert graphed.step_graph.replays == (4 if recalibrated else 6)
+    assert graphed_result.summary["cuda_graphs"] == {"captures": 2 if recalibrated else 1,
+                                                     "replays": 4 if recalibrated else 6, "failed": None}
+    assert eager_result.summary["cuda_graphs"] is None
     torch.testing.assert_close(torch.tensor(graphed_result.losses), torch.tensor(eager_result.losses),
                                rtol=1e-4, atol=1e-6)
     a, b = trainable_state(eager.model), trainable_state(graphed.model)
@@ -123,3 +126,31 @@ def test_a_graphed_run_resumes_from_its_checkpoint_where_it_would_have_gone(toke
     a, b = trainable_state(straight.model), trainable_state(resumed.model)
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@cuda
+def test_a_step_that_cannot_be_captured_trains_eagerly_and_says_why():
+    """A step that reads a value back cannot be captured: the capture fails, what it left behind is cleared, the
+    step and every later one run eagerly, and ``failed`` names the error."""
+    from sparsegrad_core.training.cuda_graphs import StepGraph
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(4, 4).cuda()
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+
+    def work(batches, weights):
+        loss = lin(batches[0]["x"]).square().mean() * weights[0]
+        loss.backward()
+        if float(loss) >= 0:  # a host read: not allowed while capturing
+            opt.step()
+        return {"loss": loss.detach()}, []
+
+    cleared = []
+    graph = StepGraph(work, torch.device("cuda"), lambda: (opt.zero_grad(set_to_none=True), cleared.append(True)))
+    before = lin.weight.detach().clone()
+    for _ in range(WARMUP_STEPS + 3):
+        out, _ = graph([{"x": torch.randn(2, 4, device="cuda")}], [1.0])
+        assert out["loss"].isfinite()
+        opt.zero_grad(set_to_none=True)
+    assert graph.failed is not None and graph.captures == 0 and graph.replays == 0 and cleared == [True]
+    assert not torch.equal(lin.weight, before)  # every step trained

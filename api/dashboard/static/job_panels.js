@@ -265,7 +265,7 @@ export function renderSummary(container, job, live = null) {
     ["Training time", s.train_time_s !== undefined ? seconds(s.train_time_s) : null],
     ["Calibration time", s.calibration_time_s ? seconds(s.calibration_time_s) : null],
     ["Peak memory", s.peak_memory_mb !== undefined ? `${formatNumber(s.peak_memory_mb)} MB` : null],
-    ["Device", s.device ? `${s.device}${s.precision ? `, ${s.precision}` : ""}${s.cuda_graphs ? ", CUDA graphs" : ""}${s.allocator ? (s.allocator === "system" ? ", system malloc" : `, ${s.allocator}`) : ""}` : null],
+    ["Device", s.device ? `${s.device}${s.precision ? `, ${s.precision}` : ""}${s.cuda_graphs && s.cuda_graphs.replays ? ", CUDA graphs" : ""}${s.allocator ? (s.allocator === "system" ? ", system malloc" : `, ${s.allocator}`) : ""}` : null],
     ["Examples", s.train_examples !== undefined ? `${s.train_examples} train, ${s.eval_examples} eval (${s.eval_source || "?"})` : null],
     ["Best", s.best && s.best.value !== null && s.best.value !== undefined
       ? `${s.best.metric} ${formatNumber(s.best.value)} at step ${s.best.step}` : null],
