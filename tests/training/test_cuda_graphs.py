@@ -82,14 +82,13 @@ def test_a_graphed_run_lands_where_the_eager_run_does(tokenizer, tmp_path, metho
         trainer = Trainer(prepared, data, None, tokenizer, args)
         results[graphs] = (trainer, trainer.train())
     (eager, eager_result), (graphed, graphed_result) = results[False], results[True]
-    # Steps 1, 7 and 13 measure the original basis and 5 and 10 are short (eager); warm-up takes 3 more after the
-    # start and after the re-calibration at step 7.
+    # Steps 5 and 10 are short and run eagerly, and so do the 3 warm-up steps after the start and after the
+    # re-calibration at step 7; with SparseGrad layers steps 1, 7 and 13 measure the original basis (eager too).
     recalibrated = method == "sparsegrad-recalibrated"
+    replays = {"full": 9, "sparsegrad": 6, "sparsegrad-block": 6, "sparsegrad-recalibrated": 4}[method]
     assert graphed.step_graph is not None and WARMUP_STEPS == 3
-    assert graphed.step_graph.captures == (2 if recalibrated else 1)
-    assert graphed.step_graph.replays == (4 if recalibrated else 6)
-    assert graphed_result.summary["cuda_graphs"] == {"captures": 2 if recalibrated else 1,
-                                                     "replays": 4 if recalibrated else 6, "failed": None}
+    assert graphed_result.summary["cuda_graphs"] == {"captures": 2 if recalibrated else 1, "replays": replays,
+                                                     "failed": None}
     assert eager_result.summary["cuda_graphs"] is None
     torch.testing.assert_close(torch.tensor(graphed_result.losses), torch.tensor(eager_result.losses),
                                rtol=1e-4, atol=1e-6)
@@ -103,7 +102,17 @@ def test_a_graphed_run_lands_where_the_eager_run_does(tokenizer, tmp_path, metho
 def test_a_graphed_run_resumes_from_its_checkpoint_where_it_would_have_gone(tokenizer, tmp_path):
     """A checkpoint written after replays holds the device's step counts: the resumed run (eager again for its first
     steps, then captured anew) ends where the uninterrupted graphed run does."""
-    from test_trainer import StopAfter
+    from sparsegrad_core.training import TrainerCallback
+
+    class StopAfter(TrainerCallback):
+        def __init__(self, steps: int) -> None:
+            self.steps, self.seen = steps, 0
+
+        def on_step(self, step: int, metrics: dict[str, float]) -> None:
+            self.seen = step
+
+        def should_stop(self) -> bool:
+            return self.seen >= self.steps
 
     data = _full_width_rows(tokenizer)  # 12 steps of 8 rows per epoch
     spec = MethodSpec(type="sparsegrad", sparsegrad=SG)
