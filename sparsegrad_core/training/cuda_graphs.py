@@ -64,6 +64,9 @@ class StepGraph:
         self.captures = 0
         self.failed: str | None = None
         """Why the capture failed (every step since ran eagerly); None while capturing works."""
+        self._side: torch.cuda.Stream | None = None
+        """The one side stream of the warm-up steps (the allocator caches blocks per stream: a fresh stream per step
+        would strand each step's temporaries in its own cache)."""
         self.graph: torch.cuda.CUDAGraph | None = None
         self._shape: Any = None
         self._inputs: Batches = []
@@ -93,7 +96,9 @@ class StepGraph:
 
     def _on_side_stream(self, run: Callable[[], Any]) -> Any:
         current = torch.cuda.current_stream(self.device)
-        side = torch.cuda.Stream(self.device)
+        if self._side is None:
+            self._side = torch.cuda.Stream(self.device)
+        side = self._side
         side.wait_stream(current)
         with torch.cuda.stream(side):
             out = run()
