@@ -102,17 +102,7 @@ def test_a_graphed_run_lands_where_the_eager_run_does(tokenizer, tmp_path, metho
 def test_a_graphed_run_resumes_from_its_checkpoint_where_it_would_have_gone(tokenizer, tmp_path):
     """A checkpoint written after replays holds the device's step counts: the resumed run (eager again for its first
     steps, then captured anew) ends where the uninterrupted graphed run does."""
-    from sparsegrad_core.training import TrainerCallback
-
-    class StopAfter(TrainerCallback):
-        def __init__(self, steps: int) -> None:
-            self.steps, self.seen = steps, 0
-
-        def on_step(self, step: int, metrics: dict[str, float]) -> None:
-            self.seen = step
-
-        def should_stop(self) -> bool:
-            return self.seen >= self.steps
+    from .test_trainer import StopAfter
 
     data = _full_width_rows(tokenizer)  # 12 steps of 8 rows per epoch
     spec = MethodSpec(type="sparsegrad", sparsegrad=SG)
