@@ -161,6 +161,7 @@ def worker(p: dict[str, Any]) -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "precision": p.get("precision", "fp32"),
         "allocator": process_allocator(),
+        "malloc_conf": os.environ.get("MALLOC_CONF"),
     }
 
 

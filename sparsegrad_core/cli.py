@@ -36,6 +36,7 @@ from .recipe import DataTokenizationError, finetune
 from .recipe import merge as merge_adapter_into
 from .training import (
     GradientCheckpointingUnsupported,
+    PeriodicRelease,
     TrainerCallback,
     TrainingArguments,
     TrainingCancelled,
@@ -153,7 +154,7 @@ def _run_training(
                   f"({len(data.train)} train / {0 if data.eval is None else len(data.eval)} eval examples)")
     with RichProgress(console) as progress, StopOnInterrupt() as interrupt:
         try:
-            run = finetune(model_name, data.train, data.eval, spec, args, callbacks=[progress, interrupt, PrintMethod()],
+            run = finetune(model_name, data.train, data.eval, spec, args, callbacks=[progress, interrupt, PrintMethod(), PeriodicRelease()],
                            resume_from=resume, run_info={"model": model_name}, gguf_file=gguf_file)
         except TrainingCancelled as exc:
             err_console.print(str(exc))

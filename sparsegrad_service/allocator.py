@@ -11,6 +11,13 @@ results, bit for bit. What it does to each method's step: ``bench/step.py --allo
 Only the environment can choose a process's allocator (``LD_PRELOAD``, read when the process starts): the launchers
 of training workers (``sparsegrad up``, ``sparsegrad worker``, the worker image) set it; a process reports what it
 got with :func:`process_allocator`.
+
+Kept pages are not all reused: each batch pads to its own longest row, so activation sizes change from step to step,
+and jemalloc leaves freed runs it cannot fit the next request into. With nothing handed back, a training process's
+resident memory grows step after step while its live tensors stay the same (``bench/allocator_memory.py``;
+docs/BENCHMARKS.md, "The allocator"). So training hands the kept pages back every
+``RELEASE_EVERY_STEPS`` steps and after each evaluation (``sparsegrad_core.training.PeriodicRelease``): one step
+in that many pays for fresh pages, as every step does with glibc.
 """
 
 from __future__ import annotations
@@ -21,8 +28,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
-"""Never hand freed pages back to the kernel: a training process reuses them at the next step. Its resident memory
-stays at its high-water mark until it exits (a worker's is its largest job's peak)."""
+"""Hand no freed page back to the kernel on a timer: a training process reuses them at the next step. Time-based
+decay hands back the buffers a step is about to ask for again, and makes a step slower than with glibc
+(docs/BENCHMARKS.md, "The allocator"); training bounds what is kept instead (``PeriodicRelease``)."""
 
 JEMALLOC = "jemalloc"
 SYSTEM = "system"

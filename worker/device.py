@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from sparsegrad_core.precision import cpu_multiplies_bf16
+from sparsegrad_core.training import release_allocator_pages
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,12 @@ def select_device(cpu_bf16: bool = True, cuda_graphs: bool = False) -> DeviceInf
 
 
 def release_memory(device: torch.device) -> None:
-    """Give cached accelerator memory back after a job (the next job on this worker starts clean)."""
+    """Give cached accelerator memory and the allocator's kept pages back after a job (the next job on this worker
+    starts clean)."""
     import gc
 
     gc.collect()
+    release_allocator_pages()
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)

@@ -25,7 +25,7 @@ from sqlalchemy.exc import OperationalError
 from torch import nn
 
 from sparsegrad_core.recipe import DataTokenizationError, finetune
-from sparsegrad_core.training import GradientCheckpointingUnsupported, TrainingCancelled
+from sparsegrad_core.training import GradientCheckpointingUnsupported, PeriodicRelease, TrainingCancelled
 from sparsegrad_service.enums import EventType, JobStatus
 from sparsegrad_service.job_spec import JobSpec
 from sparsegrad_service.job_store import JobSnapshot, WorkerJobStore
@@ -178,7 +178,9 @@ class JobRunner:
         )
         try:
             run = finetune(source, data.train, data.eval, method, args,
-                           callbacks=[callback, PreparedMessages(journal, job.model)], resume_from=resume_from,
+                           callbacks=[callback, PreparedMessages(journal, job.model),
+                                      PeriodicRelease()],
+                           resume_from=resume_from,
                            device=attempt.device.device, run_info={"model": job.model, "job_id": job.id})
         except DataTokenizationError as exc:
             raise JobError("invalid_training_file", str(exc), "training_file") from exc

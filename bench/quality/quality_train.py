@@ -23,7 +23,7 @@ from sparsegrad_core.config import SparseGradConfig
 from sparsegrad_core.methods import MethodSpec
 from sparsegrad_core.recipe import finetune
 from sparsegrad_core.tokenization import tokenize_dataset
-from sparsegrad_core.training import TrainerCallback, TrainingArguments
+from sparsegrad_core.training import PeriodicRelease, TrainerCallback, TrainingArguments
 from sparsegrad_core.training.checkpoint import restore_trainable_state, trainable_state
 from sparsegrad_core.training.evaluation import evaluate
 from sparsegrad_service.allocator import process_allocator
@@ -132,11 +132,14 @@ def _train_v2(run: Any, *, data_dir: Path | None, chat_source: str | None, workd
     args = TrainingArguments(**hyperparameters(run), seed=run.seed, eval_before=False, save_final=False,
                              log_every=max(1, run.steps))
     best = BestSelection(run.task, run.patience)
+    # As training workers do: the allocator's kept pages go back after each evaluation (the step events of a
+    # quality run arrive only at its end).
+    callbacks = [best, PeriodicRelease()]
     if run.method == "galore":
         trained = galore_method.finetune_galore(run.model, train_ds, sel_ds, spec, args, protocol(run.protocol)["galore"],
-                                                callbacks=[best])
+                                                callbacks=callbacks)
     else:
-        trained = finetune(run.model, train_ds, sel_ds, spec, args, callbacks=[best], run_info={"model": run.model})
+        trained = finetune(run.model, train_ds, sel_ds, spec, args, callbacks=callbacks, run_info={"model": run.model})
     prepared, result = trained.prepared, trained.result
     best.restore()
     dev_tokens = tokenize_dataset(dev_ds, trained.tokenizer, run.max_seq_length)

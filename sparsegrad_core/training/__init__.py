@@ -19,6 +19,7 @@ from .checkpoint import (
 from .evaluation import classification_metrics, evaluate, regression_metrics
 from .export import export_trained, merge_exported, read_training_info
 from .gradient_checkpointing import GradientCheckpointingUnsupported, enable_gradient_checkpointing
+from .memory_release import PeriodicRelease, release_allocator_pages
 from .preparation import TrainingCancelled, calibration_batches, prepare_for_training
 from .schedule import lr_scale
 from .trainer import SUMMARY_FILE, Trainer, TrainResult, seed_everything
@@ -28,6 +29,7 @@ __all__ = [
     "CalibrationProgress",
     "CallbackList",
     "GradientCheckpointingUnsupported",
+    "PeriodicRelease",
     "Phase",
     "TrainResult",
     "Trainer",
@@ -50,6 +52,7 @@ __all__ = [
     "prepare_for_training",
     "read_training_info",
     "regression_metrics",
+    "release_allocator_pages",
     "save_basis",
     "save_checkpoint",
     "seed_everything",

@@ -1,8 +1,10 @@
 """Training workers' allocator (``sparsegrad_service.allocator``): jemalloc preloaded where the machine has it, the
-operator's own preload kept, the setting that turns it off, what a process reports, and results unchanged by it."""
+operator's own preload kept, the setting that turns it off, what a process reports, the kept pages handed back, and
+results unchanged by it."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -59,6 +61,7 @@ from support.tiny import VOCAB, tiny_bert
 from sparsegrad_core import build_optimizer
 from sparsegrad_core.config import SparseGradConfig
 from sparsegrad_core.methods import MethodSpec, prepare_model
+from sparsegrad_core.training import release_allocator_pages
 from sparsegrad_service.allocator import process_allocator
 
 torch.manual_seed(0)
@@ -76,6 +79,7 @@ for step in range(6):
     opt.step()
     opt.zero_grad()
     losses.append(loss.item())
+    release_allocator_pages()
 digest = hashlib.sha256(repr(losses).encode() + b"".join(p.detach().numpy().tobytes() for p in prepared.model.parameters()))
 print(process_allocator(), digest.hexdigest())
 """
@@ -92,3 +96,55 @@ def test_training_under_jemalloc_gives_the_same_results_bit_for_bit() -> None:
     (system, plain), (jemalloc, preloaded) = (out.stdout.split() for out in outputs)
     assert (system, jemalloc) == ("system", "jemalloc")
     assert plain == preloaded
+
+
+RELEASE = """
+import json
+from pathlib import Path
+from sparsegrad_core.training import release_allocator_pages
+from sparsegrad_service.allocator import process_allocator
+
+def rss_mib():
+    return int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) / 1024
+
+blocks = [bytearray(b"x" * (8 << 20)) for _ in range(48)]  # 384 MiB, written, in blocks a training step frees
+freed_from = rss_mib()
+del blocks
+kept = rss_mib()
+released = release_allocator_pages()
+print(json.dumps({"allocator": process_allocator(), "freed_from": freed_from, "kept": kept, "released": released,
+                  "after": rss_mib()}))
+"""
+
+
+def test_the_kept_pages_go_back_to_the_kernel_on_release() -> None:
+    _library()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("LD_PRELOAD", None)
+    env.pop("MALLOC_CONF", None)
+    system, jemalloc = (json.loads(subprocess.run([sys.executable, "-c", RELEASE], env=e, capture_output=True,
+                                                  text=True, timeout=120, check=True).stdout)
+                        for e in (env, with_jemalloc(env)))
+    assert jemalloc["allocator"] == "jemalloc" and jemalloc["released"] is True
+    assert jemalloc["kept"] > jemalloc["freed_from"] - 64, "jemalloc with JEMALLOC_CONF should keep freed pages"
+    assert jemalloc["after"] < jemalloc["kept"] - 300, jemalloc
+    assert system["allocator"] == "system" and system["released"] is False
+
+
+def test_periodic_release_runs_every_n_steps_and_after_each_evaluation() -> None:
+    from sparsegrad_core.training import PeriodicRelease
+
+    calls: list[str] = []
+    hook = PeriodicRelease(lambda: calls.append("release"), every=3)
+    hook.on_train_begin(start_step=10, total_steps=30)
+    for step in range(11, 20):
+        hook.on_step(step, {})
+        calls.append(str(step))
+    assert calls == ["11", "12", "release", "13", "14", "15", "release", "16", "17", "18", "release", "19"]
+    calls.clear()
+    hook.on_eval(20, {})
+    hook.on_step(21, {})
+    hook.on_step(23, {})
+    assert calls == ["release", "release"]
+    with pytest.raises(ValueError, match="every"):
+        PeriodicRelease(lambda: None, every=0)
