@@ -33,6 +33,13 @@ def job_status(c: httpx.Client, job_id: str) -> dict[str, Any]:
     return dict(r.json())
 
 
+def checkpoints(c: httpx.Client, job_id: str) -> list[dict[str, Any]]:
+    """The job's checkpoints, newest first."""
+    r = c.get(f"/v1/fine_tuning/jobs/{job_id}/checkpoints")
+    assert r.status_code == 200, r.text
+    return list(r.json()["data"])
+
+
 @pytest.fixture(scope="module")
 def dev_jsonl(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from sparsegrad_data import glue_mapping, load_dataset, sample_path
@@ -131,8 +138,8 @@ def test_cancel_pause_and_resume_with_a_real_worker(deployment: Deployment, sst2
         assert c.post(f"/v1/fine_tuning/jobs/{job['id']}/pause").status_code == 200
         paused = wait_for(lambda: (s := job_status(c, job["id"]))["status"] == "paused" and s, 60, "paused",
                           deployment)
-        checkpoints = c.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()["data"]
-        assert checkpoints and checkpoints[0]["step_number"] == paused["step"]
+        stored = checkpoints(c, job["id"])
+        assert stored and stored[0]["step_number"] == paused["step"]
 
         assert c.post(f"/v1/fine_tuning/jobs/{job['id']}/resume").status_code == 200
         wait_for(lambda: job_status(c, job["id"])["step"] > paused["step"] + 3, 120, "training to continue",
@@ -158,7 +165,7 @@ def test_a_worker_killed_mid_training_resumes_from_its_checkpoint(deployment: De
 
         def past_a_checkpoint() -> dict[str, Any] | None:
             s = job_status(c, job["id"])
-            ckpts = c.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()["data"]
+            ckpts = checkpoints(c, job["id"])
             return s if ckpts and s["step"] >= ckpts[0]["step_number"] + 3 else None
 
         before = wait_for(past_a_checkpoint, 120, "a checkpoint and a few more steps", deployment, every=0.05)
@@ -199,7 +206,7 @@ def test_three_worker_kills_in_one_job(deployment: Deployment, sst2_jsonl: Path)
 
             def past_a_new_checkpoint(floor: int = floor) -> dict[str, Any] | None:
                 s = job_status(c, job["id"])
-                ckpts = c.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()["data"]
+                ckpts = checkpoints(c, job["id"])
                 newest = ckpts[0]["step_number"] if ckpts else 0
                 return s if s["status"] == "running" and newest > floor and s["step"] >= newest + 2 else None
 
@@ -208,7 +215,7 @@ def test_three_worker_kills_in_one_job(deployment: Deployment, sst2_jsonl: Path)
             deployment.kill(worker)
             # The worker kept training between the poll and the kill and may have stored one more
             # checkpoint: the list read once it is dead is the one the next attempt resumes from.
-            ckpts = c.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints").json()["data"]
+            ckpts = checkpoints(c, job["id"])
             newest = ckpts[0]["step_number"]
             assert before["step"] - newest < every + 5  # what this kill can cost: less than one interval
             resumed_from.append(newest)
