@@ -70,6 +70,7 @@ def aggregate(rows: list[dict[str, Any]], default_density: float = 0.01) -> dict
             "lora_rank": grp[0].get("lora_rank"),
             "s_per_step": mean_std([r["s_per_step"] for r in grp if r.get("s_per_step") is not None])["mean"],
             "score": mean_std([qp.task_score(task, r["metrics"]) for r in grp]),
+            "seed_scores": [qp.task_score(task, r["metrics"]) for r in grp],
             "metrics": {m: mean_std([float(r["metrics"][m]) for r in grp]) for m in TASK_METRICS.get(task, ())},
         }
         results.append(entry)
@@ -261,28 +262,41 @@ def paper_markdown(agg: dict[str, Any]) -> list[str]:
 
 
 def plot(agg: dict[str, Any], path: Path, default_density: float = 0.01) -> None:
+    """One panel per (setting, task): each method's per-seed task scores as dots and their mean ± std as a bar, on
+    an axis fitted to the scores (a bar chart from zero hides the one-point gaps the comparison is about). A cell
+    whose other seeds are still to run is not drawn; a method keeps its colour in every panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     main = [e for e in agg["results"] if e["density"] == default_density and e["task"] in qp.GLUE_TASKS]
+    seeds = max((len(e["seeds"]) for e in main), default=0)
+    main = [e for e in main if len(e["seeds"]) == seeds]
     settings = sorted({e["setting"] for e in main}) or ["paper"]
-    fig, axes = plt.subplots(1, len(settings), figsize=(6 * len(settings), 4), squeeze=False)
-    for ax, setting in zip(axes[0], settings, strict=True):
-        rows = [e for e in main if e["setting"] == setting]
-        tasks = [t for t in qp.GLUE_TASKS if any(e["task"] == t for e in rows)]
-        methods = [m for m in qp.METHODS if any(e["method"] == m for e in rows)]
-        width = 0.8 / max(1, len(methods))
-        for j, m in enumerate(methods):
-            by = {e["task"]: e["score"] for e in rows if e["method"] == m}
-            xs = [i + j * width for i, t in enumerate(tasks) if t in by]
-            ax.bar(xs, [by[t]["mean"] * 100 for t in tasks if t in by], width,
-                   yerr=[by[t]["std"] * 100 for t in tasks if t in by], capsize=3, label=m)
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(tasks))], tasks)
-        ax.set_ylabel("score ×100 (SST-2 acc, MRPC acc/F1 mean, CoLA MCC)")
-        ax.set_title(f"MiniLM-L6, {setting} setting")
-        ax.legend(fontsize=8)
+    tasks = [t for t in qp.GLUE_TASKS if any(e["task"] == t for e in main)] or ["sst2"]
+    colour = {m: f"C{i}" for i, m in enumerate(qp.METHODS)}
+    fig, axes = plt.subplots(len(settings), len(tasks), figsize=(3.6 * len(tasks), 3.2 * len(settings)),
+                             squeeze=False)
+    for row, setting in zip(axes, settings, strict=True):
+        for ax, task in zip(row, tasks, strict=True):
+            cells = {e["method"]: e for e in main if e["setting"] == setting and e["task"] == task}
+            methods = [m for m in qp.METHODS if m in cells]
+            for x, m in enumerate(methods):
+                e = cells[m]
+                ax.errorbar([x], [e["score"]["mean"] * 100], yerr=[e["score"]["std"] * 100], fmt="_", ms=14,
+                            capsize=4, color=colour[m])
+                ax.scatter([x] * len(e["seed_scores"]), [v * 100 for v in e["seed_scores"]], s=12,
+                           color=colour[m], alpha=0.6)
+            ax.set_xticks(range(len(methods)), [m.replace("sparsegrad", "sg") for m in methods], rotation=45,
+                          ha="right", fontsize=8)
+            ax.set_title(f"{task}, {setting} setting", fontsize=9)
+            ax.grid(axis="y", alpha=0.3)
+            if not methods:
+                ax.text(0.5, 0.5, "still to run", ha="center", va="center", transform=ax.transAxes)
+        row[0].set_ylabel("task score ×100")
+    fig.suptitle(f"MiniLM-L6 on GLUE dev: per-seed task score (dots), mean ± std over {seeds} seeds "
+                 "(SST-2 acc, MRPC mean of acc and F1, CoLA MCC)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -130,6 +130,7 @@ def test_report_aggregation(tmp_path: Path) -> None:
     assert sst2["metrics"]["eval_accuracy"]["mean"] == pytest.approx(0.82)
     assert sst2["metrics"]["eval_accuracy"]["std"] == pytest.approx(0.02)  # sample std
     assert sst2["lr"] == 4e-4 and sst2["seeds"] == [0, 1, 2]
+    assert sst2["seed_scores"] == pytest.approx(scores["sst2"])  # the plot's dots, in seed order
     (glue,) = agg["glue_average"]
     assert glue["mean"] == pytest.approx((0.82 + 0.72 + 0.32) / 3) and glue["n"] == 3
     assert [s["chosen"] for s in agg["selection"]] == [False, True]
