@@ -19,8 +19,9 @@ Allocator settings, each in its own process:
 * ``jemalloc-decay``: jemalloc handing pages back on a 1-second timer instead (``dirty_decay_ms:1000,muzzy_decay_ms:0``).
 
 The result file (``bench/results/allocator_memory_<method>.json``) has every sample, the run's seconds per step,
-and per setting the growth from the first sample after the first evaluation (which adds the best-weights copy) to
-the last.
+per setting the growth from the first sample after the first evaluation (which adds the best-weights copy) to
+the last, and the machine (``hardware``, as every benchmark script records it: ``reporting.hardware()``, taken in a
+training process).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "bench" / "quality"))
 
 DECAY_CONF = "dirty_decay_ms:1000,muzzy_decay_ms:0"
@@ -66,6 +68,7 @@ def child(args: argparse.Namespace) -> None:
     warnings.simplefilter("ignore", FutureWarning)  # gc.get_objects() meets torch's deprecated module attributes
     import quality_plan as qp
     import quality_train as qt
+    import reporting
     import torch
 
     from sparsegrad_core.training import TrainerCallback
@@ -93,7 +96,8 @@ def child(args: argparse.Namespace) -> None:
     if args.keep:
         qt.PeriodicRelease = lambda: TrainerCallback()
     result = qt.train_one(run, data_dir=Path(args.data_dir), workdir=Path(args.workdir))
-    print(json.dumps({"s_per_step": result["s_per_step"], "steps_done": result["steps_done"]}), flush=True)
+    print(json.dumps({"s_per_step": result["s_per_step"], "steps_done": result["steps_done"],
+                      "hardware": reporting.hardware()}), flush=True)
 
 
 def measure(args: argparse.Namespace, setting: str) -> dict[str, Any]:
@@ -122,7 +126,7 @@ def measure(args: argparse.Namespace, setting: str) -> dict[str, Any]:
             "s_per_step": run.get("s_per_step"), "steps_done": run.get("steps_done"),
             "samples": samples, "peak_rss_mib": max(s["rss_mib"] for s in samples),
             "growth_after_first_eval_mib": round(after_eval[-1]["rss_mib"] - after_eval[0]["rss_mib"], 1),
-            "growth_from_step": after_eval[0]["step"]}
+            "growth_from_step": after_eval[0]["step"], "hardware": run.get("hardware")}
 
 
 def qp_eval_every(args: argparse.Namespace) -> int:
@@ -155,9 +159,10 @@ def main() -> None:
             raise SystemExit(f"--settings: unknown setting {setting!r} (one of {', '.join(SETTINGS)})")
         print(f"{setting}: training {args.method} on {args.task} for {args.steps} steps", flush=True)
         results.append(measure(args, setting))
+    hardware = next((h for h in [r.pop("hardware", None) for r in results] if h), None)
     out = Path(args.out or ROOT / f"bench/results/allocator_memory_{args.method}.json")
     out.write_text(json.dumps({"argv": sys.argv, "args": {k: v for k, v in vars(args).items() if k != "child"},
-                               "results": results}, indent=1) + "\n")
+                               "hardware": hardware, "results": results}, indent=1) + "\n")
     for r in results:
         print(f"{r['setting']:>14}: peak {r['peak_rss_mib']:.0f} MiB, growth {r['growth_after_first_eval_mib']:+.0f} MiB "
               f"from step {r['growth_from_step']} to {args.steps}, {r['s_per_step']:.3f} s/step")

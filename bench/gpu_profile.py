@@ -12,7 +12,7 @@ steps after 5 warm-up steps it prints the top ops by self time (CUDA and CPU), a
 * on CUDA, ``kernel_launches`` (``cudaLaunchKernel`` and its driver/cuBLAS variants) and the host
   synchronisations (``cudaStreamSynchronize``, ``aten::item``);
 
-with ``--out`` also ``gpu_profile.json`` (or ``gpu_profile_cpu.json``), and with ``--traces`` on CUDA a Chrome
+with ``--out`` also ``gpu_profile.json`` (or ``gpu_profile_cpu.json``; ``--name FILE`` names it instead), and with ``--traces`` on CUDA a Chrome
 trace per method (``trace_<method>.json``, tens of MB each; ``--traces full,sg_block``: those methods' only).
 ``--clip`` adds the trainer's gradient clipping (``clip_grad_norm``) to the step.
 """
@@ -79,6 +79,7 @@ def main() -> None:
     ap.add_argument("--traces", nargs="?", const="all", default=None, metavar="METHODS",
                     help="with --out on CUDA: a Chrome trace per method (or of the listed methods)")
     ap.add_argument("--out")
+    ap.add_argument("--name", help="result file name under --out (default gpu_profile.json, on CPU gpu_profile_cpu.json)")
     args = ap.parse_args()
     dev = torch.device(args.device)
     if dev.type == "cpu":
@@ -96,7 +97,7 @@ def main() -> None:
             torch.cuda.empty_cache()
     print("\n===== per step:", json.dumps(summary, indent=1))
     if args.out:
-        name = "gpu_profile.json" if dev.type == "cuda" else f"gpu_profile_{dev.type}.json"
+        name = args.name or ("gpu_profile.json" if dev.type == "cuda" else f"gpu_profile_{dev.type}.json")
         result = {"argv": sys.argv[1:], "torch": torch.__version__, "per_step": summary}
         (Path(args.out) / name).write_text(json.dumps(summary if dev.type == "cuda" else result, indent=2))
 
