@@ -169,11 +169,19 @@ def print_staged_plan(opts: qp.PlanOptions, measured: tuple[float, int] | None =
     """A staged protocol's plan per stage: run counts and the expected / upper-bound hours; with ``measured``
     (:func:`quality_plan.measured_time_scale`) also the total at the speed of the runs already logged."""
     p = qp.protocol(opts.profile.protocol)
-    split = ", ".join(f"{t} {opts.profile.selection_fraction(t):g}" for t in opts.tasks)
-    print(f"protocol {p['version']} ({p['date']}): selection split {split} of the pool, "
-          f"eval every {opts.profile.eval_every} steps, patience {opts.profile.patience}, cap "
-          f"{', '.join(f'{t} {opts.profile.cap(t)}' for t in opts.tasks)} steps; {opts.profile.lr_scheduler} decay after {opts.profile.warmup_ratio:g} warmup, clip "
-          f"{opts.profile.max_grad_norm:g}, weight decay {opts.profile.weight_decay:g}")
+    prof = opts.profile
+    parts = []
+    if opts.tasks:
+        split = ", ".join(f"{t} {prof.selection_fraction(t):g}" for t in opts.tasks)
+        caps = ", ".join(f"{t} {prof.cap(t)}" for t in opts.tasks)
+        parts.append(f"selection split {split} of the pool, eval every {prof.eval_every} steps, patience "
+                     f"{prof.patience}, cap {caps} steps")
+    if opts.decoder:
+        parts.append(f"decoder: {prof.chat_train} training conversations (selection split "
+                     f"{prof.val_fraction:g} of them), {prof.chat_heldout} held-out ones reported, eval every "
+                     f"{prof.chat_eval_every} steps, patience {prof.chat_patience}, cap {prof.chat_steps} steps")
+    print(f"protocol {p['version']} ({p['date']}): {'; '.join(parts)}; {prof.lr_scheduler} decay after "
+          f"{prof.warmup_ratio:g} warmup, clip {prof.max_grad_norm:g}, weight decay {prof.weight_decay:g}")
     total = [0, 0, 0.0, 0.0]
     for stage in qp.STAGES:
         if opts.stages is not None and stage not in opts.stages:
