@@ -91,8 +91,9 @@ def aggregate(rows: list[dict[str, Any]], default_density: float = 0.01) -> dict
          "chosen": chosen.get(qp.Run.from_dict(r).group) == r["lr"]}
         for r in rows if r.get("phase") == "select"
     ]
+    versions = {int(r.get("protocol", 1)) for r in rows}
     return {"results": results, "glue_average": glue, "paired": paired_differences(finals, default_density),
-            "selection": selection, "n_rows": len(rows)}
+            "selection": selection, "n_rows": len(rows), "protocol": max(versions, default=1)}
 
 
 def _reference_setting(reference: str, setting: str) -> str:
@@ -151,6 +152,7 @@ def markdown(agg: dict[str, Any], default_density: float = 0.01) -> str:
              "Mean ± sample std over seeds (n given when fewer than 3), GLUE dev sets (×100; chat: held-out eval loss). "
              "Learning rate chosen per (task, method, setting) on a validation split carved from the training "
              "subsample, seed 0; a group whose learning-rate grid is not complete yet is not shown.", ""]
+    lines += cells_markdown(agg, default_density)
     main = [e for e in agg["results"] if e["density"] == default_density or e["task"] == "chat"]
     glue = {(g["method"], g["setting"]): g for g in agg["glue_average"]}
     for setting in sorted({e["setting"] for e in main if e["task"] != "chat"}):
@@ -204,6 +206,51 @@ def markdown(agg: dict[str, Any], default_density: float = 0.01) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _fmt_pair(p: dict[str, Any], task: str) -> str:
+    """``mean ± std (n=…)`` of paired differences, then each seed's difference (×100; chat: eval loss)."""
+    scale, digits = (1, 3) if task == "chat" else (100, 1)
+    seeds = ", ".join(f"{d * scale:+.{digits}f}" for d in p["diffs"])
+    return f"{p['mean'] * scale:+.{digits}f} ± {p['std'] * scale:.{digits}f} (n={p['n']}: {seeds})"
+
+
+CELL_ORDER = ("full", "lora", "galore", "meprop", *qp.SPARSEGRAD_VARIANTS)
+"""The rows of the table of every cell: the references first, then the other baselines, then SparseGrad's variants."""
+
+
+def cells_markdown(agg: dict[str, Any], default_density: float = 0.01) -> list[str]:
+    """One table of every (method, task, setting) cell: the task's first metric ×100 as mean ± std and the chosen
+    learning rate; ``…`` where the cell is still to run, with the seeds done where some are. A row per method of the
+    protocol (protocol 2 on) and per method with results."""
+    main = [e for e in agg["results"] if e["density"] == default_density and e["task"] in qp.GLUE_TASKS]
+    if not main:
+        return []
+    seeds = max(len(e["seeds"]) for e in main)
+    settings = [st for st in qp.SETTINGS if any(e["setting"] == st for e in main)]
+    tasks = [t for t in qp.GLUE_TASKS if any(e["task"] == t for e in main)]
+    planned = set(qp.protocol(agg["protocol"])["encoder"]["methods"]) if agg.get("protocol", 1) >= 2 else set()
+    methods = [m for m in CELL_ORDER if m in planned or any(e["method"] == m for e in agg["results"])]
+    by = {(e["method"], e["task"], e["setting"]): e for e in main}
+    cols = [(t, st) for st in settings for t in tasks]
+    lines = ["## Every cell", "",
+             f"{', '.join(f'{t} {SHORT[TASK_METRICS[t][0]]}' for t in tasks)} ×100, mean ± std over {seeds} seeds, "
+             "with the chosen learning rate; … : still to run. Full FT trains in the paper setting only.", "",
+             "| method | " + " | ".join(f"{t} {st}" for t, st in cols) + " |", "|---|" + "---|" * len(cols)]
+    for method in methods:
+        cells = []
+        for t, st in cols:
+            e = by.get((method, t, st))
+            if method == "full" and st != "paper":
+                cells.append("(paper only)")
+            elif e is None:
+                cells.append("…")
+            elif len(e["seeds"]) < seeds:
+                cells.append(f"… ({len(e['seeds'])} of {seeds} seeds)")
+            else:
+                cells.append(f"{_fmt(e['metrics'][TASK_METRICS[t][0]])} ({e['lr']:g})")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def paired_markdown(agg: dict[str, Any]) -> list[str]:
     """Tables of the per-seed paired differences (×100; chat: eval loss, where lower is better)."""
     pairs = agg.get("paired") or []
@@ -224,9 +271,7 @@ def paired_markdown(agg: dict[str, Any]) -> list[str]:
             for setting in qp.SETTINGS:
                 mine = {p["task"]: p for p in rows if p["method"] == method and p["setting"] == setting}
                 if mine:
-                    cells = [(f"{p['mean'] * (1 if t == 'chat' else 100):+.{3 if t == 'chat' else 1}f} ± "
-                              f"{p['std'] * (1 if t == 'chat' else 100):.{3 if t == 'chat' else 1}f} (n={p['n']})")
-                             if (p := mine.get(t)) else "–" for t in tasks]
+                    cells = [_fmt_pair(p, t) if (p := mine.get(t)) else "–" for t in tasks]
                     lines.append(f"| {method} | {setting} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines

@@ -438,7 +438,9 @@ def test_report_pairs_each_seed_with_lora_and_full_ft(tmp_path: Path) -> None:
     assert pairs[("sst2", "lora", "full")]["diffs"] == pytest.approx([-0.05, -0.04, -0.06])
     assert ("sst2", "lora", "lora") not in pairs and ("sst2", "full", "full") not in pairs
     text = report.markdown(agg)
-    assert "| sparsegrad | peft | +1.3 ± 2.5 (n=3) |" in text and "| sparsegrad | peft | -3.7 ± 1.5 (n=3) |" in text
+    assert "| sparsegrad | peft | +1.3 ± 2.5 (n=3: +1.0, -1.0, +4.0) |" in text
+    assert "| sparsegrad | peft | -3.7 ± 1.5 (n=3: -4.0, -5.0, -2.0) |" in text
+    assert "| full | 91.0 ± 1.0 (" in text and "| (paper only) |" in text  # the table of every cell
     assert "paper, BERT-base (Table 4) | 82.5 | 81.6 | 82.6 | 82.1 |" in text
 
 
