@@ -33,6 +33,13 @@ def job_status(c: httpx.Client, job_id: str) -> dict[str, Any]:
     return dict(r.json())
 
 
+def report_steps_between_checkpoints(deployment: Deployment) -> None:
+    """Make workers started from now on flush the job's step every 50 ms. A checkpoint flushes it too, so with the
+    deployment's 0.3 s period and a tiny model's checkpoint every ~0.1 s the reported step is always the newest
+    checkpoint's, and a test waiting to see the job past its checkpoint (to kill it there) never would."""
+    deployment.env["SPARSEGRAD_METRICS_FLUSH_S"] = "0.05"
+
+
 def checkpoints(c: httpx.Client, job_id: str) -> list[dict[str, Any]]:
     """The job's checkpoints, newest first."""
     r = c.get(f"/v1/fine_tuning/jobs/{job_id}/checkpoints")
@@ -156,6 +163,7 @@ def test_cancel_pause_and_resume_with_a_real_worker(deployment: Deployment, sst2
 
 
 def test_a_worker_killed_mid_training_resumes_from_its_checkpoint(deployment: Deployment, sst2_jsonl: Path) -> None:
+    report_steps_between_checkpoints(deployment)
     worker = deployment.start_worker("first")
     key = deployment.create_key("acme")
     total = 160
@@ -190,6 +198,7 @@ def test_three_worker_kills_in_one_job(deployment: Deployment, sst2_jsonl: Path)
     so at most one checkpoint interval of steps is redone per kill; the job succeeds with every loss step
     exactly once, and its attempts and events tell the story."""
     deployment.env["SPARSEGRAD_MAX_ATTEMPTS"] = "5"  # a job records its attempt budget when it is created
+    report_steps_between_checkpoints(deployment)
     assert deployment.api is not None
     deployment.kill(deployment.api, signal.SIGTERM)
     deployment.start_api()
