@@ -1,4 +1,5 @@
-"""Aggregate ``<out>/runs.jsonl`` into ``results.json``, ``RESULTS_TABLE.md`` and ``quality.png``.
+"""Aggregate ``<out>/runs.jsonl`` into ``results.json``, ``RESULTS_TABLE.md``, ``quality.png`` and (with decoder
+rows) ``quality_decoder.png``.
 
     python bench/quality/report.py --out bench/results/quality
 
@@ -207,7 +208,8 @@ def markdown(agg: dict[str, Any], default_density: float = 0.01) -> str:
 
 
 def _fmt_pair(p: dict[str, Any], task: str) -> str:
-    """``mean ± std (n=…)`` of paired differences, then each seed's difference (×100; chat: eval loss)."""
+    """``mean ± std (n=…)`` of paired differences, then each seed's difference (×100; chat: -eval loss, so positive is
+    a lower loss)."""
     scale, digits = (1, 3) if task == "chat" else (100, 1)
     seeds = ", ".join(f"{d * scale:+.{digits}f}" for d in p["diffs"])
     return f"{p['mean'] * scale:+.{digits}f} ± {p['std'] * scale:.{digits}f} (n={p['n']}: {seeds})"
@@ -252,13 +254,13 @@ def cells_markdown(agg: dict[str, Any], default_density: float = 0.01) -> list[s
 
 
 def paired_markdown(agg: dict[str, Any]) -> list[str]:
-    """Tables of the per-seed paired differences (×100; chat: eval loss, where lower is better)."""
+    """Tables of the per-seed paired differences (×100; chat: of -eval loss, so positive is a lower loss)."""
     pairs = agg.get("paired") or []
     if not pairs:
         return []
     lines = ["## Paired differences (same task and seed; mean ± std over seeds of method − reference)", "",
-             "Positive: the method scores higher (chat: its held-out loss is higher, i.e. worse). Full FT runs once, "
-             "in the paper setting; it is the reference for both settings.", ""]
+             "Positive: the method is better (chat: the difference is in -loss, so its held-out loss is lower). Full FT "
+             "runs once, in the paper setting; it is the reference for both settings.", ""]
     for reference in REFERENCES:
         rows = [p for p in pairs if p["reference"] == reference]
         if not rows:
@@ -306,45 +308,68 @@ def paper_markdown(agg: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def plot(agg: dict[str, Any], path: Path, default_density: float = 0.01) -> None:
+def _dot_panel(ax, cells: dict[str, dict[str, Any]], colour: dict[str, str], value) -> None:
+    """Each method's per-seed values (``value`` of a seed score) as dots and their mean ± std as a bar."""
+    methods = [m for m in qp.METHODS if m in cells]
+    for x, m in enumerate(methods):
+        values = [value(v) for v in cells[m]["seed_scores"]]
+        ms = mean_std(values)
+        ax.errorbar([x], [ms["mean"]], yerr=[ms["std"]], fmt="_", ms=14, capsize=4, color=colour[m])
+        ax.scatter([x] * len(values), values, s=12, color=colour[m], alpha=0.6)
+    ax.set_xticks(range(len(methods)), [m.replace("sparsegrad", "sg") for m in methods], rotation=45, ha="right",
+                  fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    if not methods:
+        ax.text(0.5, 0.5, "still to run", ha="center", va="center", transform=ax.transAxes)
+
+
+def plot(agg: dict[str, Any], path: Path, default_density: float = 0.01) -> list[Path]:
     """One panel per (setting, task): each method's per-seed task scores as dots and their mean ± std as a bar, on
     an axis fitted to the scores (a bar chart from zero hides the one-point gaps the comparison is about). A cell
-    whose other seeds are still to run is not drawn; a method keeps its colour in every panel."""
+    whose other seeds are still to run is not drawn; a method keeps its colour in every panel. The decoder's
+    held-out losses, once a method has every seed, go the same way into ``<path stem>_decoder.png``. Returns the
+    files written."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def complete(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        seeds = max((len(e["seeds"]) for e in entries), default=0)
+        return [e for e in entries if len(e["seeds"]) == seeds]
+
+    colour = {m: f"C{i}" for i, m in enumerate(qp.METHODS)}
     main = [e for e in agg["results"] if e["density"] == default_density and e["task"] in qp.GLUE_TASKS]
     seeds = max((len(e["seeds"]) for e in main), default=0)
-    main = [e for e in main if len(e["seeds"]) == seeds]
+    main = complete(main)
     settings = sorted({e["setting"] for e in main}) or ["paper"]
     tasks = [t for t in qp.GLUE_TASKS if any(e["task"] == t for e in main)] or ["sst2"]
-    colour = {m: f"C{i}" for i, m in enumerate(qp.METHODS)}
     fig, axes = plt.subplots(len(settings), len(tasks), figsize=(3.6 * len(tasks), 3.2 * len(settings)),
                              squeeze=False)
     for row, setting in zip(axes, settings, strict=True):
         for ax, task in zip(row, tasks, strict=True):
-            cells = {e["method"]: e for e in main if e["setting"] == setting and e["task"] == task}
-            methods = [m for m in qp.METHODS if m in cells]
-            for x, m in enumerate(methods):
-                e = cells[m]
-                ax.errorbar([x], [e["score"]["mean"] * 100], yerr=[e["score"]["std"] * 100], fmt="_", ms=14,
-                            capsize=4, color=colour[m])
-                ax.scatter([x] * len(e["seed_scores"]), [v * 100 for v in e["seed_scores"]], s=12,
-                           color=colour[m], alpha=0.6)
-            ax.set_xticks(range(len(methods)), [m.replace("sparsegrad", "sg") for m in methods], rotation=45,
-                          ha="right", fontsize=8)
+            _dot_panel(ax, {e["method"]: e for e in main if e["setting"] == setting and e["task"] == task}, colour,
+                       lambda v: v * 100)
             ax.set_title(f"{task}, {setting} setting", fontsize=9)
-            ax.grid(axis="y", alpha=0.3)
-            if not methods:
-                ax.text(0.5, 0.5, "still to run", ha="center", va="center", transform=ax.transAxes)
         row[0].set_ylabel("task score ×100")
     fig.suptitle(f"MiniLM-L6 on GLUE dev: per-seed task score (dots), mean ± std over {seeds} seeds "
                  "(SST-2 acc, MRPC mean of acc and F1, CoLA MCC)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    written = [path]
+    chat = complete([e for e in agg["results"] if e["task"] == "chat"])
+    if chat:
+        fig, ax = plt.subplots(figsize=(4.2, 3.4))
+        _dot_panel(ax, {e["method"]: e for e in chat}, colour, lambda v: -v)  # the task score is -loss
+        ax.set_ylabel("held-out eval loss (lower is better)")
+        ax.set_title(f"SmolLM2-135M chat SFT: per-seed loss, mean ± std over {len(chat[0]['seeds'])} seeds",
+                     fontsize=8)
+        fig.tight_layout()
+        written.append(path.with_name(f"{path.stem}_decoder{path.suffix}"))
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
+    return written
 
 
 def write_report(out: Path, default_density: float = 0.01) -> dict[str, Any]:
@@ -352,8 +377,8 @@ def write_report(out: Path, default_density: float = 0.01) -> dict[str, Any]:
     agg = aggregate(qp.RunLog(out).rows(), default_density)
     (out / "results.json").write_text(json.dumps(agg, indent=2, default=str))
     (out / "RESULTS_TABLE.md").write_text(markdown(agg, default_density))
-    plot(agg, out / "quality.png", default_density)
-    print(f"wrote {out / 'results.json'}, {out / 'RESULTS_TABLE.md'}, {out / 'quality.png'}")
+    plots = plot(agg, out / "quality.png", default_density)
+    print(f"wrote {out / 'results.json'}, {out / 'RESULTS_TABLE.md'}, " + ", ".join(str(p) for p in plots))
     return agg
 
 

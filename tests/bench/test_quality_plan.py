@@ -139,7 +139,22 @@ def test_report_aggregation(tmp_path: Path) -> None:
     (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     report.write_report(tmp_path)
     assert (tmp_path / "quality.png").stat().st_size > 1000
+    assert not (tmp_path / "quality_decoder.png").exists()  # no decoder rows, no decoder plot
     assert json.loads((tmp_path / "results.json").read_text())["n_rows"] == len(rows)
+
+
+def test_report_shows_the_decoder_loss_and_plots_it(tmp_path: Path) -> None:
+    losses = {"lora": [3.40, 3.44, 3.42], "sparsegrad": [3.38, 3.39, 3.43]}
+    rows = [_row("chat", m, 0, 0.0, "select", lr=1e-3, setting="peft") for m in losses]
+    rows += [_row("chat", m, s, 1 - loss, lr=1e-3, setting="peft") for m, ls in losses.items()
+             for s, loss in enumerate(ls)]
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    agg = report.write_report(tmp_path)
+    md = (tmp_path / "RESULTS_TABLE.md").read_text()
+    assert "| sparsegrad | peft | 50 | 3.400 ± 0.026 | 0.001 |" in md
+    pair = next(p for p in agg["paired"] if p["method"] == "sparsegrad" and p["task"] == "chat")
+    assert pair["diffs"] == pytest.approx([0.02, 0.05, -0.01])  # -loss: positive where SparseGrad's loss is lower
+    assert (tmp_path / "quality_decoder.png").stat().st_size > 1000
 
 
 def test_choose_lrs_ties_and_nan() -> None:
