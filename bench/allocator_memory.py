@@ -3,22 +3,23 @@
 Step benchmarks (``bench/step.py --allocator``) time a few steps; an allocator that keeps freed pages can still
 grow over hundreds of steps when the sizes it is asked for vary (dynamic padding makes every batch's activations a
 different size). This script trains one real quality-protocol run (MiniLM-L6 on SST-2, the protocol's batch and
-sequence length) for ``--steps`` optimizer steps once per allocator setting, each in its own process, and records
-the process's resident set (``VmRSS``) and the bytes of the tensors Python can see every ``--every`` steps:
+sequence length; ``--task chat``: the decoder stage's SmolLM2-135M chat SFT) for ``--steps`` optimizer steps once
+per allocator setting, each in its own process, and records the process's resident set (``VmRSS``) and the bytes of the tensors Python can see every ``--every`` steps:
 
     python bench/allocator_memory.py --data-dir ../shared/data/glue --method sparsegrad-fixed --steps 250
+    python bench/allocator_memory.py --data-dir ../shared/data/glue --task chat --method full --steps 24 --every 2
 
 Allocator settings, each in its own process:
 
 * ``system``: glibc's malloc;
 * ``jemalloc``: what training workers run, ``JEMALLOC_CONF`` with the kept pages handed back every
-  ``RELEASE_EVERY_STEPS`` steps and after each evaluation (``sparsegrad_service/allocator.py``,
-  ``sparsegrad_core/training/memory_release.py``; a quality run's step events arrive only at its end, so here: after
-  each evaluation);
+  ``RELEASE_EVERY_STEPS`` steps, at the step after the process grew ``RELEASE_ABOVE_MIB`` since the last release,
+  and after each evaluation (``sparsegrad_service/allocator.py``, ``sparsegrad_core/training/memory_release.py``);
 * ``jemalloc-keep``: the same without handing anything back (the workers' setting until 2026-12-05);
 * ``jemalloc-decay``: jemalloc handing pages back on a 1-second timer instead (``dirty_decay_ms:1000,muzzy_decay_ms:0``).
 
-The result file (``bench/results/allocator_memory_<method>.json``) has every sample, the run's seconds per step,
+The result file (``bench/results/allocator_memory_<method>.json``; another task than SST-2:
+``allocator_memory_<task>_<method>.json``) has every sample, the run's seconds per step,
 per setting the growth from the first sample after the first evaluation (which adds the best-weights copy) to
 the last, and the machine (``hardware``, as every benchmark script records it: ``reporting.hardware()``, taken in a
 training process).
@@ -75,8 +76,13 @@ def child(args: argparse.Namespace) -> None:
     from sparsegrad_core.training import trainer as trainer_module
     from sparsegrad_service.allocator import process_allocator
 
-    opts = qp.PlanOptions(profile=qp.profile_from_protocol(qp.protocol()), tasks=[args.task], methods=[args.method],
-                          settings=[args.setting], steps=args.steps, stages=[args.setting])
+    profile = qp.profile_from_protocol(qp.protocol())
+    if args.task == "chat":  # the decoder stage: SmolLM2-135M chat SFT (the method's own setting)
+        opts = qp.PlanOptions(profile=profile, tasks=[], methods=[args.method], steps=args.steps, stages=["decoder"],
+                              decoder=True)
+    else:
+        opts = qp.PlanOptions(profile=profile, tasks=[args.task], methods=[args.method], settings=[args.setting],
+                              steps=args.steps, stages=[args.setting])
     run = qp.selection_runs(opts)[0]
     original = trainer_module.Trainer._train_step
     done = [0]
@@ -132,13 +138,14 @@ def measure(args: argparse.Namespace, setting: str) -> dict[str, Any]:
 def qp_eval_every(args: argparse.Namespace) -> int:
     import quality_plan as qp
 
-    return int(qp.profile_from_protocol(qp.protocol()).eval_every or args.steps)
+    profile = qp.profile_from_protocol(qp.protocol())
+    return int((profile.chat_eval_every if args.task == "chat" else profile.eval_every) or args.steps)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data-dir", required=True, help="GLUE folder (SST-2/ ...)")
-    ap.add_argument("--task", default="sst2")
+    ap.add_argument("--task", default="sst2", help="a GLUE task, or chat (the decoder stage: SmolLM2-135M)")
     ap.add_argument("--method", default="sparsegrad-fixed")
     ap.add_argument("--setting", default="paper")
     ap.add_argument("--steps", type=int, default=250)
@@ -146,7 +153,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--settings", default=",".join(SETTINGS), help=f"comma list of {','.join(SETTINGS)}")
     ap.add_argument("--workdir", default="bench/results/quality/data", help="tokenized-data cache")
-    ap.add_argument("--out", default=None, help="default: bench/results/allocator_memory_<method>.json")
+    ap.add_argument("--out", default=None, help="default: bench/results/allocator_memory_[<task>_]<method>.json")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -160,7 +167,8 @@ def main() -> None:
         print(f"{setting}: training {args.method} on {args.task} for {args.steps} steps", flush=True)
         results.append(measure(args, setting))
     hardware = next((h for h in [r.pop("hardware", None) for r in results] if h), None)
-    out = Path(args.out or ROOT / f"bench/results/allocator_memory_{args.method}.json")
+    name = args.method if args.task == "sst2" else f"{args.task}_{args.method}"
+    out = Path(args.out or ROOT / f"bench/results/allocator_memory_{name}.json")
     out.write_text(json.dumps({"argv": sys.argv, "args": {k: v for k, v in vars(args).items() if k != "child"},
                                "hardware": hardware, "results": results}, indent=1) + "\n")
     for r in results:

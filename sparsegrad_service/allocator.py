@@ -16,8 +16,9 @@ Kept pages are not all reused: each batch pads to its own longest row, so activa
 and jemalloc leaves freed runs it cannot fit the next request into. With nothing handed back, a training process's
 resident memory grows step after step while its live tensors stay the same (``bench/allocator_memory.py``;
 docs/BENCHMARKS.md, "The allocator"). So training hands the kept pages back every
-``RELEASE_EVERY_STEPS`` steps and after each evaluation (``sparsegrad_core.training.PeriodicRelease``): one step
-in that many pays for fresh pages, as every step does with glibc.
+``RELEASE_EVERY_STEPS`` steps, after each evaluation, and at the next step once the process has grown by
+``RELEASE_ABOVE_MIB`` since the last release (``sparsegrad_core.training.PeriodicRelease``): one step in that many
+pays for fresh pages, as every step does with glibc.
 """
 
 from __future__ import annotations

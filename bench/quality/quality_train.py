@@ -129,11 +129,10 @@ def _train_v2(run: Any, *, data_dir: Path | None, chat_source: str | None, workd
     if run.method == "galore":
         galore_method.ensure_registered()
     spec = method_spec(run.method, run.setting, run.density, run.calibration_steps)
-    args = TrainingArguments(**hyperparameters(run), seed=run.seed, eval_before=False, save_final=False,
-                             log_every=max(1, run.steps))
+    args = TrainingArguments(**hyperparameters(run), seed=run.seed, eval_before=False, save_final=False)
     best = BestSelection(run.task, run.patience)
-    # As training workers do: the allocator's kept pages go back after each evaluation (the step events of a
-    # quality run arrive only at its end).
+    # As training workers do: the allocator's kept pages go back every few steps, when the process has grown past
+    # a bound, and after each evaluation (so every step's event is delivered: log_every 1).
     callbacks = [best, PeriodicRelease()]
     if run.method == "galore":
         trained = galore_method.finetune_galore(run.model, train_ds, sel_ds, spec, args, protocol(run.protocol)["galore"],

@@ -148,3 +148,40 @@ def test_periodic_release_runs_every_n_steps_and_after_each_evaluation() -> None
     assert calls == ["release", "release"]
     with pytest.raises(ValueError, match="every"):
         PeriodicRelease(lambda: None, every=0)
+    with pytest.raises(ValueError, match="max_growth_mib"):
+        PeriodicRelease(lambda: None, max_growth_mib=0)
+
+
+def test_periodic_release_also_runs_when_the_process_grew_past_the_bound() -> None:
+    """A decoder's freed activations can add hundreds of MiB a step: the release comes at the first step whose
+    resident set is more than ``max_growth_mib`` above the one measured after the last release."""
+    from sparsegrad_core.training import PeriodicRelease
+
+    rss = [1000.0]
+    calls: list[str] = []
+
+    def release() -> None:
+        calls.append("release")
+        rss[0] = 1100.0  # what the release handed back; the baseline is measured after it
+
+    hook = PeriodicRelease(release, every=50, max_growth_mib=500, resident=lambda: rss[0])
+    hook.on_train_begin(start_step=0, total_steps=100)
+    for step, grown_to in enumerate((1300, 1500, 1501, 1400, 1599, 1601), start=1):
+        rss[0] = grown_to
+        hook.on_step(step, {})
+        calls.append(f"{step}:{grown_to}")
+    # 1501 > 1000 + 500: released, and the baseline is now 1100; 1599 is not above 1100 + 500, 1601 is
+    assert calls == ["1:1300", "2:1500", "release", "3:1501", "4:1400", "5:1599", "release", "6:1601"]
+    unknown = PeriodicRelease(lambda: calls.append("x"), every=2, resident=lambda: None)  # no /proc: steps only
+    unknown.on_train_begin(0, 10)
+    unknown.on_step(1, {})
+    unknown.on_step(2, {})
+    assert calls[-1] == "x" and calls.count("x") == 1
+
+
+def test_resident_mib_reads_this_process() -> None:
+    from sparsegrad_core.training.memory_release import resident_mib
+
+    mib = resident_mib()
+    assert mib is not None and 10 < mib < 64 * 1024
+    assert resident_mib(Path("/nonexistent/statm")) is None
