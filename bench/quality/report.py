@@ -193,7 +193,7 @@ def markdown(agg: dict[str, Any], default_density: float = 0.01) -> str:
     lines += paired_markdown(agg)
     lines += paper_markdown(agg)
     lines += ["## Chosen learning rates and run sizes", "",
-              "| task | method | setting | lr grid (val score ×100) | chosen lr | train subsample | steps | batch | max len |",
+              "| task | method | setting | lr grid (selection score ×100; chat: selection loss) | chosen lr | train subsample | steps | batch | max len |",
               "|---|---|---|---|---|---|---|---|---|"]
     sel: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for s in agg["selection"]:
@@ -201,7 +201,8 @@ def markdown(agg: dict[str, Any], default_density: float = 0.01) -> str:
             sel[(s["task"], s["method"], s["setting"])].append(s)
     for e in main:
         grid = sorted(sel.get((e["task"], e["method"], e["setting"]), []), key=lambda s: s["lr"])
-        grid_txt = ", ".join(f"{s['lr']:g}: {s['val_score'] * 100:.1f}" for s in grid) or "–"
+        grid_txt = ", ".join(f"{s['lr']:g}: {-s['val_score']:.3f}" if e["task"] == "chat"
+                             else f"{s['lr']:g}: {s['val_score'] * 100:.1f}" for s in grid) or "–"
         lines.append(f"| {e['task']} | {e['method']} | {e['setting']} | {grid_txt} | {e['lr']:g} | {e['train_size']} "
                      f"| {e['steps']} | {e['batch_size']} | {e['max_seq_length']} |")
     return "\n".join(lines) + "\n"

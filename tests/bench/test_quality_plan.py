@@ -152,6 +152,7 @@ def test_report_shows_the_decoder_loss_and_plots_it(tmp_path: Path) -> None:
     agg = report.write_report(tmp_path)
     md = (tmp_path / "RESULTS_TABLE.md").read_text()
     assert "| sparsegrad | peft | 50 | 3.400 ± 0.026 | 0.001 |" in md
+    assert "| chat | sparsegrad | peft | 0.001: 1.000 | 0.001 |" in md  # the grid's selection loss, not ×100
     pair = next(p for p in agg["paired"] if p["method"] == "sparsegrad" and p["task"] == "chat")
     assert pair["diffs"] == pytest.approx([0.02, 0.05, -0.01])  # -loss: positive where SparseGrad's loss is lower
     assert (tmp_path / "quality_decoder.png").stat().st_size > 1000
