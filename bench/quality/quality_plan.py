@@ -586,6 +586,18 @@ def estimate_plan(opts: PlanOptions, *, upper: bool = False) -> tuple[int, int, 
     return len(sel), len(fin), sum(estimate_seconds(r, upper=upper) for r in (*sel, *fin))
 
 
+def runs_left(opts: PlanOptions, rows: list[dict[str, Any]]) -> tuple[int, list[Run]]:
+    """(runs planned, the planned runs not in ``rows`` yet): selection runs, then each group's other seeds at its
+    chosen learning rate, or at a placeholder rate where the group's grid has not finished (what is left to train
+    does not depend on which rate wins)."""
+    sel = selection_runs(opts)
+    keys = {r.key for r in sel}
+    lrs = {**{r.group: r.lr for r in sel}, **settled_choices(rows)}
+    planned = [*sel, *(r for r in final_runs(opts, lrs) if r.key not in keys)]
+    done = {row.get("key") for row in rows}
+    return len(planned), [r for r in planned if r.key not in done]
+
+
 # ------------------------------------------------------------------------------------ the results log
 
 class RunLog:

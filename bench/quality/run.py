@@ -165,9 +165,11 @@ def execute(runs: list[qp.Run], log: qp.RunLog, trainer: Trainer, label: str, sc
     return failures
 
 
-def print_staged_plan(opts: qp.PlanOptions, measured: tuple[float, int] | None = None) -> None:
+def print_staged_plan(opts: qp.PlanOptions, measured: tuple[float, int] | None = None,
+                      rows: list[dict[str, Any]] | None = None) -> None:
     """A staged protocol's plan per stage: run counts and the expected / upper-bound hours; with ``measured``
-    (:func:`quality_plan.measured_time_scale`) also the total at the speed of the runs already logged."""
+    (:func:`quality_plan.measured_time_scale`) also the total at the speed of the runs already logged; with the
+    logged ``rows``, how many runs each stage has done and what is left."""
     p = qp.protocol(opts.profile.protocol)
     prof = opts.profile
     parts = []
@@ -183,6 +185,7 @@ def print_staged_plan(opts: qp.PlanOptions, measured: tuple[float, int] | None =
     print(f"protocol {p['version']} ({p['date']}): {'; '.join(parts)}; {prof.lr_scheduler} decay after "
           f"{prof.warmup_ratio:g} warmup, clip {prof.max_grad_norm:g}, weight decay {prof.weight_decay:g}")
     total = [0, 0, 0.0, 0.0]
+    todo: list[qp.Run] = []
     for stage in qp.STAGES:
         if opts.stages is not None and stage not in opts.stages:
             continue
@@ -191,17 +194,23 @@ def print_staged_plan(opts: qp.PlanOptions, measured: tuple[float, int] | None =
         up = qp.estimate_plan(piece, upper=True)[2]
         if n_sel == 0:
             continue
+        planned, left = qp.runs_left(piece, rows or [])
         print(f"  stage {stage}: {n_sel} selection + {n_fin} more final runs; ~{est / 3600:.1f} h expected, "
-              f"{up / 3600:.1f} h if every run reaches the cap")
+              f"{up / 3600:.1f} h if every run reaches the cap; {planned - len(left)} of {planned} done")
         total = [total[0] + n_sel, total[1] + n_fin, total[2] + est, total[3] + up]
+        todo += left
     print(f"  total: {total[0] + total[1]} runs; ~{total[2] / 3600:.1f} h expected (early stop at "
           f"{p['step_time_s']['expected_stop_fraction']:g} of the cap), {total[3] / 3600:.1f} h upper bound, "
           f"2 CPU cores", flush=True)
+    scale, n = measured or (1.0, 0)
     if measured is not None:
-        scale, n = measured
         print(f"  at the measured speed of the {n} runs in runs.jsonl ({scale:.1f}x the estimate per run): "
               f"~{total[2] * scale / 3600:.1f} h of run time expected, {total[3] * scale / 3600:.1f} h upper "
               f"bound; processes on separate tasks run side by side", flush=True)
+    if rows:
+        left = [sum(qp.estimate_seconds(r, upper=u) for r in todo) * scale / 3600 for u in (False, True)]
+        print(f"  left: {len(todo)} of {total[0] + total[1]} runs, ~{left[0]:.1f} h expected, {left[1]:.1f} h upper "
+              f"bound{' at the measured speed' if measured else ''}", flush=True)
 
 
 def sanity_bar_holds(rows: list[dict[str, Any]], tasks: Iterable[str], version: int) -> bool:
@@ -242,7 +251,7 @@ def main(argv: list[str] | None = None, trainer: Trainer | None = None) -> int:
     log = qp.RunLog(args.out)
     measured = qp.measured_time_scale(log.rows(), opts.profile.protocol) if opts.profile.protocol >= 2 else None
     if opts.profile.protocol >= 2:
-        print_staged_plan(opts, measured)
+        print_staged_plan(opts, measured, log.rows())
     if args.dry_run:
         return 0
     if trainer is None:

@@ -510,6 +510,29 @@ def test_the_estimate_scales_to_the_logged_runs_measured_time(tmp_path: Path, ca
     assert measured == pytest.approx(3 * total, abs=0.15)
 
 
+def test_the_dry_run_says_what_is_done_and_what_is_left(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["--profile", CURRENT, "--tasks", "sst2", "--methods", "lora,sparsegrad", "--settings", "peft",
+            "--out", str(tmp_path), "--dry-run"]
+    sel = qp.selection_runs(quality_run.build_options(quality_run.parse_args(argv)))
+    assert quality_run.main(argv) == 0
+    first = capsys.readouterr().out
+    assert "; 0 of 10 done" in first and "left:" not in first  # nothing logged yet: the plan is the estimate
+    # LoRA's whole grid (1e-3 best on the selection split) and one of SparseGrad's rates: 4 of 10 runs
+    lora = [r for r in sel if r.method == "lora"]
+    rows = [_v2_row(r, 0.5 + r.lr, 0.8) for r in lora] + [_v2_row(next(r for r in sel if r.method == "sparsegrad"),
+                                                                   0.5, 0.8)]
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert quality_run.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "; 4 of 10 done" in out and "left: 6 of 10 runs, ~" in out
+    left = qp.runs_left(quality_run.build_options(quality_run.parse_args(argv)), rows)[1]
+    # LoRA's other seeds run at its chosen rate; SparseGrad's two other rates and, at a rate still to be chosen,
+    # its two other seeds
+    assert sorted((r.method, r.phase, r.seed, r.lr) for r in left if r.method == "lora") == [
+        ("lora", "final", 1, 1e-3), ("lora", "final", 2, 1e-3)]
+    assert sum(r.method == "sparsegrad" for r in left) == 4
+
+
 def test_beside_the_paper_names_the_tasks_of_a_partial_average() -> None:
     """A GLUE average over fewer tasks than another method's is labelled, never set beside it as if comparable."""
     ms = {"mean": 0.8, "std": 0.01, "n": 3}
