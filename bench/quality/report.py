@@ -94,7 +94,36 @@ def aggregate(rows: list[dict[str, Any]], default_density: float = 0.01) -> dict
     ]
     versions = {int(r.get("protocol", 1)) for r in rows}
     return {"results": results, "glue_average": glue, "paired": paired_differences(finals, default_density),
-            "selection": selection, "n_rows": len(rows), "protocol": max(versions, default=1)}
+            "selection": selection, "convergence": convergence(rows), "n_rows": len(rows),
+            "protocol": max(versions, default=1)}
+
+
+def convergence(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per task, how many runs (every phase and method) stopped early and how many had their best at the step cap.
+
+    A run whose best selection score came at its last allowed step had not reached a plateau: more steps might have
+    helped it. Rows without a ``best_step`` (protocol 1 trained a fixed number of steps) are not counted.
+    """
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r.get("best_step") is not None:
+            by_task[r["task"]].append(r)
+    return [{"task": task, "runs": len(rs), "cap": max(r["steps"] for r in rs),
+             "early_stopped": sum(bool(r.get("early_stopped")) for r in rs),
+             "best_at_cap": sum(r["best_step"] >= r["steps"] for r in rs)}
+            for task, rs in sorted(by_task.items())]
+
+
+def convergence_markdown(agg: dict[str, Any]) -> list[str]:
+    if not agg.get("convergence"):
+        return []
+    lines = ["## Did the runs reach a plateau?", "",
+             "Every run of every method and phase: stopped early (the selection score stopped improving for the "
+             "protocol's patience), and best selection score at the step cap (no plateau within the budget).", "",
+             "| task | runs | step cap | stopped early | best at the cap |", "|---|---|---|---|---|"]
+    lines += [f"| {c['task']} | {c['runs']} | {c['cap']} | {c['early_stopped']} | {c['best_at_cap']} |"
+              for c in agg["convergence"]]
+    return [*lines, ""]
 
 
 def _reference_setting(reference: str, setting: str) -> str:
@@ -192,6 +221,7 @@ def markdown(agg: dict[str, Any], default_density: float = 0.01) -> str:
         lines.append("")
     lines += paired_markdown(agg)
     lines += paper_markdown(agg)
+    lines += convergence_markdown(agg)
     lines += ["## Chosen learning rates and run sizes", "",
               "| task | method | setting | lr grid (selection score ×100; chat: selection loss) | chosen lr | train subsample | steps | batch | max len |",
               "|---|---|---|---|---|---|---|---|---|"]

@@ -541,3 +541,14 @@ def test_beside_the_paper_names_the_tasks_of_a_partial_average() -> None:
            "results": []}
     (line,) = [row for row in report.paper_markdown(agg) if row.startswith("| this run")]
     assert line == "| this run, MiniLM-L6 | 80.0 ± 1.0 | – | 80.0 ± 1.0 (only mrpc, sst2) | – |"
+
+
+def test_the_report_counts_runs_that_stopped_early_and_runs_best_at_the_cap() -> None:
+    rows = [{**_row("cola", "lora", s, 0.3), "best_step": best, "early_stopped": stopped}
+            for s, (best, stopped) in enumerate([(10, False), (6, True), (8, False)])]
+    rows += [{**_row("sst2", "lora", 0, 0.8), "best_step": 4, "early_stopped": True}, _row("mrpc", "lora", 0, 0.7)]
+    agg = report.aggregate(rows)
+    assert agg["convergence"] == [
+        {"task": "cola", "runs": 3, "cap": 10, "early_stopped": 1, "best_at_cap": 1},
+        {"task": "sst2", "runs": 1, "cap": 10, "early_stopped": 1, "best_at_cap": 0}]  # mrpc: no best_step, not counted
+    assert "| cola | 3 | 10 | 1 | 1 |" in report.markdown(agg)
