@@ -433,15 +433,15 @@ def test_protocol_md_quotes_the_plan_file() -> None:
     assert checked >= 20
 
 
-def test_report_pairs_each_seed_with_lora_and_full_ft(tmp_path: Path) -> None:
+def test_report_pairs_each_seed_with_lora_full_ft_and_the_exact_method(tmp_path: Path) -> None:
     dev = {("full", "paper"): [0.90, 0.91, 0.92], ("lora", "peft"): [0.85, 0.87, 0.86],
-           ("sparsegrad", "peft"): [0.86, 0.86, 0.90]}
+           ("sparsegrad", "peft"): [0.86, 0.86, 0.90], ("sparsegrad-recal", "peft"): [0.88, 0.85, 0.90]}
 
     def trainer(runs):
         for r in runs:
             yield r, {"selection_metrics": _metrics(r.task, 0.5 + r.lr), "s_per_step": 0.1, "trainable_params": 10,
                       "metrics": _metrics(r.task, dev[(r.method, r.setting)][r.seed])}
-    for methods, settings in (("full", "paper"), ("lora,sparsegrad", "peft")):
+    for methods, settings in (("full", "paper"), ("lora,sparsegrad,sparsegrad-recal", "peft")):
         argv = ["--profile", CURRENT, "--tasks", "sst2", "--methods", methods, "--settings", settings,
                 "--out", str(tmp_path), "--no-report"]
         assert quality_run.main(argv, trainer=trainer) == 0
@@ -453,9 +453,14 @@ def test_report_pairs_each_seed_with_lora_and_full_ft(tmp_path: Path) -> None:
     assert vs_full["diffs"] == pytest.approx([-0.04, -0.05, -0.02])
     assert pairs[("sst2", "lora", "full")]["diffs"] == pytest.approx([-0.05, -0.04, -0.06])
     assert ("sst2", "lora", "lora") not in pairs and ("sst2", "full", "full") not in pairs
+    # SparseGrad's variants are also paired with the exact method; nothing else is
+    assert pairs[("sst2", "sparsegrad-recal", "sparsegrad")]["diffs"] == pytest.approx([0.02, -0.01, 0.0])
+    assert {k for k in pairs if k[2] == "sparsegrad"} == {("sst2", "sparsegrad-recal", "sparsegrad")}
     text = report.markdown(agg)
     assert "| sparsegrad | peft | +1.3 ± 2.5 (n=3: +1.0, -1.0, +4.0) |" in text
     assert "| sparsegrad | peft | -3.7 ± 1.5 (n=3: -4.0, -5.0, -2.0) |" in text
+    against_exact = text.split("### against SparseGrad exact")[1]
+    assert "| sparsegrad-recal | peft | +0.3 ± 1.5 (n=3: +2.0, -1.0, +0.0) |" in against_exact
     assert "| full | 91.0 ± 1.0 (" in text and "| (paper only) |" in text  # the table of every cell
     assert "paper, BERT-base (Table 4) | 82.5 | 81.6 | 82.6 | 82.1 |" in text
 
