@@ -13,6 +13,7 @@ from sparsegrad_contract.defaults import (
     MethodType,
     Selection,
     default_learning_rate,
+    job_recalibrate_every,
     resolve_method,
 )
 from sparsegrad_service.job_spec import JobSpec, MethodConfig, ResolvedHyperparameters, SparseGradMethod
@@ -41,6 +42,8 @@ def resolve_method_config(method: MethodIn | None) -> MethodConfig:
     if kind is MethodType.lora:  # LoRA's default rank matches SparseGrad's trainable parameters at its density
         params["density"] = (method.sparsegrad or SparseGradParams()).density
     config: MethodConfig = _METHOD_CONFIG.validate_python({"type": kind, "setting": method.setting, **params})
+    if isinstance(config, SparseGradMethod) and "recalibrate_every" not in params:
+        config = config.model_copy(update={"recalibrate_every": job_recalibrate_every(config.selection)})
     if isinstance(config, SparseGradMethod) and config.recalibrate_every and config.selection is not Selection.dynamic:
         raise ApiError(400, f"method.sparsegrad.recalibrate_every needs selection 'dynamic' (got "
                        f"'{config.selection.value}'): a block or fixed delta cannot be re-expressed in new bases.",

@@ -13,7 +13,13 @@ import typer
 from pydantic import ValidationError
 
 from sparsegrad_client import ApiError, SparseGradClient
-from sparsegrad_contract.defaults import DEFAULT_METHOD, GRADIENT_CHECKPOINTING, Selection, Setting
+from sparsegrad_contract.defaults import (
+    DEFAULT_METHOD,
+    GRADIENT_CHECKPOINTING,
+    JOB_RECALIBRATE_EVERY,
+    Selection,
+    Setting,
+)
 from sparsegrad_contract.defaults import MethodType as Method
 from sparsegrad_data import TaskType as Task
 from sparsegrad_service.model_names import parse_model_name
@@ -149,7 +155,7 @@ def submit(
     density: Annotated[float | None, typer.Option(help="SparseGrad/MeProp share of entries updated per step.")] = None,
     calibration_steps: Annotated[int | None, typer.Option(help="SparseGrad calibration backward passes.")] = None,
     selection: Annotated[Selection | None, typer.Option(metavar="<selection>", help=f"SparseGrad's selection, {_choices(Selection)}: top-k every step, the calibration-time support, or top-k inside a leading block of the bases.")] = None,
-    recalibrate_every: Annotated[int | None, typer.Option(help="SparseGrad dynamic selection: new bases every N steps (default: never).")] = None,
+    recalibrate_every: Annotated[int | None, typer.Option(help=f"SparseGrad dynamic selection: new bases every N steps; 0: never (default: {JOB_RECALIBRATE_EVERY} with dynamic selection, 0 otherwise).")] = None,
     lora_rank: Annotated[int | None, typer.Option(help="LoRA rank (default: as many parameters as SparseGrad).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs (unless --max-steps).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (overrides --epochs).")] = None,

@@ -134,7 +134,7 @@ def _build_config(spec_kwargs: dict[str, Any], args_kwargs: dict[str, Any]) -> t
     """The method spec and training arguments; invalid values exit with code 2 and the field's name."""
     try:
         sg = SparseGradConfig(density=spec_kwargs.pop("density"), calibration_steps=spec_kwargs.pop("calibration_steps"),
-                              selection=spec_kwargs.pop("selection"))
+                              selection=spec_kwargs.pop("selection"), recalibrate_every=spec_kwargs.pop("recalibrate_every"))
         rank = spec_kwargs.pop("lora_rank")
         options = LoraOptions(rank=rank) if spec_kwargs["type"] == Method.lora else None
         return MethodSpec(sparsegrad=sg, options=options, **spec_kwargs), TrainingArguments(**args_kwargs)
@@ -192,6 +192,7 @@ def train(
     density: Annotated[float, typer.Option(help="SparseGrad/MeProp share of entries updated per step.")] = defaults.DENSITY,
     calibration_steps: Annotated[int, typer.Option(help="SparseGrad calibration backward passes.")] = defaults.CALIBRATION_STEPS,
     selection: Annotated[Selection, typer.Option(help="SparseGrad: dynamic top-k per step (the paper's exact method, the default), top-k inside a leading block of the bases (about half the step time), or a fixed support.")] = JOB_SELECTION,
+    recalibrate_every: Annotated[int | None, typer.Option(help=f"SparseGrad dynamic selection: new bases every N steps; 0: never (default: {defaults.JOB_RECALIBRATE_EVERY} with dynamic selection, 0 otherwise).")] = None,
     lora_rank: Annotated[int | None, typer.Option(help="LoRA rank (default: equal trainable parameters to SparseGrad).")] = None,
     epochs: Annotated[int, typer.Option(help="Epochs (unless --max-steps).")] = defaults.N_EPOCHS,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (overrides --epochs).")] = None,
@@ -237,7 +238,8 @@ def train(
         raise typer.Exit(2) from exc
     spec, args = _build_config(
         {"type": method.value, "setting": setting.value, "lora_rank": lora_rank, "density": density,
-                     "calibration_steps": calibration_steps, "selection": selection.value},
+                     "calibration_steps": calibration_steps, "selection": selection.value,
+                     "recalibrate_every": defaults.job_recalibrate_every(selection) if recalibrate_every is None else recalibrate_every},
         args_kwargs={
             "learning_rate": defaults.default_learning_rate(method, setting) if lr is None else lr,
             "sparse_learning_rate": sparse_lr, "batch_size": batch_size, "n_epochs": epochs,
@@ -284,7 +286,8 @@ def demo(
     dev_ds = load_dataset(sample_path(f"{demo_recipe.GLUE_TASK}_dev"), task, mapping, label_names=train_ds.label_names)
     spec, args = _build_config(
         {"type": defaults.DEFAULT_METHOD.value, "setting": setting.value, "density": defaults.DENSITY,
-         "calibration_steps": defaults.CALIBRATION_STEPS, "selection": JOB_SELECTION.value, "lora_rank": None},
+         "calibration_steps": defaults.CALIBRATION_STEPS, "selection": JOB_SELECTION.value,
+         "recalibrate_every": defaults.job_recalibrate_every(JOB_SELECTION), "lora_rank": None},
         {"learning_rate": defaults.default_learning_rate(defaults.DEFAULT_METHOD, setting), "sparse_learning_rate": sparse_lr, "batch_size": demo_recipe.BATCH_SIZE, "max_steps": max_steps,
          "max_seq_length": demo_recipe.MAX_SEQ_LENGTH, "output_dir": output, "log_every": 1},
     )

@@ -99,10 +99,10 @@ class SparseGradParams(StrictModel):
         default=None, gt=0, le=1, description=f"Block selection: the block keeps at least this share of the top-k gradient energy on calibration, in (0, 1]. Default {D.BLOCK_ENERGY_SHARE}.")
     block_max_cost: float | None = Field(
         default=None, gt=0, le=100, description=f"Block selection: the block's step cost is at most this multiple of a dense weight gradient. Default {D.BLOCK_MAX_COST}.")
-    recalibrate_every: int = Field(
-        default=0, ge=0, le=10_000_000, description="Dynamic selection: recompute the HOSVD bases every N steps from "
-        "`calibration_steps` fresh batches (the trained delta is kept exactly; the sparse optimizer's moments "
-        "restart). 0: never. Default 0.")
+    recalibrate_every: int | None = Field(
+        default=None, ge=0, le=10_000_000, description="Dynamic selection: recompute the HOSVD bases every N steps "
+        "from `calibration_steps` fresh batches (the trained delta is kept exactly; the sparse optimizer's moments "
+        f"restart). 0: never. Default {D.JOB_RECALIBRATE_EVERY} with `dynamic` selection, 0 with the others.")
 
 
 class LoraParams(StrictModel):

@@ -31,7 +31,7 @@ def test_defaults_are_filled_in_and_the_job_is_queued(service: Service, acme: Te
     assert job["method"] == {"type": "sparsegrad", "setting": "peft",
                              "sparsegrad": {"density": 0.01, "calibration_steps": 10, "selection": "dynamic",
                                             "block_energy_share": 0.97, "block_max_cost": 1.0,
-                                            "recalibrate_every": 0}}
+                                            "recalibrate_every": 100}}  # dynamic selection re-calibrates
     assert job["hyperparameters"]["n_epochs"] == 3 and job["hyperparameters"]["batch_size"] == 16
     assert job["hyperparameters"]["learning_rate"] == 3e-4  # the PEFT-pure setting's default
     assert job["hyperparameters"]["learning_rate_multiplier"] == pytest.approx(1.0)  # of the setting's default
@@ -129,6 +129,28 @@ def test_openai_sdk_shapes(acme: TenantClient) -> None:
                                   "method": {"type": method, method: {"hyperparameters": {"beta": 0.1}}}})
         assert r.status_code == 400 and r.json()["error"]["param"] == "method.type", r.text
         assert r.json()["error"]["code"] == "unsupported_method"
+
+
+@pytest.mark.parametrize(("given", "stored"), [
+    ({}, 100), ({"selection": "dynamic"}, 100), ({"recalibrate_every": 0}, 0), ({"recalibrate_every": 7}, 7),
+    ({"selection": "block"}, 0), ({"selection": "fixed"}, 0), ({"selection": "fixed", "recalibrate_every": None}, 0),
+])
+def test_recalibration_defaults_to_every_100_steps_with_dynamic_selection_only(
+        service: Service, acme: TenantClient, given: dict[str, object], stored: int) -> None:
+    """The contract's JOB_RECALIBRATE_EVERY for the exact method; block and fixed selection (which cannot
+    re-calibrate) default to never instead of being refused; an explicit value, 0 included, is kept."""
+    job = acme.create_job(training_file=acme.upload_id(), method={"type": "sparsegrad", "sparsegrad": given})
+    assert job["method"]["sparsegrad"]["recalibrate_every"] == stored
+    assert job_spec(service, job["id"])["method"]["recalibrate_every"] == stored
+
+
+def test_a_stored_spec_without_recalibrate_every_never_recalibrated() -> None:
+    """Specs stored before the option existed ran without re-calibration; reading them back must not pick up
+    the new jobs' default."""
+    from sparsegrad_service.job_spec import JobSpec
+
+    stored = JobSpec.from_stored({"version": 2, "method": {"type": "sparsegrad", "setting": "peft", "selection": "dynamic"}})
+    assert stored.method.recalibrate_every == 0  # type: ignore[union-attr]
 
 
 def test_block_selection_and_its_rule_are_stored(service: Service, acme: TenantClient) -> None:

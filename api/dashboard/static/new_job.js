@@ -120,7 +120,7 @@ export function renderNewJobPage(root) {
       field("sg-density", "SparseGrad density", num("", { min: "0", max: "1" }), { hint: "Share of rotated gradient entries kept, (0, 1].", params: ["method.sparsegrad.density"] }),
       field("sg-calibration", "Calibration steps", num("", { min: "1", step: "1" }), { hint: "Backward passes that define the bases.", params: ["method.sparsegrad.calibration_steps"] }),
       field("sg-selection", "Selection", select([], ""), { hint: "Dynamic: fresh top-k every step (the paper's exact method); block: top-k inside a leading block of the bases (about half the step time; as good as dynamic on SST-2 and MRPC in the paper setting, 0.8 points below it on SST-2 in the PEFT-pure one; also exported as a PEFT LoRA); fixed: the calibration-time support.", params: ["method.sparsegrad.selection"] }),
-      field("sg-recalibrate", "Re-calibrate every", num("", { min: "0", step: "1", placeholder: "never" }), { hint: "Dynamic selection: new bases every N steps (the delta is kept; the sparse optimizer's moments restart). Empty or 0: never.", params: ["method.sparsegrad.recalibrate_every"] })),
+      field("sg-recalibrate", "Re-calibrate every", num("", { min: "0", step: "1", placeholder: "default" }), { hint: "Dynamic selection: new bases every N steps (the delta is kept; the sparse optimizer's moments restart). 0: never. Empty: the default.", params: ["method.sparsegrad.recalibrate_every"] })),
     lora: el("div", { class: "method-params fields", "data-method": "lora" },
       field("lora-rank", "LoRA rank", num("", { min: "1", step: "1", placeholder: "auto" }), { hint: "Auto: as many MLP parameters as SparseGrad.", params: ["method.lora.rank"] }),
       field("lora-alpha", "LoRA alpha", num("", { min: "0", placeholder: "2 × rank" }), { params: ["method.lora.alpha"] })),
@@ -211,6 +211,8 @@ export function renderNewJobPage(root) {
     options(inputs["sg-selection"], d.selections, d.method.sparsegrad.selection);
     setValue("sg-density", d.method.sparsegrad.density);
     setValue("sg-calibration", d.method.sparsegrad.calibration_steps);
+    // left empty so that the server resolves it for the chosen selection (only dynamic selection re-calibrates)
+    inputs["sg-recalibrate"].placeholder = `${d.method.sparsegrad.recalibrate_every} with dynamic selection, else never`;
     setValue("meprop-density", d.method.meprop.density);
     for (const [name] of [...HYPER, ...MORE]) if (name !== "checkpoint_every" && name !== "learning_rate") setValue(`hp-${name}`, d.hyperparameters[name]);
     learningRates = d.learning_rates;
