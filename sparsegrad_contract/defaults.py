@@ -73,8 +73,8 @@ STORED_SPEC_SELECTION = Selection.dynamic
 """A stored job spec without a selection was written before selections existed and ran the exact method."""
 JOB_RECALIBRATE_EVERY = 100
 """New training jobs with dynamic selection re-calibrate the HOSVD bases every this many steps (the library's
-``SparseGradConfig`` and a stored spec without the field: never). Protocol 4 decided it by a rule fixed before its
-MRPC and CoLA runs: in the PEFT-pure setting its paired GLUE difference against the exact method was +0.4 ± 1.5
+``SparseGradConfig`` and a stored spec without the field: never). Protocol 4 decided it by a rule written down when
+one of its MRPC and CoLA runs had finished: in the PEFT-pure setting its paired GLUE difference against the exact method was +0.4 ± 1.5
 (seeds +1.2, −1.4, +1.2), positive on average and on two of three seeds; in the paper setting +1.1 ± 0.5, every seed
 (bench/results/quality_v4/, docs/RESULTS.md). Block and fixed selection cannot re-calibrate: their default is 0."""
 
