@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from sparsegrad_contract import defaults as D
-from sparsegrad_contract.defaults import MethodType, Selection, Setting
+from sparsegrad_contract.defaults import MethodType, RequestedMethod, Selection, Setting
 from sparsegrad_service.job_spec import JobSpec, ResolvedHyperparameters
 from sparsegrad_service.schemas import MethodIn
 from sparsegrad_service.schemas.common import error_responses
@@ -23,7 +23,7 @@ router = APIRouter(prefix="/fine_tuning", tags=["fine-tuning jobs"], responses=e
 async def job_defaults(settings: SettingsDep, _tenant: CurrentTenant) -> JobDefaults:
     """The defaults a job request resolves to (the same values `POST /v1/fine_tuning/jobs` fills in)."""
     methods = sorted(MethodType, key=lambda m: m is not D.DEFAULT_METHOD)
-    method = {m.value: resolve_method_config(MethodIn(type=m.value)) for m in methods}
+    method = {m.value: resolve_method_config(MethodIn(type=RequestedMethod(m.value))) for m in methods}
     default = method[D.DEFAULT_METHOD.value]
     spec = JobSpec(method=default, hyperparameters=ResolvedHyperparameters(
         checkpoint_every=settings.checkpoint_every, learning_rate=D.default_learning_rate(default.type, default.setting)))
