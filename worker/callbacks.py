@@ -27,7 +27,7 @@ import torch
 
 from sparsegrad_core.methods import PreparedModel
 from sparsegrad_core.training import TrainerCallback
-from sparsegrad_core.training.callbacks import CalibrationProgress, Phase, Spectra
+from sparsegrad_core.training.callbacks import CalibrationProgress, Phase, Spectra, describe_recalibration
 from sparsegrad_core.training.checkpoint import is_best_checkpoint
 from sparsegrad_core.training.telemetry import json_safe
 from sparsegrad_service.enums import EventType
@@ -159,10 +159,7 @@ class ServiceCallback(TrainerCallback):
 
     def on_recalibrated(self, step: int, stats: dict[str, Any]) -> None:
         kept = {kind: v["kept_share"] for kind, v in stats["kinds"].items()}
-        shares = ", ".join(f"{kind} {share:.2f}x" for kind, share in sorted(kept.items()))
-        self._events.append((EventType.message,
-                             f"HOSVD bases re-calibrated after step {step} ({stats['steps']} passes, "
-                             f"{stats['seconds']:.1f} s); top-k gradient energy kept vs. the previous bases: {shares}.",
+        self._events.append((EventType.message, describe_recalibration(step, stats),
                              {"step": step, "kept_share": json_safe(kept), "seconds": stats["seconds"]}))
         self.flush()
 

@@ -76,6 +76,14 @@ class TrainerCallback:
         return False
 
 
+def describe_recalibration(step: int, stats: dict[str, Any]) -> str:
+    """One line for :meth:`TrainerCallback.on_recalibrated`'s event: when, how long, and per kind the top-k
+    gradient energy the new bases keep over the old ones (the job's events and the terminal show the same)."""
+    shares = ", ".join(f"{kind} {v['kept_share']:.2f}x" for kind, v in sorted(stats["kinds"].items()))
+    return (f"HOSVD bases re-calibrated after step {step} ({stats['steps']} passes, {stats['seconds']:.1f} s); "
+            f"top-k gradient energy kept vs. the previous bases: {shares}.")
+
+
 class CallbackList(TrainerCallback):
     """Sends each event to every callback in order; stops when any callback asks to."""
 

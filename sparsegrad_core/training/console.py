@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -15,7 +16,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .callbacks import CalibrationProgress, Phase, Spectra, TrainerCallback
+from .callbacks import CalibrationProgress, Phase, Spectra, TrainerCallback, describe_recalibration
 
 
 class RichProgress(TrainerCallback):
@@ -67,6 +68,9 @@ class RichProgress(TrainerCallback):
         if "topk_energy_share" in metrics:
             info += f"  top-k energy {metrics['topk_energy_share']:.2f}"
         self.progress.update(self._training, completed=step, info=info)
+
+    def on_recalibrated(self, step: int, stats: dict[str, Any]) -> None:
+        self.console.print(describe_recalibration(step, stats))
 
     def on_eval(self, step: int, metrics: dict[str, float]) -> None:
         shown = "  ".join(f"{k.removeprefix('eval_')} {v:.4f}" for k, v in metrics.items()

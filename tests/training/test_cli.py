@@ -111,3 +111,21 @@ def test_gradient_checkpointing_flag_reaches_the_run(tiny_model_dir, tmp_path, m
     result = runner.invoke(app, [*common, "--output", str(tmp_path / "refused")])
     assert result.exit_code == 2
     assert "gradient_checkpointing: BertForSequenceClassification does not support" in result.output
+
+
+def test_recalibration_is_shown_and_defaults_only_where_the_selection_allows_it(tiny_model_dir, tmp_path):
+    """Dynamic selection re-calibrates on request and the terminal says so; block selection gets the jobs' default
+    (never) without asking, and refuses an explicit request naming the option."""
+    train = _head(sample_path("sst2_train"), tmp_path / "train.tsv", 97)
+    common = ["train", "--model", str(tiny_model_dir), "--train", str(train), "--glue", "sst2", "--density", "0.05",
+              "--calibration-steps", "2", "--max-steps", "5", "--batch-size", "16", "--max-seq-length", "32"]
+    result = runner.invoke(app, [*common, "--recalibrate-every", "2", "--output", str(tmp_path / "dynamic")])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "re-calibrated after step 2 (2 passes" in said and "re-calibrated after step 4 (2 passes" in said
+    result = runner.invoke(app, [*common, "--selection", "block", "--output", str(tmp_path / "block")])
+    assert result.exit_code == 0, result.output
+    assert "re-calibrated" not in result.output
+    result = runner.invoke(app, [*common, "--selection", "block", "--recalibrate-every", "2",
+                                 "--output", str(tmp_path / "refused")])
+    assert result.exit_code == 2 and "recalibrate_every needs selection='dynamic'" in result.output
