@@ -108,3 +108,6 @@ def test_the_recalibrated_arm_is_the_exact_method_recalibrated_every_100_steps_i
     assert quality_train.method_spec("sparsegrad", "peft", 0.01, 10).sparsegrad.recalibrate_every == 0
     service = resolve_method_config(MethodIn.model_validate(qp.service_method("sparsegrad-recal", "peft", 0.01, 10)))
     assert (service.selection.value, service.recalibrate_every) == ("dynamic", 100)  # type: ignore[union-attr]
+    # the plain arm is the paper's method in both paths, though a service job's default re-calibrates
+    plain = resolve_method_config(MethodIn.model_validate(qp.service_method("sparsegrad", "peft", 0.01, 10)))
+    assert (plain.selection.value, plain.recalibrate_every) == ("dynamic", 0)  # type: ignore[union-attr]
